@@ -1,0 +1,108 @@
+"""`provisioner history import|export|show`: the usage records behind every plan."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+from provisioner import records
+from provisioner.cli.context import Context
+from provisioner.errors import UsageError
+from provisioner.units import format_duration
+
+GIB = 1024 ** 3
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("history", parents=[common], help="import, export and show usage records")
+    hs = p.add_subparsers(dest="history_command", required=True, metavar="ACTION")
+    imp = hs.add_parser("import", parents=[common], help="add usage records from a JSONL file")
+    imp.add_argument("file", metavar="FILE.jsonl", help="one usage record per line ('-' for stdin)")
+    imp.set_defaults(func=run_import)
+    exp = hs.add_parser("export", parents=[common], help="write every usage record as JSONL to stdout")
+    exp.add_argument("--job", help="only this job")
+    exp.add_argument("--since", metavar="ISO_TIME", help="only runs that started at or after this time")
+    exp.set_defaults(func=run_export)
+    show = hs.add_parser("show", parents=[common], help="a job's runs and what they used")
+    show.add_argument("job", metavar="JOB")
+    show.add_argument("--json", action="store_true", help="print the records as a JSON list")
+    show.set_defaults(func=run_show)
+
+
+def read_jsonl(lines, result) -> list[dict]:
+    """Valid records from JSONL lines; bad lines go to `result.rejected` with their numbers."""
+    good = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            good.append(records.normalise(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            result.rejected.append((number, f"not JSON ({exc.msg} at column {exc.colno})"))
+        except records.RecordError as exc:
+            result.rejected.append((number, str(exc)))
+    return good
+
+
+def run_import(args: argparse.Namespace, ctx: Context) -> int:
+    from provisioner.history import ImportResult
+
+    result = ImportResult()
+    try:
+        fh = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    with fh:
+        try:
+            good = read_jsonl(fh, result)
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{args.file} is not UTF-8 text ({exc.reason})") from None
+    with ctx.open_history() as store:
+        result.added, result.present = store.add_many(good)  # one transaction: all or none
+    for number, reason in result.rejected:
+        print(f"{args.file}:{number}: rejected: {reason}", file=sys.stderr)
+    print(f"imported {result.added}, already present {result.present}, rejected {len(result.rejected)}"
+          f" into {ctx.history_location}")
+    return 1 if result.rejected else 0
+
+
+def run_export(args: argparse.Namespace, ctx: Context) -> int:
+    with ctx.open_history() as store:
+        out = sys.stdout
+        for record in store.records(since=args.since, job=args.job):
+            out.write(json.dumps(record) + "\n")
+    return 0
+
+
+def run_show(args: argparse.Namespace, ctx: Context) -> int:
+    with ctx.open_history() as store:
+        runs = store.runs(args.job)
+        if not runs:
+            known = store.jobs()
+            hint = f" (known jobs: {', '.join(known[:10])}{'…' if len(known) > 10 else ''})" if known else \
+                " (the history is empty)"
+            raise UsageError(f"no runs of job {args.job!r} in {ctx.history_location}{hint}")
+    if args.json:
+        print(json.dumps(runs))
+        return 0
+    print(f"{'start':<21} {'build':<7} {'type':<14} {'market':<9} {'exit':>4} {'duration':>9} "
+          f"{'cpu avg/max %':>14} {'mem max':>9} {'cost $':>8}")
+    for r in runs:
+        cpu = (f"{r.get('cpu_avg_pct') or 0:.0f}/{r.get('cpu_max_pct') or 0:.0f}"
+               if r.get("cpu_avg_pct") is not None else "-")
+        mem = f"{r['mem_max_bytes'] / GIB:.2f}G" if r.get("mem_max_bytes") else "-"
+        cost = f"{r['cost_usd']:.4f}" if r.get("cost_usd") is not None else "-"
+        flag = " OOM" if r.get("oom_killed") else " TIMEOUT" if r.get("timed_out") else \
+            " INTERRUPTED" if r.get("interrupted") else ""
+        print(f"{r['start'][:19]:<21} {str(r.get('build') or ''):<7} {r.get('instance_type') or 'local':<14} "
+              f"{r.get('market') or '-':<9} {r['exit_code']:>4} {format_duration(r['duration_s']):>9} "
+              f"{cpu:>14} {mem:>9} {cost:>8}{flag}")
+    ok = [r for r in runs if records.succeeded(r)]
+    total = sum(r.get("cost_usd") or 0 for r in runs)
+    line = f"{len(runs)} runs, {len(ok)} successful, total cost ${total:.2f}"
+    if ok:
+        line += f", median duration {format_duration(statistics.median(r['duration_s'] for r in ok))}"
+    print(line)
+    return 0

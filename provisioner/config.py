@@ -1,0 +1,200 @@
+"""The configuration file: one YAML document, validated against SCHEMA with errors naming key and line.
+
+Every default lives in DEFAULTS below, so the whole behaviour without a file is visible in one place.
+Sections and keys follow CONTRACTS.md ('Where things live'); unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from provisioner import paths
+from provisioner.errors import ConfigError, UsageError
+from provisioner.units import parse_duration_s
+
+POLICIES = ("cheapest", "fastest", "deadline")
+
+DEFAULTS: dict[str, Any] = {
+    "cloud": "docker",
+    "regions": ["us-east-1"],
+    "history": None,                 # None: $XDG_STATE_HOME/provisioner/history.sqlite3
+    "defaults": {
+        "image": "python:3.11-slim",
+        "timeout": "6h",
+        "policy": "deadline",
+        "runtime_target": 0.8,       # share of the timeout a plan must fit in (5760 s for 2 h)
+        "max_price": None,           # USD per hour, per job
+        "default_runtime": "1h",     # assumed runtime on the cheapest fitting offer, no history
+        "boot_s": 90,                # instance boot + agent connect, billed
+        "disk_gib": 30,              # root volume when the label names no disk
+        "mem_headroom": 0.2,         # autotuned memory = peak x (1 + headroom) + 0.5 GiB
+        "autotune_min_runs": 3,
+        "score_source": "sparecores-stressng-div16",
+        "catalog_max_age_days": 30,
+    },
+    "docker": {"instance_image": "provisioner-agent:latest", "host_cpus": None, "host_mem_gib": None},
+    "ec2": {"subnets": [], "security_groups": [], "instance_profile": None, "images": {},
+            "extra_tags": {}, "key_name": None},
+    "jenkins": {"url": None, "user": None, "token_env": "JENKINS_TOKEN", "token_file": None,
+                "managed_atom": "ec2", "sentinel_node": "autoscaler-sentinel"},
+    "daemon": {"owner_id": None, "interval_s": 5, "listen": "127.0.0.1:9108", "max_agents": 20,
+               "max_per_label": None, "max_per_job": None, "budget_usd_per_hour": None,
+               "boot_timeout_s": 600, "orphan_grace_s": 300},
+    "teams": {},
+    "alerts": {"sinks": [], "rules": [], "rate_limit_s": 900},
+}
+
+
+# ---- schema: each leaf is a checker(value) -> error message or None -------------------------
+
+def _type(*types: type, nullable: bool = True) -> Callable[[Any], str | None]:
+    names = " or ".join(t.__name__ for t in types)
+
+    def check(v: Any) -> str | None:
+        if v is None and nullable:
+            return None
+        if isinstance(v, bool) and bool not in types:
+            return f"must be {names}, not a boolean"
+        return None if isinstance(v, types) else f"must be {names}, not {type(v).__name__}"
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)} (got {v!r})"
+
+
+def _duration(v: Any) -> str | None:
+    try:
+        parse_duration_s(v)
+    except UsageError as exc:
+        return str(exc)
+    return None
+
+
+def _fraction(v: Any) -> str | None:
+    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 else \
+        f"must be a number in (0, 1], got {v!r}"
+
+
+def _positive(v: Any) -> str | None:
+    if v is None:
+        return None
+    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else \
+        f"must be a positive number, got {v!r}"
+
+
+def _str_list(v: Any) -> str | None:
+    return None if isinstance(v, list) and all(isinstance(x, str) for x in v) else \
+        "must be a list of strings"
+
+
+_STR, _INT, _DICT, _LIST = _type(str), _type(int), _type(dict), _type(list)
+
+SCHEMA: dict[str, Any] = {
+    "cloud": _one_of("docker", "ec2"),
+    "regions": _str_list,
+    "history": _STR,
+    "defaults": {"image": _STR, "timeout": _duration, "policy": _one_of(*POLICIES),
+                 "runtime_target": _fraction, "max_price": _positive, "default_runtime": _duration,
+                 "boot_s": _positive, "disk_gib": _positive, "mem_headroom": _type(int, float),
+                 "autotune_min_runs": _INT, "score_source": _STR, "catalog_max_age_days": _positive},
+    "docker": {"instance_image": _STR, "host_cpus": _positive, "host_mem_gib": _positive},
+    "ec2": {"subnets": _str_list, "security_groups": _str_list, "instance_profile": _STR,
+            "images": _DICT, "extra_tags": _DICT, "key_name": _STR},
+    "jenkins": {"url": _STR, "user": _STR, "token_env": _STR, "token_file": _STR,
+                "managed_atom": _STR, "sentinel_node": _STR},
+    "daemon": {"owner_id": _STR, "interval_s": _positive, "listen": _STR, "max_agents": _INT,
+               "max_per_label": _INT, "max_per_job": _INT, "budget_usd_per_hour": _positive,
+               "boot_timeout_s": _positive, "orphan_grace_s": _positive},
+    "teams": _DICT,
+    "alerts": {"sinks": _LIST, "rules": _LIST, "rate_limit_s": _positive},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The merged configuration (defaults, then the file) and where it came from."""
+
+    data: dict
+    path: str | None = None
+
+    def section(self, name: str) -> dict:
+        return self.data[name]
+
+    @property
+    def defaults(self) -> dict:
+        return self.data["defaults"]
+
+    @property
+    def regions(self) -> list[str]:
+        return list(self.data["regions"])
+
+
+def _line(node) -> int | None:
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _validate(node, value: dict, schema: dict, prefix: str,
+              problems: list[tuple[str, int | None, str]]) -> None:
+    import yaml
+    keys = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+    for name, (knode, vnode) in keys.items():
+        path = f"{prefix}{name}"
+        if name not in schema:
+            known = ", ".join(sorted(schema))
+            problems.append((path, _line(knode), f"unknown key (known here: {known})"))
+            continue
+        rule, v = schema[name], value[name]
+        if isinstance(rule, dict):
+            if v is None:
+                continue
+            if not isinstance(v, dict) or not isinstance(vnode, yaml.MappingNode):
+                problems.append((path, _line(vnode), "must be a mapping"))
+                continue
+            _validate(vnode, v, rule, path + ".", problems)
+        else:
+            msg = rule(v)
+            if msg:
+                problems.append((path, _line(vnode), msg))
+
+
+def parse_config(text: str, where: str = "<config>") -> Config:
+    """Validate YAML text and merge it over DEFAULTS; ConfigError lists every problem."""
+    import yaml  # only when there is a file: keeps `plan` start-up short
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(where, [("", mark.line + 1 if mark else None,
+                                   f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if data is None:
+        return Config(copy.deepcopy(DEFAULTS), where)
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise ConfigError(where, [("", 1, "the file must be a mapping of sections")])
+    problems: list[tuple[str, int | None, str]] = []
+    _validate(node, data, SCHEMA, "", problems)
+    if problems:
+        raise ConfigError(where, problems)
+    merged = copy.deepcopy(DEFAULTS)
+    for name, value in data.items():
+        if isinstance(SCHEMA[name], dict) and isinstance(value, dict):
+            merged[name].update(value)
+        elif value is not None:
+            merged[name] = value
+    return Config(merged, where)
+
+
+def load_config(flag: str | None = None) -> Config:
+    """The configuration found by CONTRACTS.md's order; built-in defaults when there is none."""
+    path = paths.resolve_config_path(flag)
+    if path is None:
+        return Config(copy.deepcopy(DEFAULTS), None)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [("", None, f"cannot read: {exc.strerror}")]) from None
+    return parse_config(text, str(path))

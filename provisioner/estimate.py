@@ -1,0 +1,135 @@
+"""Estimates from a job's history (pure): autotuned sizing and runtime on any instance type.
+
+The runtime model splits each past run into serial work (ran on one vCPU, scales with the
+single-core score) and parallel work (ran on k vCPUs, scales with the all-core score per vCPU
+times the vCPUs it can use). With n vCPUs, average CPU use P (in vCPUs) and k threads at peak, a run
+of T seconds had p = (P - 1) T / (k - 1) seconds of parallel section; the rest was serial. On another
+type the same work takes S / single + W / (multi x min(k, n') / n'). Runs on the candidate's own type
+are used directly instead. Outliers are runs whose time, brought to one reference type, lies far
+from the median (log scale, 3 MADs and at least 50%).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+from provisioner.catalog.model import Offer
+from provisioner.records import succeeded
+
+GIB = 1024 ** 3
+MEM_OVERHEAD_GIB = 0.5       # the agent, Docker and the OS beside the job
+OUTLIER_MADS = 3.0
+OUTLIER_MIN_RATIO = 1.5
+
+
+@dataclass(frozen=True)
+class RunWork:
+    """One past run reduced to work: serial and parallel score-seconds and its thread count."""
+
+    run_id: str
+    instance_type: str
+    duration_s: float
+    serial: float       # score-seconds at single-core speed
+    parallel: float     # score-seconds at all-core speed (per vCPU used)
+    threads: int
+
+    def runtime_on(self, offer: Offer) -> float:
+        t = self.serial / offer.score_single if self.serial else 0.0
+        if self.parallel:
+            t += self.parallel / (offer.score_multi * min(self.threads, offer.vcpu) / offer.vcpu)
+        return t
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What history says about a job."""
+
+    runs: int = 0                          # successful runs considered
+    works: tuple[RunWork, ...] = ()        # inliers, reduced to work
+    outliers: tuple[RunWork, ...] = ()
+    by_type: dict[str, list[float]] = field(default_factory=dict)   # inlier durations per type
+    mem_peak_gib: float | None = None
+    useful_vcpu: int | None = None
+    cpu_peak_pct: float | None = None
+    parallel: bool = False                 # did the job use more than one vCPU on average?
+    ignored: int = 0                       # runs whose type is unknown to the catalog
+
+    def runtime_on(self, offer: Offer) -> float | None:
+        """Predicted seconds on this offer's type (None without history)."""
+        direct = self.by_type.get(offer.instance_type)
+        if direct:
+            return statistics.median(direct)
+        if not self.works or not offer.score_single or not offer.score_multi:
+            return None
+        return statistics.median(w.runtime_on(offer) for w in self.works)
+
+
+def reduce_run(record: dict, offer: Offer, declared_vcpu: float | None) -> RunWork:
+    """Turn a usage record on a known type into serial and parallel work."""
+    t = float(record["duration_s"])
+    n = int(record.get("vcpu") or offer.vcpu)
+    avg, peak = record.get("cpu_avg_pct"), record.get("cpu_max_pct")
+    if avg is None:  # no CPU samples: assume it used what was declared (or the whole machine)
+        k = max(1, min(n, int(declared_vcpu or n)))
+        p_wall = t if k > 1 else 0.0
+    else:
+        busy = max(avg / 100.0, 0.0)
+        k = max(1, min(n, round((peak if peak is not None else avg) / 100.0)))
+        p_wall = min(t, max(0.0, (busy - 1.0) * t / (k - 1))) if k > 1 else 0.0
+    s_wall = t - p_wall
+    return RunWork(record["run_id"], offer.instance_type, t, s_wall * offer.score_single,
+                   p_wall * offer.score_multi * k / n, k)
+
+
+def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | None],
+             declared_vcpu: float | None = None) -> Estimate:
+    """Summarise a job's history. `lookup(type, region)` gives the catalog offer of a past run."""
+    ok = [r for r in records if succeeded(r)]
+    works, ignored = [], 0
+    for r in ok:
+        offer = lookup(r.get("instance_type") or "", r.get("region"))
+        if offer is None or not offer.score_single or not r.get("duration_s"):
+            ignored += 1
+            continue
+        works.append(reduce_run(r, offer, declared_vcpu))
+    inliers, outliers = _split_outliers(works)
+    by_type: dict[str, list[float]] = {}
+    for w in inliers:
+        by_type.setdefault(w.instance_type, []).append(w.duration_s)
+
+    peaks = [r["mem_max_bytes"] / GIB for r in ok if r.get("mem_max_bytes")]
+    # A run killed for memory needed more than it had: half again on top of what it reached.
+    peaks += [r["mem_max_bytes"] * 1.5 / GIB for r in records if r.get("oom_killed") and r.get("mem_max_bytes")]
+    cpu_peaks = [r["cpu_max_pct"] for r in ok if r.get("cpu_max_pct") is not None]
+    avgs = [r["cpu_avg_pct"] for r in ok if r.get("cpu_avg_pct") is not None]
+    useful = None
+    if cpu_peaks:
+        useful = max(1, math.ceil(max(statistics.median(cpu_peaks), 0) / 100 - 0.15))
+    return Estimate(
+        runs=len(ok), works=tuple(inliers), outliers=tuple(outliers), by_type=by_type,
+        mem_peak_gib=max(peaks) if peaks else None, useful_vcpu=useful,
+        cpu_peak_pct=max(cpu_peaks) if cpu_peaks else None,
+        parallel=bool(avgs) and statistics.median(avgs) > 150, ignored=ignored)
+
+
+def _split_outliers(works: list[RunWork]) -> tuple[list[RunWork], list[RunWork]]:
+    """Drop runs far from the others once all are brought to the same reference type."""
+    if len(works) < 3:
+        return works, []
+    # Reference: the first run's own work profile scaled relative to itself needs scores, so
+    # compare total work instead: serial + parallel score-seconds is type-independent.
+    logs = [math.log(max(w.serial + w.parallel, 1e-9)) for w in works]
+    med = statistics.median(logs)
+    mad = statistics.median(abs(x - med) for x in logs) * 1.4826
+    limit = max(OUTLIER_MADS * mad, math.log(OUTLIER_MIN_RATIO))
+    inliers = [w for w, x in zip(works, logs) if abs(x - med) <= limit]
+    outliers = [w for w, x in zip(works, logs) if abs(x - med) > limit]
+    return inliers, outliers
+
+
+def memory_floor(peak_gib: float, headroom: float) -> float:
+    """Autotuned memory: the peak plus headroom plus what runs beside the job, to 0.5 GiB."""
+    return math.ceil((peak_gib * (1 + headroom) + MEM_OVERHEAD_GIB) * 2) / 2

@@ -1,0 +1,264 @@
+"""Instance selection (pure): candidates -> estimate runtime and cost -> rank by policy -> Plan.
+
+Takes the catalog's offers, the job's requirements, its history estimate, the settings and the
+blocked set; does no I/O. Every plan carries its reasons in the words the original tool used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from provisioner.catalog.model import SPOT, Offer
+from provisioner.errors import NoOfferError
+from provisioner.estimate import Estimate, memory_floor
+from provisioner.requirements import Requirements, Sizing
+from provisioner.units import format_duration, format_gib
+
+HOURS_PER_MONTH = 730.0
+EBS_GP3_USD_PER_GIB_MONTH = 0.08
+MIN_BILLED_S = 60
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    timeout_s: float = 6 * 3600
+    runtime_target: float = 0.8
+    policy: str = "deadline"
+    max_price: float | None = None
+    default_runtime_s: float = 3600
+    boot_s: float = 90
+    disk_gib: float = 30
+    mem_headroom: float = 0.2
+    autotune: bool = True
+    autotune_min_runs: int = 3
+    regions: tuple[str, ...] = ("us-east-1",)
+
+    @property
+    def target_s(self) -> float:
+        return self.timeout_s * self.runtime_target
+
+
+@dataclass(frozen=True)
+class Candidate:
+    offer: Offer
+    duration_s: float           # the job's own runtime, boot excluded
+    cost_usd: float             # boot and expected spot rework included
+    score: float                # the job's effective score on this offer (default source units)
+
+    @property
+    def perf_per_price(self) -> float:
+        return self.score / self.offer.price if self.offer.price else 0.0
+
+    def to_dict(self) -> dict:
+        o = self.offer
+        return {"instance_type": o.instance_type, "market": o.market, "region": o.region, "az": o.az,
+                "vcpu": o.vcpu, "memory_gib": o.memory_gib, "gpu_count": o.gpu_count,
+                "price_usd_per_hour": o.price, "ondemand_usd_per_hour": o.ondemand_price,
+                "score": round(self.score, 2), "predicted_duration_s": round(self.duration_s, 1),
+                "predicted_cost_usd": round(self.cost_usd, 6)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]
+    autotuned: dict | None
+    reasons: tuple[str, ...]
+    sizing: Sizing | None = None
+    disk_gib: float = 30
+    node_labels: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        out = self.chosen.to_dict()
+        out["autotuned"] = self.autotuned
+        out["reasons"] = list(self.reasons)
+        out["candidates"] = [c.to_dict() for c in self.candidates]
+        return out
+
+
+def expected_cost(offer: Offer, duration_s: float, boot_s: float, disk_gib: float) -> float:
+    """USD for one run: per-second billing with a 60 s minimum, boot, spot rework, root volume."""
+    hourly = offer.price
+    cost = hourly * max(duration_s, MIN_BILLED_S) / 3600 + hourly * boot_s / 3600
+    if offer.market == SPOT and offer.interruption_rate:
+        # The advisor's bucket is a share of instances reclaimed per month; read as a constant
+        # hazard. An interruption loses on average half the run plus a new boot.
+        hazard = -math.log(1 - min(offer.interruption_rate, 0.99)) / HOURS_PER_MONTH
+        p = 1 - math.exp(-hazard * (duration_s + boot_s) / 3600)
+        cost += p * hourly * (duration_s / 2 + boot_s) / 3600
+    cost += disk_gib * EBS_GP3_USD_PER_GIB_MONTH / HOURS_PER_MONTH * (duration_s + boot_s) / 3600
+    return cost
+
+
+def autotune(req: Requirements, est: Estimate, settings: PlanSettings) -> tuple[Sizing | None, dict | None, list[str]]:
+    """Sizing floors from history, when allowed (>= N successful runs, not exact, not disabled)."""
+    reasons: list[str] = []
+    if req.exact or not settings.autotune:
+        return None, None, ["Autotune off: the declared vCPU and memory are kept as hard limits."]
+    if est.runs < settings.autotune_min_runs:
+        if est.runs:
+            reasons.append(f"Autotune needs {settings.autotune_min_runs} successful runs; the job has "
+                           f"{est.runs}: the declared requirements are kept.")
+        return None, None, reasons
+    vcpu = est.useful_vcpu
+    mem = memory_floor(est.mem_peak_gib, settings.mem_headroom) if est.mem_peak_gib else None
+    if vcpu is None and mem is None:
+        return None, None, ["History has no CPU or memory samples: nothing to autotune."]
+    if vcpu is not None:
+        peak = f"peak {est.cpu_peak_pct:.0f}%" if est.cpu_peak_pct is not None else "no samples"
+        reasons.append(f"Autotuned vCPU: {vcpu} (declared {_fmt(req.vcpu)}; useful vCPUs from CPU use, {peak}).")
+    if mem is not None:
+        reasons.append(f"Autotuned memory: {format_gib(mem)} (declared {_fmt(req.mem_gib, ' GiB')}; "
+                       f"peak {format_gib(round(est.mem_peak_gib, 2))} + {settings.mem_headroom:.0%} headroom "
+                       f"+ 0.5 GiB).")
+    auto = {"vcpu": vcpu, "memory_gib": mem, "from_runs": est.runs}
+    return Sizing(vcpu=vcpu, mem_gib=mem), auto, reasons
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    return "nothing" if v is None else f"{v:g}{unit}"
+
+
+def _narrow(offers: list[Offer], req: Requirements, sizing: Sizing | None, settings: PlanSettings,
+            blocked: frozenset) -> list[Offer]:
+    """Apply every filter in order; NoOfferError names the step that left nothing."""
+    pool = offers
+    if not req.mentions_region:
+        regions = set(settings.regions)
+        pool = [o for o in pool if o.region in regions]
+        if not pool:
+            raise NoOfferError(f"no offers in region(s) {', '.join(settings.regions)}",
+                               f"region in {','.join(settings.regions)}")
+    for desc, pred in req.narrowing_steps():
+        kept = [o for o in pool if pred(o, sizing)]
+        if not kept:
+            raise NoOfferError(f"no offer satisfies {desc!r} ({len(pool)} offers before it)", desc)
+        pool = kept
+    whole = req.matcher(sizing)
+    pool = [o for o in pool if whole(o)]
+    if not pool:
+        raise NoOfferError(f"no offer satisfies the whole expression {req.text!r}", req.text)
+    if blocked:
+        pool = [o for o in pool if o.key not in blocked]
+        if not pool:
+            raise NoOfferError("every offer that fits is blocked after failed launches", "blocked offers")
+    if settings.max_price is not None:
+        kept = [o for o in pool if o.price <= settings.max_price]
+        if not kept:
+            cheapest = min(o.price for o in pool)
+            raise NoOfferError(f"no offer costs at most ${settings.max_price:g}/h (cheapest that fits: "
+                               f"${cheapest:.4f}/h)", f"max-price {settings.max_price:g}")
+        pool = kept
+    return pool
+
+
+def _no_history_runtimes(pool: list[Offer], req: Requirements, settings: PlanSettings) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    """1 h on the cheapest offer that fits, scaled by CPU score, capped at the target."""
+    ref = min(pool, key=lambda o: (o.price, o.instance_type))
+    threads = int(req.vcpu or 1)
+    def score(o: Offer) -> float:
+        if threads > 1:  # all-core throughput of the vCPUs the job asked for
+            return o.score_multi * min(threads, o.vcpu) / o.vcpu
+        return o.score_single
+    ref_score = score(ref) or 1.0
+    runtime, scores = {}, {}
+    for o in pool:
+        s = score(o) or ref_score
+        scores[o.instance_type] = s
+        runtime[o.instance_type] = min(settings.default_runtime_s * ref_score / s, settings.target_s)
+    kind = "all-core" if threads > 1 else "single-core"
+    reasons = [f"No history: assuming {format_duration(settings.default_runtime_s)} on the cheapest "
+               f"offer that fits ({ref.instance_type} {ref.market}), scaled by {kind} score, capped at "
+               f"the runtime target."]
+    return runtime, scores, reasons
+
+
+def select(offers: list[Offer], req: Requirements, est: Estimate, settings: PlanSettings,
+           blocked: frozenset = frozenset(), managed_atom: str = "ec2") -> Plan:
+    """Choose an offer for the job; raise NoOfferError naming the constraint that emptied the set."""
+    sizing, auto, reasons = autotune(req, est, settings)
+    pool = _narrow(offers, req, sizing, settings, blocked)
+    disk = req.disk_gib or settings.disk_gib
+    if est.works:
+        runtime: dict[str, float] = {}
+        scores: dict[str, float] = {}
+        work = statistics_work(est)
+        for o in pool:
+            if o.instance_type not in runtime:
+                t = est.runtime_on(o)
+                runtime[o.instance_type] = t if t is not None else math.inf
+                scores[o.instance_type] = work / t if t else 0.0
+        reasons.insert(0, _history_reason(est))
+        kind = "all-core" if est.parallel else "single-core"
+        reasons.append(f"Minimum score needed for runtime target of {settings.target_s:.0f}s is "
+                       f"{work / settings.target_s:.0f} ({kind} weighted).")
+    else:
+        runtime, scores, more = _no_history_runtimes(pool, req, settings)
+        reasons.extend(more)
+
+    cands = [Candidate(o, runtime[o.instance_type],
+                       expected_cost(o, runtime[o.instance_type], settings.boot_s, disk),
+                       scores[o.instance_type]) for o in pool]
+    cands = [c for c in cands if c.duration_s < math.inf]
+    if not cands:
+        raise NoOfferError("no offer that fits has a CPU score to predict the runtime", "cpu score")
+    ranked, more = _rank(cands, settings)
+    reasons.extend(more)
+    chosen = ranked[0]
+    o = chosen.offer
+    reasons.append(f"Chosen: {o.instance_type} {o.market} in {o.region} at ${o.price:.4f}/h "
+                   f"(perf/price {chosen.perf_per_price:,.0f}), predicted {chosen.duration_s:.0f}s "
+                   f"and ${chosen.cost_usd:.4f} with boot and spot risk.")
+    return Plan(chosen=chosen, candidates=tuple(ranked[:10]), autotuned=auto, reasons=tuple(reasons),
+                sizing=sizing, disk_gib=disk, node_labels=tuple(req.node_labels(o, sizing, managed_atom)))
+
+
+def _rank(cands: list[Candidate], settings: PlanSettings) -> tuple[list[Candidate], list[str]]:
+    reasons = []
+    feasible = [c for c in cands if c.duration_s <= settings.timeout_s]
+    if settings.policy == "deadline":
+        meet = [c for c in feasible if c.duration_s <= settings.target_s]
+        dropped = len(cands) - len(meet)
+        if dropped:
+            reasons.append(f"{dropped} offers dropped: predicted to miss the runtime target of "
+                           f"{settings.target_s:.0f}s.")
+        if meet:
+            return sorted(meet, key=_by_cost), reasons
+        reasons.append("No offer is predicted to meet the runtime target: choosing the fastest.")
+        return sorted(cands, key=_by_speed), reasons
+    if not feasible:
+        reasons.append(f"No offer is predicted to finish within the timeout of {settings.timeout_s:.0f}s: "
+                       "choosing the fastest.")
+        return sorted(cands, key=_by_speed), reasons
+    if len(feasible) < len(cands):
+        reasons.append(f"{len(cands) - len(feasible)} offers dropped: predicted to exceed the timeout.")
+    return sorted(feasible, key=_by_cost if settings.policy == "cheapest" else _by_speed), reasons
+
+
+def _by_cost(c: Candidate) -> tuple:
+    return (round(c.cost_usd, 9), c.offer.price, c.offer.instance_type, c.offer.region, c.offer.market)
+
+
+def _by_speed(c: Candidate) -> tuple:
+    return (round(c.duration_s, 6), c.offer.price, c.offer.instance_type, c.offer.region, c.offer.market)
+
+
+def statistics_work(est: Estimate) -> float:
+    """The job's median total work in score-seconds (what a type's effective score divides)."""
+    values = sorted(w.serial + w.parallel for w in est.works)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _history_reason(est: Estimate) -> str:
+    per_type = ", ".join(f"{t} {sorted(d)[len(d) // 2]:.0f}s ({len(d)} runs)"
+                         for t, d in sorted(est.by_type.items()))
+    text = f"History: {est.runs} successful runs; past runtimes: {per_type}."
+    if est.outliers:
+        text += " Outliers removed: " + ", ".join(
+            f"{w.run_id} ({w.duration_s:.0f}s on {w.instance_type})" for w in est.outliers) + "."
+    if est.ignored:
+        text += f" {est.ignored} runs on types unknown to the catalog ignored."
+    return text
+

@@ -1,0 +1,52 @@
+# Shared by scripts/setup and scripts/test: idempotent steps that install and start what provisioner
+# and its tests need on a bare Debian machine. Each "start" records what it started so that
+# cleanup stops only that.
+STARTED_DOCKERD_PID=""
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+apt_install() {  # apt_install PKG... : install missing Debian packages (root only)
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then log "missing Debian packages: ${missing[*]} (run as root or install them)"; return 1; fi
+  log "installing ${missing[*]}"
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -q >/dev/null; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+}
+
+ensure_venv() {  # .venv with provisioner installed in editable mode (plus test extras if $1 = test)
+  local extras=${1:-}
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  local spec=.
+  [ -n "$extras" ] && spec=".[$extras]"
+  .venv/bin/pip install -q --disable-pip-version-check -e "$spec"
+}
+
+ensure_docker() {  # reuse an engine that answers; else start one (and remember to stop it)
+  if docker info >/dev/null 2>&1; then return 0; fi
+  apt_install docker.io
+  if docker info >/dev/null 2>&1; then return 0; fi
+  log "starting dockerd"
+  local driver
+  for driver in overlay2 vfs; do
+    dockerd --storage-driver=$driver --iptables=false --bridge=none >/tmp/provisioner-dockerd.log 2>&1 &
+    STARTED_DOCKERD_PID=$!
+    for _ in $(seq 150); do docker info >/dev/null 2>&1 && return 0; sleep 0.2; done
+    kill "$STARTED_DOCKERD_PID" 2>/dev/null; wait "$STARTED_DOCKERD_PID" 2>/dev/null || true
+    STARTED_DOCKERD_PID=""
+  done
+  log "could not start dockerd (see /tmp/provisioner-dockerd.log)"; return 1
+}
+
+ensure_groovy() {
+  apt_install groovy default-jre-headless junit4
+}
+
+cleanup_started() {
+  if [ -n "$STARTED_DOCKERD_PID" ]; then
+    log "stopping the dockerd this script started"
+    kill "$STARTED_DOCKERD_PID" 2>/dev/null || true
+    wait "$STARTED_DOCKERD_PID" 2>/dev/null || true
+  fi
+}
