@@ -92,8 +92,9 @@ def _tokens(src: str) -> Iterator[_Token]:
             yield _Token(c, c, i)
             i += 1
         elif c == '"':
+            start = i
             text, i = _string_literal(src, i)
-            yield _Token("string", text, i - 1)
+            yield _Token("string", text, start)
         elif c in _NOT_ATOM:
             hint = {"&": "use && for 'and'", "|": "use || for 'or'", "<": "use <-> for 'if and only if'",
                     ">": "a comparison such as vcpu>=8 must be quoted: \"vcpu>=8\"",
