@@ -1,0 +1,77 @@
+"""`provisioner plan` through the installed console script, on the real bundled catalog."""
+
+from __future__ import annotations
+
+import json
+
+from tests.factories import run
+
+
+def test_plan_json_on_the_real_catalog(cli):
+    result = cli("plan", "--label", "ec2 && vcpu=8 && mem=16", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["vcpu"] >= 8 and plan["memory_gib"] >= 16 and plan["region"] == "us-east-1"
+    assert plan["market"] in ("spot", "on-demand")
+    assert plan["candidates"][0]["instance_type"] == plan["instance_type"]
+    assert "catalog" in result.stderr  # the bundled-data warning, not a failure
+
+
+def test_plan_human_output_explains_the_choice(cli, tmp_path):
+    hist = str(tmp_path / "h.sqlite3")
+    records = [run("nightly", n=i, instance_type="m5.2xlarge", duration=5000 + 10 * i, cpu_avg=700,
+                   cpu_max=790, mem_gib=5, vcpu=8) for i in range(4)]
+    records.append(run("nightly", n=9, instance_type="m5.2xlarge", duration=40000, cpu_avg=700, cpu_max=790, vcpu=8))
+    (tmp_path / "h.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    assert cli("history", "import", str(tmp_path / "h.jsonl"), "--history", hist).returncode == 0
+    out = cli("plan", "--label", "ec2 && vcpu=32 && mem=128", "--job", "nightly", "--timeout", "2h",
+              "--history", hist)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "Minimum score needed for runtime target of 5760s is" in text
+    assert "Autotuned vCPU: 8 (declared 32" in text and "Autotuned memory: 6.5 GiB" in text
+    assert "Outliers removed: nightly-9 (40000s on m5.2xlarge)" in text
+    assert "past runtimes: m5.2xlarge" in text and "Runners-up:" in text
+
+
+def test_policy_region_filter_and_max_price(cli):
+    out = cli("plan", "--filter", "vcpu>=4", "--filter", "ondemand", "--region", "eu-west-1",
+              "--policy", "cheapest", "--max-price", "1.5", "--json")
+    plan = json.loads(out.stdout)
+    assert plan["region"] == "eu-west-1" and plan["market"] == "on-demand" and plan["price_usd_per_hour"] <= 1.5
+
+
+def test_no_offer_is_exit_3_naming_the_constraint(cli):
+    out = cli("plan", "--label", "ec2 && arch=arm64 && gpu=h100", "--json")
+    assert out.returncode == 3
+    assert json.loads(out.stdout) == {"error": json.loads(out.stdout)["error"], "constraint": "gpu=h100"}
+    human = cli("plan", "--label", "ec2 && arch=arm64 && gpu=h100")
+    assert human.returncode == 3 and "gpu=h100" in human.stderr
+
+
+def test_bad_input_is_exit_2_naming_the_token(cli):
+    bad_key = cli("plan", "--label", "ec2 && cpu=8")
+    assert bad_key.returncode == 2 and "position 8" in bad_key.stderr and "unknown key 'cpu'" in bad_key.stderr
+    syntax = cli("plan", "--label", "ec2 && vcpu>=8", "--json")
+    assert syntax.returncode == 2 and "must be quoted" in json.loads(syntax.stdout)["error"]
+    assert cli("plan", "--timeout", "-5m").returncode == 2
+    assert cli("plan", "--max-price", "free").returncode == 2
+    assert cli("plan", "--policy", "cheap").returncode == 2
+
+
+def test_bad_config_is_exit_2_with_key_and_line(cli, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("regions: [us-east-1]\ndefaults:\n  policy: cheap\n  colour: blue\n")
+    out = cli("plan", "--config", str(cfg))
+    assert out.returncode == 2
+    assert f"{cfg}:3: defaults.policy: must be one of" in out.stderr
+    assert f"{cfg}:4: defaults.colour: unknown key" in out.stderr
+
+
+def test_config_regions_and_timeout_apply(cli, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("regions: [us-west-2]\ndefaults:\n  timeout: 2h\n")
+    out = cli("plan", "--json", env={"PROVISIONER_CONFIG": str(cfg)})
+    plan = json.loads(out.stdout)
+    assert plan["region"] == "us-west-2"
+    assert all(c["predicted_duration_s"] <= 5760 for c in plan["candidates"])

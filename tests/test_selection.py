@@ -1,0 +1,178 @@
+"""Selection over small inline tables: policies, deadline, autotune, costs, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from provisioner.errors import NoOfferError
+from provisioner.estimate import Estimate, estimate, memory_floor, reduce_run
+from provisioner.requirements import Requirements
+from provisioner.selection import PlanSettings, expected_cost, select
+from tests.factories import offer, run
+
+# Three sizes of one family (perfect scaling) and a faster, pricier type.
+SLOW2 = offer("m5.large", vcpu=2, mem=8, price=0.10, single=1000, multi=1800)
+SLOW8 = offer("m5.2xlarge", vcpu=8, mem=32, price=0.40, single=1000, multi=7200)
+FAST8 = offer("c7i.2xlarge", vcpu=8, mem=16, price=0.36, single=2000, multi=14400)
+BIG16 = offer("m5.4xlarge", vcpu=16, mem=64, price=0.80, single=1000, multi=14400)
+SPOT8 = offer("m5.2xlarge", vcpu=8, mem=32, price=0.12, market="spot", single=1000, multi=7200,
+              interruption=0.25)
+TABLE = [SLOW2, SLOW8, FAST8, BIG16, SPOT8]
+LOOKUP = {(o.instance_type, o.region): o for o in TABLE if o.market == "on-demand"}
+
+
+def lookup(t, region):
+    return LOOKUP.get((t, region or "us-east-1"))
+
+
+def plan(label="ec2", runs=(), **settings):
+    req = Requirements.parse(label)
+    est = estimate(list(runs), lookup, req.vcpu)
+    return select(TABLE, req, est, PlanSettings(**settings))
+
+
+def test_expected_cost_bills_per_second_with_a_minimum_plus_boot_volume_and_spot_rework():
+    od = offer(price=3.6)
+    assert expected_cost(od, 30, boot_s=0, disk_gib=0) == pytest.approx(3.6 * 60 / 3600)
+    assert expected_cost(od, 3600, boot_s=90, disk_gib=0) == pytest.approx(3.6 + 3.6 * 90 / 3600)
+    vol = expected_cost(od, 3600, boot_s=0, disk_gib=730) - 3.6
+    assert vol == pytest.approx(0.08)  # 730 GiB-hours of gp3 at $0.08/GiB-month
+    spot = offer(price=3.6, market="spot", interruption=0.25)
+    rework = expected_cost(spot, 3600, boot_s=0, disk_gib=0) - 3.6
+    hazard = -math.log(0.75) / 730
+    assert rework == pytest.approx((1 - math.exp(-hazard)) * 3.6 * 0.5)
+
+
+def test_no_history_scales_one_hour_on_the_cheapest_fit_by_score():
+    p = plan("ec2 && vcpu=8", policy="deadline")
+    by_type = {(c.offer.instance_type, c.offer.market): c for c in p.candidates}
+    # reference: the cheapest offer that fits (spot m5.2xlarge), 1 h; FAST8 has twice the all-core score
+    assert by_type[("m5.2xlarge", "spot")].duration_s == pytest.approx(3600)
+    assert by_type[("c7i.2xlarge", "on-demand")].duration_s == pytest.approx(1800)
+    assert by_type[("m5.4xlarge", "on-demand")].duration_s == pytest.approx(3600)  # uses 8 of 16 vCPUs
+    assert any("No history" in r for r in p.reasons)
+
+
+def test_no_history_single_vcpu_request_scales_by_single_core_score():
+    p = plan("ec2 && type=c7i.2xlarge || type=m5.2xlarge", policy="fastest")
+    assert p.chosen.offer.instance_type == "c7i.2xlarge"
+    assert p.chosen.duration_s == pytest.approx(1800)
+
+
+def test_no_history_is_capped_at_the_runtime_target():
+    p = plan("ec2 && vcpu=2", timeout_s=1800)
+    assert all(c.duration_s <= 1440 for c in p.candidates)
+
+
+def test_policies_rank_by_their_objective_and_ties_break_by_price_then_name():
+    cheapest = plan("ec2 && vcpu=8 && ondemand", policy="cheapest")
+    assert [c.offer.instance_type for c in cheapest.candidates][:2] == ["c7i.2xlarge", "m5.2xlarge"]
+    fastest = plan("ec2 && vcpu=8 && ondemand", policy="fastest")
+    assert fastest.chosen.offer.instance_type == "c7i.2xlarge"
+    again = plan("ec2 && vcpu=8 && ondemand", policy="cheapest")
+    assert again.to_dict() == cheapest.to_dict()
+
+
+def test_deadline_drops_offers_predicted_to_miss_the_target():
+    runs = [run(n=i, instance_type="m5.2xlarge", duration=4000, cpu_avg=780, cpu_max=800, vcpu=8) for i in range(3)]
+    p = plan("ec2 && ondemand", runs, timeout_s=3600 * 1.5, policy="deadline")  # target 4320 s
+    kept = {c.offer.instance_type for c in p.candidates}
+    assert "m5.large" not in kept  # 2 vCPUs: ~4x slower
+    assert p.chosen.duration_s <= 4320
+    assert any("dropped" in r and "runtime target of 4320s" in r for r in p.reasons)
+
+
+def test_history_on_the_candidates_own_type_is_used_directly():
+    runs = [run(n=i, instance_type="m5.2xlarge", duration=d, cpu_avg=100, cpu_max=100, vcpu=8)
+            for i, d in enumerate([1000, 1100, 1200])]
+    p = plan("ec2 && ondemand", runs, policy="fastest")
+    by_type = {c.offer.instance_type: c.duration_s for c in p.candidates}
+    assert by_type["m5.2xlarge"] == pytest.approx(1100)
+    # serial job: the type with twice the single-core score halves it, more vCPUs don't help
+    assert by_type["c7i.2xlarge"] == pytest.approx(550)
+    assert by_type["m5.4xlarge"] == pytest.approx(1100)
+
+
+def test_parallel_work_scales_with_all_core_score_of_the_vcpus_it_can_use():
+    r = run(instance_type="m5.2xlarge", duration=1000, cpu_avg=800, cpu_max=800, vcpu=8)
+    w = reduce_run(r, SLOW8, None)
+    assert w.serial == pytest.approx(0) and w.threads == 8
+    assert w.runtime_on(FAST8) == pytest.approx(500)
+    assert w.runtime_on(SLOW2) == pytest.approx(1000 * 7200 / 1800)  # 2 vCPUs only
+    half = reduce_run(run(duration=1000, cpu_avg=450, cpu_max=800, vcpu=8), SLOW8, None)
+    assert half.serial / 1000 == pytest.approx(500)  # Amdahl: 500 s serial + 500 s on 8 vCPUs
+
+
+def test_outliers_are_removed_and_named():
+    runs = [run(n=i, instance_type="m5.2xlarge", duration=1000 + i, vcpu=8) for i in range(5)]
+    runs.append(run(n=9, instance_type="m5.2xlarge", duration=9000, vcpu=8))
+    est = estimate(runs, lookup)
+    assert [w.run_id for w in est.outliers] == ["train-9"]
+    p = plan("ec2", runs)
+    assert any("Outliers removed: train-9 (9000s on m5.2xlarge)" in r for r in p.reasons)
+
+
+def test_autotune_needs_three_successful_runs_and_says_so():
+    two = [run(n=i, instance_type="m5.4xlarge", cpu_avg=150, cpu_max=190, mem_gib=3, vcpu=16) for i in range(2)]
+    p = plan("ec2 && vcpu=16 && mem=64", two)
+    assert p.autotuned is None and p.chosen.offer.vcpu >= 16
+    assert any("needs 3 successful runs" in r for r in p.reasons)
+    three = two + [run(n=5, instance_type="m5.4xlarge", cpu_avg=150, cpu_max=190, mem_gib=3, vcpu=16)]
+    p = plan("ec2 && vcpu=16 && mem=64", three)
+    assert p.autotuned == {"vcpu": 2, "memory_gib": memory_floor(3, 0.2), "from_runs": 3}
+    assert p.chosen.offer.vcpu < 16
+    assert p.node_labels == ("ec2", "vcpu=16", "mem=64")
+    assert any(r.startswith("Autotuned vCPU: 2") for r in p.reasons)
+
+
+def test_failed_runs_do_not_count_but_oom_raises_the_memory_floor():
+    runs = [run(n=i, mem_gib=3) for i in range(3)] + [run(n=7, exit_code=137, oom_killed=True, mem_gib=7.9)]
+    est = estimate(runs, lookup)
+    assert est.runs == 3
+    assert est.mem_peak_gib == pytest.approx(7.9 * 1.5)
+
+
+def test_exact_and_no_autotune_keep_declarations_hard():
+    runs = [run(n=i, instance_type="m5.4xlarge", cpu_avg=100, cpu_max=100, mem_gib=1, vcpu=16) for i in range(3)]
+    assert plan("ec2 && vcpu=16 && exact", runs).autotuned is None
+    assert plan("ec2 && vcpu=16", runs, autotune=False).chosen.offer.vcpu == 16
+
+
+def test_max_price_and_blocked_offers():
+    p = plan("ec2 && vcpu=8", max_price=0.37)
+    assert all(c.offer.price <= 0.37 for c in p.candidates)
+    with pytest.raises(NoOfferError) as info:
+        plan("ec2 && vcpu=8 && ondemand", max_price=0.2)
+    assert info.value.constraint == "max-price 0.2" and "cheapest that fits: $0.3600/h" in str(info.value)
+    req = Requirements.parse("ec2 && vcpu=16")
+    with pytest.raises(NoOfferError) as info:
+        select(TABLE, req, Estimate(), PlanSettings(), blocked=frozenset({BIG16.key}))
+    assert info.value.constraint == "blocked offers"
+
+
+def test_the_constraint_that_empties_the_set_is_named():
+    with pytest.raises(NoOfferError) as info:
+        plan("ec2 && vcpu=8 && gpu=a10g && arch=arm64")
+    assert info.value.constraint == "gpu=a10g"
+    with pytest.raises(NoOfferError) as info:
+        plan("ec2", regions=("eu-north-1",))
+    assert info.value.constraint == "region in eu-north-1"
+
+
+def test_region_atom_overrides_the_region_set():
+    west = offer("m5.large", region="us-west-2", price=0.09)
+    req = Requirements.parse("ec2 && region=us-west-2")
+    p = select(TABLE + [west], req, Estimate(), PlanSettings(regions=("us-east-1",)))
+    assert p.chosen.offer.region == "us-west-2"
+
+
+def test_plan_json_has_the_contract_fields():
+    d = plan("ec2 && vcpu=2").to_dict()
+    for key in ("instance_type", "market", "region", "az", "vcpu", "memory_gib", "gpu_count",
+                "price_usd_per_hour", "ondemand_usd_per_hour", "score", "predicted_duration_s",
+                "predicted_cost_usd", "autotuned", "reasons", "candidates"):
+        assert key in d
+    assert d["candidates"][0]["instance_type"] == d["instance_type"]
+    assert len(d["candidates"]) <= 10
