@@ -52,19 +52,27 @@ class Estimate:
     outliers: tuple[RunWork, ...] = ()
     by_type: dict[str, list[float]] = field(default_factory=dict)   # inlier durations per type
     mem_peak_gib: float | None = None
+    mem_peaks: tuple[float, ...] = ()      # GiB, successful runs
     useful_vcpu: int | None = None
     cpu_peak_pct: float | None = None
     parallel: bool = False                 # did the job use more than one vCPU on average?
     ignored: int = 0                       # runs whose type is unknown to the catalog
 
-    def runtime_on(self, offer: Offer) -> float | None:
-        """Predicted seconds on this offer's type (None without history)."""
+    def runtime_on(self, offer: Offer) -> tuple[float, bool] | None:
+        """Predicted seconds on this offer's type, and whether runs on that type measured it."""
         direct = self.by_type.get(offer.instance_type)
         if direct:
-            return statistics.median(direct)
+            return statistics.median(direct), True
         if not self.works or not offer.score_single or not offer.score_multi:
             return None
-        return statistics.median(w.runtime_on(offer) for w in self.works)
+        return statistics.median(w.runtime_on(offer) for w in self.works), False
+
+    def mem_spread(self) -> float | None:
+        """Coefficient of variation of the peaks (None with fewer than 5 samples)."""
+        if len(self.mem_peaks) < 5:
+            return None
+        mean = statistics.fmean(self.mem_peaks)
+        return statistics.pstdev(self.mem_peaks) / mean if mean else None
 
 
 def reduce_run(record: dict, offer: Offer, declared_vcpu: float | None) -> RunWork:
@@ -111,6 +119,7 @@ def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | No
     return Estimate(
         runs=len(ok), works=tuple(inliers), outliers=tuple(outliers), by_type=by_type,
         mem_peak_gib=max(peaks) if peaks else None, useful_vcpu=useful,
+        mem_peaks=tuple(r["mem_max_bytes"] / GIB for r in ok if r.get("mem_max_bytes")),
         cpu_peak_pct=max(cpu_peaks) if cpu_peaks else None,
         parallel=bool(avgs) and statistics.median(avgs) > 150, ignored=ignored)
 

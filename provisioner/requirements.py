@@ -134,34 +134,74 @@ class Sizing:
     mem_gib: float | None = None
 
 
-def holds(term: Term, offer: Offer, sizing: Sizing | None, sizing_positive: bool = True) -> bool:
-    """Is a non-plain term true for this offer? (Plain atoms are decided by the caller.)"""
+def predicate(term: Term, sizing: Sizing | None = None, sizing_positive: bool = True) -> Callable[[Offer], bool]:
+    """A non-plain term as a predicate over offers (plain atoms are decided by the caller).
+
+    Built once per plan and called per offer, so each branch returns a small closure.
+    """
     if term.kind == "market":
-        return offer.market == term.value
-    if term.kind in ("exact", "meta"):
-        return True
+        market = term.value
+        return lambda o: o.market == market
+    if term.kind in ("exact", "meta") or term.key == "disk":
+        return lambda o: True  # flags, metadata, and a root volume any type can have
     key, op, v = term.key, term.op, term.value
-    if key == "vcpu":
-        if sizing and sizing.vcpu is not None and sizing_positive and op in ("=", ">=", ">"):
-            return offer.vcpu >= sizing.vcpu
-        return _compare(offer.vcpu, op, v)
-    if key == "mem":
-        if sizing and sizing.mem_gib is not None and sizing_positive and op in ("=", ">=", ">"):
-            return offer.memory_gib >= sizing.mem_gib
-        return _compare(offer.memory_gib, op, v)
-    if key == "disk":
-        return True  # the root volume is sized to the request on any type
+    if key in SIZING:
+        floor = (sizing.vcpu if key == "vcpu" else sizing.mem_gib) if sizing else None
+        attr = "vcpu" if key == "vcpu" else "memory_gib"
+        if floor is not None and sizing_positive and op in ("=", ">=", ">"):
+            return lambda o: getattr(o, attr) >= floor
+        return lambda o: _compare(getattr(o, attr), op, v)
     if key == "gpu":
+        count = term.count
         if v is None:
-            return _compare(offer.gpu_count, op, term.count)
-        same = offer.gpu_model is not None and _norm_model(offer.gpu_model) == v
-        if op == "!=":
-            return not same
-        return same and (offer.gpu_count == term.count if op == "==" else offer.gpu_count >= term.count)
-    actual = {"arch": offer.arch, "type": offer.instance_type, "family": offer.family,
-              "region": offer.region}[key]
-    match = fnmatch.fnmatchcase(actual.lower(), v) if any(c in v for c in "*?[") else actual.lower() == v
-    return match if op != "!=" else not match
+            return lambda o: _compare(o.gpu_count, op, count)
+
+        def gpu(o: Offer) -> bool:
+            same = o.gpu_model is not None and _norm_model(o.gpu_model) == v
+            if op == "!=":
+                return not same
+            return same and (o.gpu_count == count if op == "==" else o.gpu_count >= count)
+        return gpu
+    attr = {"arch": "arch", "type": "instance_type", "family": "family", "region": "region"}[key]
+    if any(c in v for c in "*?["):
+        match = lambda o: fnmatch.fnmatchcase(getattr(o, attr).lower(), v)  # noqa: E731
+    else:
+        match = lambda o: getattr(o, attr).lower() == v  # noqa: E731
+    return match if op != "!=" else (lambda o: not match(o))
+
+
+def holds(term: Term, offer: Offer, sizing: Sizing | None = None, sizing_positive: bool = True) -> bool:
+    """Is a non-plain term true for this offer?"""
+    return predicate(term, sizing, sizing_positive)(offer)
+
+
+Compiled = Callable[[Offer, dict], bool]
+
+
+def _compile(node: labels.Node, s: "Source", sizing: Sizing | None) -> Compiled:
+    """The expression as nested closures over (offer, plain-atom assignment)."""
+    if isinstance(node, labels.Atom):
+        term = s.terms[node]
+        if term.kind == "plain":
+            name = node.name
+            if name in s.forced:
+                return lambda o, a: True
+            return lambda o, a: a.get(name, True)
+        test = predicate(term, sizing, s.positive[node])
+        return lambda o, a: test(o)
+    if isinstance(node, labels.Paren):
+        return _compile(node.inner, s, sizing)
+    if isinstance(node, labels.Not):
+        inner = _compile(node.operand, s, sizing)
+        return lambda o, a: not inner(o, a)
+    left, right = _compile(node.left, s, sizing), _compile(node.right, s, sizing)
+    if node.op == "&&":
+        return lambda o, a: left(o, a) and right(o, a)
+    if node.op == "||":
+        return lambda o, a: left(o, a) or right(o, a)
+    if node.op == "->":
+        return lambda o, a: (not left(o, a)) or right(o, a)
+    return lambda o, a: left(o, a) == right(o, a)
 
 
 @dataclass(frozen=True)
@@ -271,6 +311,12 @@ class Requirements:
         return any(t.key == "region" for s in self.sources for t in s.terms.values())
 
     @property
+    def names_type(self) -> bool:
+        """Does a positive `type=` or `family=` atom pick instance types by name?"""
+        return any(t.kind == "cmp" and t.key in ("type", "family") and t.op != "!="
+                   for t in self._positive_terms())
+
+    @property
     def text(self) -> str:
         return " && ".join(s.text if s.kind == "label" else labels.atom_expression(s.text)
                            for s in self.sources)
@@ -307,23 +353,23 @@ class Requirements:
     # -- evaluation --------------------------------------------------------------------------
     def matcher(self, sizing: Sizing | None = None) -> Callable[[Offer], bool]:
         """A predicate over offers (`sizing` replaces the declared vcpu/mem floors)."""
-        plans = [(s, s.assignments()) for s in self.sources]
+        tests = [self._source_test(s, sizing) for s in self.sources]
+        return lambda offer: all(test(offer) for test in tests)
 
-        def ok(offer: Offer) -> bool:
-            return all(self._assignment(s, assigns, offer, sizing) is not None for s, assigns in plans)
-        return ok
+    @staticmethod
+    def _source_test(s: Source, sizing: Sizing | None) -> Callable[[Offer], bool]:
+        """Is there a truth assignment of the free plain atoms that makes the source true?"""
+        fn = _compile(s.ast, s, sizing)
+        assigns = s.assignments()
+        if len(assigns) == 1:
+            only = assigns[0]
+            return lambda offer: fn(offer, only)
+        return lambda offer: any(fn(offer, a) for a in assigns)
 
-    def _assignment(self, s: Source, assigns: list[dict], offer: Offer,
-                    sizing: Sizing | None) -> dict | None:
-        for assign in assigns:
-            def truth(atom: labels.Atom) -> bool:
-                term = s.terms[atom]
-                if term.kind == "plain":
-                    return atom.name in s.forced or assign.get(atom.name, True)
-                return holds(term, offer, sizing, s.positive[atom])
-            if labels.evaluate(s.ast, truth):
-                return assign
-        return None
+    @staticmethod
+    def _assignment(s: Source, offer: Offer, sizing: Sizing | None) -> dict | None:
+        fn = _compile(s.ast, s, sizing)
+        return next((a for a in s.assignments() if fn(offer, a)), None)
 
     def node_labels(self, offer: Offer, sizing: Sizing | None = None, managed_atom: str = "ec2") -> list[str]:
         """The labels of the node for this plan: the expression's atoms true for it, plus the managed atom."""
@@ -331,7 +377,7 @@ class Requirements:
         for s in self.sources:
             if s.kind != "label":
                 continue
-            assign = self._assignment(s, s.assignments(), offer, sizing) or {}
+            assign = self._assignment(s, offer, sizing) or {}
             for atom, term in s.terms.items():
                 if term.kind == "plain":
                     true = atom.name in s.forced or assign.get(atom.name, True)
@@ -343,7 +389,7 @@ class Requirements:
                     names.append(atom.name)
         return list(dict.fromkeys(names))
 
-    def narrowing_steps(self) -> list[tuple[str, Callable[[Offer, Sizing | None], bool]]]:
+    def narrowing_steps(self, sizing: Sizing | None = None) -> list[tuple[str, Callable[[Offer], bool]]]:
         """Top-level conjuncts as (description, predicate), to name the one that empties the set."""
         steps = []
         for s in self.sources:
@@ -352,12 +398,13 @@ class Requirements:
                 sub = Source(s.text, s.kind, part, s.terms, s.positive, s.forced & names,
                              tuple(n for n in s.free if n in names))
                 desc = s.text if s.kind == "filter" else labels.canonical(part)
-                steps.append((desc, self._step(sub)))
+                steps.append((desc, self._source_test(sub, sizing)))
         return steps
 
-    def _step(self, sub: Source) -> Callable[[Offer, Sizing | None], bool]:
-        assigns = sub.assignments()
-        return lambda offer, sizing: self._assignment(sub, assigns, offer, sizing) is not None
+    @property
+    def conjunctive(self) -> bool:
+        """True when checking each top-level conjunct alone decides the whole (no shared free atoms)."""
+        return all(not s.free for s in self.sources)
 
 
 def is_demand(expression: str | None, managed_atom: str = "ec2") -> bool:

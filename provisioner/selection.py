@@ -16,6 +16,10 @@ from provisioner.requirements import Requirements, Sizing
 from provisioner.units import format_duration, format_gib
 
 HOURS_PER_MONTH = 730.0
+# A runtime scaled from other types by CPU score must fit the target with this much to spare:
+# benchmark suites disagree by 10-30% on the same pair of types, more across CPU vendors.
+SCALED_MARGIN = 0.25
+MIN_MEM_HEADROOM = 0.1
 EBS_GP3_USD_PER_GIB_MONTH = 0.08
 MIN_BILLED_S = 60
 
@@ -33,6 +37,9 @@ class PlanSettings:
     autotune: bool = True
     autotune_min_runs: int = 3
     regions: tuple[str, ...] = ("us-east-1",)
+    # Burstable types (t2, t3, t4g...) sustain only a baseline share of their CPU once credits run
+    # out; long jobs measured at burst speed would miss deadlines. Named types are always allowed.
+    allow_burstable: bool = False
 
     @property
     def target_s(self) -> float:
@@ -45,6 +52,12 @@ class Candidate:
     duration_s: float           # the job's own runtime, boot excluded
     cost_usd: float             # boot and expected spot rework included
     score: float                # the job's effective score on this offer (default source units)
+    measured: bool = True       # runtime from runs on this very type (else scaled by score)
+
+    @property
+    def deadline_s(self) -> float:
+        """The runtime the deadline is checked against: scaled predictions carry a margin."""
+        return self.duration_s if self.measured else self.duration_s * (1 + SCALED_MARGIN)
 
     @property
     def perf_per_price(self) -> float:
@@ -102,18 +115,25 @@ def autotune(req: Requirements, est: Estimate, settings: PlanSettings) -> tuple[
                            f"{est.runs}: the declared requirements are kept.")
         return None, None, reasons
     vcpu = est.useful_vcpu
-    mem = memory_floor(est.mem_peak_gib, settings.mem_headroom) if est.mem_peak_gib else None
+    # Steady peaks earn a smaller headroom (3 standard deviations, at least 10%), never above the setting.
+    spread = est.mem_spread()
+    headroom = settings.mem_headroom if spread is None else min(settings.mem_headroom,
+                                                                 max(MIN_MEM_HEADROOM, 3 * spread))
+    mem = memory_floor(est.mem_peak_gib, headroom) if est.mem_peak_gib else None
     if vcpu is None and mem is None:
         return None, None, ["History has no CPU or memory samples: nothing to autotune."]
     if vcpu is not None:
         peak = f"peak {est.cpu_peak_pct:.0f}%" if est.cpu_peak_pct is not None else "no samples"
-        reasons.append(f"Autotuned vCPU: {vcpu} (declared {_fmt(req.vcpu)}; useful vCPUs from CPU use, {peak}).")
+        reasons.append(f"Autotuned vCPU: {vcpu} (declared {_fmt(req.vcpu)}; useful vCPUs from CPU use, {peak}); "
+                       "fewer are considered where the runtime model says they meet the target.")
     if mem is not None:
         reasons.append(f"Autotuned memory: {format_gib(mem)} (declared {_fmt(req.mem_gib, ' GiB')}; "
-                       f"peak {format_gib(round(est.mem_peak_gib, 2))} + {settings.mem_headroom:.0%} headroom "
+                       f"peak {format_gib(round(est.mem_peak_gib, 2))} + {headroom:.0%} headroom "
                        f"+ 0.5 GiB).")
     auto = {"vcpu": vcpu, "memory_gib": mem, "from_runs": est.runs}
-    return Sizing(vcpu=vcpu, mem_gib=mem), auto, reasons
+    # The vCPU count is not a floor: the runtime model already slows a type down to the vCPUs it
+    # has, and the deadline drops what would be too slow; a floor would only cost money.
+    return Sizing(vcpu=1 if vcpu is not None else None, mem_gib=mem), auto, reasons
 
 
 def _fmt(v: float | None, unit: str = "") -> str:
@@ -130,15 +150,19 @@ def _narrow(offers: list[Offer], req: Requirements, sizing: Sizing | None, setti
         if not pool:
             raise NoOfferError(f"no offers in region(s) {', '.join(settings.regions)}",
                                f"region in {','.join(settings.regions)}")
-    for desc, pred in req.narrowing_steps():
-        kept = [o for o in pool if pred(o, sizing)]
+    for desc, pred in req.narrowing_steps(sizing):
+        kept = [o for o in pool if pred(o)]
         if not kept:
             raise NoOfferError(f"no offer satisfies {desc!r} ({len(pool)} offers before it)", desc)
         pool = kept
-    whole = req.matcher(sizing)
-    pool = [o for o in pool if whole(o)]
-    if not pool:
-        raise NoOfferError(f"no offer satisfies the whole expression {req.text!r}", req.text)
+    if not req.conjunctive:  # free plain atoms: each conjunct alone may have used another truth value
+        whole = req.matcher(sizing)
+        pool = [o for o in pool if whole(o)]
+        if not pool:
+            raise NoOfferError(f"no offer satisfies the whole expression {req.text!r}", req.text)
+    if not settings.allow_burstable and not req.names_type:
+        sustained = [o for o in pool if not o.burstable]
+        pool = sustained or pool
     if blocked:
         pool = [o for o in pool if o.key not in blocked]
         if not pool:
@@ -183,11 +207,13 @@ def select(offers: list[Offer], req: Requirements, est: Estimate, settings: Plan
     if est.works:
         runtime: dict[str, float] = {}
         scores: dict[str, float] = {}
+        measured: dict[str, bool] = {}
         work = statistics_work(est)
         for o in pool:
             if o.instance_type not in runtime:
-                t = est.runtime_on(o)
-                runtime[o.instance_type] = t if t is not None else math.inf
+                predicted = est.runtime_on(o)
+                t, measured[o.instance_type] = predicted if predicted else (math.inf, False)
+                runtime[o.instance_type] = t
                 scores[o.instance_type] = work / t if t else 0.0
         reasons.insert(0, _history_reason(est))
         kind = "all-core" if est.parallel else "single-core"
@@ -195,11 +221,12 @@ def select(offers: list[Offer], req: Requirements, est: Estimate, settings: Plan
                        f"{work / settings.target_s:.0f} ({kind} weighted).")
     else:
         runtime, scores, more = _no_history_runtimes(pool, req, settings)
+        measured = dict.fromkeys(runtime, True)  # already capped at the target
         reasons.extend(more)
 
     cands = [Candidate(o, runtime[o.instance_type],
                        expected_cost(o, runtime[o.instance_type], settings.boot_s, disk),
-                       scores[o.instance_type]) for o in pool]
+                       scores[o.instance_type], measured[o.instance_type]) for o in pool]
     cands = [c for c in cands if c.duration_s < math.inf]
     if not cands:
         raise NoOfferError("no offer that fits has a CPU score to predict the runtime", "cpu score")
@@ -216,13 +243,14 @@ def select(offers: list[Offer], req: Requirements, est: Estimate, settings: Plan
 
 def _rank(cands: list[Candidate], settings: PlanSettings) -> tuple[list[Candidate], list[str]]:
     reasons = []
-    feasible = [c for c in cands if c.duration_s <= settings.timeout_s]
+    feasible = [c for c in cands if c.deadline_s <= settings.timeout_s]
     if settings.policy == "deadline":
-        meet = [c for c in feasible if c.duration_s <= settings.target_s]
+        meet = [c for c in feasible if c.deadline_s <= settings.target_s]
         dropped = len(cands) - len(meet)
         if dropped:
             reasons.append(f"{dropped} offers dropped: predicted to miss the runtime target of "
-                           f"{settings.target_s:.0f}s.")
+                           f"{settings.target_s:.0f}s (runtimes scaled from other types by CPU score "
+                           f"need a {SCALED_MARGIN:.0%} margin).")
         if meet:
             return sorted(meet, key=_by_cost), reasons
         reasons.append("No offer is predicted to meet the runtime target: choosing the fastest.")
