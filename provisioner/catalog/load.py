@@ -223,9 +223,10 @@ def _built_offers(dirs: list[Path], score_source: str, source: str) -> list[Offe
 
 def _read_meta(cache: Path) -> dict | None:
     try:
-        return json.loads((cache / CACHE_META).read_text())
+        meta = json.loads((cache / CACHE_META).read_text())
     except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _age_days(fetched: str, now: float | None) -> float | None:

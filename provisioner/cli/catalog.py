@@ -73,5 +73,5 @@ def run_refresh(args: argparse.Namespace, ctx: Context) -> int:
     regions = args.region or ctx.config.regions
     summary = refresh(regions, endpoint_url=args.endpoint_url)
     for line in summary:
-        print(line)
+        print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout)
     return 0
