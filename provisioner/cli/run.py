@@ -1,0 +1,199 @@
+"""`provisioner run`: run one container on the local Docker engine, with timeout, retry, clean stop,
+timestamped live logs, usage sampling, a usage record and an estimated cost."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Any, Callable, Mapping
+
+from provisioner.cli.context import Context
+from provisioner.errors import UsageError
+from provisioner.units import parse_duration_s, parse_memory_gib, GIB
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+exit codes: the container's own; 124 timeout; 137 killed for running out of memory (OOM);
+130 interrupted by SIGINT; 143 by SIGTERM; 125 failure before the job ran (Docker engine
+not reachable, image not found, unreadable env file); 2 bad option.
+
+--docker-args accepts: --shm-size, --ulimit, --cap-add, --cap-drop, --device, --tmpfs,
+--add-host, --security-opt, --pids-limit, --hostname/-h, --ipc, --read-only, --privileged,
+--entrypoint, --memory-swap, --memory-reservation, --cpuset-cpus, --cpu-shares, --sysctl,
+--group-add, --stop-signal, --platform, --label/-l.
+
+The cost needs the instance type: --instance-type, else PROVISIONER_INSTANCE_TYPE (and
+PROVISIONER_MARKET, PROVISIONER_REGION, PROVISIONER_PRICE_USD_PER_HOUR) in the environment,
+else EC2 instance metadata when running on EC2.
+
+example: provisioner run --image python:3.11-slim --timeout 2h --memory 4G -- python train.py
+"""
+
+
+def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A parse function as an argparse type: UsageError becomes argparse's exit-2 message."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def _duration_or_zero(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0s") else parse_duration_s(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"bad --cpus {text!r}: use a number of vCPUs greater than 0, e.g. 1.5")
+    return value
+
+
+def _memory_bytes(text: str) -> int:
+    return int(parse_memory_gib(text) * GIB)
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from provisioner.runner.spec import parse_gpus, parse_volume
+    p = sub.add_parser("run", parents=[common], help="run a container with timeout, retry, usage and cost",
+                       description=__doc__, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       usage="%(prog)s [options] [--image IMAGE] -- COMMAND...")
+    p.add_argument("--image", help="the image (default: the config's defaults.image)")
+    p.add_argument("--timeout", type=_arg(parse_duration_s), metavar="DURATION",
+                   help="stop the container after this long, exit 124 (default: config, 6h)")
+    p.add_argument("--grace", type=_arg(parse_duration_s), default=10.0, metavar="DURATION",
+                   help="time between the stop signal and SIGKILL (default 10s)")
+    p.add_argument("--retry", type=_arg(_count), default=0, metavar="N",
+                   help="run again up to N times after a failure (see --retry-on)")
+    p.add_argument("--retry-on", metavar="LIST",
+                   help="comma-separated: exit codes (1, 3-5), oom, interrupted, timeout, any "
+                        "(default any: every non-zero exit but a timeout)")
+    p.add_argument("--retry-delay", type=_arg(_duration_or_zero), default=10.0, metavar="DURATION",
+                   help="first delay before a retry, doubling each time (default 10s)")
+    p.add_argument("-e", "--env", action="append", metavar="KEY[=VALUE]",
+                   help="an environment variable (KEY alone passes this process's value)")
+    p.add_argument("--env-file", action="append", metavar="FILE", help="docker-style env file")
+    p.add_argument("-v", "--volume", action="append", type=_arg(parse_volume), metavar="SRC:DST[:MODE]")
+    p.add_argument("-w", "--workdir", metavar="DIR")
+    p.add_argument("-u", "--user", metavar="USER[:GROUP]")
+    p.add_argument("--gpus", type=_arg(parse_gpus), metavar="all|N|device=IDS")
+    p.add_argument("-m", "--memory", type=_arg(_memory_bytes), metavar="SIZE",
+                   help="memory limit: a number of GiB, or 512M, 2G (exceeding it: exit 137, OOM)")
+    p.add_argument("--cpus", type=_arg(_cpus), metavar="N", help="CPU limit in vCPUs")
+    p.add_argument("--network", default="none", metavar="MODE",
+                   help="none (default), host, bridge or a network name")
+    p.add_argument("--name", help="the container's name (default: the run's UUID)")
+    p.add_argument("--container-label", action="append", metavar="KEY=VALUE")
+    p.add_argument("--docker-args", action="append", metavar="ARGS",
+                   help="extra docker run parameters, e.g. \"--shm-size 1g\" (subset below)")
+    p.add_argument("--job", help="job name for the usage record (default: $JOB_NAME, else adhoc)")
+    p.add_argument("--build", help="build id for the usage record (default: $BUILD_NUMBER)")
+    p.add_argument("--summary-json", metavar="PATH",
+                   help="write the final usage record plus summary_line to this file")
+    p.add_argument("--instance-type", metavar="TYPE", help="price the run as this EC2 type")
+    p.add_argument("--log-group", metavar="GROUP",
+                   help="also send the output to this CloudWatch Logs group (stream = run UUID)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
+                   help="the command and its arguments, after --")
+    p.set_defaults(func=handle)
+
+
+def build_spec(args: argparse.Namespace, ctx: Context, environ: Mapping[str, str]):
+    """The ContainerSpec from parsed options and the config. Env files are read here (125)."""
+    from provisioner.runner.docker_args import parse_extra_args
+    from provisioner.runner.spec import ContainerSpec, parse_env_args, parse_label, read_env_file
+    command = list(args.command or [])
+    if command and command[0] == "--":
+        command = command[1:]
+    defaults = ctx.config.defaults
+    image = args.image or defaults.get("image")
+    if not image:
+        raise UsageError("no image: give --image or set defaults.image in the config")
+    env: dict[str, str] = {}
+    for path in args.env_file or []:
+        env.update(read_env_file(path, environ))
+    env.update(parse_env_args(args.env, environ))
+    return ContainerSpec(
+        image=image, command=tuple(command),
+        timeout_s=args.timeout or parse_duration_s(defaults.get("timeout") or "6h"),
+        grace_s=args.grace, env=env, volumes=tuple(args.volume or ()), workdir=args.workdir,
+        user=args.user, gpus=args.gpus, memory_bytes=args.memory, cpus=args.cpus,
+        network=args.network, name=args.name,
+        labels=dict(parse_label(t) for t in args.container_label or ()),
+        extra=parse_extra_args(args.docker_args or ()))
+
+
+def docker_client() -> Any:
+    from provisioner.runner import LaunchError
+    try:
+        import docker
+        return docker.from_env()
+    except Exception as exc:  # DockerException, connection refused, bad DOCKER_HOST
+        raise LaunchError(f"Docker engine not reachable: {exc}") from None
+
+
+def make_reporter(environ: Mapping[str, str], warn: Callable[[str], None]) -> Any:
+    """The daemon reporter when PROVISIONER_REPORT_URL is set and provisioner.runner.report exists
+    (it offers `reporter_from_env(environ)`); otherwise None, with a warning when a URL was given."""
+    if not environ.get("PROVISIONER_REPORT_URL"):
+        return None
+    try:
+        module = importlib.import_module("provisioner.runner.report")
+        return module.reporter_from_env(environ)
+    except (ImportError, AttributeError) as exc:
+        warn(f"PROVISIONER_REPORT_URL is set but the daemon reporter is not available ({exc}); "
+             "not reporting")
+    except Exception as exc:
+        warn(f"daemon reporter not started: {exc}")
+    return None
+
+
+def make_sink_factories(log_group: str | None, region: str | None,
+                        warn: Callable[[str], None]) -> list[Callable[[str], Any]]:
+    """One CloudWatch Logs sink per attempt (stream = run UUID) when --log-group is given."""
+    if not log_group:
+        return []
+    try:
+        from provisioner.runner.cloudwatch import CloudWatchSink
+    except ImportError as exc:
+        warn(f"--log-group given but the CloudWatch Logs sink is not available ({exc})")
+        return []
+    return [lambda run_id: CloudWatchSink(log_group, run_id, region=region)]
+
+
+def handle(args: argparse.Namespace, ctx: Context) -> int:
+    from provisioner.runner.console import Console
+    from provisioner.runner.pricing import resolve_pricing
+    from provisioner.runner.retry import RetryPolicy, parse_retry_on
+    from provisioner.runner.session import RunSession, Services
+    from provisioner.runner.summary import JobInfo
+    environ = os.environ
+    policy = RetryPolicy(retries=args.retry, delay_s=args.retry_delay, **parse_retry_on(args.retry_on))
+    spec = build_spec(args, ctx, environ)
+    console = Console(sys.stdout, sys.stderr)
+    job = JobInfo.from_env(args.job, args.build, environ, ctx.config.data.get("teams"))
+    region = environ.get("PROVISIONER_REGION") or (ctx.config.regions or ["us-east-1"])[0]
+    services = Services(
+        client=docker_client(), console=console, store_factory=ctx.open_history,
+        reporter=make_reporter(environ, console.warn),
+        sink_factories=make_sink_factories(args.log_group, region, console.warn))
+    pricing = resolve_pricing(args.instance_type, environ, default_region=region)
+    outcome = RunSession(services).run(spec, job, policy, pricing, args.summary_json)
+    return outcome.exit_code

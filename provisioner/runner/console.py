@@ -1,0 +1,140 @@
+"""The console: header lines, the container's output with a timestamp per line, and the summary.
+
+Colour only when the stream is a terminal and NO_COLOR is unset. Writes are flushed per chunk of
+container output, not per line, so a chatty job does not cost a syscall per line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from typing import TextIO
+
+DIM, RED, BOLD, RESET = "\x1b[2m", "\x1b[31m", "\x1b[1m", "\x1b[0m"
+MAX_LINE = 64 * 1024  # a longer unterminated line is written out in pieces
+
+
+def timestamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def wants_colour(stream: TextIO) -> bool:
+    try:
+        return stream.isatty() and not os.environ.get("NO_COLOR")
+    except (AttributeError, ValueError):
+        return False
+
+
+class Console:
+    """Writes to `out` (header, stdout lines, summary) and `err` (stderr lines, warnings)."""
+
+    def __init__(self, out: TextIO, err: TextIO, colour: bool | None = None):
+        self.out, self.err = out, err
+        self.colour = wants_colour(out) if colour is None else colour
+        self._lock = threading.Lock()
+
+    def _paint(self, text: str, code: str) -> str:
+        return f"{code}{text}{RESET}" if self.colour else text
+
+    def info(self, text: str) -> None:
+        with self._lock:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def header(self, pairs: list[tuple[str, str]]) -> None:
+        with self._lock:
+            for name, value in pairs:
+                self.out.write(f"{self._paint(name + ':', BOLD)} {value}\n")
+            self.out.flush()
+
+    def warn(self, text: str) -> None:
+        with self._lock:
+            self.err.write(f"provisioner: warning: {text}\n")
+            self.err.flush()
+
+    def lines(self, ts: float, lines: list[str], is_stderr: bool) -> None:
+        """Container output lines received at `ts` (stderr lines go to err, painted red)."""
+        stamp = self._paint(timestamp(ts), DIM)
+        stream = self.err if is_stderr else self.out
+        body = "".join(f"{stamp} {self._paint(line, RED) if is_stderr else line}\n" for line in lines)
+        with self._lock:
+            stream.write(body)
+            stream.flush()
+
+
+class LineSplitter:
+    """Bytes of one stream in, whole decoded lines out (partial UTF-8 sequences kept for later)."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buf = ""
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buf += self._decoder.decode(data)
+        *lines, self._buf = self._buf.split("\n")
+        while len(self._buf) > MAX_LINE:
+            lines.append(self._buf[:MAX_LINE])
+            self._buf = self._buf[MAX_LINE:]
+        return [line.rstrip("\r") for line in lines]
+
+    def flush(self) -> list[str]:
+        rest = self._buf + self._decoder.decode(b"", final=True)
+        self._buf = ""
+        return [rest.rstrip("\r")] if rest else []
+
+
+class LogPump:
+    """Reads a demultiplexed attach stream ((stdout, stderr) chunks) on a thread and hands lines to
+    the console and to every log sink (`write(ts, line)`). A failing sink is dropped, not fatal."""
+
+    def __init__(self, stream, console: Console, sinks: list, clock=time.time):
+        self._stream, self._console, self._sinks, self._clock = stream, console, list(sinks), clock
+        self._split = (LineSplitter(), LineSplitter())
+        self.lines = 0
+        self.thread = threading.Thread(target=self._run, name="provisioner-logs", daemon=True)
+
+    def start(self) -> "LogPump":
+        self.thread.start()
+        return self
+
+    def _emit(self, lines: list[str], is_stderr: bool) -> None:
+        if not lines:
+            return
+        ts = self._clock()
+        self.lines += len(lines)
+        self._console.lines(ts, lines, is_stderr)
+        for sink in list(self._sinks):
+            try:
+                for line in lines:
+                    sink.write(ts, line)
+            except Exception as exc:  # a sink must never stop the console
+                self._sinks.remove(sink)
+                self._console.warn(f"log sink {type(sink).__name__} failed and was dropped: {exc}")
+
+    def _run(self) -> None:
+        try:
+            for out, err in self._stream:
+                if out:
+                    self._emit(self._split[0].feed(out), False)
+                if err:
+                    self._emit(self._split[1].feed(err), True)
+        except Exception as exc:  # engine gone, stream closed under us
+            if not getattr(self, "_closing", False):
+                self._console.warn(f"log stream ended: {exc}")
+        finally:
+            self._emit(self._split[0].flush(), False)
+            self._emit(self._split[1].flush(), True)
+
+    def join(self, timeout: float) -> None:
+        """Wait for the stream's end; close it when it has not ended by then."""
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self._closing = True
+            try:
+                self._stream.close()
+            except Exception:
+                pass
+            self.thread.join(1.0)

@@ -1,0 +1,230 @@
+"""A whole `provisioner run`: orphan removal, the image, attempts with retry, and after each attempt
+the usage record (history store, reporter, --summary-json) and the printed summary.
+
+Seams for the parts written elsewhere: `sink_factories` make one log sink per attempt from its run
+id (`write(ts, line)`, `close(timeout_s) -> dropped lines`); `reporter` gets `report(record)` after
+each attempt and, when it has one, `sample(payload)` every 15 s while the job runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shlex
+import signal
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from provisioner.records import iso_utc
+from provisioner.runner import EXIT_SIGINT, EXIT_SIGTERM, LaunchError
+from provisioner.runner.console import Console
+from provisioner.runner.container import Attempt, ContainerRunner, SignalWatch
+from provisioner.runner.images import ImageInfo, default_ecr_client, ensure_image
+from provisioner.runner.owners import Owner, reap_orphans, run_labels
+from provisioner.runner.pricing import Pricing
+from provisioner.runner.retry import RetryPolicy
+from provisioner.runner.spec import ContainerSpec
+from provisioner.runner.summary import JobInfo, build_record, summary_line, summary_lines
+from provisioner.units import format_duration
+
+log = logging.getLogger(__name__)
+
+SINK_CLOSE_S = 10.0  # the most a log sink may take to flush after the job
+
+
+@dataclass
+class Services:
+    """What a session talks to, injected (tests pass fakes; the CLI passes the real ones)."""
+
+    client: Any                                         # docker.DockerClient
+    console: Console
+    store_factory: Callable[[], Any] | None = None      # -> object with add(record)
+    reporter: Any = None                                # report(record) [, sample(payload)]
+    sink_factories: list[Callable[[str], Any]] = field(default_factory=list)
+    gpu_factory: Callable[[Any], Any] | None = None
+    ecr_client_factory: Callable[[str], Any] = default_ecr_client
+    owner: Owner | None = None
+    sample_every_s: float = 15.0                        # live samples to the reporter
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    records: list[dict] = field(default_factory=list)
+
+
+def _signal_exit(signum: int) -> int:
+    return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+
+
+class RunSession:
+    def __init__(self, services: Services):
+        self.s = services
+        self.console = services.console
+        self.owner = services.owner or Owner.current()
+        self.runner = ContainerRunner(services.client, services.console,
+                                      gpu_factory=services.gpu_factory,
+                                      sample_every_s=services.sample_every_s)
+        self._store: Any = None
+
+    def run(self, spec: ContainerSpec, job: JobInfo, policy: RetryPolicy, pricing: Pricing,
+            summary_json: str | None = None) -> Outcome:
+        if summary_json and os.path.exists(summary_json):
+            os.unlink(summary_json)  # never leave a stale summary for the Groovy step to read
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        with SignalWatch(events):
+            self._reap()
+            image = self._image(spec.image, events)
+            if isinstance(image, int):
+                return Outcome(image)
+            outcome = Outcome(0)
+            attempt_no = 1
+            while True:
+                record, attempt = self._attempt(spec, job, image, pricing, events, attempt_no,
+                                                policy.retries + 1)
+                outcome.records.append(record)
+                outcome.exit_code = record["exit_code"]
+                if not policy.should_retry(attempt, attempt_no):
+                    break
+                delay = policy.delay(attempt_no)
+                self.console.info(f"Retrying in {delay:g} s (attempt {attempt_no + 1} of "
+                                  f"{policy.retries + 1})")
+                signum = self._pause(events, delay)
+                if signum:
+                    outcome.exit_code = _signal_exit(signum)
+                    break
+                attempt_no += 1
+        if summary_json:
+            self._write_summary(summary_json, outcome.records[-1])
+        return outcome
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _reap(self) -> None:
+        import docker.errors
+        import requests
+        try:
+            for name in reap_orphans(self.s.client, self.owner):
+                self.console.warn(f"removed container {name} left behind by a killed provisioner run")
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise LaunchError(f"Docker engine not reachable: {exc}") from None
+
+    def _image(self, ref: str, events: queue.SimpleQueue) -> ImageInfo | int:
+        """The image, pulled on a thread so that a signal can end the wait; an exit code when a
+        signal came first."""
+        def pull() -> None:
+            try:
+                events.put(("image", ensure_image(self.s.client, ref, self.s.ecr_client_factory)))
+            except Exception as exc:
+                events.put(("image_error", exc))
+        threading.Thread(target=pull, name="provisioner-pull", daemon=True).start()
+        while True:
+            event = events.get()
+            if event[0] == "image":
+                return event[1]
+            if event[0] == "image_error":
+                exc = event[1]
+                if isinstance(exc, LaunchError):
+                    raise exc
+                raise LaunchError(f"cannot get image {ref}: {exc}")
+            if event[0] == "signal":
+                self.console.warn(f"{signal.Signals(event[1]).name} before the job started")
+                return _signal_exit(event[1])
+
+    def _header(self, spec: ContainerSpec, image: ImageInfo, run_id: str, attempt_no: int,
+                attempts: int) -> None:
+        pairs = [("Date", iso_utc(datetime.now(timezone.utc))),
+                 ("Container timeout", f"{format_duration(spec.timeout_s)} ({spec.timeout_s:g} s)"),
+                 ("Container name", spec.container_name(run_id))]
+        if spec.name:
+            pairs.append(("Run ID", run_id))
+        pairs.append(("Image", f"{image.ref} ({image.digest or image.id})"))
+        if attempt_no == 1:
+            pairs.append(("Image pull", f"pulled in {image.pull_s:.1f} s" if image.pulled
+                          else "found locally, not pulled"))
+        pairs += [("Extra docker parameters", shlex.join(spec.extra.tokens) or "none"),
+                  ("Command", shlex.join(spec.command) or "(the image's default)"),
+                  ("Docker command", spec.docker_run_line(run_id))]
+        if attempts > 1:
+            pairs.append(("Attempt", f"{attempt_no} of {attempts}"))
+        self.console.header(pairs)
+
+    def _attempt(self, spec: ContainerSpec, job: JobInfo, image: ImageInfo, pricing: Pricing,
+                 events: queue.SimpleQueue, attempt_no: int, attempts: int) -> tuple[dict, Attempt]:
+        run_id = str(uuid.uuid4())
+        self._header(spec, image, run_id, attempt_no, attempts)
+        sinks = self._make_sinks(run_id)
+        labels = run_labels(self.owner, run_id, job.job, job.build)
+        try:
+            attempt = self.runner.run(spec, image, labels, events, run_id=run_id, sinks=sinks,
+                                      reporter=self.s.reporter)
+        finally:
+            dropped = self._close_sinks(sinks)
+        record = build_record(attempt, job, spec, image, pricing, attempt_no=attempt_no,
+                              log_lines_dropped=dropped if sinks else None)
+        self._store_record(record)
+        for line in summary_lines(record, spec.timeout_s):
+            self.console.info(line)
+        return record, attempt
+
+    def _make_sinks(self, run_id: str) -> list:
+        sinks = []
+        for factory in self.s.sink_factories:
+            try:
+                sinks.append(factory(run_id))
+            except Exception as exc:
+                self.console.warn(f"log sink not started: {exc}")
+        return sinks
+
+    def _close_sinks(self, sinks: list) -> int:
+        dropped = 0
+        for sink in sinks:
+            try:
+                dropped += int(sink.close(SINK_CLOSE_S) or 0)
+            except Exception as exc:
+                self.console.warn(f"log sink {type(sink).__name__} did not close cleanly: {exc}")
+        return dropped
+
+    def _store_record(self, record: dict) -> None:
+        """History store and reporter; a failure is a warning and never changes the exit code."""
+        if self.s.store_factory is not None:
+            try:
+                if self._store is None:
+                    self._store = self.s.store_factory()
+                self._store.add(record)
+            except Exception as exc:
+                self.console.warn(f"usage record not written to the history store: {exc}")
+        if self.s.reporter is not None:
+            try:
+                self.s.reporter.report(record)
+            except Exception as exc:
+                self.console.warn(f"usage record not reported to the daemon: {exc}")
+
+    @staticmethod
+    def _pause(events: queue.SimpleQueue, seconds: float) -> int | None:
+        """Sleep between attempts; the signal number if one arrives meanwhile."""
+        timer = threading.Timer(seconds, lambda: events.put(("resume",)))
+        timer.daemon = True
+        timer.start()
+        try:
+            while True:
+                event = events.get()
+                if event[0] == "resume":
+                    return None
+                if event[0] == "signal":
+                    return event[1]
+        finally:
+            timer.cancel()
+
+    @staticmethod
+    def _write_summary(path: str, record: dict) -> None:
+        body = dict(record, summary_line=summary_line(record))
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, target)
