@@ -40,6 +40,8 @@ class PlanSettings:
     # Burstable types (t2, t3, t4g...) sustain only a baseline share of their CPU once credits run
     # out; long jobs measured at burst speed would miss deadlines. Named types are always allowed.
     allow_burstable: bool = False
+    # Previous-generation types (m1, c3, m4...) cost more per unit of work and are being retired.
+    allow_previous_generation: bool = False
 
     @property
     def target_s(self) -> float:
@@ -160,9 +162,10 @@ def _narrow(offers: list[Offer], req: Requirements, sizing: Sizing | None, setti
         pool = [o for o in pool if whole(o)]
         if not pool:
             raise NoOfferError(f"no offer satisfies the whole expression {req.text!r}", req.text)
-    if not settings.allow_burstable and not req.names_type:
-        sustained = [o for o in pool if not o.burstable]
-        pool = sustained or pool
+    if not req.names_type:  # a type or family named by the user is always allowed
+        usual = [o for o in pool if (settings.allow_burstable or not o.burstable)
+                 and (settings.allow_previous_generation or o.current_generation)]
+        pool = usual or pool
     if blocked:
         pool = [o for o in pool if o.key not in blocked]
         if not pool:
