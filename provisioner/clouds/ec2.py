@@ -1,0 +1,399 @@
+"""The `ec2` Cloud adapter: one CreateFleet per launch, describe by owner tag, batched terminate.
+
+The requests come from the pure functions in `ec2_params`; this module only sends them, maps AWS
+errors to CloudError (keeping the code), retries throttling, blocks offers that had no capacity and
+falls back from spot to on-demand. Clients come from an injected factory `(service, region)`, by
+default `provisioner.aws.client` with botocore's retries off: the retry policy is ours (below).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, TypeVar
+
+from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError,
+                                 EndpointConnectionError, NoCredentialsError,
+                                 ParamValidationError, PartialCredentialsError, ReadTimeoutError)
+
+from provisioner.catalog.model import SPOT, Offer
+from provisioner.clouds import ec2_params as P
+from provisioner.clouds.base import OWNER_TAG, BlockedOffers, CloudError, Instance, LaunchSpec
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[str, str], Any]      # (service, region) -> boto3 client
+T = TypeVar("T")
+
+TERMINATE_BATCH = 1000          # TerminateInstances takes at most 1000 ids per call
+DESCRIBE_PAGE = 1000            # DescribeInstances' largest page
+LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")  # 'stopped' still bills EBS
+MAX_ROUNDS = 4                  # requests per launch: spot, on-demand, and another region's pair
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Full-jitter exponential backoff: sleep U(0, min(cap, base * 2**n)) before retry n.
+
+    EC2 meters API calls with per-account, per-region token buckets: mutating calls such as
+    CreateFleet refill at about 5 tokens/s and instance launches at about 2/s. A throttled call means
+    the bucket is empty, so the first wait of up to 0.5 s (a couple of tokens) usually suffices;
+    doubling up to a 10 s cap lets 20+ launches' worth refill when other callers share the bucket.
+    Six attempts bound the worst case at 0.5+1+2+4+8 = 15.5 s of sleep (7.75 s expected), about
+    three daemon ticks; after that the launch fails as 'throttle' and the next tick tries again.
+    Full jitter (not equal jitter) spreads retries of many workers hit by the same empty bucket.
+    """
+
+    base_s: float = 0.5
+    cap_s: float = 10.0
+    attempts: int = 6
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** retry))
+
+
+def grouper(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive batches of at most `size` items (the one batching helper)."""
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def default_clients(service: str, region: str) -> Any:
+    from provisioner import aws
+    return aws.client(service, region=region, max_attempts=1)   # our Backoff retries, not botocore
+
+
+class Ec2Cloud:
+    """The Cloud protocol on EC2. `calls` counts API calls by operation; `errors` failures by code."""
+
+    name = "ec2"
+
+    def __init__(self, clients: ClientFactory | None = None, settings: P.Ec2Settings | None = None, *,
+                 blocked: BlockedOffers | None = None, backoff: Backoff = Backoff(),
+                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
+        self.settings = settings or P.Ec2Settings()
+        self.blocked = blocked if blocked is not None else BlockedOffers()
+        self.backoff = backoff
+        self.calls: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.last_launch_calls: dict[str, int] = {}
+        self._make = clients or default_clients
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._clients: dict[str, Any] = {}
+        self._templates: set[tuple[str, str]] = set()           # (region, template name) known to exist
+        self._image_info: dict[tuple[str, str], tuple[str, int]] = {}  # (region, ami) -> (root device, GiB)
+        self._region_of: dict[str, str] = {}                    # instance id -> region
+
+    # ---- launch ------------------------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> Instance:
+        """One instance from the best candidate with capacity; CloudError when none could start."""
+        before = Counter(self.calls)
+        try:
+            return self._launch(spec)
+        finally:
+            self.last_launch_calls = dict(self.calls - before)
+
+    def _launch(self, spec: LaunchSpec) -> Instance:
+        offers = self._launchable(P.with_ondemand_twins(spec))
+        P.launch_tags(spec, self.settings)                       # tag problems: before any API call
+        P.encoded_user_data(spec.user_data)
+        rounds = P.launch_rounds(offers, self.blocked.current())
+        if not rounds:
+            raise CloudError("every candidate offer is blocked after recent launch failures: "
+                             + ", ".join("/".join(o.key) for o in offers), code="AllOffersBlocked",
+                             kind="capacity", offers=tuple(o.key for o in offers))
+        failures: list[CloudError] = []
+        for i, round_offers in enumerate(rounds[:MAX_ROUNDS]):
+            try:
+                return self._launch_round(spec, round_offers, first=i == 0)
+            except CloudError as exc:
+                if exc.kind not in ("capacity", "quota"):
+                    raise
+                for key in exc.offers:
+                    self.blocked.block(key)
+                failures.append(exc)
+                log.warning("%s", _event("launch-failed", code=exc.code, kind=exc.kind,
+                                         offers=["/".join(k) for k in exc.offers]))
+        raise _combined(failures)
+
+    def _launchable(self, offers: list[Offer]) -> list[Offer]:
+        """Offers the configuration can launch; a config CloudError (before any call) if none."""
+        if not offers:
+            raise CloudError("a spot-only launch without spot candidates", code="Config", kind="config")
+        ok, problems = [], []
+        for offer in offers:
+            missing = P.config_problems(self.settings, offer)
+            (problems.extend(missing) if missing else ok.append(offer))
+        if not ok:
+            raise CloudError("cannot launch on EC2: " + "; ".join(dict.fromkeys(problems)),
+                             code="Config", kind="config")
+        for problem in dict.fromkeys(problems):
+            log.warning("skipping candidates: %s", problem)
+        return ok
+
+    def _launch_round(self, spec: LaunchSpec, offers: Sequence[Offer], first: bool) -> Instance:
+        region, market = offers[0].region, offers[0].market
+        template = self._ensure_template(region, spec.tags[OWNER_TAG])
+        roots = self._images(region, offers)
+        params = P.launch_params(
+            spec, self.settings, offers=offers, template_name=template,
+            root_devices={a: r[0] for a, r in roots.items()}, min_disk_gib={a: r[1] for a, r in roots.items()},
+            token=P.client_token(spec.client_token, region, market, first))
+        log.info("%s", _event("launch", region=region, market=market, token=params["ClientToken"],
+                              types=[o.instance_type for o in offers],
+                              subnets=list(self.settings.subnets_in(region)),
+                              user_data=P.user_data_fingerprint(spec.user_data)))
+        try:
+            response = self._call(region, "create_fleet", **params)
+        except CloudError as exc:
+            if exc.kind in ("capacity", "quota"):
+                raise _offer_error(exc.code, str(exc), offers) from None
+            raise
+        ids = [i for inst in response.get("Instances") or [] for i in inst.get("InstanceIds") or []]
+        errors = response.get("Errors") or []
+        self.errors.update(e.get("ErrorCode", "Unknown") for e in errors)
+        if not ids:
+            raise _fleet_failure(errors, offers)
+        if ids[1:]:                                    # target capacity 1: never expected
+            log.warning("fleet returned %d instances; terminating %s", len(ids), ids[1:])
+            self._terminate_in(region, ids[1:])
+        instance = self._describe_new(region, ids[0], response)
+        log.info("%s", _event("launched", id=instance.id, type=instance.instance_type,
+                              market=instance.market, region=region, az=instance.az))
+        return instance
+
+    def _ensure_template(self, region: str, owner: str) -> str:
+        request = P.template_request(self.settings, region, owner)
+        name = request["LaunchTemplateName"]
+        if (region, name) not in self._templates:
+            try:
+                self._call(region, "create_launch_template", **request)
+            except CloudError as exc:
+                if exc.code != "InvalidLaunchTemplateName.AlreadyExistsException":
+                    raise                                  # same name = same content: reuse it
+            self._templates.add((region, name))
+        return name
+
+    def _images(self, region: str, offers: Sequence[Offer]) -> dict[str, tuple[str, int]]:
+        """{AMI: (root device name, snapshot GiB)} for these offers' images; one DescribeImages for
+        those not asked before in this process. A missing image or a wrong architecture is config."""
+        wanted = {P.image_for(self.settings, o): o.arch for o in offers}
+        unknown = sorted(ami for ami in wanted if ami and (region, ami) not in self._image_info)
+        if unknown:
+            try:
+                found = self._call(region, "describe_images", ImageIds=unknown).get("Images") or []
+            except CloudError as exc:
+                if exc.kind != "config":
+                    raise
+                found = []
+            for image in found:
+                if image.get("Architecture") not in (None, wanted[image["ImageId"]]):
+                    raise CloudError(f"image {image['ImageId']} configured for {region} "
+                                     f"{wanted[image['ImageId']]} is {image['Architecture']} (ec2.images)",
+                                     code="ImageArchitecture", kind="config")
+                root = image.get("RootDeviceName") or "/dev/xvda"
+                size = max((m.get("Ebs", {}).get("VolumeSize") or 0 for m in image.get("BlockDeviceMappings", [])
+                            if m.get("DeviceName") == root), default=0)
+                self._image_info[(region, image["ImageId"])] = (root, int(size))
+            missing = [ami for ami in unknown if (region, ami) not in self._image_info]
+            if missing:
+                raise CloudError(f"image {', '.join(missing)} configured for {region} does not exist "
+                                 "there (ec2.images)", code="InvalidAMIID.NotFound", kind="config")
+        return {ami: self._image_info[(region, ami)] for ami in wanted if ami}
+
+    def _describe_new(self, region: str, instance_id: str, fleet: dict) -> Instance:
+        """The launched instance (AZ, address); a new id can be invisible for a moment, so ask twice."""
+        self._region_of[instance_id] = region
+        for attempt in range(2):
+            try:
+                reservations = self._call(region, "describe_instances",
+                                          InstanceIds=[instance_id]).get("Reservations") or []
+                found = [i for r in reservations for i in r.get("Instances", [])]
+                if found:
+                    return _instance(found[0], region)
+            except CloudError as exc:
+                if exc.kind != "not-found":
+                    raise
+            if attempt == 0:
+                self._sleep(1.0)
+        item = (fleet.get("Instances") or [{}])[0]
+        return Instance(id=instance_id, instance_type=item.get("InstanceType", ""),
+                        market=item.get("Lifecycle", "on-demand"), region=region, state="pending",
+                        launched_at=time.time(), az=item.get("AvailabilityZone"))
+
+    # ---- describe and terminate ----------------------------------------------------------------
+
+    def describe(self, owner: str) -> list[Instance]:
+        """Every instance carrying this owner tag and not terminated, in every configured region."""
+        out: list[Instance] = []
+        filters = [{"Name": f"tag:{OWNER_TAG}", "Values": [owner]},
+                   {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
+        for region in self.settings.regions:
+            token: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {"Filters": filters, "MaxResults": DESCRIBE_PAGE}
+                if token:
+                    kwargs["NextToken"] = token
+                page = self._call(region, "describe_instances", **kwargs)
+                for reservation in page.get("Reservations") or []:
+                    for item in reservation.get("Instances") or []:
+                        self._region_of[item["InstanceId"]] = region
+                        out.append(_instance(item, region))
+                token = page.get("NextToken")
+                if not token:
+                    break
+        return out
+
+    def terminate(self, ids: list[str]) -> None:
+        """Terminate these instances; ids already terminated or unknown everywhere are fine."""
+        unknown: list[str] = []
+        by_region: dict[str, list[str]] = {}
+        for iid in dict.fromkeys(ids):
+            region = self._region_of.get(iid)
+            (by_region.setdefault(region, []).append(iid) if region else unknown.append(iid))
+        for region, known in by_region.items():
+            self._terminate_in(region, known)
+        for region in self.settings.regions:      # an id from another process: find its region
+            if not unknown:
+                break
+            unknown = self._terminate_in(region, unknown)
+        for iid in ids:
+            self._region_of.pop(iid, None)          # a long-running daemon must not grow this map
+        if ids:
+            log.info("%s", _event("terminate", ids=list(dict.fromkeys(ids)), not_found=unknown))
+
+    def _terminate_in(self, region: str, ids: list[str]) -> list[str]:
+        """Terminate in one region, batched; return the ids that region does not know."""
+        missing: list[str] = []
+        for batch in grouper(ids, TERMINATE_BATCH):
+            while batch:                            # each NotFound removes at least one id
+                try:
+                    self._call(region, "terminate_instances", InstanceIds=batch)
+                    break
+                except CloudError as exc:
+                    if exc.kind != "not-found":
+                        raise
+                    gone = set(re.findall(r"i-[0-9a-f]+", str(exc))) & set(batch) or set(batch)
+                    missing += [i for i in batch if i in gone]
+                    batch = [i for i in batch if i not in gone]
+        return missing
+
+    # ---- the one call funnel ---------------------------------------------------------------------
+
+    def _client(self, region: str) -> Any:
+        if region not in self._clients:
+            self._clients[region] = self._make("ec2", region)
+        return self._clients[region]
+
+    def _call(self, region: str, operation: str, **kwargs: Any) -> dict:
+        """Call one EC2 operation: count it, retry throttling and transient faults, map errors."""
+        for attempt in range(self.backoff.attempts):
+            self.calls[operation] += 1
+            try:
+                return getattr(self._client(region), operation)(**kwargs)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "Unknown")
+                message = exc.response.get("Error", {}).get("Message", str(exc))
+                kind = P.error_kind(code)
+                retryable = kind == "throttle" or code in P.TRANSIENT_CODES
+            except (NoCredentialsError, PartialCredentialsError) as exc:
+                raise CloudError(f"no AWS credentials found ({exc}): set AWS_PROFILE or "
+                                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or give the daemon an "
+                                 "instance role", code="NoCredentials", kind="auth") from None
+            except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as exc:
+                code, message, kind, retryable = type(exc).__name__, str(exc), "other", True
+            except ParamValidationError as exc:       # a value from the config that EC2 cannot take
+                raise CloudError(f"{operation}: {exc}", code="ParamValidation", kind="config") from None
+            except BotoCoreError as exc:
+                raise CloudError(f"{operation} failed: {exc}", code=type(exc).__name__) from None
+            self.errors[code] += 1
+            if not retryable or attempt + 1 == self.backoff.attempts:
+                raise _client_error(operation, region, code, message, kind)
+            delay = self.backoff.delay(attempt, self._rng)
+            log.info("%s throttled or unavailable (%s); retry %d in %.2fs", operation, code,
+                     attempt + 1, delay)
+            self._sleep(delay)
+        raise AssertionError("unreachable")
+
+
+# ---- mapping -------------------------------------------------------------------------------------
+
+def _client_error(operation: str, region: str, code: str, message: str, kind: str) -> CloudError:
+    if kind == "auth":
+        hint = (" (decode the details with `aws sts decode-authorization-message`; the policy the "
+                "daemon needs is provisioner/clouds/iam/daemon-policy.json)"
+                if code == "UnauthorizedOperation" else "")
+        return CloudError(f"AWS refused {operation} in {region}: check the credentials and the "
+                          f"IAM policy{hint}: {message.split('Encoded authorization')[0].strip()}",
+                          code=code, kind=kind)
+    if kind == "throttle":
+        return CloudError(f"EC2 kept throttling {operation} in {region} after retries; the next "
+                          f"attempt will try again", code=code, kind=kind)
+    return CloudError(f"{operation} failed in {region}: {message}", code=code, kind=kind)
+
+
+def _offer_error(code: str, message: str, offers: Sequence[Offer]) -> CloudError:
+    kind = P.error_kind(code)
+    keys = tuple(o.key for o in offers)
+    if kind == "quota":
+        return CloudError(P.quota_message(offers, code), code=code, kind=kind, offers=keys)
+    return CloudError(f"no {offers[0].market} capacity in {offers[0].region} for "
+                      f"{', '.join(o.instance_type for o in offers)}: {message}",
+                      code=code, kind=kind, offers=keys)
+
+
+def _fleet_failure(errors: list[dict], offers: Sequence[Offer]) -> CloudError:
+    """The CloudError for an instant fleet that launched nothing, from its per-override Errors."""
+    if not errors:
+        return _offer_error("UnfulfillableCapacity", "the fleet launched nothing and named no error",
+                            offers)
+    by_kind: dict[str, list[dict]] = {}
+    for error in errors:
+        by_kind.setdefault(P.error_kind(error.get("ErrorCode", "")), []).append(error)
+    # Misconfiguration or a missing permission is fixed by a person, not by another offer: say so.
+    for kind in ("auth", "config", "quota", "capacity", "throttle", "other", "not-found"):
+        if kind in by_kind:
+            first = by_kind[kind][0]
+            code, message = first.get("ErrorCode", "Unknown"), first.get("ErrorMessage", "")
+            break
+    if kind not in ("quota", "capacity"):
+        return CloudError(f"CreateFleet launched nothing: {message}", code=code, kind=kind)
+    named = {((e.get("LaunchTemplateAndOverrides") or {}).get("Overrides") or {}).get("InstanceType")
+             for e in by_kind[kind]}
+    hit = [o for o in offers if o.instance_type in named] or list(offers)
+    return _offer_error(code, message, hit)
+
+
+def _combined(failures: list[CloudError]) -> CloudError:
+    """One error for a launch whose every round failed: a quota problem first (a person can act)."""
+    worst = next((f for f in failures if f.kind == "quota"), failures[-1])
+    offers = tuple(k for f in failures for k in f.offers)
+    detail = " | ".join(str(f) for f in failures)
+    return CloudError(f"no candidate could be launched (blocked for a while: {len(offers)} offers): "
+                      f"{detail}", code=worst.code, kind=worst.kind, offers=offers)
+
+
+def _instance(item: dict, region: str) -> Instance:
+    launched = item.get("LaunchTime")
+    return Instance(
+        id=item["InstanceId"], instance_type=item.get("InstanceType", ""),
+        market=SPOT if item.get("InstanceLifecycle") == "spot" else "on-demand", region=region,
+        state=(item.get("State") or {}).get("Name", "pending"),
+        launched_at=launched.timestamp() if hasattr(launched, "timestamp") else time.time(),
+        tags={t["Key"]: t["Value"] for t in item.get("Tags") or []},
+        az=(item.get("Placement") or {}).get("AvailabilityZone"), address=item.get("PrivateIpAddress"))
+
+
+def _event(name: str, **fields: Any) -> str:
+    """A structured log line (JSON) for launches, terminations and failures; never a secret."""
+    return json.dumps({"event": f"ec2.{name}", **fields}, sort_keys=True, default=str)

@@ -1,0 +1,83 @@
+"""The shipped IAM policy documents: valid JSON, least privilege where IAM allows it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import provisioner.clouds
+
+IAM = Path(provisioner.clouds.__file__).parent / "iam"
+READ_ONLY_PREFIXES = ("ec2:Describe", "pricing:GetProducts")
+
+
+def load(name: str) -> dict:
+    return json.loads((IAM / name).read_text())
+
+
+def statements(doc: dict) -> dict[str, dict]:
+    return {s["Sid"]: s for s in doc["Statement"]}
+
+
+def actions(statement: dict) -> list[str]:
+    a = statement["Action"]
+    return [a] if isinstance(a, str) else a
+
+
+def as_list(value) -> list:
+    return [value] if isinstance(value, str) else list(value)
+
+
+@pytest.mark.parametrize("name", ["daemon-policy.json", "instance-policy.json"])
+def test_documents_are_well_formed(name):
+    doc = load(name)
+    assert doc["Version"] == "2012-10-17"
+    sids = [s["Sid"] for s in doc["Statement"]]
+    assert len(sids) == len(set(sids)) and all(s.isalnum() for s in sids)   # IAM: Sid is [A-Za-z0-9]
+    for s in doc["Statement"]:
+        assert s["Effect"] == "Allow" and actions(s) and s["Resource"]
+        assert not any(a.endswith(":*") or a == "*" for a in actions(s)), s["Sid"]
+        if "*" in as_list(s["Resource"]):           # unscoped resources only for read-only calls
+            assert all(a.startswith(READ_ONLY_PREFIXES) for a in actions(s)), s["Sid"]
+
+
+def test_daemon_policy_covers_what_the_adapter_calls():
+    doc = load("daemon-policy.json")
+    allowed = {a for s in doc["Statement"] for a in actions(s)}
+    assert {"ec2:CreateFleet", "ec2:RunInstances", "ec2:CreateLaunchTemplate", "ec2:CreateTags",
+            "ec2:DescribeInstances", "ec2:DescribeImages", "ec2:DescribeInstanceTypes",
+            "ec2:DescribeSpotPriceHistory", "ec2:TerminateInstances", "iam:PassRole", "ssm:PutParameter",
+            "ssm:DeleteParameter", "pricing:GetProducts"} <= allowed
+    assert "ec2:DeleteLaunchTemplate" not in allowed           # the base template is never deleted
+
+
+def test_daemon_policy_conditions():
+    s = statements(load("daemon-policy.json"))
+    owner_tag = {"Null": {"aws:RequestTag/provisioner:owner": "false"}}
+    assert s["LaunchOnlyOwnerTaggedInstancesAndVolumes"]["Condition"] == owner_tag
+    assert s["CreateOwnerTaggedBaseTemplate"]["Condition"] == owner_tag
+    assert s["TerminateOnlyProvisionerInstances"]["Condition"] == \
+        {"Null": {"ec2:ResourceTag/provisioner:owner": "false"}}
+    assert set(s["TagOnlyWhileCreating"]["Condition"]["StringEquals"]["ec2:CreateAction"]) == \
+        {"CreateFleet", "RunInstances", "CreateLaunchTemplate"}
+    assert s["PassOnlyTheInstanceRoleToEc2"]["Condition"] == \
+        {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    assert all(r.startswith("arn:aws:ssm:*:*:parameter/provisioner/")
+               for r in as_list(s["AgentSecretsUnderProvisionerPath"]["Resource"]))
+
+
+def test_instance_policy_reads_only_its_own_secret_and_writes_only_provisioner_logs():
+    doc = load("instance-policy.json")
+    s = statements(doc)
+    secret = s["ReadAndDeleteOnlyItsOwnAgentSecret"]
+    assert set(actions(secret)) == {"ssm:GetParameter", "ssm:DeleteParameter"}
+    assert secret["Condition"]["StringEquals"] == \
+        {"ssm:resourceTag/provisioner:instance-arn": "${ec2:SourceInstanceARN}"}
+    assert set(actions(s["ShipJobLogs"])) >= {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert all(":log-group:/provisioner/" in r for r in as_list(s["ShipJobLogs"]["Resource"]))
+    allowed = {a for st in doc["Statement"] for a in actions(st)}
+    assert not any(a.startswith(("ec2:", "iam:")) for a in allowed)   # shutdown -h terminates it
+    # The optional S3 statements are inert until a real (lower-case) bucket name replaces the marker.
+    assert "REPLACE-WITH-CHECKPOINT-BUCKET" in json.dumps(doc)
