@@ -6,6 +6,9 @@ Targets (issue 3): `true` <= 1.8x (pure overhead: interpreter and SDK start), `s
 Uses the local busybox test image (built once, no registry). Run from the repository root:
 
     .venv/bin/python bench/runner_overhead.py [--pairs 10] [--sleep-pairs 10] [--seed 1]
+
+--runner-only measures the runner's own cost: the same `main()`, with a parser that registers
+only the `run` command (so other commands' module imports are not counted).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def main() -> int:
     ap.add_argument("--sleep-pairs", type=int, default=10, help="pairs for `sleep 10` (0: skip)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--exe", default=str(ROOT / ".venv" / "bin" / "provisioner"))
+    ap.add_argument("--runner-only", action="store_true",
+                    help="a parser with only the run command (excludes other commands' imports)")
     args = ap.parse_args()
 
     import docker
@@ -60,7 +65,13 @@ def main() -> int:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         history = str(Path(tmp) / "history.sqlite3")
-        print(f"image {image}, seed {args.seed}")
+        if args.runner_only:
+            wrapper = Path(tmp) / "provisioner-run-only"
+            wrapper.write_text(f"#!{sys.executable}\nimport sys\nimport provisioner.cli.main as m\n"
+                               "m.COMMANDS = ('run',)\nsys.exit(m.main())\n")
+            wrapper.chmod(0o755)
+            args.exe = str(wrapper)
+        print(f"image {image}, seed {args.seed}, {'runner only' if args.runner_only else args.exe}")
         for command, pairs, target in ((["true"], args.pairs, 1.8),
                                        (["sleep", "10"], args.sleep_pairs, 1.03)):
             if pairs <= 0:

@@ -35,34 +35,49 @@ class Console:
         self.out, self.err = out, err
         self.colour = wants_colour(out) if colour is None else colour
         self._lock = threading.Lock()
+        self._dead: set[int] = set()  # streams whose reader went away (broken pipe)
 
     def _paint(self, text: str, code: str) -> str:
         return f"{code}{text}{RESET}" if self.colour else text
 
-    def info(self, text: str) -> None:
+    def _write(self, stream: TextIO, text: str) -> None:
+        """Write and flush; a reader that went away (`| head`) silences the console instead of
+        failing the run: the job goes on and its exit code stays the job's."""
+        if id(stream) in self._dead:
+            return
         with self._lock:
-            self.out.write(text + "\n")
-            self.out.flush()
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):
+                self._dead.add(id(stream))
+                _silence(stream)
+
+    def info(self, text: str) -> None:
+        self._write(self.out, text + "\n")
 
     def header(self, pairs: list[tuple[str, str]]) -> None:
-        with self._lock:
-            for name, value in pairs:
-                self.out.write(f"{self._paint(name + ':', BOLD)} {value}\n")
-            self.out.flush()
+        self._write(self.out, "".join(f"{self._paint(name + ':', BOLD)} {value}\n"
+                                      for name, value in pairs))
 
     def warn(self, text: str) -> None:
-        with self._lock:
-            self.err.write(f"provisioner: warning: {text}\n")
-            self.err.flush()
+        self._write(self.err, f"provisioner: warning: {text}\n")
 
     def lines(self, ts: float, lines: list[str], is_stderr: bool) -> None:
         """Container output lines received at `ts` (stderr lines go to err, painted red)."""
         stamp = self._paint(timestamp(ts), DIM)
-        stream = self.err if is_stderr else self.out
         body = "".join(f"{stamp} {self._paint(line, RED) if is_stderr else line}\n" for line in lines)
-        with self._lock:
-            stream.write(body)
-            stream.flush()
+        self._write(self.err if is_stderr else self.out, body)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a dead stream's descriptor at /dev/null, so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class LineSplitter:

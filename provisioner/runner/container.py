@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from provisioner.records import iso_utc
@@ -91,6 +92,7 @@ class ContainerRunner:
             sinks: list | None = None, reporter: Any = None) -> Attempt:
         """Run one container to its end; LaunchError (125) when it could not be started."""
         import docker.errors
+        import requests
         run_id = run_id or str(uuid.uuid4())
         kwargs = spec.create_kwargs(run_id, labels)
         kwargs["image"] = image.ref
@@ -100,6 +102,8 @@ class ContainerRunner:
             raise LaunchError(f"cannot create the container: {_reason(exc)}") from None
         try:
             return self._run_created(spec, container.id, run_id, events, sinks or [], reporter)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise LaunchError(f"Docker engine error: {_reason(exc)}") from None
         finally:
             self._remove(container.id)
 
@@ -253,7 +257,6 @@ def _send_sample(sample: Callable[[dict], Any], run_id: str, now: float, stats: 
 
 
 def iso_utc_ts(ts: float) -> str:
-    from datetime import datetime, timezone
     return iso_utc(datetime.fromtimestamp(ts, timezone.utc))
 
 

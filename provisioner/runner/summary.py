@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from provisioner import records
-from provisioner.runner import EXIT_OOM, EXIT_TIMEOUT
+from provisioner.runner import EXIT_OOM
 from provisioner.runner.container import Attempt
 from provisioner.runner.images import ImageInfo
 from provisioner.runner.pricing import Pricing
@@ -152,6 +152,3 @@ def summary_line(record: Mapping[str, Any]) -> str:
         parts.append(f"${record['cost_usd']:.4f} on {record.get('instance_type')}")
     return " | ".join(parts)
 
-
-def is_timeout(record: Mapping[str, Any]) -> bool:
-    return bool(record.get("timed_out")) and record["exit_code"] == EXIT_TIMEOUT

@@ -231,3 +231,13 @@ def test_bad_flags_exit_2(prun, busybox, args):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(("provisioner", "usage"))
     assert not prun.summary.exists()
+
+
+def test_console_reader_going_away_keeps_the_exit_code(prun, busybox):
+    """`provisioner run ... | head -1`: the job still runs to its end and its code is returned."""
+    proc = prun.popen("--image", busybox, "--", "sh", "-c", "seq 1 200000; sleep 1; exit 3")
+    proc.stdout.readline()
+    proc.stdout.close()
+    proc.wait(60)
+    assert proc.returncode == 3, proc.stderr.read()
+    assert prun.summary_json()["log_lines"] == 200000
