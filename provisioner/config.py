@@ -37,7 +37,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "docker": {"instance_image": "provisioner-agent:latest", "host_cpus": None, "host_mem_gib": None},
     "ec2": {"subnets": [], "security_groups": [], "instance_profile": None, "images": {},
-            "extra_tags": {}, "key_name": None},
+            "extra_tags": {}, "key_name": None,
+            "spot_allocation_strategy": "price-capacity-optimized",
+            "ondemand_allocation_strategy": "lowest-price", "encrypt_root_volume": True},
     "jenkins": {"url": None, "user": None, "token_env": "JENKINS_TOKEN", "token_file": None,
                 "managed_atom": "ec2", "sentinel_node": "autoscaler-sentinel"},
     "daemon": {"owner_id": None, "interval_s": 5, "listen": "127.0.0.1:9108", "max_agents": 20,
@@ -91,6 +93,24 @@ def _str_list(v: Any) -> str | None:
         "must be a list of strings"
 
 
+def _ids_by_region(v: Any) -> str | None:
+    """A list of ids for every region, or {region: [ids]}."""
+    if isinstance(v, dict):
+        bad = [k for k, ids in v.items() if _str_list(ids)]
+        return f"must map each region to a list of ids ({', '.join(map(str, bad))} do not)" if bad else None
+    return None if _str_list(v) is None else "must be a list of ids, or a mapping of region to a list of ids"
+
+
+def _images(v: Any) -> str | None:
+    slots = ("x86_64", "arm64", "gpu_x86_64", "gpu_arm64")
+    if not isinstance(v, dict):
+        return "must map region to {x86_64|arm64|gpu_x86_64|gpu_arm64: ami-...}"
+    for region, images in v.items():
+        if not isinstance(images, dict) or any(k not in slots or not isinstance(a, str) for k, a in images.items()):
+            return f"{region}: must map {', '.join(slots)} to an AMI id"
+    return None
+
+
 _STR, _INT, _DICT, _LIST = _type(str), _type(int), _type(dict), _type(list)
 
 SCHEMA: dict[str, Any] = {
@@ -102,8 +122,12 @@ SCHEMA: dict[str, Any] = {
                  "boot_s": _positive, "disk_gib": _positive, "mem_headroom": _type(int, float),
                  "autotune_min_runs": _INT, "score_source": _STR, "catalog_max_age_days": _positive},
     "docker": {"instance_image": _STR, "host_cpus": _positive, "host_mem_gib": _positive},
-    "ec2": {"subnets": _str_list, "security_groups": _str_list, "instance_profile": _STR,
-            "images": _DICT, "extra_tags": _DICT, "key_name": _STR},
+    "ec2": {"subnets": _ids_by_region, "security_groups": _ids_by_region, "instance_profile": _STR,
+            "images": _images, "extra_tags": _DICT, "key_name": _STR,
+            "spot_allocation_strategy": _one_of("price-capacity-optimized", "capacity-optimized",
+                                                "lowest-price", "diversified"),
+            "ondemand_allocation_strategy": _one_of("lowest-price", "prioritized"),
+            "encrypt_root_volume": _type(bool)},
     "jenkins": {"url": _STR, "user": _STR, "token_env": _STR, "token_file": _STR,
                 "managed_atom": _STR, "sentinel_node": _STR},
     "daemon": {"owner_id": _STR, "interval_s": _positive, "listen": _STR, "max_agents": _INT,

@@ -307,7 +307,7 @@ def test_cli_refresh_against_moto_exits_0_and_warns_about_pricing(refresh_cli):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("us-east-1: 1395 instance types, ")   # moto's whole type list
-    assert any(line.startswith("warning: us-east-1: the Pricing API failed") for line in lines)
+    assert any(line.startswith("warning: us-east-1: the Pricing API failed") for line in result.stderr.splitlines())
     meta = json.loads((cache / "meta.json").read_text())
     assert meta["regions"] == ["us-east-1"] and meta["counts"]["us-east-1"]["instance_types"] == 1395
     assert meta["counts"]["us-east-1"]["spot_prices"] > 500
