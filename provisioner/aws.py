@@ -46,7 +46,7 @@ def client_config(*, region: str | None = None, max_attempts: int | None = None,
     """The botocore Config every client gets (standard retry mode, explicit timeouts)."""
     return Config(
         region_name=resolve_region(region),
-        retries={"mode": "standard", "max_attempts": _max_attempts(max_attempts)},
+        retries={"mode": "standard", "total_max_attempts": _max_attempts(max_attempts)},  # first try included
         connect_timeout=connect_timeout_s,
         read_timeout=read_timeout_s,
         parameter_validation=parameter_validation,

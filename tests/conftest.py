@@ -46,3 +46,6 @@ def cli():
         return subprocess.run([provisioner_exe(), *args], input=input, capture_output=True, text=True,
                               env=full_env, timeout=timeout)
     return run
+
+
+pytest_plugins = ["tests.conftest_moto"]  # the session moto server: moto_server, moto_url, moto_env

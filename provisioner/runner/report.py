@@ -1,0 +1,235 @@
+"""Runner -> daemon report client (CONTRACTS.md 'Agent -> daemon').
+
+`Reporter.report(record)` POSTs the final usage record to `{URL}/v1/usage`; when the daemon is away
+(connection errors, 5xx) it retries with backoff within a bounded time, then spools the record to disk
+and sends it on the next use. `sample(...)` POSTs a live sample to `/v1/samples`, once, best effort.
+Neither ever raises: a report failure is a warning and never changes the job's exit code.
+The token goes only into the Authorization header; it is never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from provisioner import paths
+from provisioner.records import iso_utc
+
+LOG = logging.getLogger(__name__)
+
+URL_ENV = "PROVISIONER_REPORT_URL"
+TOKEN_ENV = "PROVISIONER_REPORT_TOKEN"
+USAGE_PATH = "/v1/usage"
+SAMPLES_PATH = "/v1/samples"
+# Worth another try later: the daemon is away, overloaded, or behind a proxy that is.
+RETRYABLE_STATUS = frozenset({404, 408, 429})
+
+
+def default_spool_dir() -> Path:
+    return paths.state_dir() / "spool"
+
+
+def safe_url(url: str) -> str:
+    """`url` without any user:password part, for log messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Explicit auth also keeps requests from replacing the header with ~/.netrc credentials."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:  # never show the token, even in a debugger or a traceback
+        return "_BearerAuth(***)"
+
+
+class Reporter:
+    """Sends usage records and samples of one agent to the daemon."""
+
+    def __init__(self, url: str, token: str, *, spool_dir: Path | None = None,
+                 timeout_s: float = 5.0, attempts: int = 4, backoff_s: float = 0.5,
+                 deadline_s: float = 20.0, sample_timeout_s: float = 2.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.url = url.rstrip("/")
+        self._auth = _BearerAuth(token)
+        self.spool_dir = spool_dir or default_spool_dir()
+        self._timeout = timeout_s
+        self._attempts = max(1, attempts)
+        self._backoff = backoff_s
+        self._deadline = deadline_s  # report() never holds the job's exit longer than about this
+        self._sample_timeout = sample_timeout_s
+        self._sleep = sleep
+        self._sample_failures = 0
+        self._spool_checked = False
+        self._spool_lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **kwargs: Any) -> Reporter | None:
+        """A Reporter when PROVISIONER_REPORT_URL and PROVISIONER_REPORT_TOKEN are both set."""
+        url, token = environ.get(URL_ENV, "").strip(), environ.get(TOKEN_ENV, "").strip()
+        return cls(url, token, **kwargs) if url and token else None
+
+    # -- usage records --
+
+    def report(self, record: dict) -> None:
+        """Send the final usage record (retry, else spool), then re-send spooled ones. Never raises."""
+        try:
+            outcome, detail = self._send_with_retries(record)
+            if outcome == "retry":
+                LOG.warning("usage report for run %s: daemon at %s unavailable (%s)",
+                            record.get("run_id"), safe_url(self.url), detail)
+                self._spool(record)
+            elif outcome == "sent":
+                self.send_spooled()
+        except Exception:  # a bug here must not change the job's exit code
+            LOG.warning("usage report failed", exc_info=True)
+
+    def _send_with_retries(self, record: dict) -> tuple[str, str]:
+        started = time.monotonic()
+        for attempt in range(self._attempts):
+            outcome, detail = self._post_usage(record)
+            if outcome != "retry":
+                return outcome, detail
+            delay = self._backoff * 2 ** attempt * random.uniform(0.75, 1.25)  # jitter: no agents in step
+            if attempt + 1 == self._attempts or time.monotonic() - started + delay > self._deadline:
+                break
+            LOG.debug("usage report: %s; retrying in %.1f s", detail, delay)
+            self._sleep(delay)
+        return "retry", detail
+
+    def _post_usage(self, record: dict) -> tuple[str, str]:
+        """One POST -> (outcome, detail): 'sent', 'rejected' / 'unauthorized' (retrying cannot
+        help; logged here) or 'retry' (the daemon is away)."""
+        try:
+            response = requests.post(self.url + USAGE_PATH, data=_json(record), auth=self._auth,
+                                     headers={"Content-Type": "application/json"},
+                                     timeout=self._timeout)
+        except requests.RequestException as err:
+            return "retry", type(err).__name__
+        status = response.status_code
+        if status in (200, 201):
+            return "sent", str(status)
+        if status >= 500 or status in RETRYABLE_STATUS:
+            return "retry", f"HTTP {status}"
+        reason = "the token was refused" if status == 401 else "the record was refused"
+        LOG.warning("usage report for run %s: %s (HTTP %d): %s", record.get("run_id"), reason,
+                    status, _message(response))
+        return ("unauthorized" if status == 401 else "rejected"), f"HTTP {status}"
+
+    # -- the spool: records the daemon did not take yet --
+
+    def _spool(self, record: dict) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{record.get('run_id') or uuid.uuid4()}.json".replace(os.sep, "_")
+        target = self.spool_dir / name
+        temp = target.with_suffix(".tmp")
+        temp.write_text(_json(record))
+        temp.replace(target)  # atomic: a crash never leaves half a record to re-send
+        LOG.warning("usage record for run %s spooled to %s; it is sent on the next report",
+                    record.get("run_id"), target)
+
+    def spooled(self) -> list[Path]:
+        """Spooled record files, oldest first."""
+        if not self.spool_dir.is_dir():
+            return []
+        return sorted(self.spool_dir.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name))
+
+    def send_spooled(self) -> int:
+        """Send spooled records once each (no backoff); stop when the daemon is away. Never raises.
+
+        Returns how many were sent. A record the daemon refuses as invalid is kept aside as
+        `*.json.rejected` (it would never pass); one refused for the token stays for a later try.
+        """
+        sent = 0
+        if not self._spool_lock.acquire(blocking=False):
+            return 0  # another thread (report or sample) is sending them right now
+        try:
+            for path in self.spooled():
+                try:
+                    record = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    path.replace(path.with_name(path.name + ".rejected"))
+                    continue
+                outcome, _ = self._post_usage(record)
+                if outcome == "sent":
+                    path.unlink(missing_ok=True)
+                    sent += 1
+                elif outcome == "rejected":
+                    path.replace(path.with_name(path.name + ".rejected"))
+                else:
+                    break
+        except Exception:
+            LOG.warning("re-sending spooled usage records failed", exc_info=True)
+        finally:
+            self._spool_lock.release()
+        if sent:
+            LOG.info("sent %d spooled usage record(s) to %s", sent, safe_url(self.url))
+        return sent
+
+    # -- live samples --
+
+    def sample(self, run_id: str, at: float | datetime | str, cpu_pct: float | None,
+               mem_bytes: int | None, gpu_util_pct: float | None) -> None:
+        """POST one live sample to /v1/samples: a single short try, failures only logged."""
+        body = {"run_id": run_id, "at": _iso(at), "cpu_pct": cpu_pct, "mem_bytes": mem_bytes,
+                "gpu_util_pct": gpu_util_pct}
+        try:
+            response = requests.post(self.url + SAMPLES_PATH, data=_json(body), auth=self._auth,
+                                     headers={"Content-Type": "application/json"},
+                                     timeout=self._sample_timeout)
+            ok = response.status_code in (200, 201, 204)
+            problem = f"status {response.status_code}"
+        except Exception as err:  # never raise into the sampling loop
+            ok, problem = False, type(err).__name__
+        if ok:
+            self._sample_failures = 0
+            if not self._spool_checked:  # the daemon is back: hand over what an earlier run spooled
+                self._spool_checked = True
+                self.send_spooled()
+            return
+        self._sample_failures += 1
+        # Once per outage at warning level: a sample every 15 s must not flood the console.
+        (LOG.warning if self._sample_failures == 1 else LOG.debug)(
+            "usage sample to %s failed (%s)", safe_url(self.url), problem)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _iso(at: float | datetime | str) -> str:
+    if isinstance(at, str):
+        return at
+    if isinstance(at, datetime):
+        return iso_utc(at)
+    return iso_utc(datetime.fromtimestamp(at, timezone.utc))
+
+
+def _message(response: requests.Response) -> str:
+    """The daemon's error message (JSON 'error' or 'message', else the text), kept short."""
+    try:
+        body = response.json()
+        text = body.get("error") or body.get("message") or response.text
+    except ValueError:
+        text = response.text
+    return str(text).strip()[:500]
