@@ -34,7 +34,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def read_jsonl(lines, result) -> list[dict]:
     """Valid records from JSONL lines; bad lines go to `result.rejected` with their numbers."""
     good = []
-    for number, line in enumerate(lines, 1):
+    for number, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as exc:
+            result.rejected.append((number, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+            continue
         if not line.strip():
             continue
         try:
@@ -51,14 +56,11 @@ def run_import(args: argparse.Namespace, ctx: Context) -> int:
 
     result = ImportResult()
     try:
-        fh = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        fh = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
     with fh:
-        try:
-            good = read_jsonl(fh, result)
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"{args.file} is not UTF-8 text ({exc.reason})") from None
+        good = read_jsonl(fh, result)
     with ctx.open_history() as store:
         result.added, result.present = store.add_many(good)  # one transaction: all or none
     for number, reason in result.rejected:

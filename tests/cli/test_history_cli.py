@@ -46,6 +46,19 @@ def test_bad_lines_are_reported_by_number_and_good_ones_kept(cli, tmp_path):
         == ["train-1", "train-3"]
 
 
+def test_a_line_that_is_not_utf8_is_rejected_alone(cli, tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_bytes(json.dumps(run(n=1)).encode() + b"\n\xff\xfe{}\n" + json.dumps(run(n=2)).encode() + b"\n")
+    result = cli("history", "import", str(f), "--history", str(tmp_path / "h.sqlite3"))
+    assert result.returncode == 1 and f"{f}:2: rejected: not UTF-8" in result.stderr
+    assert "imported 2" in result.stdout
+
+
+def test_import_from_stdin(cli, tmp_path):
+    result = cli("history", "import", "-", "--history", str(tmp_path / "h.sqlite3"), input=json.dumps(run()) + "\n")
+    assert result.returncode == 0 and "imported 1" in result.stdout
+
+
 def test_show_lists_runs_and_unknown_job_is_a_clear_error(cli, tmp_path):
     hist = str(tmp_path / "h.sqlite3")
     f = write_jsonl(tmp_path / "in.jsonl", [run(n=1, cost_usd=0.5), run(n=2, exit_code=137, oom_killed=True)])
