@@ -145,13 +145,12 @@ def folder_bean(state: State, folder: str, url: str) -> Bean:
     for child in children:
         full = prefix + child
         job = state.jobs.get(full)
-        cls = job.cls if job else 'com.cloudbees.hudson.plugins.folder.Folder'
-        j = Bean(cls).add('name', child, VISIBLE).add('url', url + ''.join(f'job/{s}/' for s in full.split('/')), VISIBLE)
-        if job:
-            j.add('color', job.color(), 2)
-        else:                                 # a folder's own jobs, for tree=jobs[name,jobs[name]]
-            j.add('jobs', folder_bean(state, full, url).props[0].value, 1)
-        jobs.append(j)
+        if job is not None:                   # the whole job: tree=jobs[name,labelExpression] works
+            jobs.append(job_bean(state, job, url))
+            continue
+        jobs.append(Bean('com.cloudbees.hudson.plugins.folder.Folder').add('name', child, VISIBLE)
+                    .add('url', url + ''.join(f'job/{s}/' for s in full.split('/')), VISIBLE)
+                    .add('jobs', folder_bean(state, full, url).props[0].value, 1))
     cls = 'hudson.model.Hudson' if not folder else 'com.cloudbees.hudson.plugins.folder.Folder'
     return Bean(cls).add('jobs', jobs, 1)
 
