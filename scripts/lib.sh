@@ -39,6 +39,11 @@ ensure_docker() {  # reuse an engine that answers; else start one (and remember 
   log "could not start dockerd (see /tmp/provisioner-dockerd.log)"; return 1
 }
 
+ensure_jdk() {  # javac + jar build the Jenkins emulator's stand-in agent.jar
+  command -v javac >/dev/null 2>&1 && command -v jar >/dev/null 2>&1 && return 0
+  apt_install default-jdk-headless
+}
+
 ensure_groovy() {
   apt_install groovy default-jre-headless junit4
 }
