@@ -1,0 +1,357 @@
+"""`reconcile(observed, settings, now) -> actions`: the daemon's decisions, pure.
+
+One tick's rules, over frozen values (no I/O, no clock, no globals; the label caches below are
+memoisation of pure functions):
+
+* Our nodes that ran a build are *used*: drain them while busy (no second build), retire them
+  (delete node, terminate instance) once idle; a busy node whose instance is gone was interrupted.
+* Unused nodes form a pool matched to queue items: first each item's own node (named after its queue
+  id), then nodes whose own item is gone but whose labels satisfy a waiting item (Jenkins lets a
+  subset-label item take another's node, so we rebind instead of launching again). Pending items keep
+  the online node they are about to run on; blocked and quiet-period items keep their own node but
+  never launch one.
+* A matched node that does not come online within the boot timeout is retired and its offer blocked;
+  the item is planned again next tick. A matched node without an instance gets one (a crash between
+  node creation and launch); if its instance existed and vanished, a fresh attempt replaces it.
+* Unmatched nodes are retired at once (the item left before its agent connected, or no demand).
+* Items still without a node are provisioned oldest first while the caps (global, per label, per job)
+  and the USD/hour budget allow; running, booting and in-flight instances all count.
+* Instances whose node is gone are terminated: at once when we retired the node, else after a grace.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import replace
+from functools import lru_cache
+from typing import Iterable
+
+from provisioner import labels
+from provisioner.clouds.base import Instance
+from provisioner.daemon.model import (GONE_STATES, Action, Block, DeleteNode, Drain, Hold, InFlight,
+                                      Item, ItemKey, Memory, Node, NoPlan, Observed, PlanKey,
+                                      Provision, Settings, Terminate, client_token, node_name)
+from provisioner.errors import ProvisionerError
+from provisioner.requirements import Requirements, is_demand
+
+
+# ---- memoised pure helpers (labels repeat across thousands of items) ------------------------
+
+@lru_cache(maxsize=4096)
+def demand(label: str | None, managed_atom: str) -> bool:
+    try:
+        return is_demand(label, managed_atom)
+    except ProvisionerError:
+        return False
+
+
+@lru_cache(maxsize=4096)
+def _ast(label: str) -> labels.Node | None:
+    try:
+        return labels.parse_jenkins(label)
+    except ProvisionerError:
+        return None
+
+
+@lru_cache(maxsize=65536)
+def satisfies(label: str | None, node_labels: frozenset[str]) -> bool:
+    """Would Jenkins run an item with this label on a node with these labels?"""
+    if not label:
+        return True
+    ast = _ast(label)
+    return ast is not None and labels.evaluate(ast, lambda atom: atom.name in node_labels)
+
+
+@lru_cache(maxsize=4096)
+def has_market_atom(label: str) -> bool:
+    try:
+        return Requirements.parse(label, lax=True).has_market_atom
+    except ProvisionerError:
+        return False
+
+
+def plan_key(item: Item, settings: Settings, interruptions: dict | None = None) -> PlanKey | None:
+    """The plan an item needs: on-demand only once its job was interrupted repeatedly (unless the
+    label names a market itself)."""
+    if not item.label:
+        return None
+    limit = settings.ondemand_after_interruptions
+    ondemand = (limit > 0 and (interruptions or {}).get(item.job, 0) >= limit
+                and not has_market_atom(item.label))
+    return PlanKey(item.label, item.job, ondemand)
+
+
+def is_demand_item(item: Item, settings: Settings) -> bool:
+    """Buildable, not yet pending, and ours (CONTRACTS.md 'Demand')."""
+    return item.buildable and not item.pending and not item.blocked and demand(item.label, settings.managed_atom)
+
+
+def plan_keys(items: Iterable[Item], settings: Settings, interruptions: dict | None = None) -> set[PlanKey]:
+    """The distinct plans a tick may need (the loop makes each once)."""
+    keys = (plan_key(i, settings, interruptions) for i in items if is_demand_item(i, settings))
+    return {k for k in keys if k is not None}
+
+
+# ---- the step ---------------------------------------------------------------------------------
+
+def reconcile(observed: Observed, settings: Settings, now: float) -> list[Action]:
+    """The actions that bring Jenkins nodes and cloud instances in line with the queue."""
+    return _Tick(observed, settings, now).run()
+
+
+class _Tick:
+    def __init__(self, obs: Observed, settings: Settings, now: float):
+        self.obs, self.s, self.now = obs, settings, now
+        self.actions: list[Action] = []
+        self.memory = obs.memory
+        self.nodes = {n.name: n for n in obs.nodes if n.name.startswith(settings.prefix)}
+        self.instances = self._live_instances()
+        self.retiring: set[str] = set()
+
+    def run(self) -> list[Action]:
+        pool = self._used_nodes()
+        matched = self._match(pool)
+        need = self._pool_outcomes(pool, matched)
+        self._provision(need)
+        self._orphan_instances()
+        return self.actions
+
+    # -- instances ------------------------------------------------------------------------------
+    def _live_instances(self) -> dict[str, list[Instance]]:
+        """Live instances by node tag, oldest first; extra ones for a node are duplicates."""
+        by_node: dict[str, list[Instance]] = defaultdict(list)
+        self.untagged: list[Instance] = []
+        described = {i.id for i in self.obs.instances}
+        flying = [f.instance for f in self.memory.in_flight.values() if f.instance.id not in described]
+        for inst in [*self.obs.instances, *flying]:
+            if inst.state in GONE_STATES:
+                continue
+            node = inst.tag("node")
+            (by_node[node].append(inst) if node else self.untagged.append(inst))
+        for node, insts in by_node.items():
+            insts.sort(key=lambda i: (i.launched_at, i.id))
+            if len(insts) > 1:
+                self.actions.append(Terminate(tuple(i.id for i in insts[1:]), "duplicate", node))
+                del insts[1:]
+        return dict(by_node)
+
+    def _price(self, inst: Instance) -> float:
+        if inst.id in self.obs.prices:
+            return self.obs.prices[inst.id]
+        flying = self.memory.in_flight.get(inst.tag("node") or "")
+        return flying.price if flying and flying.instance.id == inst.id else 0.0
+
+    def _retire(self, node: Node, reason: str) -> None:
+        self.retiring.add(node.name)
+        self.actions.append(DeleteNode(node.name, reason))
+        insts = self.instances.get(node.name)
+        if insts:
+            self.actions.append(Terminate(tuple(i.id for i in insts), reason, node.name))
+
+    # -- nodes that ran their build --------------------------------------------------------------
+    def _used_nodes(self) -> list[Node]:
+        """Drain or retire used nodes; return the unused ones (the pool)."""
+        pool = []
+        for node in self.nodes.values():
+            used = node.busy or node.temporarily_offline or node.name in self.memory.seen_busy
+            if not used:
+                pool.append(node)
+            elif node.busy and node.offline and node.name not in self.instances:
+                self._retire(node, "interrupted")      # its machine is gone mid-build: Jenkins' retry takes over
+            elif node.busy:
+                if not node.temporarily_offline:
+                    self.actions.append(Drain(node.name))
+            else:
+                self._retire(node, "finished")
+        return pool
+
+    # -- matching the pool to items ----------------------------------------------------------------
+    def _match(self, pool: list[Node]) -> dict[str, Item]:
+        s = self.s
+        items = sorted(self.obs.items, key=lambda i: (i.since, i.id))
+        ours = [i for i in items if demand(i.label, s.managed_atom)]
+        self.demand = [i for i in ours if is_demand_item(i, s)]
+        pending = [i for i in ours if i.pending]
+        reserving = [i for i in ours if not i.pending and not is_demand_item(i, s)]  # blocked, quiet period
+        own: dict[ItemKey, list[Node]] = defaultdict(list)
+        for node in pool:
+            if node.meta is not None:
+                own[node.meta.item_key].append(node)
+        for nodes in own.values():
+            nodes.sort(key=lambda n: -n.meta.attempt)  # the newest attempt first
+        matched: dict[str, Item] = {}
+        self.node_of: dict[ItemKey, str] = {}
+
+        def bind(node: Node, item: Item) -> None:
+            matched[node.name] = item
+            self.node_of[item.key] = node.name
+
+        for item in [*self.demand, *reserving, *pending]:
+            for node in own.get(item.key, ()):
+                if node.name not in matched and (not item.pending or node.online):
+                    bind(node, item)
+                    break
+        spare = [n for n in pool if n.name not in matched]
+        spare.sort(key=lambda n: (not n.online, self._started(n)))   # online first, then the oldest
+        for item in [*pending, *self.demand]:
+            if item.key in self.node_of or not spare:
+                continue
+            for node in spare:
+                if (not item.pending or node.online) and satisfies(item.label, node.labels):
+                    bind(node, item)
+                    spare.remove(node)
+                    break
+        return matched
+
+    def _started(self, node: Node) -> float:
+        insts = self.instances.get(node.name)
+        if insts:
+            return insts[0].launched_at
+        if node.meta is not None and node.meta.created:
+            return node.meta.created
+        return self.memory.first_seen.get(node.name, self.now)
+
+    def _pool_outcomes(self, pool: list[Node], matched: dict[str, Item]) -> list[tuple[Item, Node | None]]:
+        """Retire what is not needed; return (item, existing node or None) still to provision."""
+        need: list[tuple[Item, Node | None]] = []
+        held: set[ItemKey] = set()
+        for node in pool:
+            item = matched.get(node.name)
+            if item is None:
+                self._retire(node, "item-gone" if node.offline else "no-demand")
+                continue
+            if node.online or not (item.buildable and not item.pending):
+                continue                                   # Jenkins will schedule it (or it waits)
+            insts = self.instances.get(node.name)
+            if insts:
+                if self.now - insts[0].launched_at > self.s.boot_timeout_s:
+                    self._retire(node, "boot-timeout")
+                    inst = insts[0]
+                    self.actions.append(Block((inst.instance_type, inst.region, inst.market), "boot-timeout"))
+                    self.actions.append(Hold(item.key, item.label or "", "replan"))
+                    held.add(item.key)
+                continue
+            if node.name in self.memory.had_instance or node.meta is None:
+                self._retire(node, "lost" if node.meta else "orphan")  # its instance vanished
+                continue
+            need.append((item, node))                       # node without instance: launch for it
+        skip = held | {item.key for item, _ in need}
+        for item in self.demand:
+            name = self.node_of.get(item.key)
+            # no node yet, or its node was retired above (boot timeouts wait for a new plan)
+            if (name is None or name in self.retiring) and item.key not in skip:
+                need.append((item, None))
+        need.sort(key=lambda pair: (pair[0].since, pair[0].id))
+        return need
+
+    # -- provisioning under caps and budget ------------------------------------------------------
+    def _provision(self, need: list[tuple[Item, Node | None]]) -> None:
+        s = self.s
+        total, spend = 0, 0.0
+        per_label: Counter[str] = Counter()
+        per_job: Counter[str] = Counter()
+        for name, insts in self.instances.items():
+            total += 1
+            spend += self._price(insts[0])
+            meta = self.nodes[name].meta if name in self.nodes else None
+            if meta is not None:
+                per_label[meta.label] += 1
+            job = meta.job if meta is not None else insts[0].tag("job")
+            if job:
+                per_job[job] += 1
+        for inst in self.untagged:
+            total += 1
+            spend += self._price(inst)
+        taken = set(self.nodes) | set(self.instances) | set(self.memory.in_flight)
+        interruptions = dict(self.obs.interruptions)
+        for item, node in need:
+            key = plan_key(item, s, interruptions)
+            plan = self.obs.plans.get(key) if key else None
+            label = item.label or ""
+            if plan is None or isinstance(plan, NoPlan):
+                self.actions.append(Hold(item.key, label, "no-offer"))
+                continue
+            price = plan.chosen.offer.price
+            if s.max_agents is not None and total + 1 > s.max_agents:
+                reason = "cap:global"
+            elif s.max_per_label is not None and per_label[label] + 1 > s.max_per_label:
+                reason = "cap:label"
+            elif s.max_per_job is not None and per_job[item.job] + 1 > s.max_per_job:
+                reason = "cap:job"
+            elif s.budget_usd_per_hour is not None and spend + price > s.budget_usd_per_hour + 1e-9:
+                reason = "budget"
+            else:
+                reason = ""
+            if reason:
+                self.actions.append(Hold(item.key, label, reason))
+                continue
+            if node is not None and node.meta is not None and \
+                    set(plan.node_labels) | {node.name} != set(node.labels):
+                self._retire(node, "relabel")               # the new plan's node carries other labels
+                node = None
+            if node is not None and node.meta is not None:
+                # the node's own identity: a launch before a crash had this very token
+                name, attempt, create = node.name, node.meta.attempt, False
+                token = client_token(s.owner, name, node.meta.since, attempt)
+            else:
+                attempt = max(self.obs.attempts.get(item.key, 0), self._attempts_seen(item)) + 1
+                name = node_name(s.owner, item.id, attempt)
+                while name in taken:
+                    attempt += 1
+                    name = node_name(s.owner, item.id, attempt)
+                create = True
+                token = client_token(s.owner, name, item.since, attempt)
+            taken.add(name)
+            total, spend = total + 1, spend + price
+            per_label[label] += 1
+            per_job[item.job] += 1
+            self.actions.append(Provision(name, item, plan, attempt, create, token))
+
+    def _attempts_seen(self, item: Item) -> int:
+        seen = [n.meta.attempt for n in self.nodes.values()
+                if n.meta is not None and n.meta.item_key == item.key]
+        return max(seen, default=0)
+
+    # -- instances without a node ------------------------------------------------------------------
+    def _orphan_instances(self) -> None:
+        for name, insts in self.instances.items():
+            if name in self.nodes:
+                continue
+            if name in self.memory.retired:
+                self.actions.append(Terminate(tuple(i.id for i in insts), "retired", name))
+            elif self.now - insts[0].launched_at > self.s.orphan_grace_s:
+                self.actions.append(Terminate(tuple(i.id for i in insts), "orphan", name))
+        old = tuple(i.id for i in self.untagged if self.now - i.launched_at > self.s.orphan_grace_s)
+        if old:
+            self.actions.append(Terminate(old, "orphan"))
+
+
+# ---- memory between ticks ----------------------------------------------------------------------
+
+def remember(memory: Memory, nodes: Iterable[Node], instances: Iterable[Instance], now: float,
+             in_flight_ttl_s: float = 300) -> Memory:
+    """Fold one observation into the memory (before reconcile); forget nodes that are gone."""
+    nodes = list(nodes)
+    names = {n.name for n in nodes}
+    live = {i.tag("node") for i in instances if i.state not in GONE_STATES and i.tag("node")}
+    described = {i.id for i in instances}
+    in_flight = {k: f for k, f in memory.in_flight.items()
+                 if f.instance.id not in described and now - f.at < in_flight_ttl_s}
+    first_seen = {n: memory.first_seen.get(n, now) for n in names}
+    return Memory(
+        first_seen=first_seen,
+        seen_busy=frozenset(n for n in memory.seen_busy if n in names) | {n.name for n in nodes if n.busy},
+        seen_online=frozenset(n for n in memory.seen_online if n in names) | {n.name for n in nodes if n.online},
+        retired=frozenset(memory.retired),
+        in_flight=in_flight,
+        had_instance=frozenset(n for n in memory.had_instance if n in names) | (live & names)
+        | {k for k in in_flight if k in names})
+
+
+def after_actions(memory: Memory, deleted: Iterable[str], launched: dict[str, InFlight],
+                  retired_limit: int = 10000) -> Memory:
+    """The memory after executing a tick: nodes deleted, launches in flight."""
+    retired = set(memory.retired) | set(deleted)
+    if len(retired) > retired_limit:   # bounded: the oldest names matter least
+        retired = set(list(retired)[-retired_limit:])
+    return replace(memory, retired=frozenset(retired), in_flight={**memory.in_flight, **launched})
