@@ -38,6 +38,24 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_job_start ON runs (job, start);
     CREATE INDEX runs_by_start ON runs (start);
     """,
+    # 2: the daemon's lease (one daemon acts per owner id) and its launch attempts per queue item
+    # (a restarted daemon never reuses an attempt's node name or idempotency token).
+    """
+    CREATE TABLE daemon_lease (
+        owner TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires REAL NOT NULL,
+        acquired REAL NOT NULL
+    );
+    CREATE TABLE daemon_attempts (
+        owner TEXT NOT NULL,
+        queue_id INTEGER NOT NULL,
+        since INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (owner, queue_id, since)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
