@@ -1,4 +1,9 @@
-"""`provisioner history import|export|show`: the usage records behind every plan."""
+"""`provisioner history import|export|show|migrate`: the usage records behind every plan.
+
+`export --s3 s3://BUCKET/PREFIX` writes one JSON object per record to S3 for a warehouse
+(provisioner.export, docs/warehouse.md); `migrate --to URL` copies the store into another one,
+typically a team PostgreSQL store (provisioner.history.postgres).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import json
 import statistics
 import sys
+from pathlib import Path
 
 from provisioner import records
 from provisioner.cli.context import Context
@@ -21,10 +27,20 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     imp = hs.add_parser("import", parents=[common], help="add usage records from a JSONL file")
     imp.add_argument("file", metavar="FILE.jsonl", help="one usage record per line ('-' for stdin)")
     imp.set_defaults(func=run_import)
-    exp = hs.add_parser("export", parents=[common], help="write every usage record as JSONL to stdout")
+    exp = hs.add_parser("export", parents=[common],
+                        help="write every usage record as JSONL to stdout, or one object per record to S3")
     exp.add_argument("--job", help="only this job")
-    exp.add_argument("--since", metavar="ISO_TIME", help="only runs that started at or after this time")
+    exp.add_argument("--since", metavar="WHEN", help="only runs that started at or after this time: an ISO "
+                     "time, a date (2026-01-05) or a duration back from now (7d)")
+    exp.add_argument("--s3", metavar="s3://BUCKET/PREFIX",
+                     help="write PREFIX/dt=YYYY-MM-DD/<run_id>.json objects instead of stdout (idempotent)")
+    exp.add_argument("--workers", type=int, default=16, metavar="N", help="S3 uploads in flight (default 16)")
     exp.set_defaults(func=run_export)
+    mig = hs.add_parser("migrate", parents=[common],
+                        help="copy every usage record into another store, e.g. a team postgresql:// store")
+    mig.add_argument("--to", required=True, metavar="URL_OR_PATH",
+                     help="the target store: postgresql://USER[:PASSWORD]@HOST[:PORT]/DB or a SQLite path")
+    mig.set_defaults(func=run_migrate)
     show = hs.add_parser("show", parents=[common], help="a job's runs and what they used")
     show.add_argument("job", metavar="JOB")
     show.add_argument("--json", action="store_true", help="print the records as a JSON list")
@@ -71,10 +87,46 @@ def run_import(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_export(args: argparse.Namespace, ctx: Context) -> int:
+    from provisioner.report.period import parse_since
+
+    since = parse_since(args.since)
+    if args.s3:
+        return _export_s3(args, ctx, since)
     with ctx.open_history() as store:
         out = sys.stdout
-        for record in store.records(since=args.since, job=args.job):
+        for record in store.records(since=since, job=args.job):
             out.write(json.dumps(record) + "\n")
+    return 0
+
+
+def _export_s3(args: argparse.Namespace, ctx: Context, since: str | None) -> int:
+    from provisioner.export import export_records, parse_s3_url
+
+    parse_s3_url(args.s3)  # a bad URL is a usage error before the store is opened
+    with ctx.open_history(create=False) as store:
+        result = export_records(store.records(since=since, job=args.job), args.s3, workers=args.workers)
+    print(f"exported {result.written} records ({result.bytes} bytes) to {args.s3.rstrip('/')}/dt=*/")
+    return 0
+
+
+def run_migrate(args: argparse.Namespace, ctx: Context) -> int:
+    """Copy the store into `--to`: one transaction on the target, keys already there are skipped."""
+    from provisioner.history import open_store
+    from provisioner.history.postgres import redact
+
+    source_at, target_at = ctx.history_location, args.to
+    if not target_at.startswith(("postgresql://", "postgres://")):
+        target_at = str(Path(target_at).expanduser().resolve())
+        if not source_at.startswith(("postgresql://", "postgres://")) and \
+                Path(source_at).expanduser().resolve() == Path(target_at):
+            raise UsageError(f"--to {args.to} is the same store as the source")
+    elif target_at == source_at:
+        raise UsageError(f"--to {redact(args.to)} is the same store as the source")
+    with ctx.open_history(create=False) as source, open_store(target_at) as target:
+        added, present = target.add_many(source.records())
+        total = target.count()
+    print(f"copied {added}, already present {present} from {redact(source_at)} into {redact(target_at)} "
+          f"({total} records there now)")
     return 0
 
 

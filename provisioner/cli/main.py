@@ -13,7 +13,7 @@ from provisioner.errors import NoOfferError, ProvisionerError
 
 # Each is a module provisioner.cli.<name> with register(subparsers, common). Keep their imports of
 # heavy libraries (boto3, docker) inside functions: `plan` must start fast.
-COMMANDS = ("plan", "catalog", "history", "run")
+COMMANDS = ("plan", "catalog", "history", "run", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configuration file (default: $PROVISIONER_CONFIG, then "
                              "$XDG_CONFIG_HOME/provisioner/config.yaml)")
     common.add_argument("--history", default=argparse.SUPPRESS, metavar="PATH",
-                        help="history store: a SQLite path (default: $PROVISIONER_HISTORY, config "
+                        help="history store: a SQLite path or a postgresql:// URL (default: $PROVISIONER_HISTORY, config "
                              "'history:', then $XDG_STATE_HOME/provisioner/history.sqlite3)")
     parser = argparse.ArgumentParser(
         prog="provisioner", parents=[common],

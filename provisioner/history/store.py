@@ -147,9 +147,10 @@ class HistoryStore:
 
 
 def open_store(location: str, *, create: bool = True) -> HistoryStore:
-    """Open (creating and migrating as needed) the store at `location` (a SQLite path)."""
+    """Open (creating and migrating as needed) the store at `location` (a SQLite path or postgresql:// URL)."""
     if location.startswith(("postgresql://", "postgres://")):
-        raise StoreError("PostgreSQL history stores are not supported yet (issue 7); use a SQLite path")
+        from provisioner.history.postgres import open_postgres_store  # psycopg only when asked for
+        return open_postgres_store(location, create=create)  # type: ignore[return-value]  # same interface
     path = Path(location).expanduser()
     if not path.exists():
         if not create:

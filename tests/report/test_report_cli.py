@@ -1,0 +1,79 @@
+"""`provisioner report` through the installed console script: formats, filters and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.factories import run
+
+
+@pytest.fixture
+def hist(cli, tmp_path) -> str:
+    path = str(tmp_path / "h.sqlite3")
+    records = [run("build", n, cost_usd=0.5 + n / 10, requested_mem_gib=64, mem_gib=9, requested_vcpu=8,
+                   cpu_max=150) | {"start": f"2026-01-{1 + n:02d}T10:00:00Z"} for n in range(6)]
+    records += [run("test", n, cost_usd=0.1, market="spot", price_usd_per_hour=0.1, ondemand_usd_per_hour=0.4)
+                | {"start": f"2026-01-{1 + n:02d}T11:00:00Z"} for n in range(3)]
+    records.append(run("test", 9, exit_code=137, oom_killed=True) | {"start": "2026-01-09T00:00:00Z"})
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cli("history", "import", str(tmp_path / "in.jsonl"), "--history", path).returncode == 0
+    return path
+
+
+def test_table_report_with_advice(cli, hist):
+    out = cli("report", "--history", hist)
+    assert out.returncode == 0, out.stderr
+    assert "10 runs of 2 jobs from 2026-01-01T10:00:00Z to 2026-01-09T00:00:00Z" in out.stdout
+    assert "job build asked for 64 GiB and peaked at 9 GiB over 6 runs: use mem=12" in out.stdout
+    assert "job build asked for 8 vCPUs" in out.stdout and "use vcpu=2" in out.stdout
+    assert "0 failed, 0 timed out, 1 OOM-killed, 0 interrupted" in out.stdout
+
+
+def test_json_csv_since_job_top_and_plot(cli, hist, tmp_path):
+    data = json.loads(cli("report", "--history", hist, "--json", "--since", "2026-01-03").stdout)
+    assert data["totals"]["runs"] == 6 and data["spot"]["savings_usd"] == pytest.approx(0.3)
+    one = json.loads(cli("report", "--history", hist, "--format", "json", "--job", "test", "--top", "1").stdout)
+    assert [j["job"] for j in one["jobs"]] == ["test"] and len(one["builds"]) == 1
+    rows = list(csv.DictReader(io.StringIO(cli("report", "--history", hist, "--format", "csv").stdout)))
+    assert {r["section"] for r in rows} >= {"totals", "jobs", "builds", "weekly", "spot", "incidents", "rightsizing"}
+    svg = tmp_path / "cost.svg"
+    plotted = cli("report", "--history", hist, "--plot", str(svg), "--format", "json")
+    assert plotted.returncode == 0 and "plot: 2 series" in plotted.stderr
+    ids = {g.get("id") for g in ET.parse(svg).getroot().iter("{http://www.w3.org/2000/svg}g")}
+    assert {"series-build", "series-test"} <= ids
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--job", "nope"], 2, "no runs of job 'nope'"),
+    (["--since", "2030-01-01"], 1, "no runs since 2030-01-01T00:00:00Z"),
+    (["--since", "last tuesday"], 2, "bad --since"),
+    (["--top", "0"], 2, "must be at least 1"),
+    (["--plot", "x.png"], 2, "name it FILE.svg"),
+], ids=["unknown-job", "empty-period", "bad-since", "bad-top", "plot-not-svg"])
+def test_bad_input_is_a_clear_message(cli, hist, args, code, message):
+    out = cli("report", "--history", hist, *args)
+    assert out.returncode == code and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_stores_are_clear_messages(cli, tmp_path):
+    corrupt = tmp_path / "corrupt.sqlite3"
+    corrupt.write_bytes(b"garbage" * 1000)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    empty = tmp_path / "empty.sqlite3"
+    cli("history", "export", "--history", str(empty))  # creates an empty store
+    for path, message in ((corrupt, "not a usable history store"),
+                          (foreign, "not a provisioner history store"),
+                          (tmp_path / "missing.sqlite3", "no history store at"),
+                          (empty, "is empty: nothing to report")):
+        out = cli("report", "--history", str(path))
+        assert out.returncode == 1, (path, out.stderr)
+        assert message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "missing.sqlite3").exists()
