@@ -7,6 +7,7 @@ Sections and keys follow CONTRACTS.md ('Where things live'); unknown keys are er
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -41,10 +42,19 @@ DEFAULTS: dict[str, Any] = {
             "spot_allocation_strategy": "price-capacity-optimized",
             "ondemand_allocation_strategy": "lowest-price", "encrypt_root_volume": True},
     "jenkins": {"url": None, "user": None, "token_env": "JENKINS_TOKEN", "token_file": None,
-                "managed_atom": "ec2", "sentinel_node": "autoscaler-sentinel"},
+                "managed_atom": "ec2", "sentinel_node": "autoscaler-sentinel",
+                "demand_path": "auto",       # auto: /scriptText when the account may, else REST + why
+                "agent_url": None,           # the URL agents connect to (default: url)
+                "timeout_s": 15},
     "daemon": {"owner_id": None, "interval_s": 5, "listen": "127.0.0.1:9108", "max_agents": 20,
                "max_per_label": None, "max_per_job": None, "budget_usd_per_hour": None,
-               "boot_timeout_s": 600, "orphan_grace_s": 300},
+               "boot_timeout_s": 600, "orphan_grace_s": 300,
+               "report_url": None,          # what agents post usage to (default: http://<listen>)
+               "remote_fs": "/home/jenkins/agent",
+               "ondemand_after_interruptions": 2,   # a job interrupted this often plans on-demand (0: never)
+               "blocked_offer_ttl_s": 600,  # an offer that failed to boot is skipped this long
+               "lease_ttl_s": 30,
+               "launch_workers": 8},        # launches run in parallel within a tick
     "teams": {},
     "alerts": {"sinks": [], "rules": [], "rate_limit_s": 900},
 }
@@ -111,6 +121,35 @@ def _images(v: Any) -> str | None:
     return None
 
 
+def _http_url(v: Any) -> str | None:
+    if v is None:
+        return None
+    return None if isinstance(v, str) and re.match(r"^https?://[^/\s]+", v) else \
+        f"must be an http:// or https:// URL, got {v!r}"
+
+
+def _listen(v: Any) -> str | None:
+    m = re.fullmatch(r"(.+):(\d{1,5})", v) if isinstance(v, str) else None
+    return None if m and 0 <= int(m.group(2)) <= 65535 else f"must be HOST:PORT, got {v!r}"
+
+
+def _count(v: Any) -> str | None:
+    if v is None:
+        return None
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else \
+        f"must be a whole number >= 0, got {v!r}"
+
+
+def _label_atom(v: Any) -> str | None:
+    return None if isinstance(v, str) and re.fullmatch(r"[^&|!<>()\s\"']+", v) else \
+        f"must be one Jenkins label atom (no spaces or operators), got {v!r}"
+
+
+def _node_name(v: Any) -> str | None:
+    return None if isinstance(v, str) and v and not re.search(r"[?*/\\%!@#$^&|<>\[\]:;\s]", v) \
+        and not v.endswith(".") else f"must be a valid Jenkins node name, got {v!r}"
+
+
 _STR, _INT, _DICT, _LIST = _type(str), _type(int), _type(dict), _type(list)
 
 SCHEMA: dict[str, Any] = {
@@ -128,11 +167,15 @@ SCHEMA: dict[str, Any] = {
                                                 "lowest-price", "diversified"),
             "ondemand_allocation_strategy": _one_of("lowest-price", "prioritized"),
             "encrypt_root_volume": _type(bool)},
-    "jenkins": {"url": _STR, "user": _STR, "token_env": _STR, "token_file": _STR,
-                "managed_atom": _STR, "sentinel_node": _STR},
-    "daemon": {"owner_id": _STR, "interval_s": _positive, "listen": _STR, "max_agents": _INT,
-               "max_per_label": _INT, "max_per_job": _INT, "budget_usd_per_hour": _positive,
-               "boot_timeout_s": _positive, "orphan_grace_s": _positive},
+    "jenkins": {"url": _http_url, "user": _STR, "token_env": _STR, "token_file": _STR,
+                "managed_atom": _label_atom, "sentinel_node": _node_name,
+                "demand_path": _one_of("auto", "script", "rest"), "agent_url": _http_url,
+                "timeout_s": _positive},
+    "daemon": {"owner_id": _STR, "interval_s": _positive, "listen": _listen, "max_agents": _count,
+               "max_per_label": _count, "max_per_job": _count, "budget_usd_per_hour": _positive,
+               "boot_timeout_s": _positive, "orphan_grace_s": _positive, "report_url": _http_url,
+               "remote_fs": _STR, "ondemand_after_interruptions": _count, "blocked_offer_ttl_s": _positive,
+               "lease_ttl_s": _positive, "launch_workers": _count},
     "teams": _DICT,
     "alerts": {"sinks": _LIST, "rules": _LIST, "rate_limit_s": _positive},
 }

@@ -1,0 +1,133 @@
+"""Carrying out a Provision: node, secret, launch spec, instance (the only action with many steps).
+
+Order matters for crash safety: the attempt is persisted first, then the node is created (Jenkins
+keeps it across restarts), then the instance is launched with a token derived from the node. A
+crash anywhere leaves a state the next tick recognises: a node without instance gets its launch
+(same token: no duplicate); an instance always has its node already.
+The agent secret and report token travel in the secret bundle (bootstrap.secret_env on the docker
+cloud, an SSM parameter on EC2), never in user-data, tags or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from provisioner.catalog.model import SPOT
+from provisioner.clouds.base import OWNER_TAG, Instance, LaunchSpec
+from provisioner.daemon.jenkins import JenkinsClient, JenkinsError
+from provisioner.daemon.model import InFlight, NodeMeta, Provision
+from provisioner.daemon.state import Attempts, Tokens
+from provisioner.labels import node_label_string
+from provisioner.records import iso_utc
+from provisioner.requirements import Requirements
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    owner: str
+    jenkins_url: str                 # what agents connect to
+    report_url: str                  # what agents post usage to
+    remote_fs: str = "/home/jenkins/agent"
+    default_timeout_s: float = 6 * 3600
+    boot_timeout_s: float = 600
+    idle_timeout_s: float | None = 900
+    extra_tags: tuple[tuple[str, str], ...] = ()
+
+
+def launch_tags(owner: str, p: Provision, expires_at: str, team: str | None) -> dict[str, str]:
+    """CONTRACTS.md tags: owner, node, queue-id, job, team, expires-at (build and run-id come later)."""
+    tags = {OWNER_TAG: owner, "provisioner:node": p.node, "provisioner:queue-id": str(p.item.id),
+            "provisioner:job": p.item.job, "provisioner:expires-at": expires_at}
+    if team:
+        tags["provisioner:team"] = team
+    return tags
+
+
+def _requirements(label: str | None) -> Requirements | None:
+    try:
+        return Requirements.parse(label, lax=True)
+    except Exception:
+        return None
+
+
+class Launcher:
+    """Executes Provision actions against Jenkins and the cloud."""
+
+    def __init__(self, settings: AgentSettings, client: JenkinsClient, cloud: Any, attempts: Attempts,
+                 tokens: Tokens, *, after_launch: Callable[[Instance, str, dict], None] | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.s, self.client, self.cloud = settings, client, cloud
+        self.attempts, self.tokens = attempts, tokens
+        self.after_launch = after_launch          # EC2: put the bundle into SSM for the instance
+        self.clock = clock
+
+    def provision(self, p: Provision) -> InFlight:
+        now = self.clock()
+        offer = p.plan.chosen.offer
+        self.attempts.record(p.item.key, p.attempt)
+        if p.create_node:
+            meta = NodeMeta(self.s.owner, p.item.id, p.item.since, p.item.job, p.item.label or "",
+                            p.attempt, offer.key, offer.price, now)
+            try:
+                self.client.create_node(p.node, node_label_string(list(p.plan.node_labels)),
+                                        meta.description(), self.s.remote_fs)
+            except JenkinsError as exc:
+                if not (exc.code == "400" and "already exists" in str(exc)):
+                    raise                          # a crash after creation: the node is ours, go on
+        secret = self.client.node_secret(p.node)
+        spec, bundle, run_id = self.spec(p, secret, now)
+        instance = self.cloud.launch(spec)
+        if self.after_launch is not None:
+            self.after_launch(instance, run_id, bundle)
+        log.info("%s", json.dumps({"event": "agent.launched", "node": p.node, "queue_id": p.item.id,
+                                   "job": p.item.job, "label": p.item.label, "attempt": p.attempt,
+                                   "instance": instance.id, "instance_type": instance.instance_type,
+                                   "market": instance.market, "region": instance.region,
+                                   "price_usd_per_hour": offer.price}))
+        return InFlight(instance, offer.price, now)
+
+    def spec(self, p: Provision, secret: str, now: float) -> tuple[LaunchSpec, dict, str]:
+        """The LaunchSpec (user-data holds no secret), the secret bundle, and the run id naming it."""
+        from provisioner import bootstrap
+        from provisioner.agent import secrets
+        req = _requirements(p.item.label)
+        timeout = (req.timeout_s if req and req.timeout_s else None) or self.s.default_timeout_s
+        lifetime = timeout + self.s.boot_timeout_s + 600   # then the instance stops itself
+        expires = iso_utc(_utc(now + lifetime))
+        run_id = p.node                                      # unique per attempt: names the SSM parameter
+        bspec = bootstrap.BootstrapSpec(run_id=run_id, expires_at=expires, jenkins_url=self.s.jenkins_url,
+                                        node_name=p.node, work_dir=self.s.remote_fs,
+                                        idle_timeout_s=self.s.idle_timeout_s)
+        user_data = bootstrap.render_user_data("agent", p.plan, bspec, self.cloud)
+        bundle = secrets.make_bundle(agent_secret=secret, report_url=self.s.report_url,
+                                     report_token=self.tokens.for_node(p.node))
+        tags = dict(self.s.extra_tags)
+        tags.update(launch_tags(self.s.owner, p, expires, req.team if req else None))
+        spot_only = bool(req and req.to_dict().get("market") == SPOT)   # `spot` fails over to spot only
+        spec = LaunchSpec(candidates=tuple(c.offer for c in p.plan.candidates) or (p.plan.chosen.offer,),
+                          user_data=user_data, tags=tags, client_token=p.token,
+                          disk_gib=int(p.plan.disk_gib), spot_only=spot_only,
+                          secret_env=bootstrap.secret_env(self.cloud, bundle))
+        return spec, bundle, run_id
+
+
+def _utc(epoch: float):
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(epoch, timezone.utc).replace(microsecond=0)
+
+
+def ec2_secret_handover(ssm_for_region: Callable[[str], Any], account_id: Callable[[], str]
+                        ) -> Callable[[Instance, str, dict], None]:
+    """After an EC2 launch: the bundle into an SSM SecureString tagged with the instance's ARN."""
+    from provisioner.agent import secrets
+
+    def handover(instance: Instance, run_id: str, bundle: dict) -> None:
+        arn = f"arn:aws:ec2:{instance.region}:{account_id()}:instance/{instance.id}"
+        secrets.put_ssm(ssm_for_region(instance.region), secrets.parameter_name(run_id), bundle, arn)
+    return handover

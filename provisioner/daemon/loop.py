@@ -1,0 +1,258 @@
+"""The daemon loop (aws-parallelcluster-node's clustermgtd shape): observe, reconcile, act, heartbeat,
+sleep the rest of the interval.
+
+Observe reads the queue, then /computer (in that order: a build that left the queue is already busy on
+its node), then the cloud by owner tag. If any read fails the tick acts on nothing: a Jenkins outage
+never terminates anything. Each action family runs under a guard that logs a structured event,
+counts the failure by error code and carries on. SIGTERM finishes the tick in progress, then exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from provisioner.clouds.base import BlockedOffers, Instance
+from provisioner.daemon import reconcile as R
+from provisioner.daemon.http import Health
+from provisioner.daemon.jenkins import JenkinsClient
+from provisioner.daemon.launch import Launcher
+from provisioner.daemon.lease import Lease
+from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
+from provisioner.daemon.model import (Block, DeleteNode, Drain, Hold, InFlight, Memory, Node, Observed,
+                                      Provision, Settings, Terminate)
+from provisioner.daemon.plans import Planner
+from provisioner.daemon.queue import QueueReader
+from provisioner.daemon.state import Attempts
+
+log = logging.getLogger(__name__)
+
+
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """One structured log line (JSON). Callers never pass secrets or tokens."""
+    log.log(level, "%s", json.dumps({"event": name, **fields}, sort_keys=True, default=str))
+
+
+def error_code(exc: BaseException) -> str:
+    return str(getattr(exc, "code", None) or type(exc).__name__)
+
+
+@dataclass
+class TickReport:
+    """What one tick did (for --once, tests and the benchmark)."""
+
+    ok: bool = True
+    error: str | None = None
+    actions: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)
+    reconcile_s: float = 0.0
+    plan_s: float = 0.0
+    duration_s: float = 0.0
+    items: int = 0
+    demand: int = 0
+
+
+class Daemon:
+    def __init__(self, *, settings: Settings, client: JenkinsClient, reader: QueueReader, cloud: Any,
+                 planner: Planner, launcher: Launcher, attempts: Attempts, metrics: DaemonMetrics,
+                 health: Health, blocked: BlockedOffers, lease: Lease | None = None,
+                 sentinel: str | None = None, prices: Callable[[Instance], tuple[float, Any]] | None = None,
+                 launch_workers: int = 8, clock: Callable[[], float] = time.time):
+        self.s, self.client, self.reader, self.cloud = settings, client, reader, cloud
+        self.planner, self.launcher, self.attempts = planner, launcher, attempts
+        self.metrics, self.health, self.blocked, self.lease = metrics, health, blocked, lease
+        self.sentinel, self._prices, self.clock = sentinel, prices, clock
+        self.memory = Memory()
+        self.interrupted_jobs: Counter[str] = Counter()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, launch_workers), thread_name_prefix="launch")
+        self._ticks = 0
+
+    # -- observe ---------------------------------------------------------------------------------
+    def observe(self) -> tuple[list, list[Node], list[Instance]]:
+        fetched = self.reader.fetch()                       # queue first, then nodes (see above)
+        nodes, names = self.client.computers(self.s.prefix)
+        if self.reader.path == "rest" and self.sentinel:
+            self.client.ensure_sentinel(self.sentinel, names)
+        items = self.reader.items(fetched, nodes)
+        instances = self.cloud.describe(self.s.owner)
+        return items, nodes, instances
+
+    # -- one tick --------------------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        report, started = TickReport(), time.perf_counter()
+        try:
+            items, nodes, instances = self.observe()
+        except Exception as exc:                            # Jenkins or the cloud away: act on nothing
+            code = error_code(exc)
+            self.metrics.failures.labels("observe", code).inc()
+            event("tick.observe-failed", logging.WARNING, code=code, error=str(exc)[:300])
+            report.ok, report.error = False, code
+            self._finish(report, started)
+            return report
+        now = self.clock()
+        self._online_events(nodes, now)
+        self.memory = R.remember(self.memory, nodes, instances, now)
+        demand_items = [i for i in items if R.is_demand_item(i, self.s)]
+        t0 = time.perf_counter()
+        runs = self.planner.runs({i.job for i in demand_items})
+        interruptions = Counter(self.planner.interruptions(runs))
+        for job, n in self.interrupted_jobs.items():
+            interruptions[job] = max(interruptions[job], n)
+        plans = self.planner.plans(R.plan_keys(demand_items, self.s, interruptions), runs)
+        report.plan_s = time.perf_counter() - t0
+        prices = {i.id: self._price(i)[0] for i in instances}
+        observed = Observed(tuple(items), tuple(nodes), tuple(instances), prices, plans,
+                            self.attempts.load(), dict(interruptions), self.memory)
+        c0 = time.process_time()
+        actions = R.reconcile(observed, self.s, now)
+        report.reconcile_s = time.process_time() - c0
+        self.metrics.reconcile_cpu.observe(report.reconcile_s)
+        report.items, report.demand = len(items), len(demand_items)
+        self._execute(actions, observed, report)
+        self.attempts.prune({i.key for i in items})
+        self._publish(observed, demand_items, actions, now)
+        self._finish(report, started)
+        return report
+
+    def _finish(self, report: TickReport, started: float) -> None:
+        report.duration_s = time.perf_counter() - started
+        self.metrics.tick_duration.observe(report.duration_s)
+        for endpoint, n in self.client.calls.items():
+            self.metrics.jenkins_requests.labels(endpoint).inc(n)
+        self.client.calls.clear()
+        self._ticks += 1
+        self.health.beat("running")
+
+    def _online_events(self, nodes: list[Node], now: float) -> None:
+        """Queue wait to agent online, for nodes coming online since the last tick."""
+        if self._ticks == 0:
+            return                                          # after a restart "new" would be a guess
+        for n in nodes:
+            if n.online and n.name not in self.memory.seen_online and n.meta is not None and n.meta.since:
+                wait = max(0.0, now - n.meta.since / 1000.0)
+                self.metrics.queue_wait.observe(wait)
+                event("agent.online", node=n.name, queue_id=n.meta.queue_id, wait_s=round(wait, 3))
+
+    # -- act -------------------------------------------------------------------------------------
+    def _guard(self, action: str, report: TickReport, fn: Callable[[], Any], **context: Any) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            code = error_code(exc)
+            self.metrics.failures.labels(action, code).inc()
+            report.failures[f"{action}:{code}"] += 1
+            event(f"{action}.failed", logging.WARNING, code=code, error=str(exc)[:300], **context)
+            return None
+
+    def _execute(self, actions: list, observed: Observed, report: TickReport) -> None:
+        nodes = {n.name: n for n in observed.nodes}
+        deleted: list[str] = []
+        for a in actions:
+            report.actions[type(a).__name__] += 1
+        for a in (a for a in actions if isinstance(a, Drain)):
+            self._guard("drain", report, lambda a=a: self.client.drain(a.node), node=a.node)
+        for a in (a for a in actions if isinstance(a, DeleteNode)):
+            meta = nodes[a.node].meta if a.node in nodes else None
+            if self._guard("delete-node", report, lambda a=a: self.client.delete_node(a.node) or True,
+                           node=a.node, reason=a.reason) is not None:
+                deleted.append(a.node)
+                self.metrics.retired.labels(a.reason).inc()
+                event("agent.retired", node=a.node, reason=a.reason, job=meta.job if meta else None)
+                if a.reason == "interrupted":
+                    self._interrupted(a.node, meta, observed)
+        terms = [a for a in actions if isinstance(a, Terminate)]
+        ids = list(dict.fromkeys(i for a in terms for i in a.instance_ids))
+        if ids and self._guard("terminate", report, lambda: self.cloud.terminate(ids) or True,
+                               instances=ids) is not None:
+            for a in terms:
+                event("instance.terminated", node=a.node, reason=a.reason, instances=list(a.instance_ids))
+        for a in (a for a in actions if isinstance(a, Block)):
+            self.blocked.block(a.offer)
+            event("offer.blocked", offer="/".join(a.offer), reason=a.reason)
+        launched = self._provision([a for a in actions if isinstance(a, Provision)], report)
+        self.memory = R.after_actions(self.memory, deleted, launched)
+
+    def _provision(self, provisions: list[Provision], report: TickReport) -> dict[str, InFlight]:
+        def one(p: Provision) -> tuple[str, InFlight | None]:
+            return p.node, self._guard("launch", report, lambda: self.launcher.provision(p),
+                                       node=p.node, queue_id=p.item.id, job=p.item.job)
+        launched = {}
+        for name, flight in self._pool.map(one, provisions):
+            if flight is not None:
+                launched[name] = flight
+                self.metrics.launches.labels(flight.instance.instance_type, flight.instance.market).inc()
+        return launched
+
+    def _interrupted(self, node: str, meta: Any, observed: Observed) -> None:
+        inst = next((i for i in observed.instances if i.tag("node") == node), None)
+        flying = self.memory.in_flight.get(node)
+        inst = inst or (flying.instance if flying else None)
+        self.metrics.interruptions.labels(inst.instance_type if inst else "unknown",
+                                          inst.market if inst else "unknown").inc()
+        if meta is not None:
+            self.interrupted_jobs[meta.job] += 1
+
+    # -- metrics snapshot ------------------------------------------------------------------------
+    def _price(self, inst: Instance) -> tuple[float, Any]:
+        if self._prices is not None:
+            return self._prices(inst)
+        return 0.0, None
+
+    def _publish(self, observed: Observed, demand_items: list, actions: list, now: float) -> None:
+        waiting = Counter(i.label or "" for i in demand_items)
+        held = Counter(a.reason for a in actions if isinstance(a, Hold))
+        nodes = {n.name: n for n in observed.nodes}
+        agents = []
+        described = {i.id for i in observed.instances}
+        flying = [f.instance for f in self.memory.in_flight.values() if f.instance.id not in described]
+        for inst in [*observed.instances, *flying]:
+            if inst.state in ("shutting-down", "stopping", "stopped", "terminated"):
+                continue
+            node = nodes.get(inst.tag("node") or "")
+            price, offer = self._price(inst)
+            if node is None:
+                state = "booting" if inst.tag("node") in self.memory.in_flight else "orphan"
+            elif node.busy:
+                state = "draining" if node.temporarily_offline else "busy"
+            else:
+                state = "idle" if node.online else "booting"
+            agents.append(AgentInfo(inst.tag("node") or inst.id, state, inst.instance_type, inst.market, price,
+                                    getattr(offer, "vcpu", None), getattr(offer, "memory_gib", None)))
+        self.metrics.publish(Snapshot(now, dict(waiting), tuple(agents), self.s.budget_usd_per_hour, dict(held)))
+
+    # -- run -------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, once: bool = False) -> int:
+        """Tick every interval until `stop` is set (SIGTERM); 0 on a clean stop."""
+        try:
+            while not stop.is_set():
+                if self.lease is not None and not self.lease.held:
+                    self.health.beat("waiting-for-lease")
+                    if not self.lease.wait(stop.is_set, interval_s=min(1.0, self.s.interval_s),
+                                           sleep=lambda s: stop.wait(s)):
+                        break
+                started = time.monotonic()
+                self.tick()
+                if once:
+                    break
+                if self.lease is not None and not self._renew():
+                    continue
+                stop.wait(max(0.0, self.s.interval_s - (time.monotonic() - started)))
+        finally:
+            self.health.beat("stopping")
+            self._pool.shutdown(wait=True)
+            if self.lease is not None and self.lease.held:
+                self.lease.release()
+        return 0
+
+    def _renew(self) -> bool:
+        try:
+            return self.lease.try_acquire()
+        except Exception as exc:
+            event("lease.renew-failed", logging.WARNING, error=str(exc)[:200])
+            return True                                     # keep acting until it has expired for others

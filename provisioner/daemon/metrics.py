@@ -1,0 +1,174 @@
+"""Prometheus metrics on a private registry (client_python's collector style).
+
+Counters and histograms are ordinary client objects; the gauges that describe "now" (waiting items,
+agents by state, cost, budget headroom, utilisation from samples) come from a collector that reads
+the last tick's `Snapshot` and the agents' latest samples at scrape time, so a label value that no
+longer exists simply disappears. Tests build a fresh `CollectorRegistry` and read
+`registry.get_sample_value(...)`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+GIB = 1024 ** 3
+# queue wait to agent online: boot dominates (docker: seconds; EC2: a minute or two)
+WAIT_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600, 1200, 3600)
+TICK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    node: str
+    state: str                      # booting | idle | busy | draining | orphan
+    instance_type: str
+    market: str
+    price: float
+    vcpu: float | None = None
+    memory_gib: float | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the last tick saw, for the gauges."""
+
+    at: float = 0.0
+    waiting: Mapping[str, int] = field(default_factory=dict)        # label -> demand items waiting
+    agents: tuple[AgentInfo, ...] = ()
+    budget_usd_per_hour: float | None = None
+    held: Mapping[str, int] = field(default_factory=dict)            # hold reason -> items
+
+
+@dataclass(frozen=True)
+class Sample:
+    run_id: str
+    at: str
+    cpu_pct: float | None
+    mem_bytes: float | None
+    gpu_util_pct: float | None
+    received: float
+
+
+class Samples:
+    """The latest sample per node (thread-safe: the HTTP threads write, the scrape reads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_node: dict[str, Sample] = {}
+
+    def put(self, node: str, sample: Sample) -> None:
+        with self._lock:
+            self._by_node[node] = sample
+
+    def latest(self) -> dict[str, Sample]:
+        with self._lock:
+            return dict(self._by_node)
+
+    def keep_only(self, nodes: set[str]) -> None:
+        with self._lock:
+            self._by_node = {n: s for n, s in self._by_node.items() if n in nodes}
+
+
+class DaemonMetrics:
+    """Every metric the daemon exports, registered on `registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time):
+        self.registry = registry or CollectorRegistry()
+        self.samples = Samples()
+        self.snapshot = Snapshot()
+        r = self.registry
+        self.launches = Counter("provisioner_launches", "Instances launched", ["instance_type", "market"], registry=r)
+        self.failures = Counter("provisioner_failures", "Failed actions by action and error code",
+                                ["action", "code"], registry=r)
+        self.retired = Counter("provisioner_agents_retired", "Agents retired, by reason", ["reason"], registry=r)
+        self.interruptions = Counter("provisioner_interruptions", "Agents whose machine vanished mid-build",
+                                     ["instance_type", "market"], registry=r)
+        self.usage_records = Counter("provisioner_usage_records", "Usage records posted by agents, by result",
+                                     ["result"], registry=r)
+        self.samples_received = Counter("provisioner_samples", "Utilisation samples posted by agents", registry=r)
+        self.queue_wait = Histogram("provisioner_queue_wait_to_agent_online_seconds",
+                                    "From a queue item entering the queue to its agent coming online",
+                                    buckets=WAIT_BUCKETS, registry=r)
+        self.tick_duration = Histogram("provisioner_reconcile_duration_seconds",
+                                       "One tick of the loop (observe, reconcile, act)", buckets=TICK_BUCKETS,
+                                       registry=r)
+        self.reconcile_cpu = Histogram("provisioner_reconcile_step_seconds",
+                                       "The pure reconcile step alone", buckets=TICK_BUCKETS, registry=r)
+        self.jenkins_requests = Counter("provisioner_jenkins_requests", "Requests to Jenkins, by endpoint",
+                                        ["endpoint"], registry=r)
+        r.register(_SnapshotCollector(self, clock))
+
+    def publish(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.samples.keep_only({a.node for a in snapshot.agents})
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, metrics: DaemonMetrics, clock: Callable[[], float]):
+        self._m = metrics
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self._m.snapshot
+        waiting = GaugeMetricFamily("provisioner_queue_waiting_items", "Demand items waiting, by label",
+                                    labels=["label"])
+        for label, n in sorted(snap.waiting.items()):
+            waiting.add_metric([label], n)
+        yield waiting
+        held = GaugeMetricFamily("provisioner_queue_held_items",
+                                 "Items the last tick could not launch for, by reason", labels=["reason"])
+        for reason, n in sorted(snap.held.items()):
+            held.add_metric([reason], n)
+        yield held
+        agents = GaugeMetricFamily("provisioner_agents", "Agents by state, instance type and market",
+                                   labels=["state", "instance_type", "market"])
+        counts: dict[tuple[str, str, str], int] = {}
+        for a in snap.agents:
+            k = (a.state, a.instance_type, a.market)
+            counts[k] = counts.get(k, 0) + 1
+        for k, n in sorted(counts.items()):
+            agents.add_metric(list(k), n)
+        yield agents
+        cost = sum(a.price for a in snap.agents)
+        yield GaugeMetricFamily("provisioner_agents_cost_usd_per_hour", "Hourly price of every live agent",
+                                value=cost)
+        if snap.budget_usd_per_hour is not None:
+            yield GaugeMetricFamily("provisioner_budget_headroom_usd_per_hour",
+                                    "Budget left for new agents (USD per hour)",
+                                    value=snap.budget_usd_per_hour - cost)
+        yield GaugeMetricFamily("provisioner_last_tick_timestamp_seconds", "When the last tick ended",
+                                value=snap.at)
+        yield from self._utilisation(snap)
+
+    def _utilisation(self, snap: Snapshot) -> Iterator[GaugeMetricFamily]:
+        by_node = {a.node: a for a in snap.agents}
+        cpu = GaugeMetricFamily("provisioner_agent_cpu_ratio", "CPU in use over the agent's vCPUs (latest sample)",
+                                labels=["node", "instance_type"])
+        mem = GaugeMetricFamily("provisioner_agent_memory_bytes", "Memory in use (latest sample)",
+                                labels=["node", "instance_type"])
+        mem_ratio = GaugeMetricFamily("provisioner_agent_memory_ratio", "Memory in use over the agent's memory",
+                                      labels=["node", "instance_type"])
+        gpu = GaugeMetricFamily("provisioner_agent_gpu_utilisation_ratio", "GPU utilisation (latest sample)",
+                                labels=["node", "instance_type"])
+        for node, s in sorted(self._m.samples.latest().items()):
+            a = by_node.get(node)
+            if a is None:
+                continue
+            key = [node, a.instance_type]
+            if s.cpu_pct is not None and a.vcpu:
+                cpu.add_metric(key, s.cpu_pct / 100.0 / a.vcpu)
+            if s.mem_bytes is not None:
+                mem.add_metric(key, s.mem_bytes)
+                if a.memory_gib:
+                    mem_ratio.add_metric(key, s.mem_bytes / (a.memory_gib * GIB))
+            if s.gpu_util_pct is not None and not math.isnan(s.gpu_util_pct):
+                gpu.add_metric(key, s.gpu_util_pct / 100.0)
+        yield from (cpu, mem, mem_ratio, gpu)

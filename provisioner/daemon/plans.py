@@ -1,0 +1,79 @@
+"""Plans for the loop, made once per distinct (label, job, on-demand) and cached across ticks.
+
+A cached plan stays valid while its inputs do: the blocked-offer set and the job's history (its
+newest run). History is read once per job per `history_ttl_s`, and again as soon as the agent API
+stores a new record for the job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+from provisioner.catalog import Catalog
+from provisioner.config import Config
+from provisioner.daemon.model import NoPlan, PlanKey, PlanOrError
+from provisioner.errors import ProvisionerError
+from provisioner.planner import HISTORY_RUNS, plan_for, settings_from
+from provisioner.requirements import Requirements
+
+RECENT_RUNS = 10             # interruptions are counted among the job's newest runs
+
+
+class Planner:
+    def __init__(self, config: Config, catalog: Catalog, open_store: Callable[[], Any] | None,
+                 blocked: Callable[[], frozenset], managed_atom: str = "ec2", *,
+                 history_ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.config, self.catalog = config, catalog
+        self._open_store, self._blocked = open_store, blocked
+        self.managed_atom = managed_atom
+        self.history_ttl_s = history_ttl_s
+        self._clock = clock
+        self._runs: dict[str, tuple[float, list[dict]]] = {}
+        self._plans: dict[tuple, PlanOrError] = {}
+        self._lock = threading.Lock()           # invalidate() comes from HTTP threads
+        self.planned = 0                        # plans made (cache misses), for the benchmark
+
+    def invalidate(self, job: str) -> None:
+        """A new usage record for `job`: read its history again before the next plan."""
+        with self._lock:
+            self._runs.pop(job, None)
+
+    def runs(self, jobs: Iterable[str]) -> dict[str, list[dict]]:
+        now = self._clock()
+        with self._lock:
+            stale = [j for j in set(jobs) if j not in self._runs or now - self._runs[j][0] > self.history_ttl_s]
+        fresh: dict[str, list[dict]] = {}
+        if stale and self._open_store is not None:
+            with self._open_store() as store:
+                fresh = {j: store.runs(j, limit=HISTORY_RUNS) for j in stale}
+        with self._lock:
+            for j in stale:
+                self._runs[j] = (now, fresh.get(j, []))
+            return {j: self._runs[j][1] for j in set(jobs) if j in self._runs}
+
+    def interruptions(self, runs: dict[str, list[dict]]) -> dict[str, int]:
+        return {job: sum(1 for r in rs[-RECENT_RUNS:] if r.get("interrupted")) for job, rs in runs.items()}
+
+    def plans(self, keys: Iterable[PlanKey], runs: dict[str, list[dict]]) -> dict[PlanKey, PlanOrError]:
+        blocked = self._blocked()
+        out: dict[PlanKey, PlanOrError] = {}
+        if len(self._plans) > 20000:
+            self._plans.clear()
+        for key in keys:
+            rs = runs.get(key.job, [])
+            sig = (key, blocked, len(rs), rs[-1].get("run_id") if rs else None)
+            if sig not in self._plans:
+                self._plans[sig] = self._plan(key, rs, blocked)
+                self.planned += 1
+            out[key] = self._plans[sig]
+        return out
+
+    def _plan(self, key: PlanKey, runs: list[dict], blocked: frozenset) -> PlanOrError:
+        try:
+            req = Requirements.parse(key.label, ["ondemand"] if key.ondemand else [], lax=True)
+            settings = settings_from(self.config, req)
+            return plan_for(self.catalog, req, runs, settings, blocked, self.managed_atom)
+        except ProvisionerError as exc:     # no offer, or a label we cannot read: the item waits
+            return NoPlan(str(exc))

@@ -1,0 +1,157 @@
+"""Builds a running daemon from the configuration (the command line and the tests use this)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from provisioner import paths
+from provisioner.clouds.base import BlockedOffers, Instance
+from provisioner.config import Config
+from provisioner.daemon.http import AgentApi, DaemonHttpServer, Health, parse_listen
+from provisioner.daemon.jenkins import JenkinsClient
+from provisioner.daemon.launch import AgentSettings, Launcher, ec2_secret_handover
+from provisioner.daemon.lease import Lease
+from provisioner.daemon.loop import Daemon
+from provisioner.daemon.metrics import DaemonMetrics
+from provisioner.daemon.model import Settings
+from provisioner.daemon.plans import Planner
+from provisioner.daemon.queue import QueueReader
+from provisioner.daemon.state import Attempts, Tokens, load_secret
+from provisioner.units import parse_duration_s
+
+log = logging.getLogger("provisioner.daemon")
+
+
+@dataclass
+class Parts:
+    daemon: Daemon
+    http: DaemonHttpServer
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            try:
+                close()
+            except Exception:                      # closing must not hide the real exit
+                log.debug("close failed", exc_info=True)
+
+
+def settings_from_config(config: Config, owner: str) -> Settings:
+    j, d = config.section("jenkins"), config.section("daemon")
+    return Settings(owner=owner, managed_atom=j["managed_atom"], max_agents=d["max_agents"],
+                    max_per_label=d["max_per_label"], max_per_job=d["max_per_job"],
+                    budget_usd_per_hour=d["budget_usd_per_hour"], boot_timeout_s=float(d["boot_timeout_s"]),
+                    orphan_grace_s=float(d["orphan_grace_s"]),
+                    ondemand_after_interruptions=int(d["ondemand_after_interruptions"]),
+                    interval_s=float(d["interval_s"]))
+
+
+def make_cloud(config: Config, blocked: BlockedOffers) -> Any:
+    if config.data["cloud"] == "ec2":
+        from provisioner.clouds.ec2 import Ec2Cloud
+        from provisioner.clouds.ec2_params import Ec2Settings
+        return Ec2Cloud(settings=Ec2Settings.from_config(config.section("ec2"), config.regions), blocked=blocked)
+    from provisioner.clouds.docker import DockerCloud, DockerSettings
+    return DockerCloud(settings=DockerSettings.from_config(config.section("docker")), blocked=blocked)
+
+
+def state_file(history_location: str) -> str:
+    """Where the lease and attempts live: the SQLite history itself, else a file in the state dir."""
+    from provisioner.history import open_store
+    if history_location.startswith(("postgresql://", "postgres://")):
+        location = str(paths.state_dir() / "daemon.sqlite3")
+        log.warning("%s", json.dumps({"event": "lease.local", "reason": "the lease lives in a local SQLite "
+                                      "file while the history is on PostgreSQL: it guards this host only"}))
+    else:
+        location = history_location
+    open_store(location).close()                 # creates and migrates (migration 2: lease, attempts)
+    return str(Path(location).expanduser())
+
+
+def build(config: Config, history_location: str, token: str | None, *, owner: str,
+          listen: str | None = None, cloud: Any = None, catalog: Any = None,
+          prices: Callable[[Instance], tuple[float, Any]] | None = None) -> Parts:
+    """Everything wired and the HTTP port open; `parts.daemon.run(stop)` starts the loop."""
+    from provisioner.history import open_store
+    j, d = config.section("jenkins"), config.section("daemon")
+    settings = settings_from_config(config, owner)
+    blocked = BlockedOffers(ttl_s=float(d["blocked_offer_ttl_s"]))
+    if cloud is None:
+        cloud = make_cloud(config, blocked)
+    elif hasattr(cloud, "blocked"):
+        blocked = cloud.blocked                   # one blocked set: the cloud's failures and our boot timeouts
+    if catalog is None:
+        from provisioner.catalog import load_catalog
+        defaults = config.defaults
+        catalog = load_catalog(score_source=defaults["score_source"],
+                               max_age_days=float(defaults["catalog_max_age_days"]))
+    path = state_file(history_location)
+
+    def store():
+        return open_store(history_location)
+
+    client = JenkinsClient(j["url"], j["user"], token, timeout=float(j["timeout_s"]))
+    reader = QueueReader(client, j["demand_path"])
+    tokens = Tokens(load_secret(paths.state_dir()))
+    metrics = DaemonMetrics()
+    health = Health(stuck_after_s=max(60.0, 6 * settings.interval_s))
+    planner = Planner(config, catalog, store, blocked.current, settings.managed_atom)
+    api = AgentApi(tokens, metrics, store, on_record=planner.invalidate)
+    http = DaemonHttpServer(parse_listen(listen or d["listen"]), metrics, health, api).start()
+    parts = Parts(None, http, [http.stop])       # type: ignore[arg-type]  # set just below
+    try:
+        attempts = Attempts(path, owner)
+        parts.closers.append(attempts.close)
+        lease = Lease(path, owner, ttl_s=float(d["lease_ttl_s"]))
+        parts.closers.append(lease.close)
+        after_launch = None
+        if getattr(cloud, "name", "") == "ec2":
+            after_launch = _ec2_handover()
+        agent = AgentSettings(owner=owner, jenkins_url=j["agent_url"] or j["url"],
+                              report_url=d["report_url"] or http.url, remote_fs=d["remote_fs"],
+                              default_timeout_s=parse_duration_s(config.defaults["timeout"]),
+                              boot_timeout_s=settings.boot_timeout_s,
+                              idle_timeout_s=settings.boot_timeout_s + settings.orphan_grace_s,
+                              extra_tags=tuple(sorted((config.section("ec2").get("extra_tags") or {}).items()))
+                              if getattr(cloud, "name", "") == "ec2" else ())
+        launcher = Launcher(agent, client, cloud, attempts, tokens, after_launch=after_launch)
+        parts.daemon = Daemon(settings=settings, client=client, reader=reader, cloud=cloud, planner=planner,
+                              launcher=launcher, attempts=attempts, metrics=metrics, health=health,
+                              blocked=blocked, lease=lease, sentinel=j["sentinel_node"],
+                              prices=prices or catalog_prices(catalog),
+                              launch_workers=int(d["launch_workers"]) or 1)
+    except BaseException:
+        parts.close()
+        raise
+    log.info("%s", json.dumps({"event": "daemon.started", "owner": owner, "jenkins": j["url"],
+                               "cloud": getattr(cloud, "name", type(cloud).__name__), "listen": http.url,
+                               "settings": settings.__dict__}, default=str))
+    return parts
+
+
+def catalog_prices(catalog: Any) -> Callable[[Instance], tuple[float, Any]]:
+    """(USD/h, offer) of an instance: its price label (docker cloud) or the catalog's offer."""
+    def price(inst: Instance) -> tuple[float, Any]:
+        offer = catalog.find(inst.instance_type, inst.region or "us-east-1", inst.market or "on-demand")
+        tagged = inst.tags.get("provisioner:price")
+        try:
+            value = float(tagged) if tagged else (offer.price if offer else 0.0)
+        except ValueError:
+            value = offer.price if offer else 0.0
+        return value, offer
+    return price
+
+
+def _ec2_handover():
+    from provisioner import aws
+    account: dict[str, str] = {}
+
+    def account_id() -> str:
+        if "id" not in account:
+            account["id"] = aws.client("sts").get_caller_identity()["Account"]
+        return account["id"]
+    return ec2_secret_handover(lambda region: aws.client("ssm", region=region), account_id)

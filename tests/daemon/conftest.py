@@ -1,0 +1,80 @@
+"""Fixtures for the daemon's tests: the Jenkins emulator, a small catalog, a daemon in a thread."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.catalog.model import Catalog
+from provisioner.config import parse_config
+from tests.factories import offer
+from tests.jenkins_emulator import JenkinsEmulator, agent_jar
+
+ADMIN = ("admin", "admin-token")
+BOB = ("bob", "bob-token")         # no Administer: /scriptText is 403
+needs_jdk = pytest.mark.skipif(not agent_jar.tools_available(), reason="a JDK (java, javac, jar) is needed")
+
+
+@pytest.fixture
+def emu():
+    e = JenkinsEmulator(users={ADMIN[0]: (ADMIN[1], True), BOB[0]: (BOB[1], False)}, maintain_interval=0.1)
+    e.start()
+    yield e
+    e.stop()
+
+
+def small_catalog() -> Catalog:
+    return Catalog([offer("m5.large", vcpu=2, mem=8, price=0.096), offer("c5.large", vcpu=2, mem=4, price=0.085),
+                    offer("c5.xlarge", vcpu=4, mem=8, price=0.17), offer("m5.xlarge", vcpu=4, mem=16, price=0.192),
+                    offer("r5.large", vcpu=2, mem=16, price=0.126)], "test", "test")
+
+
+def daemon_config(emu_url: str, user: str = "admin", **daemon: Any) -> Any:
+    d = {"owner_id": "t", "interval_s": 0.3, "listen": "127.0.0.1:0", "boot_timeout_s": 60,
+         "orphan_grace_s": 30, "lease_ttl_s": 10, **daemon}
+    lines = ["jenkins:", f"  url: {emu_url}", f"  user: {user}", "daemon:"]
+    lines += [f"  {k}: {v}" for k, v in d.items() if v is not None]
+    return parse_config("\n".join(lines) + "\n", "test.yaml")
+
+
+class RunningDaemon:
+    """A daemon built by provisioner.daemon.wiring, ticking in a thread."""
+
+    def __init__(self, parts: Any):
+        self.parts = parts
+        self.daemon = parts.daemon
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.daemon.run, args=(self.stop,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.parts.http.url
+
+    def start(self) -> "RunningDaemon":
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.parts.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path):
+    from provisioner.daemon.wiring import build
+    started: list[RunningDaemon] = []
+
+    def start(config, cloud, token: str, *, owner: str = "t", run: bool = True) -> RunningDaemon:
+        parts = build(config, str(tmp_path / "history.sqlite3"), token, owner=owner, cloud=cloud,
+                      catalog=small_catalog())
+        d = RunningDaemon(parts)
+        started.append(d)
+        return d.start() if run else d
+
+    yield start
+    for d in started:
+        d.close()

@@ -1,0 +1,144 @@
+"""A fake Cloud whose instances are the Jenkins emulator's stand-in agent processes.
+
+launch = start `java -jar agent.jar -url ... -secret ... -name NODE -webSocket` with the secret from
+the launch's secret bundle; terminate = kill it. State lives in a folder (one JSON file per
+instance), so a daemon process that is SIGKILLed and restarted sees the instances its predecessor
+launched, as it would on EC2. The instance id derives from the client token (EC2's idempotency).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from provisioner.clouds.base import OWNER_TAG, BlockedOffers, CloudError, Instance, LaunchSpec
+
+
+class ProcessCloud:
+    name = "docker"          # the bootstrap renders docker mode: the secret bundle is in secret_env
+
+    def __init__(self, folder: Path, jenkins_url: str, agent_jar: Path, *, blocked: BlockedOffers | None = None,
+                 launch_delay_s: float = 0.0, fail_types: tuple[str, ...] = (), start_agents: bool = True,
+                 agent_env: dict | None = None):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.jenkins_url, self.agent_jar = jenkins_url, Path(agent_jar)
+        self.blocked = blocked or BlockedOffers()
+        self.launch_delay_s = launch_delay_s
+        self.fail_types = fail_types
+        self.start_agents = start_agents
+        self.agent_env = agent_env or {}
+        self.launches = 0
+        self._lock = threading.Lock()
+
+    def _path(self, iid: str) -> Path:
+        return self.folder / f"{iid}.json"
+
+    def launch(self, spec: LaunchSpec) -> Instance:
+        offer = next((o for o in spec.candidates if o.key not in self.blocked.current()), None)
+        if offer is None:
+            raise CloudError("all blocked", code="AllOffersBlocked", kind="capacity")
+        if offer.instance_type in self.fail_types:
+            self.blocked.block(offer.key)
+            raise CloudError("no capacity", code="InsufficientInstanceCapacity", kind="capacity",
+                             offers=(offer.key,))
+        iid = "i-" + hashlib.sha256(spec.client_token.encode()).hexdigest()[:12]
+        with self._lock:
+            if self._path(iid).exists():
+                return self._instance(json.loads(self._path(iid).read_text()))
+            self.launches += 1
+        bundle = json.loads(spec.secret_env["PROVISIONER_SECRETS"])
+        node = spec.tags["provisioner:node"]
+        rec = {"id": iid, "type": offer.instance_type, "market": offer.market, "region": offer.region,
+               "launched": time.time(), "tags": spec.tags, "pid": None, "token": spec.client_token,
+               "node": node}
+        self._path(iid).write_text(json.dumps(rec))       # before the process: a kill leaves a record
+        if self.launch_delay_s:
+            time.sleep(self.launch_delay_s)
+        if self.start_agents:
+            work = self.folder / "work" / iid
+            work.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, **self.agent_env, "PROVISIONER_REPORT_URL": bundle.get("report_url", ""),
+                   "PROVISIONER_REPORT_TOKEN": bundle.get("report_token", ""),
+                   "PROVISIONER_INSTANCE_TYPE": offer.instance_type, "PROVISIONER_MARKET": offer.market,
+                   "PROVISIONER_REGION": offer.region, "PROVISIONER_PRICE_USD_PER_HOUR": str(offer.price)}
+            with open(work / "agent.log", "w") as out:
+                proc = subprocess.Popen(
+                    ["java", "-jar", str(self.agent_jar), "-url", self.jenkins_url, "-secret",
+                     bundle["agent_secret"], "-name", node, "-webSocket", "-workDir", str(work)],
+                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            rec["pid"] = proc.pid
+            self._path(iid).write_text(json.dumps(rec))
+        return self._instance(rec)
+
+    def _instance(self, rec: dict) -> Instance:
+        state = "running" if rec.get("pid") is None or _alive(rec["pid"]) else "terminated"
+        return Instance(rec["id"], rec["type"], rec["market"], rec["region"], state, rec["launched"],
+                        dict(rec["tags"]), address=rec["id"])
+
+    def records(self) -> list[dict]:
+        out = []
+        for p in sorted(self.folder.glob("i-*.json")):
+            try:
+                out.append(json.loads(p.read_text()))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def describe(self, owner: str) -> list[Instance]:
+        return [self._instance(r) for r in self.records() if r["tags"].get(OWNER_TAG) == owner
+                and self._instance(r).state != "terminated"]
+
+    def terminate(self, ids: list[str]) -> None:
+        for iid in ids:
+            p = self._path(iid)
+            try:
+                rec = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+            if rec.get("pid"):
+                _kill(rec["pid"])
+            p.unlink(missing_ok=True)
+
+    def kill_all(self) -> None:
+        for rec in self.records():
+            if rec.get("pid"):
+                _kill(rec["pid"])
+
+    def interrupt(self, iid: str) -> None:
+        """A spot interruption: the machine is gone (describe stops listing it)."""
+        rec = json.loads(self._path(iid).read_text())
+        if rec.get("pid"):
+            _kill(rec["pid"])
+        self._path(iid).unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:                                        # a zombie child of this process is gone, too
+        pid_done, _ = os.waitpid(pid, os.WNOHANG)
+        return pid_done == 0
+    except ChildProcessError:
+        return True
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
