@@ -1,8 +1,9 @@
 """Runner -> daemon report client (CONTRACTS.md 'Agent -> daemon').
 
 `Reporter.report(record)` POSTs the final usage record to `{URL}/v1/usage`; when the daemon is away
-(connection errors, 5xx) it retries with backoff within a bounded time, then spools the record to disk
-and sends it on the next use. `sample(...)` POSTs a live sample to `/v1/samples`, once, best effort.
+(connection errors, 5xx) it retries with backoff within a bounded time (`deadline_s`), then spools the
+record to disk and sends it on the next use. `sample(...)` hands a live sample to a background thread
+that POSTs it to `/v1/samples` once, best effort, so the runner's loop never waits on the daemon.
 Neither ever raises: a report failure is a warning and never changes the job's exit code.
 The token goes only into the Authorization header; it is never logged.
 """
@@ -68,7 +69,7 @@ class Reporter:
 
     def __init__(self, url: str, token: str, *, spool_dir: Path | None = None,
                  timeout_s: float = 5.0, attempts: int = 4, backoff_s: float = 0.5,
-                 deadline_s: float = 20.0, sample_timeout_s: float = 2.0,
+                 deadline_s: float = 12.0, sample_timeout_s: float = 5.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.url = url.rstrip("/")
         self._auth = _BearerAuth(token)
@@ -76,12 +77,19 @@ class Reporter:
         self._timeout = timeout_s
         self._attempts = max(1, attempts)
         self._backoff = backoff_s
-        self._deadline = deadline_s  # report() never holds the job's exit longer than about this
+        self._deadline = deadline_s  # report() never holds the job's exit longer than this
         self._sample_timeout = sample_timeout_s
         self._sleep = sleep
         self._sample_failures = 0
         self._spool_checked = False
         self._spool_lock = threading.Lock()
+        # Live samples: the latest one waiting for the sender thread (started on the first sample).
+        self._sample_lock = threading.Lock()
+        self._sample_next: dict | None = None
+        self._sample_wake = threading.Event()
+        self._sample_idle = threading.Event()
+        self._sample_idle.set()
+        self._sample_thread: threading.Thread | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **kwargs: Any) -> Reporter | None:
@@ -105,25 +113,29 @@ class Reporter:
             LOG.warning("usage report failed", exc_info=True)
 
     def _send_with_retries(self, record: dict) -> tuple[str, str]:
-        started = time.monotonic()
+        end = time.monotonic() + self._deadline
+        detail = "no time left"
         for attempt in range(self._attempts):
-            outcome, detail = self._post_usage(record)
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            outcome, detail = self._post_usage(record, timeout_s=min(self._timeout, remaining))
             if outcome != "retry":
                 return outcome, detail
             delay = self._backoff * 2 ** attempt * random.uniform(0.75, 1.25)  # jitter: no agents in step
-            if attempt + 1 == self._attempts or time.monotonic() - started + delay > self._deadline:
+            if attempt + 1 == self._attempts or time.monotonic() + delay >= end:
                 break
             LOG.debug("usage report: %s; retrying in %.1f s", detail, delay)
             self._sleep(delay)
         return "retry", detail
 
-    def _post_usage(self, record: dict) -> tuple[str, str]:
+    def _post_usage(self, record: dict, timeout_s: float | None = None) -> tuple[str, str]:
         """One POST -> (outcome, detail): 'sent', 'rejected' / 'unauthorized' (retrying cannot
         help; logged here) or 'retry' (the daemon is away)."""
         try:
             response = requests.post(self.url + USAGE_PATH, data=_json(record), auth=self._auth,
                                      headers={"Content-Type": "application/json"},
-                                     timeout=self._timeout)
+                                     timeout=timeout_s or self._timeout)
         except requests.RequestException as err:
             return "retry", type(err).__name__
         status = response.status_code
@@ -188,18 +200,57 @@ class Reporter:
 
     # -- live samples --
 
-    def sample(self, run_id: str, at: float | datetime | str, cpu_pct: float | None,
-               mem_bytes: int | None, gpu_util_pct: float | None) -> None:
-        """POST one live sample to /v1/samples: a single short try, failures only logged."""
-        body = {"run_id": run_id, "at": _iso(at), "cpu_pct": cpu_pct, "mem_bytes": mem_bytes,
-                "gpu_util_pct": gpu_util_pct}
+    def sample(self, run_id: str | Mapping[str, Any], at: float | datetime | str | None = None,
+               cpu_pct: float | None = None, mem_bytes: int | None = None,
+               gpu_util_pct: float | None = None) -> None:
+        """Queue one live sample for /v1/samples and return at once; never raises.
+
+        Takes the fields, or the whole body as one dict (`{run_id, at, cpu_pct, mem_bytes,
+        gpu_util_pct}`, what the runner's loop builds). A sample not yet sent when the next one comes
+        is replaced by it: only the latest utilisation is worth sending.
+        """
+        try:
+            if isinstance(run_id, Mapping):
+                body = dict(run_id)
+            else:
+                body = {"run_id": run_id, "cpu_pct": cpu_pct, "mem_bytes": mem_bytes,
+                        "gpu_util_pct": gpu_util_pct, "at": at if at is not None else time.time()}
+            body["at"] = _iso(body.get("at") if body.get("at") is not None else time.time())
+            with self._sample_lock:
+                self._sample_next = body
+                self._sample_idle.clear()
+                if self._sample_thread is None:
+                    self._sample_thread = threading.Thread(target=self._sample_loop, daemon=True,
+                                                           name="provisioner-samples")
+                    self._sample_thread.start()
+            self._sample_wake.set()
+        except Exception:
+            LOG.debug("usage sample not queued", exc_info=True)
+
+    def close(self, timeout_s: float = 2.0) -> bool:
+        """Wait up to `timeout_s` for the last queued sample to be sent; True when nothing is left."""
+        return self._sample_idle.wait(timeout_s)
+
+    def _sample_loop(self) -> None:
+        while True:
+            self._sample_wake.wait()
+            self._sample_wake.clear()
+            with self._sample_lock:
+                body, self._sample_next = self._sample_next, None
+            if body is not None:
+                self._post_sample(body)
+            with self._sample_lock:
+                if self._sample_next is None:
+                    self._sample_idle.set()
+
+    def _post_sample(self, body: dict) -> None:
         try:
             response = requests.post(self.url + SAMPLES_PATH, data=_json(body), auth=self._auth,
                                      headers={"Content-Type": "application/json"},
                                      timeout=self._sample_timeout)
             ok = response.status_code in (200, 201, 204)
-            problem = f"status {response.status_code}"
-        except Exception as err:  # never raise into the sampling loop
+            problem = f"HTTP {response.status_code}"
+        except Exception as err:  # a failed sample only costs that sample
             ok, problem = False, type(err).__name__
         if ok:
             self._sample_failures = 0
@@ -211,6 +262,11 @@ class Reporter:
         # Once per outage at warning level: a sample every 15 s must not flood the console.
         (LOG.warning if self._sample_failures == 1 else LOG.debug)(
             "usage sample to %s failed (%s)", safe_url(self.url), problem)
+
+
+def reporter_from_env(environ: Mapping[str, str] = os.environ, **kwargs: Any) -> Reporter | None:
+    """The runner's entry point: a Reporter when both PROVISIONER_REPORT_* variables are set."""
+    return Reporter.from_env(environ, **kwargs)
 
 
 def _json(value: Any) -> str:

@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.runner.report import Reporter, safe_url
+from provisioner.runner.report import Reporter, reporter_from_env, safe_url
 
 TOKEN = "s3cr3t-agent-token"
 RECORD = {"job": "app/main", "build": "7", "run_id": "0b6c4f1e-run-1", "start": "2026-01-02T03:04:05Z",
@@ -172,10 +173,21 @@ def test_report_never_raises(make, closed_port_url: str, tmp_path: Path) -> None
 # ---- live samples -------------------------------------------------------------------------------
 
 def test_a_sample_is_posted_with_an_iso_time(daemon: FakeDaemon, make) -> None:
-    make(daemon.url).sample("run-1", 1_767_323_045.5, 97.5, 209_715_200, None)
+    reporter = make(daemon.url)
+    reporter.sample("run-1", 1_767_323_045.5, 97.5, 209_715_200, None)
+    assert reporter.close(5)
     assert daemon.requests == [{"path": "/v1/samples", "auth": f"Bearer {TOKEN}", "body": {
         "run_id": "run-1", "at": "2026-01-02T03:04:05.500000Z", "cpu_pct": 97.5,
         "mem_bytes": 209_715_200, "gpu_util_pct": None}}]
+
+
+def test_a_sample_may_come_as_the_runners_payload_dict(daemon: FakeDaemon, make) -> None:
+    payload = {"run_id": "run-1", "at": "2026-01-02T03:04:05Z", "cpu_pct": 12.0, "mem_bytes": 1,
+               "gpu_util_pct": 40.0}
+    reporter = make(daemon.url)
+    reporter.sample(payload)
+    assert reporter.close(5)
+    assert [r["body"] for r in daemon.requests] == [payload]
 
 
 def test_samples_are_best_effort_and_warn_once(make, closed_port_url: str,
@@ -183,6 +195,7 @@ def test_samples_are_best_effort_and_warn_once(make, closed_port_url: str,
     reporter = make(closed_port_url)
     for _ in range(3):
         reporter.sample("run-1", 0.0, 1.0, 1, None)  # no exception, no retry
+        assert reporter.close(5)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "sample" in r.message]
     assert len(warnings) == 1
 
@@ -190,16 +203,48 @@ def test_samples_are_best_effort_and_warn_once(make, closed_port_url: str,
 def test_a_good_sample_sends_what_was_spooled(daemon: FakeDaemon, make, tmp_path: Path,
                                               closed_port_url: str) -> None:
     make(closed_port_url).report(RECORD)
-    make(daemon.url).sample("run-2", 0.0, 1.0, 1, 50.0)
+    reporter = make(daemon.url)
+    reporter.sample("run-2", 0.0, 1.0, 1, 50.0)
+    assert reporter.close(5)
     assert [r["path"] for r in daemon.requests] == ["/v1/samples", "/v1/usage"]
     assert spool_files(tmp_path) == []
+
+
+# ---- a daemon that accepts connections and never answers ----------------------------------------
+
+@pytest.fixture
+def hung_url() -> Iterator[str]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)  # the kernel completes the handshakes; nobody ever reads or answers
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+
+
+def test_a_hung_daemon_never_holds_up_the_sampling_loop(make, hung_url: str) -> None:
+    reporter = make(hung_url, sample_timeout_s=1.0)
+    started = time.monotonic()
+    for _ in range(5):
+        reporter.sample("run-1", 0.0, 1.0, 1, None)
+    assert time.monotonic() - started < 0.5  # generous: queuing is microseconds
+    assert reporter.close(1 + 5)  # the one in flight times out; the latest replaced the rest
+
+
+def test_a_hung_daemon_bounds_report_by_its_deadline(make, hung_url: str, tmp_path: Path) -> None:
+    reporter = make(hung_url, timeout_s=1.0, deadline_s=2.0, attempts=10)
+    started = time.monotonic()
+    reporter.report(RECORD)
+    assert time.monotonic() - started < 2 + 5
+    assert len(spool_files(tmp_path)) == 1
 
 
 # ---- configuration ------------------------------------------------------------------------------
 
 def test_from_env_needs_both_variables(tmp_path: Path) -> None:
-    assert Reporter.from_env({"PROVISIONER_REPORT_URL": "http://d:8080"}) is None
-    reporter = Reporter.from_env({"PROVISIONER_REPORT_URL": "http://d:8080/",
+    assert reporter_from_env({"PROVISIONER_REPORT_URL": "http://d:8080"}) is None
+    reporter = reporter_from_env({"PROVISIONER_REPORT_URL": "http://d:8080/",
                                   "PROVISIONER_REPORT_TOKEN": TOKEN}, spool_dir=tmp_path)
     assert reporter is not None and reporter.url == "http://d:8080"
     assert TOKEN not in repr(vars(reporter))
