@@ -116,9 +116,32 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--instance-type", metavar="TYPE", help="price the run as this EC2 type")
     p.add_argument("--log-group", metavar="GROUP",
                    help="also send the output to this CloudWatch Logs group (stream = run UUID)")
+    _remote_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
                    help="the command and its arguments, after --")
     p.set_defaults(func=handle)
+
+
+def _remote_arguments(p: argparse.ArgumentParser) -> None:
+    """`--remote` and its planning flags (provisioner/remote.py does the work)."""
+    from provisioner.cli.plan import _price
+    from provisioner.config import POLICIES
+    g = p.add_argument_group("remote", "run on a freshly launched instance chosen like `provisioner plan`")
+    g.add_argument("--remote", action="store_true",
+                   help="plan, launch an instance, run the job there, stream its output, terminate it")
+    g.add_argument("--cloud", choices=("ec2", "docker"), help="where to launch (default: the config's cloud)")
+    g.add_argument("--filter", action="append", default=[], metavar="F",
+                   help="a requirement such as vcpu>=8, mem>=16, gpu=a10g, spot (repeatable)")
+    g.add_argument("--label", metavar="EXPR", help="a Jenkins label expression, e.g. 'ec2 && vcpu=8'")
+    g.add_argument("--no-autotune", action="store_true", help="keep the declared vCPU and memory as hard limits")
+    g.add_argument("--policy", choices=POLICIES, help="deadline (default), cheapest or fastest")
+    g.add_argument("--region", action="append", metavar="R", help="region to consider (repeatable)")
+    g.add_argument("--max-price", type=_price, metavar="USD", help="maximum price per hour")
+    g.add_argument("--max-concurrent", type=_arg(_count), metavar="N",
+                   help="wait while N instances of this job (by name) are running")
+
+
+REMOTE_ONLY = ("cloud", "label", "policy", "region", "max_price", "max_concurrent")
 
 
 def build_spec(args: argparse.Namespace, ctx: Context, environ: Mapping[str, str]):
@@ -196,6 +219,13 @@ def handle(args: argparse.Namespace, ctx: Context) -> int:
         gc.enable()
     gc.freeze()
     try:
+        if args.remote:
+            from provisioner.remote import run_remote
+            return run_remote(args, ctx)
+        given = [f"--{n.replace('_', '-')}" for n in REMOTE_ONLY if getattr(args, n)]
+        given += ["--filter"] * bool(args.filter) + ["--no-autotune"] * args.no_autotune
+        if given:
+            raise UsageError(f"{', '.join(given)} only make sense with --remote")
         return _handle(args, ctx)
     finally:
         gc.freeze()
