@@ -55,3 +55,8 @@ cleanup_started() {
     wait "$STARTED_DOCKERD_PID" 2>/dev/null || true
   fi
 }
+
+ensure_postgres() {  # Debian's PostgreSQL binaries: tests/history/test_postgres.py starts its own throwaway cluster
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && return 0
+  apt_install postgresql
+}

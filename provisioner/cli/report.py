@@ -71,13 +71,14 @@ def load_records(store, since: str | None, jobs: list[str] | None, location: str
 
 def run_report(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner.report import ReportOptions, build_report, parse_since
+    from provisioner.report.aggregate import gc_paused
     from provisioner.report.render import render
 
     since = parse_since(args.since)
     defaults = ctx.config.defaults
     options = ReportOptions(top=args.top, mem_headroom=float(defaults["mem_headroom"]),
                             min_runs=int(defaults["autotune_min_runs"]))
-    with ctx.open_history(create=False) as store:
+    with ctx.open_history(create=False) as store, gc_paused():  # one dict per record, no cycles
         records = load_records(store, since, args.job, redact(ctx.history_location))
     report = build_report(records, options)
     note = (f"memory: peak x {1 + options.mem_headroom:g} + 0.5 GiB, rounded up; advice needs "
