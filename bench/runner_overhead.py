@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Wall-time overhead of `provisioner run` against `docker run --rm --init` of the same container.
 
-Alternating pairs (which of the two goes first is drawn from --seed), median of each side, ratio.
+Rounds of `provisioner run`, `docker run --rm --init` and a bare docker-SDK script that only
+creates, attaches, starts, waits and removes (the floor any SDK-based runner pays: interpreter and
+SDK start), in an order drawn from --seed each round; median of each, and the ratios.
 Targets (issue 3): `true` <= 1.8x (pure overhead: interpreter and SDK start), `sleep 10` <= 1.03x.
 Uses the local busybox test image (built once, no registry). Run from the repository root:
 
-    .venv/bin/python bench/runner_overhead.py [--pairs 10] [--sleep-pairs 10] [--seed 1]
+    .venv/bin/python bench/runner_overhead.py [--rounds 10] [--sleep-rounds 10] [--seed 1]
 
 --runner-only measures the runner's own cost: the same `main()`, with a parser that registers
 only the `run` command (so other commands' module imports are not counted).
@@ -32,27 +34,36 @@ def timed(argv: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def compare(image: str, command: list[str], pairs: int, rng: random.Random, history: str,
-            exe: str) -> tuple[float, float]:
-    ours = [exe, "--history", history, "run", "--job", "bench", "--image", image, "--", *command]
-    theirs = ["docker", "run", "--rm", "--init", "--network", "none", image, *command]
-    a: list[float] = []
-    b: list[float] = []
-    timed(ours), timed(theirs)  # warm caches once, not counted
+FLOOR = """\
+import sys, docker
+client = docker.from_env()
+c = client.containers.create(sys.argv[1], sys.argv[2:], init=True, network_mode="none")
+out = client.api.attach(c.id, stream=True, logs=True, demux=True)
+c.start()
+for chunk in out:
+    pass
+c.wait()
+c.remove(force=True)
+"""
+
+
+def compare(variants: dict[str, list[str]], pairs: int, rng: random.Random) -> dict[str, float]:
+    """Median wall time of each variant over `pairs` rounds, in a fresh random order each round."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for argv in variants.values():
+        timed(argv)  # warm caches once, not counted
     for _ in range(pairs):
-        if rng.random() < 0.5:
-            a.append(timed(ours))
-            b.append(timed(theirs))
-        else:
-            b.append(timed(theirs))
-            a.append(timed(ours))
-    return statistics.median(a), statistics.median(b)
+        order = list(variants)
+        rng.shuffle(order)
+        for name in order:
+            times[name].append(timed(variants[name]))
+    return {name: statistics.median(xs) for name, xs in times.items()}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=10, help="pairs for `true`")
-    ap.add_argument("--sleep-pairs", type=int, default=10, help="pairs for `sleep 10` (0: skip)")
+    ap.add_argument("--rounds", type=int, default=10, help="rounds for `true`")
+    ap.add_argument("--sleep-rounds", type=int, default=10, help="rounds for `sleep 10` (0: skip)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--exe", default=str(ROOT / ".venv" / "bin" / "provisioner"))
     ap.add_argument("--runner-only", action="store_true",
@@ -72,15 +83,24 @@ def main() -> int:
             wrapper.chmod(0o755)
             args.exe = str(wrapper)
         print(f"image {image}, seed {args.seed}, {'runner only' if args.runner_only else args.exe}")
-        for command, pairs, target in ((["true"], args.pairs, 1.8),
-                                       (["sleep", "10"], args.sleep_pairs, 1.03)):
+        floor = Path(tmp) / "sdk_floor.py"
+        floor.write_text(FLOOR)
+        for command, pairs, target in ((["true"], args.rounds, 1.8),
+                                       (["sleep", "10"], args.sleep_rounds, 1.03)):
             if pairs <= 0:
                 continue
-            ours, theirs = compare(image, command, pairs, rng, history, args.exe)
-            ratio = ours / theirs
-            print(f"{' '.join(command):10s} pairs {pairs:3d}: provisioner run {ours:.3f} s, "
-                  f"docker run {theirs:.3f} s (medians), ratio {ratio:.3f}x "
-                  f"(target <= {target}x: {'met' if ratio <= target else 'NOT met'})")
+            med = compare({
+                "provisioner": [args.exe, "--history", history, "run", "--job", "bench",
+                                "--image", image, "--", *command],
+                "docker": ["docker", "run", "--rm", "--init", "--network", "none", image, *command],
+                "sdk_floor": [sys.executable, str(floor), image, *command],
+            }, pairs, rng)
+            ratio = med["provisioner"] / med["docker"]
+            print(f"{' '.join(command):10s} rounds {pairs:3d}: provisioner run {med['provisioner']:.3f} s, "
+                  f"docker run {med['docker']:.3f} s, bare SDK script {med['sdk_floor']:.3f} s "
+                  f"(medians); ratio {ratio:.3f}x (target <= {target}x: "
+                  f"{'met' if ratio <= target else 'NOT met'}); bare SDK script alone "
+                  f"{med['sdk_floor'] / med['docker']:.3f}x")
     return 0
 
 
