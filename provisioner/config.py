@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from provisioner import paths
+from provisioner.alerts.validate import validate_rules, validate_sinks, validate_teams
 from provisioner.errors import ConfigError, UsageError
 from provisioner.units import parse_duration_s
 
@@ -176,8 +177,8 @@ SCHEMA: dict[str, Any] = {
                "boot_timeout_s": _positive, "orphan_grace_s": _positive, "report_url": _http_url,
                "remote_fs": _STR, "ondemand_after_interruptions": _count, "blocked_offer_ttl_s": _positive,
                "lease_ttl_s": _positive, "launch_workers": _count},
-    "teams": _DICT,
-    "alerts": {"sinks": _LIST, "rules": _LIST, "rate_limit_s": _positive},
+    "teams": validate_teams,
+    "alerts": {"sinks": validate_sinks, "rules": validate_rules, "rate_limit_s": _positive},
 }
 
 

@@ -13,7 +13,7 @@ from provisioner.errors import NoOfferError, ProvisionerError
 
 # Each is a module provisioner.cli.<name> with register(subparsers, common). Keep their imports of
 # heavy libraries (boto3, docker) inside functions: `plan` must start fast.
-COMMANDS = ("plan", "catalog", "history", "run", "report", "daemon")
+COMMANDS = ("plan", "catalog", "history", "run", "report", "daemon", "alerts")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -293,3 +293,17 @@ def test_an_older_database_migrates_forward_and_keeps_its_runs(pg_url):
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     expected = {t for sql in postgres.PG_MIGRATIONS for t in _tables(sql)} | {"provisioner_meta"}
     assert tables == expected
+
+
+def test_alert_state_in_postgres_dedups_and_rate_limits(pg_url):
+    from provisioner.alerts.state import open_alert_state
+    with open_alert_state(pg_url) as state, open_alert_state(pg_url) as other:  # two processes' worth
+        assert state.claim("oom:train:1:r1", 100.0)
+        assert not other.claim("oom:train:1:r1", 100.0)
+        assert state.admit("oom:train", 600, 100.0) == (True, 0)
+        assert other.admit("oom:train", 600, 200.0) == (False, 1)
+        assert state.admit("oom:train", 600, 701.0) == (True, 1)
+        state.release("oom:train:1:r1")
+        assert other.claim("oom:train:1:r1", 800.0)
+    with open_store(pg_url) as store:  # the store itself is untouched by the extra table
+        assert store.schema_version() == postgres.SCHEMA_VERSION

@@ -1,0 +1,77 @@
+"""The config's `alerts` and `teams` sections: validators (hooked into config.SCHEMA) and parsing.
+
+```yaml
+alerts:
+  rate_limit_s: 900              # per (kind, job): at most one message in this window; the rest counted
+  sinks:
+    - {name: chat, type: slack, webhook_url_env: SLACK_WEBHOOK}        # or webhook_url: https://...
+    - {name: oncall, type: smtp, host: smtp.internal, port: 587, starttls: true,
+       from: ci@acme.com, to: [oncall@acme.com], user: ci, password_env: SMTP_PASSWORD}
+    - {name: pager, type: sns, topic_arn: "arn:aws:sns:us-east-1:123456789012:ci", region: us-east-1}
+  rules:
+    - {on: [failure, timeout, oom, interruption], jobs: ["release/*"], sinks: [chat, oncall]}
+    - {on: [oom], teams: [ml], rate_limit_s: 3600}
+    - {on: [budget], budget_usd: 500, period: month, thresholds: [0.8, 1.0], teams: [ml], sinks: [pager]}
+```
+
+A rule without `sinks` goes to every sink; without `jobs`/`teams` it matches every job. With sinks
+and no rules at all, failures, timeouts, OOM kills and interruptions of every job go to every sink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from provisioner.alerts.validate import KINDS, PERIODS, RUN_KINDS, SINK_TYPES  # noqa: F401  (re-exported)
+from provisioner.errors import UsageError
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    name: str
+    type: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rule:
+    on: tuple[str, ...]
+    jobs: tuple[str, ...] = ()          # fnmatch patterns; empty = every job
+    teams: tuple[str, ...] = ()
+    sinks: tuple[str, ...] = ()         # empty = every sink
+    rate_limit_s: float | None = None   # None = the section's
+    budget_usd: float | None = None
+    period: str = "month"
+    thresholds: tuple[float, ...] = (1.0,)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    sinks: tuple[SinkConfig, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    rate_limit_s: float = 900
+
+
+# ---- parsing (after validation) ------------------------------------------------------------------
+
+def parse_alerts(section: dict | None) -> AlertSettings:
+    """AlertSettings from the validated `alerts` section (the config's defaults when None)."""
+    section = section or {}
+    sinks = tuple(SinkConfig(s["name"], s["type"], {k: v for k, v in s.items() if k not in ("name", "type")})
+                  for s in section.get("sinks") or [])
+    rules = []
+    for r in section.get("rules") or []:
+        on = (r["on"],) if isinstance(r["on"], str) else tuple(r["on"])
+        rules.append(Rule(on=on, jobs=tuple(r.get("jobs") or ()), teams=tuple(r.get("teams") or ()),
+                          sinks=tuple(r.get("sinks") or ()), rate_limit_s=r.get("rate_limit_s"),
+                          budget_usd=r.get("budget_usd"), period=r.get("period", "month"),
+                          thresholds=tuple(sorted(r.get("thresholds") or [1.0]))))
+    known = {s.name for s in sinks}
+    for i, rule in enumerate(rules, 1):
+        unknown = [n for n in rule.sinks if n not in known]
+        if unknown:
+            raise UsageError(f"alerts.rules item {i}: unknown sink {', '.join(unknown)} "
+                             f"(configured: {', '.join(sorted(known)) or 'none'})")
+    if sinks and not rules:
+        rules.append(Rule(on=RUN_KINDS))
+    return AlertSettings(sinks=sinks, rules=tuple(rules), rate_limit_s=float(section.get("rate_limit_s") or 900))
