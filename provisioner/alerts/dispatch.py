@@ -123,3 +123,19 @@ class Alerter:
         outcomes += self.check_budgets(store)
         self.state.prune(self.clock())
         return outcomes
+
+
+def alert_on_record(alerts_section: dict | None, history_location: str, record: dict) -> list[Outcome]:
+    """The one call `provisioner run` (after storing a standalone run's record) or the daemon (per
+    record an agent posts) makes. Never raises: an alert problem is logged, the caller carries on."""
+    try:
+        settings = parse_alerts(alerts_section)
+        if not (settings.sinks and settings.rules):
+            return []
+        from provisioner.alerts.state import open_alert_state
+        from provisioner.history import open_store
+        with open_alert_state(history_location) as state, open_store(history_location) as store:
+            return Alerter(settings, state).on_record(record, store)
+    except Exception as exc:  # noqa: BLE001 - alerts must never fail a build or the daemon
+        log.warning("alerts for run %s not raised: %s", record.get("run_id"), exc)
+        return []

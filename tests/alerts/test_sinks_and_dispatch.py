@@ -149,3 +149,15 @@ def test_cli_alerts_check_and_test(cli, tmp_path, http_sink, smtp_server):
     assert "Traceback" not in broken.stderr
     none = cli("alerts", "check", "--history", hist)
     assert none.returncode == 2 and "no alert sinks configured" in none.stderr
+
+
+def test_alert_on_record_is_one_safe_call(tmp_path, http_sink):
+    from provisioner.alerts.dispatch import alert_on_record
+    hist = str(tmp_path / "h.sqlite3")
+    section = {"sinks": [{"name": "chat", "type": "slack", "webhook_url": http_sink.url}]}
+    assert [o.status for o in alert_on_record(section, hist, run(n=1, **OOM))] == ["sent"]
+    assert [o.status for o in alert_on_record(section, hist, run(n=1, **OOM))] == ["duplicate"]
+    assert alert_on_record(None, hist, run(n=2, **OOM)) == []                       # alerts not configured
+    corrupt = tmp_path / "corrupt.sqlite3"
+    corrupt.write_bytes(b"x" * 4096)
+    assert alert_on_record(section, str(corrupt), run(n=3, **OOM)) == []            # logged, not raised
