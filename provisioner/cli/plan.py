@@ -9,7 +9,6 @@ import sys
 
 from provisioner.cli.context import Context
 from provisioner.config import POLICIES
-from provisioner.planner import plan_job
 from provisioner.units import format_duration
 
 log = logging.getLogger(__name__)
@@ -45,6 +44,7 @@ def _price(text: str) -> float:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    from provisioner.planner import plan_job  # the catalog and selection: only when planning
     settings_flags = {"timeout": args.timeout, "policy": args.policy, "regions": args.region,
                       "max_price": args.max_price, "no_autotune": args.no_autotune}
     result = plan_job(ctx, label=args.label, filters=args.filter, job=args.job, **settings_flags)
