@@ -254,8 +254,10 @@ def rightsizing(records: Iterable[dict], mem_headroom: float = 0.2, min_runs: in
             mem = math.ceil(memory_floor(max(need), mem_headroom))
             row["suggested_mem_gib"] = mem
             if req_mem is not None and mem < req_mem:
+                counted = f" ({len(ooms)} OOM kill{'s' if len(ooms) > 1 else ''} counted at 1.5x " \
+                    "their peak)" if ooms else ""
                 row["advice"].append(f"job {job} asked for {req_mem:g} GiB and peaked at "
-                                     f"{max(peaks):.3g} GiB over {len(ok)} runs: use mem={mem}")
+                                     f"{max(peaks):.3g} GiB over {len(ok)} runs{counted}: use mem={mem}")
             elif req_mem is not None and mem > req_mem and ooms:
                 row["advice"].append(f"job {job} asked for {req_mem:g} GiB and was OOM-killed in "
                                      f"{len(ooms)} of {len(runs)} runs: use mem={mem}")

@@ -111,3 +111,11 @@ def test_build_report_limits_weekly_rows_to_the_ranked_jobs():
     assert report["totals"] == {"runs": 5, "jobs": 5, "first_start": records[0]["start"],
                                 "last_start": records[-1]["start"], "cost_usd": 10.0,
                                 "runs_without_cost": 0, "hours": 5.0}
+
+
+def test_rightsizing_says_when_an_oom_kill_drove_the_suggestion():
+    runs = [rec("x", i, mem_gib=5, requested_mem_gib=32) for i in range(5)]
+    runs.append(rec("x", 9, mem_gib=6, requested_mem_gib=32, exit_code=137, oom_killed=True))
+    (row,) = rightsizing(runs)
+    assert row["advice"] == ["job x asked for 32 GiB and peaked at 5 GiB over 5 runs "
+                             "(1 OOM kill counted at 1.5x their peak): use mem=12"]
