@@ -1,0 +1,133 @@
+"""`python3 -m provisioner.agent COMMAND`: the bootstrap's helpers on the instance.
+
+  secrets --from-env [NAME] | --from-ssm NAME --region R   fetch the secret bundle into 0600 files
+  job -- RUN-OPTIONS -- COMMAND                             job mode: one `provisioner run`
+  fetch-agent-jar JENKINS_URL OUT                           GET {JENKINS_URL}/jnlpJars/agent.jar
+  plan-env                                                  shell exports that correct the plan
+                                                            from instance metadata (EC2 only)
+
+Exit codes: the job's own for `job`; 125 when a helper failed before the job ran (CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+EXIT_BEFORE_JOB = 125
+
+
+def _state_dir(value: str | None) -> Path:
+    return Path(value or os.environ.get("PROVISIONER_STATE_DIR") or "/run/provisioner")
+
+
+def cmd_secrets(a: argparse.Namespace) -> int:
+    from provisioner.agent import secrets
+    try:
+        if a.from_ssm:
+            from provisioner import aws
+            client = aws.client("ssm", region=a.region)
+            bundle = secrets.from_ssm(a.from_ssm, client, wait_s=a.wait)
+        else:
+            bundle = secrets.from_env(os.environ, a.from_env or secrets.BUNDLE_ENV)
+        written = secrets.write_files(bundle, _state_dir(a.state_dir))
+    except (secrets.SecretError, OSError) as exc:
+        print(f"provisioner-agent: error: {exc}", file=sys.stderr)
+        return EXIT_BEFORE_JOB
+    except Exception as exc:  # boto errors (no credentials, access denied): name the kind only
+        print(f"provisioner-agent: error: cannot read the secret bundle: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return EXIT_BEFORE_JOB
+    print(f"provisioner-agent: secrets in place ({len(written)} files, mode 0600)", flush=True)
+    return 0
+
+
+def cmd_job(a: argparse.Namespace) -> int:
+    from provisioner.agent.supervise import run_job
+    args = list(a.run_args)
+    if args and args[0] == "--":
+        args = args[1:]
+    return run_job(args, _state_dir(a.state_dir))
+
+
+def cmd_fetch_agent_jar(a: argparse.Namespace) -> int:
+    """Download agent.jar, retrying while the controller is not reachable yet."""
+    url = a.jenkins_url.rstrip("/") + "/jnlpJars/agent.jar"
+    target = Path(a.out)
+    deadline = time.monotonic() + a.wait
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                data = resp.read()
+            tmp = target.with_name(target.name + ".part")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+            print(f"provisioner-agent: agent.jar from {url} ({len(data)} bytes)", flush=True)
+            return 0
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                print(f"provisioner-agent: error: cannot download {url}: {exc}", file=sys.stderr)
+                return EXIT_BEFORE_JOB
+            time.sleep(2)
+
+
+def cmd_plan_env(_: argparse.Namespace) -> int:
+    """Print `export` lines for what instance metadata says (type, market, region, instance id)
+    where it differs from the rendered plan; nothing where there is no metadata service."""
+    import shlex
+    from provisioner.agent.imds import Imds, ImdsError, resolve_url
+    from provisioner.runner.pricing import on_ec2
+    url = resolve_url(os.environ, on_ec2)
+    if not url:
+        return 0
+    try:
+        imds = Imds(url)
+        found = {"PROVISIONER_INSTANCE_ID": imds.get("instance-id"),
+                 "PROVISIONER_INSTANCE_TYPE": imds.get("instance-type"),
+                 "PROVISIONER_REGION": imds.get("placement/region")}
+        life = imds.get("instance-life-cycle")
+        found["PROVISIONER_MARKET"] = {"spot": "spot", "on-demand": "on-demand"}.get(life or "")
+    except ImdsError as exc:
+        print(f"provisioner-agent: warning: {exc}; keeping the rendered plan", file=sys.stderr)
+        return 0
+    changed = {k: v for k, v in found.items() if v and os.environ.get(k) != v}
+    for key, value in changed.items():
+        print(f"export {key}={shlex.quote(value)}")
+    if {"PROVISIONER_INSTANCE_TYPE", "PROVISIONER_MARKET"} & changed.keys():
+        print("unset PROVISIONER_PRICE_USD_PER_HOUR")   # the runner prices it from the catalog
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m provisioner.agent", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("secrets", help="fetch the secret bundle into 0600 files")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from-env", nargs="?", const="PROVISIONER_SECRETS", metavar="NAME")
+    src.add_argument("--from-ssm", metavar="PARAMETER")
+    s.add_argument("--region")
+    s.add_argument("--wait", type=float, default=600.0, help="seconds to wait for the SSM parameter")
+    s.add_argument("--state-dir")
+    s.set_defaults(func=cmd_secrets)
+    j = sub.add_parser("job", help="job mode: run one `provisioner run`")
+    j.add_argument("--state-dir")
+    j.add_argument("run_args", nargs=argparse.REMAINDER)
+    j.set_defaults(func=cmd_job)
+    f = sub.add_parser("fetch-agent-jar", help="download agent.jar from the controller")
+    f.add_argument("jenkins_url")
+    f.add_argument("out")
+    f.add_argument("--wait", type=float, default=120.0)
+    f.set_defaults(func=cmd_fetch_agent_jar)
+    e = sub.add_parser("plan-env", help="exports correcting the plan from instance metadata")
+    e.set_defaults(func=cmd_plan_env)
+    a = p.parse_args(argv)
+    return a.func(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""The launcher's side of job mode (`provisioner run --remote`, provisioner/remote.py): the plan,
+the cloud, the bootstrap and secrets of one instance, how to follow it, and its final record.
+Small functions, most of them pure, so that remote.py reads as the sequence of steps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from provisioner import bootstrap, records
+from provisioner.agent import secrets
+from provisioner.catalog.model import SPOT, Offer
+from provisioner.clouds.base import Cloud, CloudError, Instance
+from provisioner.runner.console import Console
+
+DEFAULT_LOG_GROUP = "/provisioner/jobs"       # the IAM policies grant /provisioner/*
+RUN_GRACE_DEFAULT = 10.0                      # `provisioner run --grace`'s own default
+LAUNCHER_PID_TAG, LAUNCHER_STARTED_TAG = "provisioner:launcher-pid", "provisioner:launcher-started"
+
+
+# ---- plan and cloud ---------------------------------------------------------------------------
+
+def plan(args: argparse.Namespace, ctx: Any, job: str, cloud_name: str, arch: str) -> Any:
+    """planner.plan_job with the run's flags. The docker cloud runs the host's architecture only,
+    so a request that names none gets `arch=<host>`; `--instance-type T` means `type=T`."""
+    from provisioner.planner import plan_job
+    filters = list(args.filter or [])
+    said = " ".join([args.label or "", *filters])
+    if cloud_name == "docker" and "arch" not in said:
+        filters.append(f"arch={arch}")
+    if args.instance_type:
+        filters.append(f"type={args.instance_type}")
+    timeout = f"{args.timeout:g}s" if args.timeout else None
+    return plan_job(ctx, label=args.label, filters=filters, job=job, timeout=timeout, policy=args.policy,
+                    regions=args.region, max_price=args.max_price, no_autotune=args.no_autotune)
+
+
+def make_cloud(name: str, ctx: Any) -> Cloud:
+    from provisioner.clouds.base import BlockedOffers
+    config = ctx.config
+    if name == "docker":
+        from provisioner.clouds.docker import DockerCloud, DockerSettings
+        return DockerCloud(settings=DockerSettings.from_config(config.section("docker")), blocked=BlockedOffers())
+    from provisioner.clouds.ec2 import Ec2Cloud
+    from provisioner.clouds.ec2_params import Ec2Settings
+    settings = Ec2Settings.from_config(config.section("ec2"), config.regions)
+    if not (settings.images and any(settings.images.values())):
+        raise CloudError("no image configured for ec2: set ec2.images.<region>.<x86_64|arm64|gpu_x86_64|"
+                         "gpu_arm64> to the pre-warmed AMI (agent_bootstrap/packer)", code="Config", kind="config")
+    return Ec2Cloud(None, settings, blocked=BlockedOffers())
+
+
+def spot_only(requirements: Any) -> bool:
+    """A `spot` atom is hard: fail over to other spot offers only (CONTRACTS.md)."""
+    text = (getattr(requirements, "text", "") or "").replace("!spot", "")
+    return bool(getattr(requirements, "has_market_atom", False)) and "spot" in text
+
+
+def starting_line(candidate: Any) -> str:
+    """The original tool's line, e.g. `Starting r5.large spot:True price:0.07/0.13 ...`."""
+    o: Offer = candidate.offer
+    ondemand = f"{o.ondemand_price:.4f}" if o.ondemand_price is not None else "?"
+    return (f"Starting {o.instance_type} spot:{o.market == SPOT} price:{o.price:.4f}/{ondemand} "
+            f"perf/price:{candidate.perf_per_price:.0f} score:{candidate.score:.0f} vcpu:{o.vcpu} "
+            f"mem:{o.memory_gib:.2f} AZ:{o.az or o.region}")
+
+
+# ---- the instance's bootstrap -----------------------------------------------------------------
+
+def job_grace_s(args: argparse.Namespace) -> float:
+    """On an instance the job gets the spot notice's budget unless --grace says otherwise."""
+    return bootstrap.DEFAULT_GRACE_S if args.grace == RUN_GRACE_DEFAULT else float(args.grace)
+
+
+def job_budget_s(args: argparse.Namespace, spec: Any) -> float:
+    """How long the remote `provisioner run` may take, retries and their delays included."""
+    attempts = (args.retry or 0) + 1
+    delays = sum(min(args.retry_delay * 2 ** n, 3600) for n in range(attempts - 1))
+    return attempts * (spec.timeout_s + job_grace_s(args)) + delays + 60
+
+
+def run_args(args: argparse.Namespace, spec: Any, job: Any) -> tuple[str, ...]:
+    """The remote `provisioner run` options and command; env values travel in the secret bundle."""
+    out = ["--image", spec.image, "--timeout", f"{spec.timeout_s:g}s", "--grace", f"{job_grace_s(args):g}s",
+           "--job", job.job]
+    if job.build:
+        out += ["--build", job.build]
+    if args.retry:
+        out += ["--retry", str(args.retry), "--retry-delay", f"{args.retry_delay:g}s"]
+        if args.retry_on:
+            out += ["--retry-on", args.retry_on]
+    for volume in spec.volumes:
+        out += ["--volume", volume]
+    for flag, value in (("--workdir", spec.workdir), ("--user", spec.user), ("--gpus", spec.gpus),
+                        ("--name", spec.name), ("--log-group", args.log_group)):
+        if value:
+            out += [flag, value]
+    if spec.memory_bytes:
+        out += ["--memory", f"{-(-spec.memory_bytes // (1024 * 1024))}M"]
+    if spec.cpus:
+        out += ["--cpus", f"{spec.cpus:g}"]
+    out += ["--network", spec.network]
+    for key, value in spec.labels.items():
+        out += ["--container-label", f"{key}={value}"]
+    for extra in args.docker_args or ():
+        out += ["--docker-args", extra]
+    return tuple(out + ["--", *spec.command])
+
+
+def bootstrap_spec(args: argparse.Namespace, spec: Any, job: Any, run_id: str, lifetime_s: float) -> Any:
+    return bootstrap.BootstrapSpec(run_id=run_id, expires_at=bootstrap.expires_at(lifetime_s),
+                                   run_args=run_args(args, spec, job), grace_s=job_grace_s(args),
+                                   log_group=args.log_group or DEFAULT_LOG_GROUP)
+
+
+def user_data(offer: Offer, bspec: Any, cloud_name: str) -> str:
+    return bootstrap.render_user_data("job", offer, bspec, cloud_name)
+
+
+def secret_bundle(spec: Any, environ: Mapping[str, str]) -> dict:
+    """The job's environment, and the daemon's report URL/token when this run has them."""
+    return secrets.make_bundle(report_url=environ.get("PROVISIONER_REPORT_URL"),
+                               report_token=environ.get("PROVISIONER_REPORT_TOKEN"), job_env=spec.env)
+
+
+def secret_env(cloud_name: str, bundle: dict) -> dict[str, str]:
+    return bootstrap.secret_env(cloud_name, bundle)
+
+
+def tags(owner: str, job: Any, run_id: str, expires: str) -> dict[str, str]:
+    from provisioner.runner.owners import process_started
+    out = {"provisioner:owner": owner, "provisioner:job": job.job, "provisioner:run-id": run_id,
+           "provisioner:expires-at": expires, LAUNCHER_PID_TAG: str(os.getpid()),
+           LAUNCHER_STARTED_TAG: f"{process_started(os.getpid()) or 0:.2f}"}
+    if job.build:
+        out["provisioner:build"] = job.build
+    if job.team:
+        out["provisioner:team"] = job.team
+    return out
+
+
+def orphans(instances: list[Instance]) -> list[Instance]:
+    """Instances whose `run --remote` process on this host is gone (it was SIGKILLed)."""
+    from provisioner.runner.owners import owner_alive
+    out = []
+    for inst in instances:
+        pid = inst.tags.get(LAUNCHER_PID_TAG, "")
+        try:
+            started = float(inst.tags.get(LAUNCHER_STARTED_TAG, ""))
+        except ValueError:
+            started = None
+        if pid.isdigit() and int(pid) != os.getpid() and not owner_alive(int(pid), started):
+            out.append(inst)
+    return out
+
+
+# ---- EC2 secrets ------------------------------------------------------------------------------
+
+def hand_over_ec2_secrets(instance: Instance, parameter: str, bundle: dict) -> None:
+    """The bundle as an SSM SecureString tagged with the instance's ARN (the instance polls for it)."""
+    from provisioner import aws
+    try:
+        account = aws.client("sts", region=instance.region).get_caller_identity()["Account"]
+        arn = f"arn:aws:ec2:{instance.region}:{account}:instance/{instance.id}"
+        secrets.put_ssm(aws.client("ssm", region=instance.region), parameter, bundle, arn)
+    except Exception as exc:
+        raise CloudError(f"cannot hand the secret bundle to {instance.id} via SSM: {type(exc).__name__}: {exc}",
+                         code="SecretHandover", kind="auth") from None
+
+
+def discard_ec2_secrets(parameter: str, region: str) -> None:
+    try:
+        from provisioner import aws
+        secrets.delete_ssm(aws.client("ssm", region=region, max_attempts=2), parameter)
+    except Exception:
+        pass      # never there, or no credentials: nothing to clean
+
+
+# ---- following ---------------------------------------------------------------------------------
+
+def follower(cloud: Cloud, instance: Instance, events: Any, tag: object, log_group: str) -> Any:
+    from provisioner.agent.follow import CloudWatchFollower, DockerFollower
+    if cloud.name == "docker":
+        return DockerFollower(cloud.client, instance.id, events, tag).start()   # type: ignore[attr-defined]
+    from provisioner import aws
+    logs = aws.client("logs", region=instance.region)
+    alive = lambda: any(i.id == instance.id for i in cloud.describe(instance.tags["provisioner:owner"]))
+    return CloudWatchFollower(logs, log_group, instance.id, alive, events, tag).start()
+
+
+def signal_instance(cloud: Cloud, instance: Instance, name: str) -> None:
+    """Ask the instance's bootstrap to stop the job (docker: a signal to the container)."""
+    try:
+        cloud.client.api.kill(instance.id, signal=name)     # type: ignore[attr-defined]
+    except Exception:
+        pass          # already gone: its end is reported by the follower
+
+
+def event_text(value: dict) -> str:
+    return {"interrupted": "spot interruption notice; the job was stopped",
+            "expired": "maximum lifetime reached; the job was stopped",
+            "idle": "idle; the agent was stopped"}.get(str(value.get("event")), json.dumps(value))
+
+
+# ---- the record and the summary --------------------------------------------------------------
+
+def final_record(outcome: Any, instance: Instance | None, best: Any, job: Any, spec: Any, result: Any,
+                 args: argparse.Namespace, *, instance_s: float, cloud: str,
+                 terminated_at: float | None = None) -> dict:
+    """The remote run's usage record (the one the instance's `provisioner run` produced, else one
+    made here), plus what only the launcher knows: instance, boot and instance time and cost."""
+    offer = best.offer
+    if instance is not None and instance.instance_type and instance.instance_type != offer.instance_type:
+        offer = offer._replace(instance_type=instance.instance_type, market=instance.market)
+    record = dict(outcome.record or {})
+    if not record.get("run_id"):
+        ran = max(0.0, instance_s - (outcome.ready_s or 0.0))
+        record = {"job": job.job, "build": job.build, "run_id": str(uuid.uuid4()),
+                  "start": records.iso_utc(datetime.now(timezone.utc) - timedelta(seconds=ran)),
+                  "duration_s": round(ran, 3), "instance_type": offer.instance_type, "region": offer.region,
+                  "market": offer.market, "vcpu": offer.vcpu, "price_usd_per_hour": offer.price,
+                  "ondemand_usd_per_hour": offer.ondemand_price,
+                  "cost_usd": round(offer.price * ran / 3600, 6), "image": spec.image,
+                  "triggered_by": job.triggered_by, "team": job.team}
+    record["exit_code"] = outcome.exit_code
+    if outcome.exit_code == 124:
+        record["timed_out"] = True
+    if outcome.exit_code in (130, 143) and not record.get("interrupted"):
+        record["interrupted"] = True
+    # What the user asked for (the instance's runner only saw the limits the plan gave it).
+    req = result.requirements
+    record["requested"] = " && ".join(x for x in [args.label, *(args.filter or [])] if x) or None
+    record["requested_vcpu"] = req.vcpu
+    record["requested_mem_gib"] = req.mem_gib
+    for key in ("triggered_by", "team", "build"):
+        if record.get(key) is None:
+            record[key] = getattr(job, key)
+    record.update(cloud=cloud, instance_id=instance.id if instance else None,
+                  boot_s=round(outcome.ready_s, 3) if outcome.ready_s is not None else None,
+                  instance_s=round(instance_s, 3),
+                  instance_cost_usd=round(offer.price * instance_s / 3600, 6), remote=True,
+                  terminated_at=records.iso_utc(datetime.fromtimestamp(terminated_at, timezone.utc))
+                  if terminated_at else None)
+    return records.normalise(record)
+
+
+def store_and_summarise(record: dict, ctx: Any, console: Console, summary_json: str | None) -> None:
+    from provisioner.runner.summary import summary_line
+    try:
+        with ctx.open_history() as store:
+            store.add(record)
+    except Exception as exc:
+        console.warn(f"usage record not written to the history store: {exc}")
+    notional = " (notional EC2 price)" if record.get("cloud") == "docker" else ""
+    boot = f"{record['boot_s']:.2f} s" if record.get("boot_s") is not None else "n/a"
+    console.info(f"Remote: instance {record.get('instance_id')} {record.get('instance_type')} "
+                 f"{record.get('market')} {record.get('region')}; boot {boot}, instance "
+                 f"{record['instance_s']:.2f} s, instance cost ${record['instance_cost_usd']:.6f}{notional}")
+    console.info(f"Summary: {summary_line(record)}")
+    if summary_json:
+        target = Path(summary_json)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dict(record, summary_line=summary_line(record)), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, target)
