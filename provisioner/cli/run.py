@@ -231,6 +231,16 @@ def handle(args: argparse.Namespace, ctx: Context) -> int:
         gc.freeze()
 
 
+def _standalone_alerts(ctx: Context) -> Callable[[dict], Any] | None:
+    """Alerts for a run no daemon serves (with a reporter, the daemon raises them)."""
+    section = ctx.config.data.get("alerts") or {}
+    if not section.get("sinks"):  # with sinks and no rules, the default rules apply
+        return None
+    from provisioner.alerts.dispatch import alert_on_record
+    location = ctx.history_location
+    return lambda record: alert_on_record(section, location, record)
+
+
 def _handle(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner.runner.console import Console
     from provisioner.runner.pricing import resolve_pricing
@@ -243,10 +253,11 @@ def _handle(args: argparse.Namespace, ctx: Context) -> int:
     console = Console(sys.stdout, sys.stderr)
     job = JobInfo.from_env(args.job, args.build, environ, ctx.config.data.get("teams"))
     region = environ.get("PROVISIONER_REGION") or (ctx.config.regions or ["us-east-1"])[0]
+    reporter = make_reporter(environ, console.warn)
     services = Services(
         client=docker_client(), console=console, store_factory=ctx.open_history,
-        reporter=make_reporter(environ, console.warn),
-        sink_factories=make_sink_factories(args.log_group, region, console.warn))
+        reporter=reporter, sink_factories=make_sink_factories(args.log_group, region, console.warn),
+        on_record=None if reporter is not None else _standalone_alerts(ctx))
     pricing = resolve_pricing(args.instance_type, environ, default_region=region)
     outcome = RunSession(services).run(spec, job, policy, pricing, args.summary_json)
     return outcome.exit_code

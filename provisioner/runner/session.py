@@ -51,6 +51,7 @@ class Services:
     ecr_client_factory: Callable[[str], Any] = default_ecr_client
     owner: Owner | None = None
     sample_every_s: float = 15.0                        # live samples to the reporter
+    on_record: Callable[[dict], Any] | None = None      # after storing, e.g. alerts for standalone runs
 
 
 @dataclass
@@ -204,6 +205,11 @@ class RunSession:
                 self.s.reporter.report(record)
             except Exception as exc:
                 self.console.warn(f"usage record not reported to the daemon: {exc}")
+        if self.s.on_record is not None:
+            try:
+                self.s.on_record(record)
+            except Exception as exc:
+                self.console.warn(f"after-run hook failed: {exc}")
 
     @staticmethod
     def _pause(events: queue.SimpleQueue, seconds: float) -> int | None:
