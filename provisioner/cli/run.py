@@ -163,10 +163,27 @@ def build_spec(args: argparse.Namespace, ctx: Context, environ: Mapping[str, str
         image=image, command=tuple(command),
         timeout_s=args.timeout or parse_duration_s(defaults.get("timeout") or "6h"),
         grace_s=args.grace, env=env, volumes=tuple(args.volume or ()), workdir=args.workdir,
-        user=args.user, gpus=args.gpus, memory_bytes=args.memory, cpus=args.cpus,
+        user=args.user, gpus=args.gpus, **_instance_ceiling(args.cpus, args.memory, environ),
         network=args.network, name=args.name,
         labels=dict(parse_label(t) for t in args.container_label or ()),
         extra=parse_extra_args(args.docker_args or ()))
+
+
+def _instance_ceiling(cpus: float | None, memory: int | None, environ: Mapping[str, str]) -> dict:
+    """On a docker-cloud instance (PROVISIONER_CPUS / PROVISIONER_MEMORY in bytes), builds are
+    sibling containers on the host: the instance's size is their default and their ceiling."""
+    def number(name: str) -> float | None:
+        try:
+            value = float(environ.get(name, ""))
+        except ValueError:
+            return None
+        return value if value > 0 else None
+    cap_cpus, cap_mem = number("PROVISIONER_CPUS"), number("PROVISIONER_MEMORY")
+    if cap_cpus is not None:
+        cpus = min(cpus, cap_cpus) if cpus else cap_cpus
+    if cap_mem is not None:
+        memory = min(memory, int(cap_mem)) if memory else int(cap_mem)
+    return {"cpus": cpus, "memory_bytes": memory}
 
 
 def docker_client() -> Any:

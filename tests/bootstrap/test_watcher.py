@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from types import SimpleNamespace
 
 from provisioner.agent import markers
 from provisioner.agent.imds import Imds, ImdsError, resolve_url
@@ -105,8 +106,11 @@ def test_idle_agent_fires_after_the_idle_timeout(tmp_path):
     try:
         (tmp_path / "agent.pid").write_text(str(agent.pid))
         now = [0.0]
+        # No docker client of the host's: the real one would find (and stop) every `provisioner run`
+        # of this machine, other tests' included.
+        no_builds = SimpleNamespace(containers=SimpleNamespace(list=lambda **_: []))
         w = Watcher(WatchSettings(idle_timeout_s=60, agent_pid_file=tmp_path / "agent.pid", state_dir=tmp_path),
-                    clock=lambda: now[0], out=lambda _: None)
+                    clock=lambda: now[0], out=lambda _: None, docker_client=lambda: no_builds)
         assert w.check() is None
         now[0] = 61.0
         reason, _ = w.check()
