@@ -92,7 +92,7 @@ def run_export(args: argparse.Namespace, ctx: Context) -> int:
     since = parse_since(args.since)
     if args.s3:
         return _export_s3(args, ctx, since)
-    with ctx.open_history() as store:
+    with ctx.open_history(create=False) as store:
         out = sys.stdout
         for record in store.records(since=since, job=args.job):
             out.write(json.dumps(record) + "\n")
@@ -131,7 +131,7 @@ def run_migrate(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_show(args: argparse.Namespace, ctx: Context) -> int:
-    with ctx.open_history() as store:
+    with ctx.open_history(create=False) as store:
         runs = store.runs(args.job)
         if not runs:
             known = store.jobs()

@@ -11,12 +11,35 @@ from provisioner import __version__
 from provisioner.cli.context import Context
 from provisioner.errors import NoOfferError, ProvisionerError
 
-# Each is a module provisioner.cli.<name> with register(subparsers, common). Keep their imports of
-# heavy libraries (boto3, docker) inside functions: `plan` must start fast.
-COMMANDS = ("plan", "catalog", "history", "run", "report", "daemon", "alerts")
+# Each is a module provisioner.cli.<name> with register(subparsers, common), and its one-line help.
+# Only the command being run is imported (the others are listed by their help): `plan` and `run`
+# start once per build, so every module they don't need is time saved.
+COMMANDS = {
+    "plan": "explain which instance a job would get",
+    "catalog": "list offers or refresh prices from AWS",
+    "history": "import, export and show usage records",
+    "run": "run a container with timeout, retry, usage and cost",
+    "report": "cost, memory, spot savings, incidents and right-sizing",
+    "daemon": "provision ephemeral Jenkins agents for queued builds",
+    "alerts": "test alert sinks; alert on recent runs and budgets",
+}
+_GLOBAL_WITH_VALUE = ("--config", "--history")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: list[str]) -> str | None:
+    """The command named on the command line (the first word that is not a global option)."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _GLOBAL_WITH_VALUE:
+            skip = True
+        elif not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: given before or after the subcommand, neither position overwrites the other.
     common.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
@@ -30,13 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Right-sized, cost-aware machines for Jenkins jobs, and what they cost.")
     parser.add_argument("--version", action="version", version=f"provisioner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"provisioner.cli.{name}").register(sub, common)
+    chosen = chosen_command(sys.argv[1:] if argv is None else argv)
+    for name, help_text in COMMANDS.items():
+        if chosen is None or name == chosen:
+            importlib.import_module(f"provisioner.cli.{name}").register(sub, common)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return args.func(args, Context(args)) or 0

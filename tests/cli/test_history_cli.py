@@ -114,3 +114,20 @@ def test_sigkill_during_import_leaves_all_or_none(tmp_path):
     assert count in (1, n + 1)
     if alive:
         assert count == 1, "killed mid-transaction: none of the file's records may be there"
+
+
+def test_show_and_export_do_not_create_a_store(cli, tmp_path):
+    missing = tmp_path / "none.sqlite3"
+    for args in (("history", "show", "x"), ("history", "export")):
+        result = cli(*args, "--history", str(missing))
+        assert result.returncode == 1 and "no history store at" in result.stderr
+    assert not missing.exists()
+
+
+def test_only_the_chosen_command_is_loaded_but_help_lists_all(cli):
+    from provisioner.cli.main import COMMANDS, chosen_command
+    assert chosen_command(["--history", "plan", "history", "show"]) == "history"
+    assert chosen_command(["--config=x", "plan"]) == "plan"
+    assert chosen_command(["--help"]) is None
+    out = cli("--help").stdout
+    assert all(name in out for name in COMMANDS)
