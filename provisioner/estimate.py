@@ -5,8 +5,8 @@ single-core score) and parallel work (ran on k vCPUs, scales with the all-core s
 times the vCPUs it can use). With n vCPUs, average CPU use P (in vCPUs) and k threads at peak, a run
 of T seconds had p = (P - 1) T / (k - 1) seconds of parallel section; the rest was serial. On another
 type the same work takes S / single + W / (multi x min(k, n') / n'). Runs on the candidate's own type
-are used directly instead. Outliers are runs whose time, brought to one reference type, lies far
-from the median (log scale, 3 MADs and at least 50%).
+are used directly instead. Outliers are runs far from their peers on a log scale (3 MADs and at
+least 50% on the same type; 2.5x in work across types, where benchmarks themselves disagree).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ GIB = 1024 ** 3
 MEM_OVERHEAD_GIB = 0.5       # the agent, Docker and the OS beside the job
 OUTLIER_MADS = 3.0
 OUTLIER_MIN_RATIO = 1.5
+CROSS_TYPE_MIN_RATIO = 2.5
 
 
 @dataclass(frozen=True)
@@ -125,18 +126,34 @@ def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | No
 
 
 def _split_outliers(works: list[RunWork]) -> tuple[list[RunWork], list[RunWork]]:
-    """Drop runs far from the others once all are brought to the same reference type."""
+    """Drop runs far from their peers.
+
+    On one instance type (>= 3 runs) durations are compared directly. Across types the work a run
+    represents (serial + parallel score-seconds) is compared, but only a wide deviation counts:
+    benchmark scores disagree by up to ~2x across CPU vendors, which must not read as outliers.
+    """
     if len(works) < 3:
         return works, []
-    # Reference: the first run's own work profile scaled relative to itself needs scores, so
-    # compare total work instead: serial + parallel score-seconds is type-independent.
-    logs = [math.log(max(w.serial + w.parallel, 1e-9)) for w in works]
+    bad: set[int] = set()
+    by_type: dict[str, list[int]] = {}
+    for i, w in enumerate(works):
+        by_type.setdefault(w.instance_type, []).append(i)
+    for idx in by_type.values():
+        bad |= _far([math.log(max(works[i].duration_s, 1e-9)) for i in idx], idx, OUTLIER_MIN_RATIO)
+    rest = [i for i in range(len(works)) if i not in bad]
+    bad |= _far([math.log(max(works[i].serial + works[i].parallel, 1e-9)) for i in rest], rest,
+                CROSS_TYPE_MIN_RATIO)
+    return ([w for i, w in enumerate(works) if i not in bad], [w for i, w in enumerate(works) if i in bad])
+
+
+def _far(logs: list[float], idx: list[int], min_ratio: float) -> set[int]:
+    """Indexes whose value lies over 3 MADs and over `min_ratio` from the median (log scale)."""
+    if len(logs) < 3:
+        return set()
     med = statistics.median(logs)
     mad = statistics.median(abs(x - med) for x in logs) * 1.4826
-    limit = max(OUTLIER_MADS * mad, math.log(OUTLIER_MIN_RATIO))
-    inliers = [w for w, x in zip(works, logs) if abs(x - med) <= limit]
-    outliers = [w for w, x in zip(works, logs) if abs(x - med) > limit]
-    return inliers, outliers
+    limit = max(OUTLIER_MADS * mad, math.log(min_ratio))
+    return {i for i, x in zip(idx, logs) if abs(x - med) > limit}
 
 
 def memory_floor(peak_gib: float, headroom: float) -> float:

@@ -114,6 +114,16 @@ def test_outliers_are_removed_and_named():
     assert any("Outliers removed: train-9 (9000s on m5.2xlarge)" in r for r in p.reasons)
 
 
+def test_cross_type_disagreement_is_not_an_outlier_but_a_wide_miss_is():
+    # the same duration on a type scored twice as fast: the scores are wrong for this job, not the runs
+    runs = [run(n=i, instance_type="m5.2xlarge", duration=1000, vcpu=8) for i in range(3)]
+    runs += [run(n=10 + i, instance_type="c7i.2xlarge", duration=1000, vcpu=8) for i in range(3)]
+    est = estimate(runs, lookup)
+    assert est.outliers == () and est.by_type["c7i.2xlarge"] == [1000, 1000, 1000]
+    wide = runs + [run(n=20, instance_type="m5.large", duration=100000, vcpu=2)]
+    assert [w.run_id for w in estimate(wide, lookup).outliers] == ["train-20"]
+
+
 def test_autotune_needs_three_successful_runs_and_says_so():
     two = [run(n=i, instance_type="m5.4xlarge", cpu_avg=150, cpu_max=190, mem_gib=3, vcpu=16) for i in range(2)]
     p = plan("ec2 && vcpu=16 && mem=64", two)
