@@ -165,7 +165,7 @@ class Daemon:
                 self.metrics.retired.labels(a.reason).inc()
                 event("agent.retired", node=a.node, reason=a.reason, job=meta.job if meta else None)
                 if a.reason == "interrupted":
-                    self._interrupted(a.node, meta, observed)
+                    self._interrupted(a.node, meta)
         terms = [a for a in actions if isinstance(a, Terminate)]
         ids = list(dict.fromkeys(i for a in terms for i in a.instance_ids))
         if ids and self._guard("terminate", report, lambda: self.cloud.terminate(ids) or True,
@@ -176,7 +176,7 @@ class Daemon:
             self.blocked.block(a.offer)
             event("offer.blocked", offer="/".join(a.offer), reason=a.reason)
         launched = self._provision([a for a in actions if isinstance(a, Provision)], report)
-        self.memory = R.after_actions(self.memory, deleted, launched)
+        self.memory = R.after_actions(self.memory, actions, deleted, launched)
 
     def _provision(self, provisions: list[Provision], report: TickReport) -> dict[str, InFlight]:
         def one(p: Provision) -> tuple[str, InFlight | None]:
@@ -189,12 +189,10 @@ class Daemon:
                 self.metrics.launches.labels(flight.instance.instance_type, flight.instance.market).inc()
         return launched
 
-    def _interrupted(self, node: str, meta: Any, observed: Observed) -> None:
-        inst = next((i for i in observed.instances if i.tag("node") == node), None)
-        flying = self.memory.in_flight.get(node)
-        inst = inst or (flying.instance if flying else None)
-        self.metrics.interruptions.labels(inst.instance_type if inst else "unknown",
-                                          inst.market if inst else "unknown").inc()
+    def _interrupted(self, node: str, meta: Any) -> None:
+        # the instance is gone: its type and market are in the node's metadata (the planned offer)
+        offer = meta.offer if meta is not None and meta.offer else ("unknown", "", "unknown")
+        self.metrics.interruptions.labels(offer[0], offer[2]).inc()
         if meta is not None:
             self.interrupted_jobs[meta.job] += 1
 
@@ -237,7 +235,11 @@ class Daemon:
                                            sleep=lambda s: stop.wait(s)):
                         break
                 started = time.monotonic()
-                self.tick()
+                try:
+                    self.tick()
+                except Exception as exc:                # a bug must not end the loop: log, count, go on
+                    self.metrics.failures.labels("tick", error_code(exc)).inc()
+                    log.exception("%s", json.dumps({"event": "tick.failed", "code": error_code(exc)}))
                 if once:
                     break
                 if self.lease is not None and not self._renew():

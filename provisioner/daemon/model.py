@@ -144,6 +144,7 @@ class Memory:
     retired: frozenset[str] = frozenset()                           # nodes we deleted (their instances go at once)
     in_flight: Mapping[str, InFlight] = field(default_factory=dict)  # node -> launch not yet described
     had_instance: frozenset[str] = frozenset()                      # nodes that had a live instance
+    settling: frozenset[ItemKey] = frozenset()                      # items held last tick to confirm a theft
 
 
 @dataclass(frozen=True)

@@ -45,12 +45,14 @@ def why_label(why: str | None) -> str | None:
     """The label (or node name) a `why` string names, or None."""
     if not why:
         return None
+    m = WHY_COMPOSITE.search(why)              # first: a composite may also end in "... is offline"
+    if m:
+        return m.group(1)
     for pattern in WHY_PATTERNS:
         m = pattern.match(why)
         if m:
             return m.group(1)
-    m = WHY_COMPOSITE.search(why)
-    return m.group(1) if m else None
+    return None
 
 
 def job_from_url(url: str | None) -> str | None:

@@ -6,10 +6,10 @@ memoisation of pure functions):
 * Our nodes that ran a build are *used*: drain them while busy (no second build), retire them
   (delete node, terminate instance) once idle; a busy node whose instance is gone was interrupted.
 * Unused nodes form a pool matched to queue items: first each item's own node (named after its queue
-  id), then nodes whose own item is gone but whose labels satisfy a waiting item (Jenkins lets a
-  subset-label item take another's node, so we rebind instead of launching again). Pending items keep
-  the online node they are about to run on; blocked and quiet-period items keep their own node but
-  never launch one.
+  id), then not-yet-connected nodes whose own item is gone but whose labels satisfy a waiting item
+  (Jenkins lets a subset-label item take another's node, so we rebind instead of launching again).
+  Pending items keep the online node they are about to run on; blocked and quiet-period items keep
+  their own node but never launch one. An online node whose item left is never given a second item.
 * A matched node that does not come online within the boot timeout is retired and its offer blocked;
   the item is planned again next tick. A matched node without an instance gets one (a crash between
   node creation and launch); if its instance existed and vanished, a fresh attempt replaces it.
@@ -110,6 +110,7 @@ class _Tick:
 
     def run(self) -> list[Action]:
         pool = self._used_nodes()
+        self.pool = {n.name for n in pool}
         matched = self._match(pool)
         need = self._pool_outcomes(pool, matched)
         self._provision(need)
@@ -159,7 +160,7 @@ class _Tick:
             elif node.busy and node.offline and node.name not in self.instances:
                 self._retire(node, "interrupted")      # its machine is gone mid-build: Jenkins' retry takes over
             elif node.busy:
-                if not node.temporarily_offline:
+                if node.builds and not node.temporarily_offline:   # a build started: not while only assigned
                     self.actions.append(Drain(node.name))
             else:
                 self._retire(node, "finished")
@@ -191,13 +192,17 @@ class _Tick:
                 if node.name not in matched and (not item.pending or node.online):
                     bind(node, item)
                     break
+        # Spare nodes: their own item left. A pending item keeps the online node it is about to run
+        # on. A waiting item may take a spare node that has not connected yet; an online spare may
+        # already have run a build between two polls (its item gone, nothing tells which node ran
+        # it), so it is never handed to a second item: one build per agent.
         spare = [n for n in pool if n.name not in matched]
         spare.sort(key=lambda n: (not n.online, self._started(n)))   # online first, then the oldest
         for item in [*pending, *self.demand]:
             if item.key in self.node_of or not spare:
                 continue
             for node in spare:
-                if (not item.pending or node.online) and satisfies(item.label, node.labels):
+                if node.online == item.pending and satisfies(item.label, node.labels):
                     bind(node, item)
                     spare.remove(node)
                     break
@@ -236,10 +241,16 @@ class _Tick:
                 continue
             need.append((item, node))                       # node without instance: launch for it
         skip = held | {item.key for item, _ in need}
+        used_own = {n.meta.item_key for n in self.nodes.values() if n.meta is not None and n.name not in self.pool}
         for item in self.demand:
             name = self.node_of.get(item.key)
             # no node yet, or its node was retired above (boot timeouts wait for a new plan)
             if (name is None or name in self.retiring) and item.key not in skip:
+                if name is None and item.key in used_own and item.key not in self.memory.settling:
+                    # Its own node is busy while it still waits: another item took the node, or the
+                    # two reads straddled Jenkins assigning it. Confirm on the next tick.
+                    self.actions.append(Hold(item.key, item.label or "", "settling"))
+                    continue
                 need.append((item, None))
         need.sort(key=lambda pair: (pair[0].since, pair[0].id))
         return need
@@ -344,14 +355,17 @@ def remember(memory: Memory, nodes: Iterable[Node], instances: Iterable[Instance
         seen_online=frozenset(n for n in memory.seen_online if n in names) | {n.name for n in nodes if n.online},
         retired=frozenset(memory.retired),
         in_flight=in_flight,
+        settling=memory.settling,
         had_instance=frozenset(n for n in memory.had_instance if n in names) | (live & names)
         | {k for k in in_flight if k in names})
 
 
-def after_actions(memory: Memory, deleted: Iterable[str], launched: dict[str, InFlight],
-                  retired_limit: int = 10000) -> Memory:
-    """The memory after executing a tick: nodes deleted, launches in flight."""
+def after_actions(memory: Memory, actions: Iterable[Action], deleted: Iterable[str],
+                  launched: dict[str, InFlight], retired_limit: int = 10000) -> Memory:
+    """The memory after executing a tick: nodes deleted, launches in flight, items settling."""
     retired = set(memory.retired) | set(deleted)
     if len(retired) > retired_limit:   # bounded: the oldest names matter least
         retired = set(list(retired)[-retired_limit:])
-    return replace(memory, retired=frozenset(retired), in_flight={**memory.in_flight, **launched})
+    settling = frozenset(a.item for a in actions if isinstance(a, Hold) and a.reason == "settling")
+    return replace(memory, retired=frozenset(retired), in_flight={**memory.in_flight, **launched},
+                   settling=settling)

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from provisioner.catalog.model import Catalog
 from provisioner.config import parse_config
-from tests.factories import offer
+from tests.daemon.fakes import small_catalog  # noqa: F401  (re-exported for the tests)
 from tests.jenkins_emulator import JenkinsEmulator, agent_jar
 
 ADMIN = ("admin", "admin-token")
@@ -24,12 +23,6 @@ def emu():
     e.start()
     yield e
     e.stop()
-
-
-def small_catalog() -> Catalog:
-    return Catalog([offer("m5.large", vcpu=2, mem=8, price=0.096), offer("c5.large", vcpu=2, mem=4, price=0.085),
-                    offer("c5.xlarge", vcpu=4, mem=8, price=0.17), offer("m5.xlarge", vcpu=4, mem=16, price=0.192),
-                    offer("r5.large", vcpu=2, mem=16, price=0.126)], "test", "test")
 
 
 def daemon_config(emu_url: str, user: str = "admin", **daemon: Any) -> Any:

@@ -17,7 +17,16 @@ import threading
 import time
 from pathlib import Path
 
+from provisioner.catalog.model import Catalog
 from provisioner.clouds.base import OWNER_TAG, BlockedOffers, CloudError, Instance, LaunchSpec
+from tests.factories import offer
+
+
+def small_catalog() -> Catalog:
+    """Five on-demand offers: plans in microseconds, and c5.large is the cheapest 2-vCPU 4-GiB one."""
+    return Catalog([offer("m5.large", vcpu=2, mem=8, price=0.096), offer("c5.large", vcpu=2, mem=4, price=0.085),
+                    offer("c5.xlarge", vcpu=4, mem=8, price=0.17), offer("m5.xlarge", vcpu=4, mem=16, price=0.192),
+                    offer("r5.large", vcpu=2, mem=16, price=0.126)], "test", "test")
 
 
 class ProcessCloud:
@@ -56,26 +65,42 @@ class ProcessCloud:
         bundle = json.loads(spec.secret_env["PROVISIONER_SECRETS"])
         node = spec.tags["provisioner:node"]
         rec = {"id": iid, "type": offer.instance_type, "market": offer.market, "region": offer.region,
-               "launched": time.time(), "tags": spec.tags, "pid": None, "token": spec.client_token,
-               "node": node}
+               "price": offer.price, "launched": time.time(), "tags": spec.tags, "pid": None,
+               "token": spec.client_token, "node": node, "bundle": bundle}   # a test fake may keep it
         self._path(iid).write_text(json.dumps(rec))       # before the process: a kill leaves a record
-        if self.launch_delay_s:
-            time.sleep(self.launch_delay_s)
+        with open(self.folder / "launches.log", "a") as log:
+            log.write(json.dumps({"id": iid, "node": node, "at": rec["launched"]}) + "\n")
         if self.start_agents:
-            work = self.folder / "work" / iid
-            work.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, **self.agent_env, "PROVISIONER_REPORT_URL": bundle.get("report_url", ""),
-                   "PROVISIONER_REPORT_TOKEN": bundle.get("report_token", ""),
-                   "PROVISIONER_INSTANCE_TYPE": offer.instance_type, "PROVISIONER_MARKET": offer.market,
-                   "PROVISIONER_REGION": offer.region, "PROVISIONER_PRICE_USD_PER_HOUR": str(offer.price)}
-            with open(work / "agent.log", "w") as out:
-                proc = subprocess.Popen(
-                    ["java", "-jar", str(self.agent_jar), "-url", self.jenkins_url, "-secret",
-                     bundle["agent_secret"], "-name", node, "-webSocket", "-workDir", str(work)],
-                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            rec["pid"] = proc.pid
-            self._path(iid).write_text(json.dumps(rec))
+            rec = self.start_agent(iid)
+        if self.launch_delay_s:      # the API call returns late: a crash here leaves an unacknowledged instance
+            time.sleep(self.launch_delay_s)
         return self._instance(rec)
+
+    def start_agent(self, iid: str) -> dict:
+        """Boot the instance: its agent connects with the secret from the bundle."""
+        rec = json.loads(self._path(iid).read_text())
+        bundle = rec["bundle"]
+        work = self.folder / "work" / iid
+        work.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.agent_env, "PROVISIONER_REPORT_URL": bundle.get("report_url", ""),
+               "PROVISIONER_REPORT_TOKEN": bundle.get("report_token", ""),
+               "PROVISIONER_INSTANCE_TYPE": rec["type"], "PROVISIONER_MARKET": rec["market"],
+               "PROVISIONER_REGION": rec["region"], "PROVISIONER_PRICE_USD_PER_HOUR": str(rec["price"])}
+        with open(work / "agent.log", "w") as out:
+            proc = subprocess.Popen(
+                ["java", "-jar", str(self.agent_jar), "-url", self.jenkins_url, "-secret",
+                 bundle["agent_secret"], "-name", rec["node"], "-webSocket", "-workDir", str(work)],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        rec["pid"] = proc.pid
+        self._path(iid).write_text(json.dumps(rec))
+        return rec
+
+    def launch_log(self) -> list[dict]:
+        path = self.folder / "launches.log"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+    def by_node(self, node: str) -> dict | None:
+        return next((r for r in self.records() if r["node"] == node), None)
 
     def _instance(self, rec: dict) -> Instance:
         state = "running" if rec.get("pid") is None or _alive(rec["pid"]) else "terminated"

@@ -45,7 +45,8 @@ def test_a_queued_build_gets_an_agent_runs_reports_and_everything_is_cleaned_up(
     emu.wait_for(lambda: finished(emu, "train"), timeout=40)
     build = emu.builds("train")[0]
     assert build["result"] == "SUCCESS", build["console"]
-    assert build["node"] == f"prov-t-q{build['queueId']}"
+    logs = {p.parent.name: p.read_text()[-400:] for p in (tmp_path / "cloud" / "work").glob("*/agent.log")}
+    assert build["node"] == f"prov-t-q{build['queueId']}", (build, cloud.launch_log(), logs)
     # node deleted, instance gone
     emu.wait_for(lambda: not ours(emu) and not cloud.describe("t"),
                  timeout=20)

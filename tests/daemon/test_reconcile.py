@@ -175,20 +175,37 @@ def test_duplicate_instances_for_one_node_keep_the_oldest():
     assert acts == [Terminate(("i-b",), "duplicate", "prov-o-q1")]
 
 
-def test_subset_label_item_that_took_another_node_rebinds_the_waiting_item():
-    """Item 2 (label ec2) ran on item 1's node; item 1 waits; item 2's own node is online and idle."""
+def test_subset_label_item_that_took_another_node_rebinds_the_waiting_item_to_a_booting_spare():
+    """Item 2 (label ec2) ran on item 1's node; item 1 waits; item 2's own node is still booting."""
     taken = node("prov-o-q1", meta(1), offline=True, temporarily_offline=True, idle=False, builds=("u",))
-    spare = node("prov-o-q2", meta(2, label="ec2"), offline=False)
+    spare = node("prov-o-q2", meta(2, label="ec2"))
     insts = [instance("i-1", "prov-o-q1"), instance("i-2", "prov-o-q2")]
     acts = reconcile(observed([item(1)], [taken, spare], insts), SETTINGS, NOW)
-    assert acts == []                                  # item 1 runs on node q2: nothing to launch or retire
+    assert acts == []                                  # item 1 will run on node q2: nothing to launch or retire
 
 
-def test_item_left_waiting_without_a_spare_node_gets_a_new_plan():
+def test_an_online_node_whose_item_left_is_never_given_a_second_item():
+    """Its item may have run on it between two polls: one build per agent, so it is retired."""
+    spare = node("prov-o-q2", meta(2, label="ec2"), offline=False)
+    acts = reconcile(observed([item(1)], [spare], [instance("i-2", "prov-o-q2")]), SETTINGS, NOW)
+    assert acts[:2] == [DeleteNode("prov-o-q2", "no-demand"), Terminate(("i-2",), "no-demand", "prov-o-q2")]
+    assert [p.node for p in kinds(acts, Provision)] == ["prov-o-q1"]
+
+
+def test_item_left_waiting_without_a_spare_node_gets_a_new_plan_once_confirmed():
+    """Seen once, it may be the two reads straddling Jenkins assigning the item: held one tick."""
     taken = node("prov-o-q1", meta(1), offline=True, temporarily_offline=True, idle=False, builds=("u",))
-    acts = reconcile(observed([item(1)], [taken], [instance("i-1", "prov-o-q1")]), SETTINGS, NOW)
-    [p] = kinds(acts, Provision)
+    obs = observed([item(1)], [taken], [instance("i-1", "prov-o-q1")])
+    first = reconcile(obs, SETTINGS, NOW)
+    assert first == [Hold((1, 1001), LABEL, "settling")]
+    mem = after_actions(obs.memory, first, [], {})
+    [p] = kinds(reconcile(replace(obs, memory=mem), SETTINGS, NOW + 5), Provision)
     assert (p.node, p.attempt) == ("prov-o-q1-2", 2)
+
+
+def test_node_assigned_but_not_started_is_not_drained():
+    pending = node("prov-o-q1", meta(1), offline=False, idle=False)          # busy, no build yet
+    assert reconcile(observed([], [pending], [instance("i-1", "prov-o-q1")]), SETTINGS, NOW) == []
 
 
 def test_spare_node_whose_labels_do_not_satisfy_the_item_is_not_rebound():
@@ -257,7 +274,7 @@ def test_memory_folds_observations_and_forgets_gone_nodes():
     m = remember(Memory(seen_busy=frozenset({"prov-o-q9"})), [busy], [inst], NOW)
     assert m.seen_busy == {"prov-o-q1"} and m.seen_online == {"prov-o-q1"}
     assert m.had_instance == {"prov-o-q1"} and m.first_seen == {"prov-o-q1": NOW}
-    m2 = after_actions(m, ["prov-o-q1"], {"prov-o-q2": flying(instance("i-2", "prov-o-q2"))})
+    m2 = after_actions(m, [], ["prov-o-q1"], {"prov-o-q2": flying(instance("i-2", "prov-o-q2"))})
     assert "prov-o-q1" in m2.retired and "prov-o-q2" in m2.in_flight
     m3 = remember(m2, [], [instance("i-2", "prov-o-q2")], NOW + 5)
     assert m3.in_flight == {} and m3.seen_busy == frozenset()    # described now: no longer in flight

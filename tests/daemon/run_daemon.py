@@ -1,0 +1,44 @@
+"""`python -m tests.daemon.run_daemon`: the real daemon (wiring.build + Daemon.run) over the fake
+process cloud, as a separate process the robustness tests can SIGKILL and restart."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from provisioner.config import parse_config
+from provisioner.daemon.wiring import build
+from tests.daemon.fakes import ProcessCloud, small_catalog
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", required=True)
+    p.add_argument("--history", required=True)
+    p.add_argument("--cloud-dir", required=True)
+    p.add_argument("--agent-jar", required=True)
+    p.add_argument("--owner", default="t")
+    p.add_argument("--launch-delay", type=float, default=0.0)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    config = parse_config(Path(args.config).read_text(), args.config)
+    cloud = ProcessCloud(Path(args.cloud_dir), config.section("jenkins")["url"], Path(args.agent_jar),
+                         launch_delay_s=args.launch_delay)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    parts = build(config, args.history, os.environ["JENKINS_TOKEN"], owner=args.owner, cloud=cloud,
+                  catalog=small_catalog())
+    print(f"listening {parts.http.url}", flush=True)
+    try:
+        return parts.daemon.run(stop)
+    finally:
+        parts.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The HTTP port: agent API auth and status codes, samples, /metrics names, /healthz."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from provisioner.daemon.http import AgentApi, DaemonHttpServer, Health
+from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
+from provisioner.daemon.state import Tokens, load_secret
+from provisioner.history import open_store
+
+RECORD = {"job": "train", "build": "3", "run_id": "r-1", "start": "2026-01-01T00:00:00Z",
+          "duration_s": 12.5, "exit_code": 0, "node": "spoofed", "queue_id": "999"}
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def server(tmp_path):
+    history = str(tmp_path / "h.sqlite3")
+    tokens = Tokens(b"k" * 32)
+    metrics = DaemonMetrics()
+    clock = Clock()
+    health = Health(stuck_after_s=30, clock=clock)
+    invalidated = []
+    api = AgentApi(tokens, metrics, lambda: open_store(history), on_record=invalidated.append)
+    srv = DaemonHttpServer(("127.0.0.1", 0), metrics, health, api).start()
+    srv.test = {"tokens": tokens, "history": history, "clock": clock, "invalidated": invalidated}
+    yield srv
+    srv.stop()
+
+
+def post(srv, path, body, token=None, raw=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.post(srv.url + path, data=raw if raw is not None else json.dumps(body), headers=headers, timeout=5)
+
+
+def test_usage_201_then_200_and_node_and_queue_id_from_the_token(server):
+    token = server.test["tokens"].for_node("prov-t-q42-2")
+    first = post(server, "/v1/usage", RECORD, token)
+    assert first.status_code == 201 and first.json()["stored"] is True
+    again = post(server, "/v1/usage", RECORD, token)
+    assert again.status_code == 200 and again.json()["stored"] is False
+    with open_store(server.test["history"]) as store:
+        [rec] = store.runs("train")
+    assert (rec["node"], rec["queue_id"]) == ("prov-t-q42-2", "42")
+    assert server.test["invalidated"] == ["train"]                  # the planner re-reads the job
+    reg = server.metrics.registry
+    assert reg.get_sample_value("provisioner_usage_records_total", {"result": "stored"}) == 1
+    assert reg.get_sample_value("provisioner_usage_records_total", {"result": "repeated"}) == 1
+
+
+@pytest.mark.parametrize("token", [None, "nope", "prov-t-q1.deadbeef", "Basic x"], ids=["none", "junk", "bad-mac", "basic"])
+def test_wrong_or_missing_token_is_401(server, token):
+    r = post(server, "/v1/usage", RECORD, token)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+    assert post(server, "/v1/samples", {}, token).status_code == 401
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"job": None}, "job"), ({"exit_code": "0"}, "exit_code"), ({"start": "yesterday"}, "start"),
+    ({"market": "reserved"}, "market"), ({"duration_s": -1}, "duration_s"),
+], ids=["missing-job", "exit-code-type", "start", "market", "negative"])
+def test_invalid_record_is_400_naming_the_field(server, change, field):
+    token = server.test["tokens"].for_node("prov-t-q1")
+    r = post(server, "/v1/usage", {**RECORD, **change}, token)
+    assert r.status_code == 400 and r.json()["field"] == field and field in r.json()["error"]
+
+
+def test_not_json_and_too_large_bodies(server):
+    token = server.test["tokens"].for_node("prov-t-q1")
+    assert post(server, "/v1/usage", None, token, raw="{nope").json()["field"] == "body"
+    assert post(server, "/v1/usage", None, token, raw="x" * (1 << 20 + 1)).status_code == 413
+
+
+def test_samples_204_feed_the_utilisation_gauges(server):
+    token = server.test["tokens"].for_node("prov-t-q1")
+    server.metrics.publish(Snapshot(1.0, {}, (AgentInfo("prov-t-q1", "busy", "c5.large", "spot", 0.03, 2, 4),)))
+    r = post(server, "/v1/samples", {"run_id": "r", "at": "2026-01-01T00:00:00Z", "cpu_pct": 150.0,
+                                    "mem_bytes": 2 * 1024 ** 3, "gpu_util_pct": None}, token)
+    assert r.status_code == 204 and r.content == b""
+    reg = server.metrics.registry
+    key = {"node": "prov-t-q1", "instance_type": "c5.large"}
+    assert reg.get_sample_value("provisioner_agent_cpu_ratio", key) == 0.75
+    assert reg.get_sample_value("provisioner_agent_memory_ratio", key) == 0.5
+    assert reg.get_sample_value("provisioner_agent_gpu_utilisation_ratio", key) is None
+    assert post(server, "/v1/samples", {"run_id": "r", "at": "x", "cpu_pct": "hot"}, token).json()["field"] == "cpu_pct"
+    server.metrics.publish(Snapshot(2.0))                            # the agent is gone: so is its gauge
+    assert reg.get_sample_value("provisioner_agent_cpu_ratio", key) is None
+
+
+def test_metrics_names_and_values(server):
+    m = server.metrics
+    m.launches.labels("c5.large", "spot").inc()
+    m.failures.labels("launch", "InsufficientInstanceCapacity").inc()
+    m.queue_wait.observe(3.2)
+    m.publish(Snapshot(5.0, {"ec2&&vcpu=2": 3}, (AgentInfo("a", "busy", "c5.large", "spot", 0.25),
+                                                  AgentInfo("b", "booting", "c5.large", "spot", 0.25)), 1.0,
+                       {"budget": 2}))
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    for line in ('provisioner_queue_waiting_items{label="ec2&&vcpu=2"} 3.0',
+                 'provisioner_agents{instance_type="c5.large",market="spot",state="busy"} 1.0',
+                 'provisioner_launches_total{instance_type="c5.large",market="spot"} 1.0',
+                 'provisioner_failures_total{action="launch",code="InsufficientInstanceCapacity"} 1.0',
+                 'provisioner_queue_wait_to_agent_online_seconds_bucket{le="5.0"} 1.0',
+                 "provisioner_agents_cost_usd_per_hour 0.5", "provisioner_budget_headroom_usd_per_hour 0.5",
+                 'provisioner_queue_held_items{reason="budget"} 2.0', "provisioner_reconcile_duration_seconds_count",
+                 "provisioner_interruptions_total"):
+        assert line in text, line
+
+
+def test_healthz_200_then_503_when_the_loop_is_stuck(server):
+    clock = server.test["clock"]
+    server.health.beat()
+    r = requests.get(server.url + "/healthz", timeout=5)
+    assert r.status_code == 200 and r.json() == {"status": "ok", "state": "running", "last_tick_age_s": 0.0}
+    clock.t += 31
+    r = requests.get(server.url + "/healthz", timeout=5)
+    assert r.status_code == 503 and r.json()["status"] == "stuck"
+    assert requests.get(server.url + "/nope", timeout=5).status_code == 404
+
+
+def test_tokens_survive_a_restart_and_the_secret_file_is_private(tmp_path):
+    secret = load_secret(tmp_path)
+    assert (tmp_path / "daemon-secret").stat().st_mode & 0o777 == 0o600
+    assert load_secret(tmp_path) == secret                          # a restarted daemon: same tokens
+    a, b = Tokens(secret), Tokens(load_secret(tmp_path))
+    assert b.node_of(a.for_node("prov-t-q1")) == "prov-t-q1"
+    assert Tokens(b"other").node_of(a.for_node("prov-t-q1")) is None
+    assert load_secret(tmp_path, {"PROVISIONER_DAEMON_SECRET": "s3cret"}) == b"s3cret"
+    assert "***" in repr(a)

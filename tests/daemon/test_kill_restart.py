@@ -1,0 +1,135 @@
+"""The daemon as a real process: SIGKILLed at random moments and restarted, and a second daemon
+with the same owner id waiting for the lease.
+
+PROVISIONER_KILL_CYCLES sets how many builds the SIGKILL test provisions (default 20 here to keep
+the suite short; the issue's 50 with PROVISIONER_KILL_CYCLES=50). The seed is printed; set
+PROVISIONER_KILL_SEED to replay one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.daemon.conftest import ADMIN, needs_jdk
+from tests.daemon.fakes import ProcessCloud
+from tests.daemon.test_loop_e2e import ours
+
+pytestmark = [needs_jdk, pytest.mark.slow]
+LABEL = "ec2 && vcpu=2 && mem=4"
+
+
+class DaemonProcess:
+    def __init__(self, tmp: Path, emu, name: str, launch_delay: float = 0.0):
+        self.log = tmp / f"{name}.log"
+        self.cmd = [sys.executable, "-m", "tests.daemon.run_daemon", "--config", str(tmp / "daemon.yaml"),
+                    "--history", str(tmp / "history.sqlite3"), "--cloud-dir", str(tmp / "cloud"),
+                    "--agent-jar", str(emu.agent_jar()), "--launch-delay", str(launch_delay)]
+        self.env = {**os.environ, "JENKINS_TOKEN": ADMIN[1], "PYTHONPATH": str(ROOT)}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "DaemonProcess":
+        out = open(self.log, "a")
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        return self
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+def write_config(tmp: Path, emu) -> None:
+    (tmp / "daemon.yaml").write_text(
+        f"jenkins:\n  url: {emu.url}\n  user: {ADMIN[0]}\ndaemon:\n  owner_id: t\n  interval_s: 0.3\n"
+        "  listen: 127.0.0.1:0\n  boot_timeout_s: 15\n  orphan_grace_s: 10\n  lease_ttl_s: 5\n")
+
+
+def test_second_daemon_waits_for_the_lease_and_takes_over(emu, tmp_path):
+    write_config(tmp_path, emu)
+    a = DaemonProcess(tmp_path, emu, "a").start()
+    emu.wait_for(lambda: "lease.acquired" in a.text(), timeout=30)
+    b = DaemonProcess(tmp_path, emu, "b").start()
+    try:
+        emu.wait_for(lambda: "lease.waiting" in b.text(), timeout=30)
+        emu.create_job("train", label=LABEL, script="sleep 1")
+        emu.schedule("train")
+        emu.wait_for(lambda: emu.builds("train") and emu.builds("train")[0]["result"], timeout=40)
+        emu.wait_for(lambda: not ours(emu), timeout=20)            # A retired its agent
+        assert "agent.launched" in a.text() and "agent.launched" not in b.text(), a.text() + b.text()
+        assert a.stop() == 0                                    # SIGTERM: finish the tick, give the lease back
+        emu.wait_for(lambda: "lease.acquired" in b.text(), timeout=15)
+        emu.schedule("train")
+        emu.wait_for(lambda: len(emu.builds("train")) == 2 and emu.builds("train")[1]["result"], timeout=40)
+        assert "agent.launched" in b.text()
+    finally:
+        for d in (a, b):
+            if d.proc.poll() is None:
+                d.kill()
+        ProcessCloud(tmp_path / "cloud", emu.url, emu.agent_jar()).kill_all()
+
+
+def test_sigkill_at_random_moments_no_duplicates_no_leaks_every_build_served(emu, tmp_path):
+    builds = int(os.environ.get("PROVISIONER_KILL_CYCLES", "20"))
+    seed = int(os.environ.get("PROVISIONER_KILL_SEED", str(random.randrange(1 << 30))))
+    print(f"seed {seed} builds {builds}")
+    rng = random.Random(seed)
+    write_config(tmp_path, emu)
+    cloud = ProcessCloud(tmp_path / "cloud", emu.url, emu.agent_jar())
+    for i in range(4):
+        emu.create_job(f"job{i}", label=LABEL, script=["sleep 1.5"], concurrent=True)
+    daemon = DaemonProcess(tmp_path, emu, "d", launch_delay=0.2).start()   # a wider window inside launch
+    scheduled, kills, deadline = 0, 0, time.monotonic() + 40 + 2.5 * builds
+    started = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            done = sum(1 for i in range(4) for b in emu.builds(f"job{i}") if b["result"])
+            if done >= builds:
+                break
+            waiting = scheduled - done
+            while scheduled < builds and waiting < 6:           # a few at a time, distinct jobs
+                emu.schedule(f"job{scheduled % 4}", params={"N": str(scheduled)})
+                scheduled, waiting = scheduled + 1, waiting + 1
+            time.sleep(rng.uniform(0.3, 3.0))                    # then a SIGKILL at a random moment
+            daemon.kill()
+            print(f"t={time.monotonic() - started:.1f}s kill {kills + 1}: {done}/{builds} served", flush=True)
+            kills += 1
+            daemon.start()
+        else:
+            pytest.fail(f"not every build was served in time (seed {seed})")
+        # a last, undisturbed run cleans up what the last kill left
+        emu.wait_for(lambda: not ours(emu) and not cloud.describe("t"), timeout=30)
+    finally:
+        daemon.kill()
+        cloud.kill_all()
+    results = Counter(b["result"] for i in range(4) for b in emu.builds(f"job{i}"))
+    launches = cloud.launch_log()
+    per_node = Counter(rec["node"] for rec in launches)
+    duplicates = {n: c for n, c in per_node.items() if c > 1}
+    print(f"seed {seed}: {builds} builds, {kills} kills, {len(launches)} launches, results {dict(results)}")
+    for b in (b for i in range(4) for b in emu.builds(f"job{i}") if b["result"] != "SUCCESS"):
+        print("FAILED BUILD", b["node"], b["console"][-500:])
+        print("\n".join(line for line in daemon.text().splitlines() if b["node"] in line))
+    assert results == {"SUCCESS": builds}, f"seed {seed}"                 # every build served
+    # Not asserted: Jenkins may hand a finished agent a second build before the next tick drains or
+    # deletes it (a build shorter than the interval). Printed to keep an eye on it.
+    per_agent = Counter(b["node"] for i in range(4) for b in emu.builds(f"job{i}"))
+    print(f"agents that ran a second build: {sum(1 for n in per_agent.values() if n > 1)}")
+    assert duplicates == {}, f"seed {seed}: more than one instance for a node: {duplicates}"
+    assert cloud.describe("t") == [] and ours(emu) == [], f"seed {seed}: leaked"
