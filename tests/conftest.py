@@ -48,4 +48,7 @@ def cli():
     return run
 
 
-pytest_plugins = ["tests.conftest_moto"]  # the session moto server: moto_server, moto_url, moto_env
+pytest_plugins = [
+    "tests.conftest_moto",    # the session moto server: moto_server, moto_url, moto_env
+    "tests.conftest_docker",  # the Docker engine and local images: docker_client, busybox, pyimage
+]

@@ -9,26 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.images import busybox_image, python_image
+from tests.images import busybox_image
 
 AGENT_TAG = "provisioner-agent:test"
 HANGING_TAG = "provisioner-test/never-ready:1"
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Any:
-    import docker
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:
-        pytest.fail(f"no Docker engine answers ({exc}); scripts/test starts one")
-    return client
-
-
-@pytest.fixture(scope="session")
-def pyimage(docker_client: Any) -> str:
-    return python_image(docker_client)
 
 
 @pytest.fixture(scope="session")

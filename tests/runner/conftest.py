@@ -15,30 +15,8 @@ from typing import Any, Iterator
 import pytest
 
 from tests.conftest import provisioner_exe
-from tests.images import busybox_image, python_image
 
 JOB_LABEL = "provisioner:job"
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Any:
-    import docker
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:
-        pytest.fail(f"no Docker engine answers ({exc}); scripts/test starts one")
-    return client
-
-
-@pytest.fixture(scope="session")
-def busybox(docker_client) -> str:
-    return busybox_image(docker_client)
-
-
-@pytest.fixture(scope="session")
-def pyimage(docker_client) -> str:
-    return python_image(docker_client)
 
 
 def containers_of(client: Any, job: str) -> list:
