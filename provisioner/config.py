@@ -56,7 +56,8 @@ DEFAULTS: dict[str, Any] = {
                "ondemand_after_interruptions": 2,   # a job interrupted this often plans on-demand (0: never)
                "blocked_offer_ttl_s": 600,  # an offer that failed to boot is skipped this long
                "lease_ttl_s": 30,
-               "launch_workers": 8},        # launches run in parallel within a tick
+               "launch_workers": 8,         # launches run in parallel within a tick
+               "drain_poll_s": 1},          # between ticks: drain agents that started their one build (0: off)
     "teams": {},
     "alerts": {"sinks": [], "rules": [], "rate_limit_s": 900},
 }
@@ -142,6 +143,11 @@ def _count(v: Any) -> str | None:
         f"must be a whole number >= 0, got {v!r}"
 
 
+def _non_negative(v: Any) -> str | None:
+    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else \
+        f"must be a number >= 0, got {v!r}"
+
+
 def _label_atom(v: Any) -> str | None:
     return None if isinstance(v, str) and re.fullmatch(r"[^&|!<>()\s\"']+", v) else \
         f"must be one Jenkins label atom (no spaces or operators), got {v!r}"
@@ -178,7 +184,7 @@ SCHEMA: dict[str, Any] = {
                "max_per_label": _count, "max_per_job": _count, "budget_usd_per_hour": _positive,
                "boot_timeout_s": _positive, "orphan_grace_s": _positive, "report_url": _http_url,
                "remote_fs": _STR, "ondemand_after_interruptions": _count, "blocked_offer_ttl_s": _positive,
-               "lease_ttl_s": _positive, "launch_workers": _count},
+               "lease_ttl_s": _positive, "launch_workers": _count, "drain_poll_s": _non_negative},
     "teams": validate_teams,
     "alerts": {"sinks": validate_sinks, "rules": validate_rules, "rate_limit_s": _positive},
 }

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from provisioner.clouds.base import BlockedOffers, Instance
@@ -63,7 +63,7 @@ class Daemon:
                  planner: Planner, launcher: Launcher, attempts: Attempts, metrics: DaemonMetrics,
                  health: Health, blocked: BlockedOffers, lease: Lease | None = None,
                  sentinel: str | None = None, prices: Callable[[Instance], tuple[float, Any]] | None = None,
-                 launch_workers: int = 8, clock: Callable[[], float] = time.time):
+                 launch_workers: int = 8, drain_poll_s: float = 1.0, clock: Callable[[], float] = time.time):
         self.s, self.client, self.reader, self.cloud = settings, client, reader, cloud
         self.planner, self.launcher, self.attempts = planner, launcher, attempts
         self.metrics, self.health, self.blocked, self.lease = metrics, health, blocked, lease
@@ -72,6 +72,8 @@ class Daemon:
         self.interrupted_jobs: Counter[str] = Counter()
         self._pool = ThreadPoolExecutor(max_workers=max(1, launch_workers), thread_name_prefix="launch")
         self._ticks = 0
+        self._held: dict = {}
+        self.drain_poll_s = drain_poll_s if drain_poll_s < settings.interval_s else 0.0
 
     # -- observe ---------------------------------------------------------------------------------
     def observe(self) -> tuple[list, list[Node], list[Instance]]:
@@ -175,6 +177,11 @@ class Daemon:
         for a in (a for a in actions if isinstance(a, Block)):
             self.blocked.block(a.offer)
             event("offer.blocked", offer="/".join(a.offer), reason=a.reason)
+        held = {a.item: a for a in actions if isinstance(a, Hold)}
+        for key, a in held.items():                         # once per item and reason, not every tick
+            if self._held.get(key) != a.reason:
+                event("item.held", queue_id=key[0], label=a.label, reason=a.reason)
+        self._held = {k: a.reason for k, a in held.items()}
         launched = self._provision([a for a in actions if isinstance(a, Provision)], report)
         self.memory = R.after_actions(self.memory, actions, deleted, launched)
 
@@ -244,13 +251,34 @@ class Daemon:
                     break
                 if self.lease is not None and not self._renew():
                     continue
-                stop.wait(max(0.0, self.s.interval_s - (time.monotonic() - started)))
+                self._rest(stop, started + self.s.interval_s)
         finally:
             self.health.beat("stopping")
             self._pool.shutdown(wait=True)
             if self.lease is not None and self.lease.held:
                 self.lease.release()
         return 0
+
+    def _rest(self, stop: threading.Event, until: float) -> None:
+        """Sleep the rest of the interval. Every `drain_poll_s` meanwhile, one read of /computer
+        drains agents that just started their build: Jenkins hands an idle agent the next matching
+        item at once, so a build shorter than the interval would otherwise get a second one."""
+        while not stop.is_set():
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            step = min(remaining, self.drain_poll_s) if self.drain_poll_s else remaining
+            if stop.wait(step) or not self.drain_poll_s or until - time.monotonic() < self.drain_poll_s / 2:
+                continue
+            self._guard("drain-poll", TickReport(), self._drain_started)
+
+    def _drain_started(self) -> None:
+        nodes, _ = self.client.computers(self.s.prefix)
+        started = [n for n in nodes if n.builds and not n.temporarily_offline]
+        for n in started:
+            self._guard("drain", TickReport(), lambda n=n: self.client.drain(n.name), node=n.name)
+        if started:
+            self.memory = replace(self.memory, seen_busy=self.memory.seen_busy | {n.name for n in started})
 
     def _renew(self) -> bool:
         try:

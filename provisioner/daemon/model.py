@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Mapping, Union
 
 from provisioner.clouds.base import Instance
@@ -23,6 +24,7 @@ META_MARK = "provisioner-meta:"    # the node description carries our metadata a
 GONE_STATES = ("shutting-down", "stopping", "stopped", "terminated")
 
 
+@lru_cache(maxsize=64)
 def owner_slug(owner: str) -> str:
     """The owner id as a Jenkins-safe node-name part (letters, digits, dashes)."""
     slug = re.sub(r"[^a-z0-9-]+", "-", owner.lower()).strip("-")

@@ -107,6 +107,7 @@ class _Tick:
         self.nodes = {n.name: n for n in obs.nodes if n.name.startswith(settings.prefix)}
         self.instances = self._live_instances()
         self.retiring: set[str] = set()
+        self._seen: dict[ItemKey, int] | None = None
 
     def run(self) -> list[Action]:
         pool = self._used_nodes()
@@ -196,16 +197,19 @@ class _Tick:
         # on. A waiting item may take a spare node that has not connected yet; an online spare may
         # already have run a build between two polls (its item gone, nothing tells which node ran
         # it), so it is never handed to a second item: one build per agent.
-        spare = [n for n in pool if n.name not in matched]
-        spare.sort(key=lambda n: (not n.online, self._started(n)))   # online first, then the oldest
+        spare = sorted((n for n in pool if n.name not in matched), key=self._started)  # the oldest first
+        by_label: dict[tuple[str | None, bool], list[Node]] = {}    # candidates per label, built once
         for item in [*pending, *self.demand]:
-            if item.key in self.node_of or not spare:
+            if item.key in self.node_of:
                 continue
-            for node in spare:
-                if node.online == item.pending and satisfies(item.label, node.labels):
-                    bind(node, item)
-                    spare.remove(node)
-                    break
+            key = (item.label, item.pending)
+            if key not in by_label:
+                by_label[key] = [n for n in spare if n.online == item.pending and satisfies(item.label, n.labels)]
+            candidates = by_label[key]
+            while candidates and candidates[0].name in matched:
+                candidates.pop(0)
+            if candidates:
+                bind(candidates.pop(0), item)
         return matched
 
     def _started(self, node: Node) -> float:
@@ -319,9 +323,13 @@ class _Tick:
             self.actions.append(Provision(name, item, plan, attempt, create, token))
 
     def _attempts_seen(self, item: Item) -> int:
-        seen = [n.meta.attempt for n in self.nodes.values()
-                if n.meta is not None and n.meta.item_key == item.key]
-        return max(seen, default=0)
+        if self._seen is None:
+            self._seen = {}
+            for n in self.nodes.values():
+                if n.meta is not None:
+                    k = n.meta.item_key
+                    self._seen[k] = max(self._seen.get(k, 0), n.meta.attempt)
+        return self._seen.get(item.key, 0)
 
     # -- instances without a node ------------------------------------------------------------------
     def _orphan_instances(self) -> None:

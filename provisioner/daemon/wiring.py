@@ -123,7 +123,8 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               launcher=launcher, attempts=attempts, metrics=metrics, health=health,
                               blocked=blocked, lease=lease, sentinel=j["sentinel_node"],
                               prices=prices or catalog_prices(catalog),
-                              launch_workers=int(d["launch_workers"]) or 1)
+                              launch_workers=int(d["launch_workers"]) or 1,
+                              drain_poll_s=float(d["drain_poll_s"]))
     except BaseException:
         parts.close()
         raise

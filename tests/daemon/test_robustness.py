@@ -129,3 +129,18 @@ def test_boot_timeout_blocks_the_offer_and_the_next_candidate_boots(emu, tmp_pat
     assert types == [f"prov-t-q{qid}", f"prov-t-q{qid}-2"]
     emu.wait_for(lambda: sample(d, "provisioner_agents_retired_total", reason="boot-timeout") == 1, timeout=5)
     assert ("c5.large", "us-east-1", "on-demand") in d.daemon.blocked.current()
+
+
+def test_agents_that_start_their_build_are_drained_between_ticks(emu, tmp_path, start_daemon):
+    """A build shorter than the interval: without the drain poll Jenkins would hand the finished agent
+    the next waiting item before the next tick retires it."""
+    cloud = cloud_for(emu, tmp_path)
+    start_daemon(daemon_config(emu.url, interval_s=3, drain_poll_s=0.2), cloud, ADMIN[1])
+    emu.create_job("short", label=LABEL, script="sleep 1", concurrent=True)
+    emu.schedule("short", params={"N": "1"})
+    emu.wait_for(lambda: emu.builds("short") and emu.builds("short")[0]["building"], timeout=30)
+    emu.schedule("short", params={"N": "2"})                      # waits while the first one runs
+    emu.wait_for(lambda: finished(emu, "short", 2), timeout=40)
+    nodes = [b["node"] for b in emu.builds("short")]
+    assert len(set(nodes)) == 2, nodes                            # one build per agent
+    emu.wait_for(lambda: not ours(emu) and not cloud.describe("t"), timeout=20)
