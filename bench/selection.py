@@ -2,7 +2,8 @@
 """Benchmark: cost and misses of `provisioner plan` against Batch-like, fixed-template and oracle choices.
 
 A generated workload of jobs whose *true* runtimes come from a model the planner does not use:
-Geekbench 6 scores (the planner uses stress-ng), per-job serial fractions and thread counts,
+CoreMark scores per thread and for all threads (the planner's default, `composite`, is Geekbench 6
+single-core scaled by stress-ng's all-core ratio), per-job serial fractions and thread counts,
 memory-bound jobs that scale weakly with CPU speed, run-to-run noise and outlier runs. People
 declare requirements with headroom, as they do; 15% of jobs have no history. Histories go into a
 real store through `provisioner history import`; every plan is `provisioner.planner.plan_job`, the
@@ -59,6 +60,16 @@ HISTORY_TYPES = ["m5.2xlarge", "m5.4xlarge", "c5.4xlarge", "r5.2xlarge", "r5.4xl
 
 
 # ---- the truth: Geekbench 6, with fallbacks brought into Geekbench units ------------------------
+
+def coremark_truth(vcpus: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """type -> (per-thread CoreMark, all-thread CoreMark), scaled so a median core is ~1500."""
+    rows = [r for r in csv.DictReader(open(bundled_dir() / "cpu_scores.csv"))
+            if r["source"] == "ec2instances-coremark" and r["multi_core_score"]]
+    raw = {r["instance_type"]: (float(r["multi_core_score"]), int(r["threads"] or vcpus.get(r["instance_type"], 1)))
+           for r in rows}
+    scale = 1500 / statistics.median(m / n for m, n in raw.values())
+    return {t: (m / n * scale, m * scale) for t, (m, n) in raw.items()}
+
 
 def truth_scores(vcpus: dict[str, int]) -> dict[str, tuple[float, float]]:
     """type -> (single, all-core): Geekbench 6 single-core, CoreMark all-thread throughput.
@@ -230,18 +241,28 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=20261128)
     ap.add_argument("--jobs", type=int, default=240)
     ap.add_argument("--speed-runs", type=int, default=15)
+    ap.add_argument("--score-source", default=DEFAULTS["defaults"]["score_source"],
+                    help="the planner's CPU score source (the config's defaults.score_source)")
+    ap.add_argument("--truth", choices=("geekbench-coremark", "coremark"), default="coremark",
+                    help="the true runtimes' scores: Geekbench 6 single-core with CoreMark all-core, "
+                         "or CoreMark alone")
     args = ap.parse_args()
-    print(f"seed {args.seed}, {args.jobs} jobs")
+    print(f"seed {args.seed}, {args.jobs} jobs, planner scores {args.score_source}, truth {args.truth}")
     rng = random.Random(args.seed)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-selection-"))
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp / "cache"), XDG_STATE_HOME=str(tmp / "state"),
                XDG_CONFIG_HOME=str(tmp / "config"))
     os.environ.update({k: env[k] for k in ("XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")})
-    catalog = load_catalog()
+    catalog = load_catalog(score_source=args.score_source)
+    vcpus = {o.instance_type: o.vcpu for o in catalog.offers}
+    scores = coremark_truth(vcpus) if args.truth == "coremark" else truth_scores(vcpus)
+    # The universe is the types whose true speed the benchmark knows; every strategy chooses in it.
+    known = len({o.instance_type for o in catalog.offers})
+    catalog = Catalog(offers=[o for o in catalog.offers if o.instance_type in scores],
+                      source=catalog.source, score_source=catalog.score_source)
+    print(f"types with a true speed: {len({o.instance_type for o in catalog.offers})} of {known}")
     offers = [o for o in catalog.offers if o.region == REGION]
-    vcpus = {o.instance_type: o.vcpu for o in offers}
-    scores = truth_scores(vcpus)
     offers_by_type = {o.instance_type: o for o in offers if o.market == ON_DEMAND}
     jobs = make_jobs(rng, args.jobs)
     set_timeouts(jobs, offers, scores, rng)

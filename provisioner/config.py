@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "disk_gib": 30,              # root volume when the label names no disk
         "mem_headroom": 0.2,         # autotuned memory = peak x (1 + headroom) + 0.5 GiB
         "autotune_min_runs": 3,
-        "score_source": "sparecores-stressng-div16",
+        "score_source": "composite",  # see provisioner/catalog/load.py
         "catalog_max_age_days": 30,
     },
     "docker": {"instance_image": "provisioner-agent:latest", "host_cpus": None, "host_mem_gib": None,
@@ -167,7 +167,9 @@ SCHEMA: dict[str, Any] = {
     "defaults": {"image": _STR, "timeout": _duration, "policy": _one_of(*POLICIES),
                  "runtime_target": _fraction, "max_price": _positive, "default_runtime": _duration,
                  "boot_s": _positive, "disk_gib": _positive, "mem_headroom": _type(int, float),
-                 "autotune_min_runs": _INT, "score_source": _STR, "catalog_max_age_days": _positive},
+                 "autotune_min_runs": _INT,
+                 "score_source": _one_of("composite", "sparecores-stressng-div16", "sparecores-geekbench6",
+                                         "ec2instances-coremark"), "catalog_max_age_days": _positive},
     "docker": {"instance_image": _STR, "host_cpus": _positive, "host_mem_gib": _positive,
                "network": _STR, "imds_url": _STR, "gc_after_s": _positive, "environment": _DICT},
     "ec2": {"subnets": _ids_by_region, "security_groups": _ids_by_region, "instance_profile": _STR,

@@ -4,11 +4,18 @@ Files (same columns in both places, see data/SOURCES.md): aws_instances.csv (spe
 per type and region), aws_spot_prices.csv, aws_spot_interruption.csv, cpu_scores.csv. A file in the
 cache directory replaces the bundled one of the same name.
 
-CPU scores. The default source is SpareCores' stress-ng `div16` run: it covers the most types (865
-of 879), measures single-core and all-core throughput in the same run on the same host, and its
-all-core figure uses exactly the type's vCPU count. A type it lacks gets Geekbench 6, then CoreMark
-(all-core only) scaled into stress-ng units by the median ratio over types measured by both; then
-its family's per-vCPU median; then the catalog-wide per-vCPU median. `score_basis` says which.
+CPU scores. The default, `composite`, takes per-core speed from Geekbench 6 single-core (a suite
+of real workloads: compression, image processing, ML inference, parsing... closer to data-science
+jobs than a micro-benchmark) and how the type's vCPUs scale together from SpareCores' stress-ng
+run, which measured one thread and all vCPUs on the same host: all-core = Geekbench single x
+(stress-ng all-core / stress-ng single). Neither source alone will do: stress-ng `div16` is integer
+division, where AMD Zen 4 scores twice Graviton while Geekbench and CoreMark rate them about equal;
+Geekbench's own multi-core score is a shared-task test that grows far slower than vCPUs, so it
+under-rates large types for data-parallel jobs. A single source (`sparecores-stressng-div16`,
+`sparecores-geekbench6`, `ec2instances-coremark`) can be configured instead (`defaults.score_source`).
+A type the chosen source lacks gets the next source scaled into its units by the median ratio over
+types measured by both (CoreMark, with no single-core figure, stands in per thread); then its
+family's per-vCPU median; then the catalog-wide per-vCPU median. `score_basis` says which.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from pathlib import Path
 
 from provisioner.catalog.model import ON_DEMAND, SPOT, Catalog, Offer
 
-DEFAULT_SCORE_SOURCE = "sparecores-stressng-div16"
+COMPOSITE = "composite"
+DEFAULT_SCORE_SOURCE = COMPOSITE
 FALLBACK_SOURCES = ("sparecores-stressng-div16", "sparecores-geekbench6", "ec2instances-coremark")
 FILES = ("aws_instances.csv", "aws_spot_prices.csv", "aws_spot_interruption.csv", "cpu_scores.csv")
 # Spot rows whose type/region has no advisor bucket get the worst bucket's rate: be pessimistic.
@@ -63,7 +71,7 @@ def _scores(path: Path, vcpus: dict[str, int], families: dict[str, str],
         by_source[r[col["source"]]][r[col["instance_type"]]] = (
             _float(r[col["single_core_score"]]), _float(r[col["multi_core_score"]]),
             int(threads) if threads else None)
-    primary = by_source.get(source, {})
+    primary = _composite(by_source) if source == COMPOSITE else by_source.get(source, {})
     out: dict[str, tuple[float, float, str]] = {
         t: (s, m, source) for t, (s, m, _) in primary.items() if s and m}
 
@@ -99,6 +107,18 @@ def _scores(path: Path, vcpus: dict[str, int], families: dict[str, str],
         elif all_per_vcpu:
             out[t] = (statistics.median(all_single), statistics.median(all_per_vcpu) * n,
                       "catalog median (no benchmark)")
+    return out
+
+
+def _composite(by_source: dict) -> dict[str, tuple[float, float, None]]:
+    """Geekbench 6 single-core (a suite of real workloads) for per-core speed, times stress-ng's
+    all-core/single-core ratio measured in one run on the type (how its vCPUs scale together)."""
+    gb, sng = by_source.get("sparecores-geekbench6", {}), by_source.get("sparecores-stressng-div16", {})
+    out = {}
+    for t, (single, _, _) in gb.items():
+        s_single, s_multi, _ = sng.get(t, (None, None, None))
+        if single and s_single and s_multi:
+            out[t] = (single, single * s_multi / s_single, None)
     return out
 
 

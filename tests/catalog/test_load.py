@@ -42,7 +42,7 @@ def small_data(tmp_path: Path) -> Path:
 
 
 def test_offers_join_specs_prices_interruption_and_scores(tmp_path):
-    cat = build_catalog([small_data(tmp_path)])
+    cat = build_catalog([small_data(tmp_path)], score_source="sparecores-stressng-div16")
     spot = cat.find("a1.large", "us-east-1", "spot")
     assert spot.price == 0.03 and spot.ondemand_price == 0.1 and spot.interruption_rate == 0.075
     assert cat.find("zz.large", "us-east-1", "spot") is None  # no specs: not an offer
@@ -53,6 +53,14 @@ def test_offers_join_specs_prices_interruption_and_scores(tmp_path):
     # no benchmark at all: the family's per-vCPU median (a1.large), then the catalog median
     assert cat.find("a1.xlarge").score_basis == "a1 family median" and cat.find("a1.xlarge").score_multi == 4000
     assert cat.find("d1.large").score_basis == "catalog median (no benchmark)"
+
+
+def test_composite_takes_geekbench_single_and_stress_ng_scaling(tmp_path):
+    cat = build_catalog([small_data(tmp_path)])  # the default source
+    a1 = cat.find("a1.large")
+    assert (a1.score_single, a1.score_multi, a1.score_basis) == (500, 1000, "composite")
+    # c1 has no stress-ng run: Geekbench scaled into composite units (here 1:1 single, 1:1 multi)
+    assert cat.find("c1.large").score_basis == "sparecores-geekbench6 scaled"
 
 
 def test_bundled_catalog_is_real_and_ships_its_attribution():

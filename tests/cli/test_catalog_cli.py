@@ -20,7 +20,7 @@ def test_show_table_and_regions(cli):
     rows = [line.split() for line in out.stdout.splitlines()[1:]]
     assert {(r[0], r[1], r[2]) for r in rows} == {("m5.large", m, reg) for m in ("spot", "on-demand")
                                                    for reg in ("us-east-1", "eu-west-1")}
-    assert "scores: sparecores-stressng-div16" in out.stderr
+    assert "scores: composite" in out.stderr
 
 
 def test_bad_filter_is_exit_2(cli):
