@@ -233,7 +233,8 @@ class Daemon:
 
     # -- run -------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, once: bool = False) -> int:
-        """Tick every interval until `stop` is set (SIGTERM); 0 on a clean stop."""
+        """Tick every interval until `stop` is set (SIGTERM); 0 on a clean stop. With `once`, one
+        tick: 0 when it could observe Jenkins and the cloud, else 1."""
         try:
             while not stop.is_set():
                 if self.lease is not None and not self.lease.held:
@@ -243,12 +244,13 @@ class Daemon:
                         break
                 started = time.monotonic()
                 try:
-                    self.tick()
+                    ok = self.tick().ok
                 except Exception as exc:                # a bug must not end the loop: log, count, go on
+                    ok = False
                     self.metrics.failures.labels("tick", error_code(exc)).inc()
                     log.exception("%s", json.dumps({"event": "tick.failed", "code": error_code(exc)}))
                 if once:
-                    break
+                    return 0 if ok else 1
                 if self.lease is not None and not self._renew():
                     continue
                 self._rest(stop, started + self.s.interval_s)

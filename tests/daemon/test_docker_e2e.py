@@ -21,25 +21,14 @@ IMAGE_TAG = "provisioner-agent:daemon-test"
 
 
 @pytest.fixture(scope="module")
-def docker_client() -> Any:
-    import docker
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:
-        pytest.fail(f"no Docker engine answers ({exc}); scripts/test starts one")
-    return client
-
-
-@pytest.fixture(scope="module")
-def images(docker_client) -> tuple[str, str]:
-    """(instance image with a Java runtime and the emulator's stand-in agent.jar, busybox for builds)."""
+def images(docker_client, pyimage, busybox) -> tuple[str, str]:
+    """(instance image with a Java runtime and the emulator's stand-in agent.jar, busybox for builds);
+    docker_client, pyimage and busybox come from tests/conftest_docker.py."""
     from provisioner.agent.image import build_agent_image
-    from tests.images import busybox_image, python_image
     from tests.jenkins_emulator import agent_jar
-    instance = build_agent_image(docker_client, base=python_image(docker_client), tag=IMAGE_TAG, java=True,
+    instance = build_agent_image(docker_client, base=pyimage, tag=IMAGE_TAG, java=True,
                                  agent_jar=agent_jar.build_agent_jar())
-    return instance, busybox_image(docker_client)
+    return instance, busybox
 
 
 def docker_config(emu_url: str, image: str, owner: str, interval: float = 0.5) -> Any:

@@ -79,3 +79,18 @@ def test_check_valid_and_invalid_configs(cli, tmp_path):
 def test_token_never_on_the_command_line(cli):
     r = cli("daemon", "--help")
     assert r.returncode == 0 and "--token" not in r.stdout and "JENKINS_TOKEN" in r.stdout
+
+
+@pytest.mark.docker
+def test_once_runs_one_tick_and_exits(cli, emu, tmp_path, docker_client):
+    """The console script end to end, with the docker cloud (nothing queued: describe only)."""
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text(f"jenkins:\n  url: {emu.url}\n  user: bob\n  token_env: TEST_JENKINS_TOKEN\n"
+                   "daemon:\n  owner_id: once-test\n  listen: 127.0.0.1:0\n")
+    history = str(tmp_path / "h.sqlite3")
+    r = cli("--config", str(cfg), "--history", history, "daemon", "--once", env={"TEST_JENKINS_TOKEN": "bob-token"})
+    assert r.returncode == 0, r.stderr
+    assert '"event": "daemon.started"' in r.stderr and "bob-token" not in r.stderr
+    assert emu.node("autoscaler-sentinel") is not None             # bob may not use /scriptText
+    bad = cli("--config", str(cfg), "--history", history, "daemon", "--once", env={"TEST_JENKINS_TOKEN": "tok-9f3a"})
+    assert bad.returncode == 1 and '"code": "401"' in bad.stderr and "tok-9f3a" not in bad.stderr
