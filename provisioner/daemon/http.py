@@ -58,9 +58,9 @@ class AgentApi:
     """The agent endpoints' logic, separate from HTTP plumbing so it is easy to test."""
 
     def __init__(self, tokens: Tokens, metrics: DaemonMetrics, open_store: Callable[[], Any],
-                 on_record: Callable[[str], None] | None = None):
+                 on_record: Callable[[dict], None] | None = None):
         self.tokens, self.metrics, self._open_store = tokens, metrics, open_store
-        self._on_record = on_record          # the planner reads the job's history again
+        self._on_record = on_record          # the planner reads the job's history again; alerts
 
     def node_for(self, authorization: str | None) -> str | None:
         if not authorization or not authorization.startswith("Bearer "):
@@ -81,7 +81,7 @@ class AgentApi:
             added = store.add(record)
         self.metrics.usage_records.labels("stored" if added else "repeated").inc()
         if added and self._on_record is not None:
-            self._on_record(record["job"])
+            self._on_record(record)
         log.info("%s", json.dumps({"event": "usage.received", "node": node, "job": record["job"],
                                    "run_id": record["run_id"], "new": added}))
         return (201 if added else 200), {"stored": added, "run_id": record["run_id"]}

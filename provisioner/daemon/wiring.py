@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -100,7 +101,15 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
     metrics = DaemonMetrics()
     health = Health(stuck_after_s=max(60.0, 6 * settings.interval_s))
     planner = Planner(config, catalog, store, blocked.current, settings.managed_atom)
-    api = AgentApi(tokens, metrics, store, on_record=planner.invalidate)
+    alerts = config.data.get("alerts") or {}
+
+    def on_record(record: dict) -> None:
+        planner.invalidate(record["job"])
+        if alerts.get("sinks"):                   # sinks may be slow: off the request thread
+            from provisioner.alerts.dispatch import alert_on_record
+            threading.Thread(target=alert_on_record, args=(alerts, history_location, record),
+                             name="alerts", daemon=True).start()
+    api = AgentApi(tokens, metrics, store, on_record=on_record)
     http = DaemonHttpServer(parse_listen(listen or d["listen"]), metrics, health, api).start()
     parts = Parts(None, http, [http.stop])       # type: ignore[arg-type]  # set just below
     try:

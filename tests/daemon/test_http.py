@@ -55,7 +55,7 @@ def test_usage_201_then_200_and_node_and_queue_id_from_the_token(server):
     with open_store(server.test["history"]) as store:
         [rec] = store.runs("train")
     assert (rec["node"], rec["queue_id"]) == ("prov-t-q42-2", "42")
-    assert server.test["invalidated"] == ["train"]                  # the planner re-reads the job
+    assert [r["job"] for r in server.test["invalidated"]] == ["train"]   # the planner re-reads the job
     reg = server.metrics.registry
     assert reg.get_sample_value("provisioner_usage_records_total", {"result": "stored"}) == 1
     assert reg.get_sample_value("provisioner_usage_records_total", {"result": "repeated"}) == 1
@@ -140,3 +140,39 @@ def test_tokens_survive_a_restart_and_the_secret_file_is_private(tmp_path):
     assert Tokens(b"other").node_of(a.for_node("prov-t-q1")) is None
     assert load_secret(tmp_path, {"PROVISIONER_DAEMON_SECRET": "s3cret"}) == b"s3cret"
     assert "***" in repr(a)
+
+
+def test_a_failed_run_posted_by_an_agent_raises_the_configured_alert(tmp_path, emu):
+    """wiring: the agent API hands new records to provisioner.alerts (a Slack-type webhook here)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from provisioner.config import parse_config
+    from provisioner.daemon.wiring import build
+    from tests.daemon.fakes import small_catalog
+    got: list[bytes] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            got.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    config = parse_config(f"jenkins:\n  url: {emu.url}\n  user: admin\ndaemon:\n  listen: 127.0.0.1:0\n"
+                          f"alerts:\n  sinks:\n    - {{name: chat, type: slack, webhook_url: "
+                          f"'http://127.0.0.1:{hook.server_address[1]}/hook'}}\n", "alerts.yaml")
+    parts = build(config, str(tmp_path / "h.sqlite3"), "admin-token", owner="t", cloud=object(),
+                  catalog=small_catalog())
+    try:
+        token = parts.http.api.tokens.for_node("prov-t-q3")
+        r = post(parts.http, "/v1/usage", {**RECORD, "exit_code": 2}, token)
+        assert r.status_code == 201
+        emu.wait_for(lambda: got, timeout=10)
+        assert b"train" in got[0]
+    finally:
+        parts.close()
+        hook.shutdown()
