@@ -1,4 +1,5 @@
-"""The lease: only one daemon acts for an owner id at a time (a row in the history store).
+"""The lease: only one daemon acts for an owner id at a time (a row in the history store, SQLite
+or PostgreSQL: with a team store on PostgreSQL it holds across hosts).
 
 A holder takes the lease when there is none, when it has expired, or when its holder is a process
 on this host that no longer runs (a SIGKILLed daemon restarted at once need not wait for expiry).
@@ -12,9 +13,10 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 import time
 from typing import Callable
+
+from provisioner.daemon.db import DaemonDb
 
 log = logging.getLogger(__name__)
 
@@ -42,41 +44,38 @@ def _dead_local(holder: str) -> bool:
 
 
 class Lease:
-    """The lease row for `owner` in the SQLite file at `path` (migrated by open_store)."""
+    """The lease row for `owner` in the history store at `location` (SQLite path or PostgreSQL URL,
+    migrated by open_store), or on a DaemonDb given as `db`."""
 
-    def __init__(self, path: str, owner: str, holder: str | None = None, ttl_s: float = 30.0,
-                 clock: Callable[[], float] = time.time):
-        self.path, self.owner = path, owner
+    def __init__(self, location: str, owner: str, holder: str | None = None, ttl_s: float = 30.0,
+                 clock: Callable[[], float] = time.time, db: DaemonDb | None = None):
+        self.owner = owner
         self.holder = holder or make_holder()
         self.ttl_s = ttl_s
         self._clock = clock
         self.held = False
-        self._conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        self._own_db = db is None
+        self.db = db or DaemonDb(location)
 
     def try_acquire(self) -> bool:
         """Take or renew the lease; False when another live holder has it."""
         now = self._clock()
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            row = self._conn.execute("SELECT holder, expires FROM daemon_lease WHERE owner = ?",
-                                     (self.owner,)).fetchone()
-            if row is None or row[0] == self.holder or row[1] < now or _dead_local(row[0]):
-                self._conn.execute(
+        with self.db.exclusive("daemon_lease") as tx:
+            rows = tx.query("SELECT holder, expires FROM daemon_lease WHERE owner = ?", (self.owner,))
+            row = rows[0] if rows else None
+            ours = row is None or row[0] == self.holder or row[1] < now or _dead_local(row[0])
+            if ours:
+                tx.execute(
                     "INSERT INTO daemon_lease (owner, holder, expires, acquired) VALUES (?,?,?,?) "
-                    "ON CONFLICT(owner) DO UPDATE SET holder = excluded.holder, expires = excluded.expires, "
+                    "ON CONFLICT (owner) DO UPDATE SET holder = excluded.holder, expires = excluded.expires, "
                     "acquired = CASE WHEN daemon_lease.holder = excluded.holder THEN daemon_lease.acquired "
                     "ELSE excluded.acquired END", (self.owner, self.holder, now + self.ttl_s, now))
-                self._conn.execute("COMMIT")
-                if not self.held:
-                    log.info("%s", json.dumps({"event": "lease.acquired", "owner": self.owner,
-                                               "holder": self.holder, "previous": row[0] if row else None}))
-                self.held = True
-                return True
-            self._conn.execute("COMMIT")
-        except sqlite3.Error:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
+        if ours:
+            if not self.held:
+                log.info("%s", json.dumps({"event": "lease.acquired", "owner": self.owner,
+                                           "holder": self.holder, "previous": row[0] if row else None}))
+            self.held = True
+            return True
         if self.held:
             log.error("%s", json.dumps({"event": "lease.lost", "owner": self.owner, "holder": self.holder,
                                         "taken_by": row[0]}))
@@ -84,13 +83,12 @@ class Lease:
         return False
 
     def current(self) -> tuple[str, float] | None:
-        row = self._conn.execute("SELECT holder, expires FROM daemon_lease WHERE owner = ?",
-                                 (self.owner,)).fetchone()
-        return (row[0], row[1]) if row else None
+        rows = self.db.query("SELECT holder, expires FROM daemon_lease WHERE owner = ?", (self.owner,))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def release(self) -> None:
         """Give the lease back (only if we hold it), so a successor starts at once."""
-        self._conn.execute("DELETE FROM daemon_lease WHERE owner = ? AND holder = ?", (self.owner, self.holder))
+        self.db.execute("DELETE FROM daemon_lease WHERE owner = ? AND holder = ?", (self.owner, self.holder))
         self.held = False
 
     def wait(self, stop: Callable[[], bool], interval_s: float = 1.0,
@@ -111,4 +109,5 @@ class Lease:
         return False
 
     def close(self) -> None:
-        self._conn.close()
+        if self._own_db:
+            self.db.close()

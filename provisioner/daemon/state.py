@@ -1,6 +1,6 @@
 """What the daemon keeps across restarts besides tags and nodes: attempt counters and its secret.
 
-* Attempts per queue item (in the history store, migration 2): a restarted daemon never reuses the
+* Attempts per queue item (in the history store, SQLite or PostgreSQL, migration 2): a restarted daemon never reuses the
   node name or idempotency token of an earlier attempt whose instance is gone.
 * The daemon secret (env PROVISIONER_DAEMON_SECRET, else a 0600 file in the state directory): agent
   report tokens are derived from it, `<node>.<HMAC(secret, node)>`, so a restarted daemon accepts
@@ -13,47 +13,49 @@ import hashlib
 import hmac
 import os
 import secrets
-import sqlite3
 import time
 from pathlib import Path
 from typing import Iterable
 
+from provisioner.daemon.db import DaemonDb
 from provisioner.daemon.model import ItemKey
 
 SECRET_ENV = "PROVISIONER_DAEMON_SECRET"
 
 
 class Attempts:
-    """Launch attempts per (queue id, inQueueSince) for one owner, in the SQLite file at `path`."""
+    """Launch attempts per (queue id, inQueueSince) for one owner, in the history store."""
 
-    def __init__(self, path: str, owner: str):
+    def __init__(self, location: str, owner: str, db: DaemonDb | None = None):
         self.owner = owner
-        self._conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        self._own_db = db is None
+        self.db = db or DaemonDb(location)
 
     def load(self) -> dict[ItemKey, int]:
-        rows = self._conn.execute("SELECT queue_id, since, attempts FROM daemon_attempts WHERE owner = ?",
-                                  (self.owner,))
-        return {(q, s): a for q, s, a in rows}
+        rows = self.db.query("SELECT queue_id, since, attempts FROM daemon_attempts WHERE owner = ?", (self.owner,))
+        return {(int(q), int(s)): int(a) for q, s, a in rows}
 
     def record(self, key: ItemKey, attempt: int) -> None:
         """Persist an attempt before it acts (create node, launch): a crash after it skips the number."""
-        self._conn.execute(
+        self.db.execute(
             "INSERT INTO daemon_attempts (owner, queue_id, since, attempts, updated) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(owner, queue_id, since) DO UPDATE SET attempts = max(attempts, excluded.attempts), "
-            "updated = excluded.updated", (self.owner, key[0], key[1], attempt, time.time()))
+            f"ON CONFLICT (owner, queue_id, since) DO UPDATE SET attempts = "
+            f"{self.db.greatest}(daemon_attempts.attempts, excluded.attempts), updated = excluded.updated",
+            (self.owner, key[0], key[1], attempt, time.time()))
 
     def prune(self, live: Iterable[ItemKey], older_than_s: float = 86400) -> None:
         """Forget items no longer queued (after a day: the queue is restored with the same ids)."""
         keep = set(live)
         cutoff = time.time() - older_than_s
-        rows = self._conn.execute("SELECT queue_id, since FROM daemon_attempts WHERE owner = ? AND updated < ?",
-                                  (self.owner, cutoff)).fetchall()
-        gone = [(self.owner, q, s) for q, s in rows if (q, s) not in keep]
+        rows = self.db.query("SELECT queue_id, since FROM daemon_attempts WHERE owner = ? AND updated < ?",
+                             (self.owner, cutoff))
+        gone = [(self.owner, q, s) for q, s in rows if (int(q), int(s)) not in keep]
         if gone:
-            self._conn.executemany("DELETE FROM daemon_attempts WHERE owner = ? AND queue_id = ? AND since = ?", gone)
+            self.db.executemany("DELETE FROM daemon_attempts WHERE owner = ? AND queue_id = ? AND since = ?", gone)
 
     def close(self) -> None:
-        self._conn.close()
+        if self._own_db:
+            self.db.close()
 
 
 def load_secret(state_dir: Path, environ: dict | None = None) -> bytes:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from provisioner import paths
 from provisioner.clouds.base import BlockedOffers, Instance
 from provisioner.config import Config
+from provisioner.daemon.db import DaemonDb
 from provisioner.daemon.http import AgentApi, DaemonHttpServer, Health, parse_listen
 from provisioner.daemon.jenkins import JenkinsClient
 from provisioner.daemon.launch import AgentSettings, Launcher, ec2_secret_handover
@@ -60,17 +61,13 @@ def make_cloud(config: Config, blocked: BlockedOffers) -> Any:
     return DockerCloud(settings=DockerSettings.from_config(config.section("docker")), blocked=blocked)
 
 
-def state_file(history_location: str) -> str:
-    """Where the lease and attempts live: the SQLite history itself, else a file in the state dir."""
+def state_location(history_location: str) -> str:
+    """Where the lease and attempts live: the history store itself (created and migrated here)."""
     from provisioner.history import open_store
+    open_store(history_location).close()         # migration 2: daemon_lease, daemon_attempts
     if history_location.startswith(("postgresql://", "postgres://")):
-        location = str(paths.state_dir() / "daemon.sqlite3")
-        log.warning("%s", json.dumps({"event": "lease.local", "reason": "the lease lives in a local SQLite "
-                                      "file while the history is on PostgreSQL: it guards this host only"}))
-    else:
-        location = history_location
-    open_store(location).close()                 # creates and migrates (migration 2: lease, attempts)
-    return str(Path(location).expanduser())
+        return history_location
+    return str(Path(history_location).expanduser())
 
 
 def build(config: Config, history_location: str, token: str | None, *, owner: str,
@@ -90,7 +87,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
         defaults = config.defaults
         catalog = load_catalog(score_source=defaults["score_source"],
                                max_age_days=float(defaults["catalog_max_age_days"]))
-    path = state_file(history_location)
+    location = state_location(history_location)
 
     def store():
         return open_store(history_location)
@@ -113,10 +110,10 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
     http = DaemonHttpServer(parse_listen(listen or d["listen"]), metrics, health, api).start()
     parts = Parts(None, http, [http.stop])       # type: ignore[arg-type]  # set just below
     try:
-        attempts = Attempts(path, owner)
-        parts.closers.append(attempts.close)
-        lease = Lease(path, owner, ttl_s=float(d["lease_ttl_s"]))
-        parts.closers.append(lease.close)
+        db = DaemonDb(location)
+        parts.closers.append(db.close)
+        attempts = Attempts(location, owner, db=db)
+        lease = Lease(location, owner, ttl_s=float(d["lease_ttl_s"]), db=db)
         after_launch = None
         if getattr(cloud, "name", "") == "ec2":
             after_launch = _ec2_handover()

@@ -94,3 +94,43 @@ def test_once_runs_one_tick_and_exits(cli, emu, tmp_path, docker_client):
     assert emu.node("autoscaler-sentinel") is not None             # bob may not use /scriptText
     bad = cli("--config", str(cfg), "--history", history, "daemon", "--once", env={"TEST_JENKINS_TOKEN": "tok-9f3a"})
     assert bad.returncode == 1 and '"code": "401"' in bad.stderr and "tok-9f3a" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    """A throwaway PostgreSQL (the history suite's helper), migrated like any team store."""
+    pytest.importorskip("psycopg")
+    from tests.history.test_postgres import PgCluster, pg_bin_dir
+    if pg_bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/lib.sh ensure_postgres installs it)")
+    cluster = PgCluster().start()
+    url = cluster.create_database("daemon_lease")
+    open_store(url).close()
+    yield url
+    cluster.stop()
+
+
+def test_lease_and_attempts_on_a_postgresql_team_store(pg_url):
+    """Two daemons on different hosts share one PostgreSQL store: the lease holds across them."""
+    from provisioner.daemon.state import Attempts
+    clock = Clock()
+    a = Lease(pg_url, "team", "hostA:1:x", ttl_s=30, clock=clock)
+    b = Lease(pg_url, "team", "hostB:2:y", ttl_s=30, clock=clock)
+    try:
+        assert a.try_acquire() and not b.try_acquire()
+        clock.t += 31
+        assert b.try_acquire() and not a.try_acquire()
+        b.release()
+        assert a.try_acquire() and a.current()[0] == "hostA:1:x"
+    finally:
+        a.close()
+        b.close()
+    att = Attempts(pg_url, "team")
+    try:
+        att.record((7, 1000), 2)
+        att.record((7, 1000), 1)                     # never goes back
+        assert att.load() == {(7, 1000): 2}
+        att.prune([], older_than_s=-1)
+        assert att.load() == {}
+    finally:
+        att.close()
