@@ -276,11 +276,12 @@ class Daemon:
 
     def _drain_started(self) -> None:
         nodes, _ = self.client.computers(self.s.prefix)
+        self._online_events(nodes, self.clock())          # the same read times queue-wait more finely
         started = [n for n in nodes if n.builds and not n.temporarily_offline]
         for n in started:
             self._guard("drain", TickReport(), lambda n=n: self.client.drain(n.name), node=n.name)
-        if started:
-            self.memory = replace(self.memory, seen_busy=self.memory.seen_busy | {n.name for n in started})
+        self.memory = replace(self.memory, seen_busy=self.memory.seen_busy | {n.name for n in started},
+                              seen_online=self.memory.seen_online | {n.name for n in nodes if n.online})
 
     def _renew(self) -> bool:
         try:

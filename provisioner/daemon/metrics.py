@@ -95,7 +95,8 @@ class DaemonMetrics:
                                      ["result"], registry=r)
         self.samples_received = Counter("provisioner_samples", "Utilisation samples posted by agents", registry=r)
         self.queue_wait = Histogram("provisioner_queue_wait_to_agent_online_seconds",
-                                    "From a queue item entering the queue to its agent coming online",
+                                    "From a queue item entering the queue to its agent coming online "
+                                    "(as seen by the daemon: within drain_poll_s, else the interval)",
                                     buckets=WAIT_BUCKETS, registry=r)
         self.tick_duration = Histogram("provisioner_reconcile_duration_seconds",
                                        "One tick of the loop (observe, reconcile, act)", buckets=TICK_BUCKETS,

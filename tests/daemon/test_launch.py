@@ -1,0 +1,67 @@
+"""Building a launch: tags, idempotency token, no secret in user-data, the EC2 secret hand-over."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from provisioner.catalog.model import SPOT
+from provisioner.daemon.launch import AgentSettings, Launcher
+from provisioner.daemon.model import Item, Provision, client_token
+from provisioner.daemon.state import Tokens
+from tests.daemon.helpers import plan
+
+SECRET = "ab" * 32
+
+
+class Named:
+    def __init__(self, name: str):
+        self.name = name
+
+
+def provision(label: str = "ec2 && vcpu=2 && team=ml", market: str = "on-demand") -> Provision:
+    item = Item(42, 1700000000000, label, "ml/train")
+    return Provision("prov-t-q42", item, plan(market=market), 1, True, client_token("t", "prov-t-q42", item.since, 1))
+
+
+@pytest.mark.parametrize("cloud", ["docker", "ec2"])
+def test_spec_tags_token_and_no_secret_in_user_data(cloud):
+    tokens = Tokens(b"k" * 32)
+    launcher = Launcher(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"), None, Named(cloud),
+                        None, tokens)
+    p = provision()
+    spec, bundle, run_id = launcher.spec(p, SECRET, 1700000000.0)
+    assert spec.client_token == p.token and run_id == "prov-t-q42"
+    assert {k: v for k, v in spec.tags.items() if k != "provisioner:expires-at"} == {
+        "provisioner:owner": "t", "provisioner:node": "prov-t-q42", "provisioner:queue-id": "42",
+        "provisioner:job": "ml/train", "provisioner:team": "ml"}
+    assert spec.tags["provisioner:expires-at"].endswith("Z")
+    token = tokens.for_node("prov-t-q42")
+    assert SECRET not in spec.user_data and token not in spec.user_data
+    assert SECRET not in json.dumps(spec.tags) and token not in json.dumps(spec.tags)
+    assert bundle == {"agent_secret": SECRET, "report_url": "http://127.0.0.1:9108", "report_token": token}
+    if cloud == "docker":
+        assert json.loads(spec.secret_env["PROVISIONER_SECRETS"]) == bundle
+    else:
+        assert spec.secret_env == {}                     # EC2: the bundle goes to SSM after launch
+    assert "prov-t-q42" in spec.user_data and "http://127.0.0.1:8080/" in spec.user_data
+    assert not spec.spot_only
+    spot = launcher.spec(provision("ec2 && spot", SPOT), SECRET, 0)[0]
+    assert spot.spot_only
+
+
+@pytest.mark.moto
+def test_ec2_hand_over_puts_the_bundle_in_ssm_tagged_with_the_instance_arn(moto_env):
+    from provisioner import aws
+    from provisioner.clouds.base import Instance
+    from provisioner.daemon.wiring import _ec2_handover
+    handover = _ec2_handover()
+    inst = Instance("i-0123456789abcdef0", "c5.large", "on-demand", "us-east-1", "pending", 0.0)
+    handover(inst, "prov-t-q42", {"agent_secret": SECRET})
+    ssm = aws.client("ssm", region="us-east-1")
+    value = ssm.get_parameter(Name="/provisioner/agents/prov-t-q42", WithDecryption=True)["Parameter"]["Value"]
+    assert json.loads(value) == {"agent_secret": SECRET}
+    tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId="/provisioner/agents/prov-t-q42")
+    [tag] = tags["TagList"]
+    assert tag["Value"].startswith("arn:aws:ec2:us-east-1:") and tag["Value"].endswith(":instance/i-0123456789abcdef0")
