@@ -177,7 +177,9 @@ class RemoteRun:
         record = parts.final_record(outcome, instance, best, job, spec, result, self.args,
                                     instance_s=ended - started, cloud=self.cloud_name,
                                     terminated_at=self.terminated_at)
-        parts.store_and_summarise(record, self.ctx, self.console, self.args.summary_json)
+        from provisioner.cli.run import _after_record
+        after = _after_record(self.ctx, getattr(self.args, "usage_s3", None), True, self.console.warn)
+        parts.store_and_summarise(record, self.ctx, self.console, self.args.summary_json, after)
         return outcome
 
     def _follow(self, cloud: Cloud, instance: Instance, timeout_total: float, log_group: str | None) -> Outcome:

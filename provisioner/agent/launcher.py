@@ -249,13 +249,17 @@ def final_record(outcome: Any, instance: Instance | None, best: Any, job: Any, s
     return records.normalise(record)
 
 
-def store_and_summarise(record: dict, ctx: Any, console: Console, summary_json: str | None) -> None:
+def store_and_summarise(record: dict, ctx: Any, console: Console, summary_json: str | None,
+                        after: Any = None) -> None:
+    """Store the record, run `after(record)` (S3 copy, alerts: guarded by the caller), print the summary."""
     from provisioner.runner.summary import summary_line
     try:
         with ctx.open_history() as store:
             store.add(record)
     except Exception as exc:
         console.warn(f"usage record not written to the history store: {exc}")
+    if after is not None:
+        after(record)
     notional = " (notional EC2 price)" if record.get("cloud") == "docker" else ""
     boot = f"{record['boot_s']:.2f} s" if record.get("boot_s") is not None else "n/a"
     console.info(f"Remote: instance {record.get('instance_id')} {record.get('instance_type')} "

@@ -116,6 +116,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--instance-type", metavar="TYPE", help="price the run as this EC2 type")
     p.add_argument("--log-group", metavar="GROUP",
                    help="also send the output to this CloudWatch Logs group (stream = run UUID)")
+    p.add_argument("--usage-s3", type=_arg(_s3_url), metavar="s3://BUCKET/PREFIX/",
+                   help="also put the usage record at PREFIX/dt=YYYY-MM-DD/<run_id>.json (for a warehouse)")
     _remote_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
                    help="the command and its arguments, after --")
@@ -248,14 +250,35 @@ def handle(args: argparse.Namespace, ctx: Context) -> int:
         gc.freeze()
 
 
-def _standalone_alerts(ctx: Context) -> Callable[[dict], Any] | None:
-    """Alerts for a run no daemon serves (with a reporter, the daemon raises them)."""
+def _s3_url(text: str) -> str:
+    from provisioner.export import parse_s3_url
+    parse_s3_url(text)
+    return text
+
+
+def _after_record(ctx: Context, usage_s3: str | None, standalone: bool,
+                  warn: Callable[[str], None]) -> Callable[[dict], Any] | None:
+    """What follows each stored record: the S3 copy (--usage-s3), and alerts for a run no daemon
+    serves (with a reporter, the daemon raises them). Each is guarded: one failing skips nothing."""
+    steps: list[tuple[str, Callable[[dict], Any]]] = []
+    if usage_s3:
+        from provisioner.export import export_records
+        steps.append(("usage record not written to S3", lambda record: export_records([record], usage_s3)))
     section = ctx.config.data.get("alerts") or {}
-    if not section.get("sinks"):  # with sinks and no rules, the default rules apply
+    if standalone and section.get("sinks"):  # with sinks and no rules, the default rules apply
+        from provisioner.alerts.dispatch import alert_on_record
+        location = ctx.history_location
+        steps.append(("alerts not raised", lambda record: alert_on_record(section, location, record)))
+    if not steps:
         return None
-    from provisioner.alerts.dispatch import alert_on_record
-    location = ctx.history_location
-    return lambda record: alert_on_record(section, location, record)
+
+    def after(record: dict) -> None:
+        for what, step in steps:
+            try:
+                step(record)
+            except Exception as exc:  # a warning, never a changed exit code
+                warn(f"{what}: {exc}")
+    return after
 
 
 def _handle(args: argparse.Namespace, ctx: Context) -> int:
@@ -274,7 +297,7 @@ def _handle(args: argparse.Namespace, ctx: Context) -> int:
     services = Services(
         client=docker_client(), console=console, store_factory=ctx.open_history,
         reporter=reporter, sink_factories=make_sink_factories(args.log_group, region, console.warn),
-        on_record=None if reporter is not None else _standalone_alerts(ctx))
+        on_record=_after_record(ctx, args.usage_s3, reporter is None, console.warn))
     pricing = resolve_pricing(args.instance_type, environ, default_region=region)
     outcome = RunSession(services).run(spec, job, policy, pricing, args.summary_json)
     return outcome.exit_code
