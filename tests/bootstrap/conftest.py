@@ -1,3 +1,3 @@
 """The docker fixtures of tests/remote (engine, images) are shared here."""
 
-from tests.remote.conftest import agent_image, docker_client, pyimage  # noqa: F401
+from tests.remote.conftest import agent_image  # noqa: F401  (docker_client, pyimage: tests/conftest_docker.py)

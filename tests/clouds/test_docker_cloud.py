@@ -14,7 +14,6 @@ from provisioner.clouds.docker import (USER_DATA_PATH, DockerCloud, DockerSettin
                                        instance_id_for)
 from tests.factories import offer
 from tests.images import busybox_image
-from tests.remote.conftest import docker_client  # noqa: F401  (session fixture)
 
 GIB = 1024 ** 3
 SCRIPT = "#!/bin/sh\necho booted on $(hostname) cpus=$PROVISIONER_CPUS secret=${PROVISIONER_SECRETS:+set}\nexec sleep 30\n"
