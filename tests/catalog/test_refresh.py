@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from provisioner.catalog.load import bundled_dir
 from provisioner.catalog.refresh import (
     RefreshError, fetch_ondemand_prices, lowest_latest_spot, parse_price_item, pricing_filters, refresh)
 from tests.conftest import provisioner_exe
-from tests.moto_server import DUMMY_CREDENTIALS, MotoServer
+from tests.moto_server import DUMMY_CREDENTIALS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 9, 1, 12, 0, tzinfo=timezone.utc)
@@ -266,19 +265,9 @@ def test_ec2_failure_fails_the_refresh_and_leaves_the_cache(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def moto_url_for_refresh(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The session's moto server (tests/conftest_moto.py), or, where that plugin is not registered,
-    one started for this module."""
-    try:
-        yield request.getfixturevalue("moto_url")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    server = MotoServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+def moto_url_for_refresh(moto_url: str) -> str:
+    """The session's moto server (tests/conftest_moto.py)."""
+    return moto_url
 
 
 @pytest.fixture(scope="module")

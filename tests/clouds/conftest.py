@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -16,25 +16,16 @@ from botocore.exceptions import ClientError
 from provisioner import aws
 from provisioner.clouds.ec2 import Ec2Cloud
 from provisioner.clouds.ec2_params import Ec2Settings
-from tests.moto_server import DUMMY_CREDENTIALS, MotoServer
+from tests.moto_server import DUMMY_CREDENTIALS
 
 REGION = "us-east-1"
 Fault = Callable[[dict], "dict | None"]   # gets the request kwargs; raises, returns a response, or None
 
 
 @pytest.fixture(scope="session")
-def ec2_moto_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The session's moto server (tests/conftest_moto.py) where that plugin is registered, else our own."""
-    try:
-        yield request.getfixturevalue("moto_url")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    server = MotoServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+def ec2_moto_url(moto_url: str) -> str:
+    """The session's moto server (tests/conftest_moto.py)."""
+    return moto_url
 
 
 @functools.lru_cache(maxsize=None)
