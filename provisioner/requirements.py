@@ -170,11 +170,6 @@ def predicate(term: Term, sizing: Sizing | None = None, sizing_positive: bool = 
     return match if op != "!=" else (lambda o: not match(o))
 
 
-def holds(term: Term, offer: Offer, sizing: Sizing | None = None, sizing_positive: bool = True) -> bool:
-    """Is a non-plain term true for this offer?"""
-    return predicate(term, sizing, sizing_positive)(offer)
-
-
 Compiled = Callable[[Offer, dict], bool]
 
 
@@ -384,7 +379,7 @@ class Requirements:
                 elif term.kind == "cmp" and term.key in SIZING and s.positive[atom]:
                     true = True   # sizing atoms count as true: the plan serves the declaration
                 else:
-                    true = holds(term, offer, sizing, s.positive[atom])
+                    true = predicate(term, sizing, s.positive[atom])(offer)
                 if true:
                     names.append(atom.name)
         return list(dict.fromkeys(names))
