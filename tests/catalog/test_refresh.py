@@ -21,8 +21,8 @@ from botocore.stub import Stubber
 
 from provisioner.catalog import ON_DEMAND, SPOT, load_catalog
 from provisioner.catalog.load import bundled_dir
-from provisioner.catalog.refresh import (
-    RefreshError, fetch_ondemand_prices, lowest_latest_spot, parse_price_item, pricing_filters, refresh)
+from provisioner.catalog.pricing import fetch_ondemand_prices, parse_price_item, pricing_filters
+from provisioner.catalog.refresh import RefreshError, lowest_latest_spot, refresh
 from tests.conftest import provisioner_exe
 from tests.moto_server import DUMMY_CREDENTIALS
 
