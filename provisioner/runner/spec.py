@@ -105,11 +105,16 @@ def parse_env_args(values: list[str] | None, environ: Mapping[str, str]) -> dict
         key, found, val = value.partition("=")
         if not key or key != key.strip() or any(c.isspace() for c in key):
             raise UsageError(f"--env: bad variable name in {key!r}; use KEY=VALUE or KEY")
-        if found:
-            env[key] = val
-        elif key in environ:
-            env[key] = environ[key]
+        _set_env(env, key, found, val, environ)
     return env
+
+
+def _set_env(env: dict[str, str], key: str, found: str, val: str, environ: Mapping[str, str]) -> None:
+    """KEY=VALUE sets VALUE; KEY alone passes this process's value, and is skipped when unset."""
+    if found:
+        env[key] = val
+    elif key in environ:
+        env[key] = environ[key]
 
 
 def read_env_file(path: str, environ: Mapping[str, str]) -> dict[str, str]:
@@ -128,10 +133,7 @@ def read_env_file(path: str, environ: Mapping[str, str]) -> dict[str, str]:
         key, found, val = stripped.partition("=")
         if not key or any(c.isspace() for c in key):
             raise LaunchError(f"env file {path}, line {number}: bad variable name {key!r}")
-        if found:
-            env[key] = val
-        elif key in environ:
-            env[key] = environ[key]
+        _set_env(env, key, found, val, environ)
     return env
 
 
