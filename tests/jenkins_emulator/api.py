@@ -28,10 +28,7 @@ class EmulatorAPI:
     quiet_period: float
     secret_key: bytes
     _agents: list[subprocess.Popen[Any]]
-
-    @property
-    def url(self) -> str:                                  # provided by JenkinsEmulator
-        raise NotImplementedError
+    url: str                                               # a property of JenkinsEmulator
 
     def wake(self) -> None: ...
     def dispatch(self, outbox: B.Outbox) -> None: ...
