@@ -20,12 +20,12 @@ from urllib.parse import quote
 import jenkins
 import requests
 
-from provisioner.daemon.model import Node, NodeMeta
+from provisioner.daemon.model import DRAIN_MESSAGES, Node, NodeMeta
 from provisioner.errors import ProvisionerError
 
 log = logging.getLogger(__name__)
 
-COMPUTERS = ("computer/api/json?tree=computer[displayName,description,offline,temporarilyOffline,idle,"
+COMPUTERS = ("computer/api/json?tree=computer[displayName,description,offline,temporarilyOffline,offlineCauseReason,idle,"
              "assignedLabels[name],executors[currentExecutable[url,number]]]")
 CREATE_NODE = "computer/doCreateItem"
 NODE_JNLP = "computer/{name}/jenkins-agent.jnlp"
@@ -141,7 +141,8 @@ class JenkinsClient(jenkins.Jenkins):
                                              if lab.get("name")),
                              offline=bool(c.get("offline")), temporarily_offline=bool(c.get("temporarilyOffline")),
                              idle=bool(c.get("idle", True)), builds=builds,
-                             meta=NodeMeta.parse(c.get("description"))))
+                             meta=NodeMeta.parse(c.get("description")),
+                             offline_reason=c.get("offlineCauseReason") or ""))
         return ours, names
 
     def create_node(self, name: str, label_string: str, description: str, remote_fs: str,
@@ -173,7 +174,7 @@ class JenkinsClient(jenkins.Jenkins):
             return False
         return True
 
-    def drain(self, name: str, message: str = "provisioner: one build per agent") -> None:
+    def drain(self, name: str, message: str = DRAIN_MESSAGES["started"]) -> None:
         """Temporarily offline: the running build finishes, no other starts (a toggle: call once)."""
         self.request("POST", TOGGLE_OFFLINE.format(name=quote(name)), endpoint="POST toggleOffline",
                      params={"offlineMessage": message})

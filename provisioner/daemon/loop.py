@@ -25,8 +25,8 @@ from provisioner.daemon.jenkins import JenkinsClient
 from provisioner.daemon.launch import Launcher
 from provisioner.daemon.lease import Lease
 from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
-from provisioner.daemon.model import (Block, DeleteNode, Drain, Hold, InFlight, Memory, Node, Observed,
-                                      Provision, Settings, Terminate)
+from provisioner.daemon.model import (DRAIN_MESSAGES, Block, DeleteNode, Drain, Hold, InFlight, Memory,
+                                      Node, Observed, Provision, Settings, Terminate)
 from provisioner.daemon.plans import Planner
 from provisioner.daemon.queue import QueueReader
 from provisioner.daemon.state import Attempts
@@ -158,7 +158,8 @@ class Daemon:
         for a in actions:
             report.actions[type(a).__name__] += 1
         for a in (a for a in actions if isinstance(a, Drain)):
-            self._guard("drain", report, lambda a=a: self.client.drain(a.node), node=a.node)
+            self._guard("drain", report, lambda a=a: self.client.drain(a.node, DRAIN_MESSAGES[a.reason]),
+                        node=a.node, reason=a.reason)
         for a in (a for a in actions if isinstance(a, DeleteNode)):
             meta = nodes[a.node].meta if a.node in nodes else None
             if self._guard("delete-node", report, lambda a=a: self.client.delete_node(a.node) or True,

@@ -117,6 +117,7 @@ class Node:
     idle: bool = True
     builds: tuple[str, ...] = ()    # URLs of the builds its executors run now
     meta: NodeMeta | None = None
+    offline_reason: str = ""        # offlineCauseReason: our drain message says why we drained it
 
     @property
     def busy(self) -> bool:
@@ -218,9 +219,15 @@ class Provision:
 
 @dataclass(frozen=True)
 class Drain:
-    """Mark a node temporarily offline once it runs its build: it takes no second one."""
+    """Mark a node temporarily offline: once it runs its build (it takes no second one), or before
+    retiring an idle node nobody waits for (Jenkins may be handing it a build at this very moment;
+    it is retired once seen idle while drained)."""
 
     node: str
+    reason: str = "started"         # started | no-demand (a key of DRAIN_MESSAGES)
+
+
+DRAIN_MESSAGES = {"started": "provisioner: one build per agent", "no-demand": "provisioner: no demand"}
 
 
 @dataclass(frozen=True)

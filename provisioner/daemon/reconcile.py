@@ -13,7 +13,9 @@ memoisation of pure functions):
 * A matched node that does not come online within the boot timeout is retired and its offer blocked;
   the item is planned again next tick. A matched node without an instance gets one (a crash between
   node creation and launch); if its instance existed and vanished, a fresh attempt replaces it.
-* Unmatched nodes are retired at once (the item left before its agent connected, or no demand).
+* Unmatched nodes are retired: at once if never connected (the item left before its agent did);
+  an online one is drained first and retired once seen idle while drained, since Jenkins may hand
+  it a build between our read of /computer and a delete (which would kill that build).
 * Items still without a node are provisioned oldest first while the caps (global, per label, per job)
   and the USD/hour budget allow; running, booting and in-flight instances all count.
 * Instances whose node is gone are terminated: at once when we retired the node, else after a grace.
@@ -28,8 +30,8 @@ from typing import Iterable
 
 from provisioner import labels
 from provisioner.clouds.base import Instance
-from provisioner.daemon.model import (GONE_STATES, Action, Block, DeleteNode, Drain, Hold, InFlight,
-                                      Item, ItemKey, Memory, Node, NoPlan, Observed, PlanKey,
+from provisioner.daemon.model import (DRAIN_MESSAGES, GONE_STATES, Action, Block, DeleteNode, Drain, Hold,
+                                      InFlight, Item, ItemKey, Memory, Node, NoPlan, Observed, PlanKey,
                                       Provision, Settings, Terminate, client_token, node_name)
 from provisioner.errors import ProvisionerError
 from provisioner.requirements import Requirements, is_demand
@@ -163,8 +165,9 @@ class _Tick:
             elif node.busy:
                 if node.builds and not node.temporarily_offline:   # a build started: not while only assigned
                     self.actions.append(Drain(node.name))
-            else:
-                self._retire(node, "finished")
+            else:   # drained and idle: after its build, or a spare drained before retiring it
+                spare = node.offline_reason == DRAIN_MESSAGES["no-demand"] and node.name not in self.memory.seen_busy
+                self._retire(node, "no-demand" if spare else "finished")
         return pool
 
     # -- matching the pool to items ----------------------------------------------------------------
@@ -227,7 +230,10 @@ class _Tick:
         for node in pool:
             item = matched.get(node.name)
             if item is None:
-                self._retire(node, "item-gone" if node.offline else "no-demand")
+                if node.offline:
+                    self._retire(node, "item-gone")     # never connected: nothing can run on it
+                else:   # Jenkins may assign it a build between our read and a delete: drain first
+                    self.actions.append(Drain(node.name, "no-demand"))
                 continue
             if node.online or not (item.buildable and not item.pending):
                 continue                                   # Jenkins will schedule it (or it waits)

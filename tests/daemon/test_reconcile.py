@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from provisioner.daemon.model import (Block, DeleteNode, Drain, Hold, Memory, NoPlan, PlanKey,
+from provisioner.daemon.model import (DRAIN_MESSAGES, Block, DeleteNode, Drain, Hold, Memory, NoPlan, PlanKey,
                                       Provision, Terminate, client_token, node_name)
 from provisioner.daemon.reconcile import plan_key, plan_keys, reconcile, remember, after_actions
 from tests.daemon.helpers import (LABEL, NOW, OWNER, SETTINGS, SPOT, flying, instance, item, meta,
@@ -185,11 +185,24 @@ def test_subset_label_item_that_took_another_node_rebinds_the_waiting_item_to_a_
 
 
 def test_an_online_node_whose_item_left_is_never_given_a_second_item():
-    """Its item may have run on it between two polls: one build per agent, so it is retired."""
+    """Its item may have run on it between two polls: one build per agent, so it is retired. It is
+    drained first (Jenkins may be assigning it a build as we read), and retired once seen idle."""
     spare = node("prov-o-q2", meta(2, label="ec2"), offline=False)
-    acts = reconcile(observed([item(1)], [spare], [instance("i-2", "prov-o-q2")]), SETTINGS, NOW)
-    assert acts[:2] == [DeleteNode("prov-o-q2", "no-demand"), Terminate(("i-2",), "no-demand", "prov-o-q2")]
+    insts = [instance("i-2", "prov-o-q2")]
+    acts = reconcile(observed([item(1)], [spare], insts), SETTINGS, NOW)
+    assert acts[0] == Drain("prov-o-q2", "no-demand")
+    assert not kinds(acts, DeleteNode) and not kinds(acts, Terminate)
     assert [p.node for p in kinds(acts, Provision)] == ["prov-o-q1"]
+    drained = replace(spare, temporarily_offline=True, offline=True, offline_reason=DRAIN_MESSAGES["no-demand"])
+    acts = reconcile(observed([], [drained], insts), SETTINGS, NOW + 5)
+    assert acts == [DeleteNode("prov-o-q2", "no-demand"), Terminate(("i-2",), "no-demand", "prov-o-q2")]
+
+
+def test_a_drained_spare_that_got_a_build_meanwhile_runs_it_to_the_end():
+    """Jenkins assigned it a build between our read and the drain: it is busy now, so it stays."""
+    got_one = node("prov-o-q2", meta(2, label="ec2"), offline=True, temporarily_offline=True, idle=False,
+                   builds=("u",))
+    assert reconcile(observed([], [got_one], [instance("i-2", "prov-o-q2")]), SETTINGS, NOW) == []
 
 
 def test_item_left_waiting_without_a_spare_node_gets_a_new_plan_once_confirmed():
@@ -211,7 +224,7 @@ def test_node_assigned_but_not_started_is_not_drained():
 def test_spare_node_whose_labels_do_not_satisfy_the_item_is_not_rebound():
     spare = node("prov-o-q2", meta(2, label="ec2 && gpu=1"), labels=("ec2", "gpu=1"), offline=False)
     acts = reconcile(observed([item(1)], [spare], [instance("i-2", "prov-o-q2")]), SETTINGS, NOW)
-    assert DeleteNode("prov-o-q2", "no-demand") in acts
+    assert Drain("prov-o-q2", "no-demand") in acts and not kinds(acts, DeleteNode)
     assert [p.node for p in kinds(acts, Provision)] == ["prov-o-q1"]
 
 
