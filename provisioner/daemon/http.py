@@ -4,6 +4,8 @@ POST /v1/usage   Bearer token of one agent; body = one usage record. 201 stored,
                  present (same key), 400 invalid (the message names the field), 401 wrong token.
                  `node` and `queue_id` are filled from the token's agent.
 POST /v1/samples same auth; {run_id, at, cpu_pct, mem_bytes, gpu_util_pct} -> 204.
+Either post means the agent's build is running: its node is drained before the answer, so a build
+that reports can never be followed by a second one on the same agent, however short it is.
 Tokens are never logged; request logs carry the path and status only.
 """
 
@@ -58,9 +60,21 @@ class AgentApi:
     """The agent endpoints' logic, separate from HTTP plumbing so it is easy to test."""
 
     def __init__(self, tokens: Tokens, metrics: DaemonMetrics, open_store: Callable[[], Any],
-                 on_record: Callable[[dict], None] | None = None):
+                 on_record: Callable[[dict], None] | None = None,
+                 on_report: Callable[[str], Any] | None = None):
         self.tokens, self.metrics, self._open_store = tokens, metrics, open_store
         self._on_record = on_record          # the planner reads the job's history again; alerts
+        self._on_report = on_report          # drains the reporting agent's node
+
+    def reporting(self, node: str) -> None:
+        """The agent of `node` posted: its build runs. Drain it (a failure never fails the post)."""
+        if self._on_report is None:
+            return
+        try:
+            self._on_report(node)
+        except Exception as exc:
+            log.warning("%s", json.dumps({"event": "drain.failed", "node": node, "via": "agent-api",
+                                          "error": type(exc).__name__, "detail": str(exc)[:200]}))
 
     def node_for(self, authorization: str | None) -> str | None:
         if not authorization or not authorization.startswith("Bearer "):
@@ -140,6 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
         if node is None:
             self._json(401, {"error": "missing or wrong agent token"}, {"WWW-Authenticate": "Bearer"})
             return
+        api.reporting(node)
         try:
             body = json.loads(raw or b"null")
         except ValueError:

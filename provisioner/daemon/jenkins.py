@@ -31,6 +31,7 @@ CREATE_NODE = "computer/doCreateItem"
 NODE_JNLP = "computer/{name}/jenkins-agent.jnlp"
 DELETE_NODE = "computer/{name}/doDelete"
 TOGGLE_OFFLINE = "computer/{name}/toggleOffline"
+NODE_INFO = "computer/{name}/api/json?tree=temporarilyOffline"
 _ARGUMENT = re.compile(r"<argument>([^<]*)</argument>")
 
 
@@ -173,6 +174,10 @@ class JenkinsClient(jenkins.Jenkins):
         except JenkinsNotFound:
             return False
         return True
+
+    def temporarily_offline(self, name: str) -> bool:
+        data = self.get_json(NODE_INFO.format(name=quote(name)), "GET computer/NAME")
+        return bool(data.get("temporarilyOffline"))
 
     def drain(self, name: str, message: str = DRAIN_MESSAGES["started"]) -> None:
         """Temporarily offline: the running build finishes, no other starts (a toggle: call once)."""

@@ -20,12 +20,13 @@ from typing import Any, Callable
 
 from provisioner.clouds.base import BlockedOffers, Instance
 from provisioner.daemon import reconcile as R
+from provisioner.daemon.drains import Drains
 from provisioner.daemon.http import Health
 from provisioner.daemon.jenkins import JenkinsClient
 from provisioner.daemon.launch import Launcher
 from provisioner.daemon.lease import Lease
 from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
-from provisioner.daemon.model import (DRAIN_MESSAGES, Block, DeleteNode, Drain, Hold, InFlight, Memory,
+from provisioner.daemon.model import (Block, DeleteNode, Drain, Hold, InFlight, Memory,
                                       Node, Observed, Provision, Settings, Terminate)
 from provisioner.daemon.plans import Planner
 from provisioner.daemon.queue import QueueReader
@@ -63,7 +64,8 @@ class Daemon:
                  planner: Planner, launcher: Launcher, attempts: Attempts, metrics: DaemonMetrics,
                  health: Health, blocked: BlockedOffers, lease: Lease | None = None,
                  sentinel: str | None = None, prices: Callable[[Instance], tuple[float, Any]] | None = None,
-                 launch_workers: int = 8, drain_poll_s: float = 1.0, clock: Callable[[], float] = time.time):
+                 launch_workers: int = 8, drain_poll_s: float = 1.0, drains: Drains | None = None,
+                 clock: Callable[[], float] = time.time):
         self.s, self.client, self.reader, self.cloud = settings, client, reader, cloud
         self.planner, self.launcher, self.attempts = planner, launcher, attempts
         self.metrics, self.health, self.blocked, self.lease = metrics, health, blocked, lease
@@ -74,11 +76,13 @@ class Daemon:
         self._ticks = 0
         self._held: dict = {}
         self.drain_poll_s = drain_poll_s if drain_poll_s < settings.interval_s else 0.0
+        self.drains = drains or Drains(client)              # shared with the agent API
 
     # -- observe ---------------------------------------------------------------------------------
     def observe(self) -> tuple[list, list[Node], list[Instance]]:
         fetched = self.reader.fetch()                       # queue first, then nodes (see above)
         nodes, names = self.client.computers(self.s.prefix)
+        self.drains.observed(nodes)
         if self.reader.path == "rest" and self.sentinel:
             self.client.ensure_sentinel(self.sentinel, names)
         items = self.reader.items(fetched, nodes)
@@ -158,7 +162,7 @@ class Daemon:
         for a in actions:
             report.actions[type(a).__name__] += 1
         for a in (a for a in actions if isinstance(a, Drain)):
-            self._guard("drain", report, lambda a=a: self.client.drain(a.node, DRAIN_MESSAGES[a.reason]),
+            self._guard("drain", report, lambda a=a: self.drains.drain(a.node, a.reason),
                         node=a.node, reason=a.reason)
         for a in (a for a in actions if isinstance(a, DeleteNode)):
             meta = nodes[a.node].meta if a.node in nodes else None
@@ -277,10 +281,11 @@ class Daemon:
 
     def _drain_started(self) -> None:
         nodes, _ = self.client.computers(self.s.prefix)
+        self.drains.observed(nodes)
         self._online_events(nodes, self.clock())          # the same read times queue-wait more finely
         started = [n for n in nodes if n.builds and not n.temporarily_offline]
         for n in started:
-            self._guard("drain", TickReport(), lambda n=n: self.client.drain(n.name), node=n.name)
+            self._guard("drain", TickReport(), lambda n=n: self.drains.drain(n.name), node=n.name)
         self.memory = replace(self.memory, seen_busy=self.memory.seen_busy | {n.name for n in started},
                               seen_online=self.memory.seen_online | {n.name for n in nodes if n.online})
 

@@ -13,6 +13,7 @@ from provisioner import paths
 from provisioner.clouds.base import BlockedOffers, Instance
 from provisioner.config import Config
 from provisioner.daemon.db import DaemonDb
+from provisioner.daemon.drains import Drains
 from provisioner.daemon.http import AgentApi, DaemonHttpServer, Health, parse_listen
 from provisioner.daemon.jenkins import JenkinsClient
 from provisioner.daemon.launch import AgentSettings, Launcher, ec2_secret_handover
@@ -106,7 +107,8 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
             from provisioner.alerts.dispatch import alert_on_record
             threading.Thread(target=alert_on_record, args=(alerts, history_location, record),
                              name="alerts", daemon=True).start()
-    api = AgentApi(tokens, metrics, store, on_record=on_record)
+    drains = Drains(client)                       # the loop and the agent API drain through one book
+    api = AgentApi(tokens, metrics, store, on_record=on_record, on_report=drains.drain_reporting)
     http = DaemonHttpServer(parse_listen(listen or d["listen"]), metrics, health, api).start()
     parts = Parts(None, http, [http.stop])       # type: ignore[arg-type]  # set just below
     try:
@@ -130,7 +132,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               blocked=blocked, lease=lease, sentinel=j["sentinel_node"],
                               prices=prices or catalog_prices(catalog),
                               launch_workers=int(d["launch_workers"]) or 1,
-                              drain_poll_s=float(d["drain_poll_s"]))
+                              drain_poll_s=float(d["drain_poll_s"]), drains=drains)
     except BaseException:
         parts.close()
         raise

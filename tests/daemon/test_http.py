@@ -31,10 +31,17 @@ def server(tmp_path):
     metrics = DaemonMetrics()
     clock = Clock()
     health = Health(stuck_after_s=30, clock=clock)
-    invalidated = []
-    api = AgentApi(tokens, metrics, lambda: open_store(history), on_record=invalidated.append)
+    invalidated, reported = [], []
+
+    def on_report(node):
+        reported.append(node)
+        if node.endswith("-broken"):
+            raise RuntimeError("Jenkins away")
+    api = AgentApi(tokens, metrics, lambda: open_store(history), on_record=invalidated.append,
+                   on_report=on_report)
     srv = DaemonHttpServer(("127.0.0.1", 0), metrics, health, api).start()
-    srv.test = {"tokens": tokens, "history": history, "clock": clock, "invalidated": invalidated}
+    srv.test = {"tokens": tokens, "history": history, "clock": clock, "invalidated": invalidated,
+                "reported": reported}
     yield srv
     srv.stop()
 
@@ -59,6 +66,14 @@ def test_usage_201_then_200_and_node_and_queue_id_from_the_token(server):
     reg = server.metrics.registry
     assert reg.get_sample_value("provisioner_usage_records_total", {"result": "stored"}) == 1
     assert reg.get_sample_value("provisioner_usage_records_total", {"result": "repeated"}) == 1
+
+
+def test_every_authenticated_post_drains_its_node_and_a_failed_drain_fails_nothing(server):
+    ok, broken = (server.test["tokens"].for_node(n) for n in ("prov-t-q1", "prov-t-q2-broken"))
+    assert post(server, "/v1/samples", {"run_id": "r", "at": "2026-01-01T00:00:00Z"}, ok).status_code == 204
+    assert post(server, "/v1/usage", RECORD, broken).status_code == 201
+    assert post(server, "/v1/usage", RECORD, "wrong").status_code == 401
+    assert server.test["reported"] == ["prov-t-q1", "prov-t-q2-broken"]
 
 
 @pytest.mark.parametrize("token", [None, "nope", "prov-t-q1.deadbeef", "Basic x"], ids=["none", "junk", "bad-mac", "basic"])

@@ -67,3 +67,19 @@ def test_a_queued_build_gets_an_agent_runs_reports_and_everything_is_cleaned_up(
         [rec] = store.runs("train")
     assert rec["node"] == build["node"] and rec["queue_id"] == str(build["queueId"])
     assert requests.get(d.url + "/healthz", timeout=5).json()["status"] == "ok"
+
+
+def test_an_agent_that_reports_is_drained_before_its_build_ends_so_it_never_runs_a_second(
+        emu, tmp_path, start_daemon):
+    """Two items, one agent at a time, builds far shorter than the tick and no drain poll: only the
+    drain made when the build posts its usage record keeps the second item off the first agent."""
+    cloud = cloud_for(emu, tmp_path)
+    d = start_daemon(daemon_config(emu.url, interval_s=3, drain_poll_s=0, max_agents=1), cloud, ADMIN[1])
+    for job in ("a", "b"):
+        emu.create_job(job, label=LABEL, script=[REPORT])
+        emu.schedule(job)
+    emu.wait_for(lambda: finished(emu, "a") and finished(emu, "b"), timeout=60)
+    builds = emu.builds("a") + emu.builds("b")
+    assert [b["result"] for b in builds] == ["SUCCESS", "SUCCESS"], [b["console"] for b in builds]
+    assert len({b["node"] for b in builds}) == 2, builds               # one build per agent
+    emu.wait_for(lambda: not ours(emu) and not cloud.describe("t"), timeout=30)
