@@ -86,7 +86,7 @@ def test_second_daemon_waits_for_the_lease_and_takes_over(emu, tmp_path):
 
 
 def test_sigkill_at_random_moments_no_duplicates_no_leaks_every_build_served(emu, tmp_path):
-    builds = int(os.environ.get("PROVISIONER_KILL_CYCLES", "20"))
+    builds = int(os.environ.get("PROVISIONER_KILL_CYCLES", "50"))
     seed = int(os.environ.get("PROVISIONER_KILL_SEED", str(random.randrange(1 << 30))))
     print(f"seed {seed} builds {builds}")
     rng = random.Random(seed)

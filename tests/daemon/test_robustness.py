@@ -24,18 +24,18 @@ def sample(d, name, **labels):
 
 
 def test_jenkins_down_terminates_nothing_and_service_resumes(emu, tmp_path, start_daemon):
-    """Emulator down for 6 s (the issue's 30 s, shortened: the daemon does nothing different after
-    its first failed tick, so a longer outage only repeats the same ticks)."""
+    """Emulator down for 30 s while a build runs: its agent is not touched, nothing is launched or
+    terminated blind, and the queue is served again once the controller answers."""
     cloud = cloud_for(emu, tmp_path)
     d = start_daemon(daemon_config(emu.url), cloud, ADMIN[1])
-    emu.create_job("long", label=LABEL, script="sleep 8")
+    emu.create_job("long", label=LABEL, script="sleep 33")
     emu.schedule("long")
     emu.wait_for(lambda: emu.builds("long") and emu.builds("long")[0]["building"], timeout=30)
     [inst] = cloud.describe("t")
     emu.set_down(True)
-    time.sleep(6)
+    time.sleep(30)
     assert [i.id for i in cloud.describe("t")] == [inst.id]         # nothing terminated while blind
-    assert sample(d, "provisioner_failures_total", action="observe", code="connection") >= 3
+    assert sample(d, "provisioner_failures_total", action="observe", code="connection") >= 20
     assert not any(sample(d, "provisioner_agents_retired_total", reason=r)
                    for r in ("interrupted", "item-gone", "lost", "finished"))
     emu.set_down(False)
