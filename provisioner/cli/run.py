@@ -188,11 +188,13 @@ def _instance_ceiling(cpus: float | None, memory: int | None, environ: Mapping[s
     return {"cpus": cpus, "memory_bytes": memory}
 
 
-def docker_client() -> Any:
+def docker_engine(environ: Mapping[str, str]) -> Any:
+    """The engine DOCKER_HOST names (provisioner/runner/engine.py: the unix socket directly, the
+    docker SDK for anything else)."""
     from provisioner.runner import LaunchError
+    from provisioner.runner.engine import connect
     try:
-        import docker
-        return docker.from_env()
+        return connect(environ)
     except Exception as exc:  # DockerException, connection refused, bad DOCKER_HOST
         raise LaunchError(f"Docker engine not reachable: {exc}") from None
 
@@ -227,12 +229,11 @@ def make_sink_factories(log_group: str | None, region: str | None,
 
 
 def handle(args: argparse.Namespace, ctx: Context) -> int:
-    # Start-up cost matters (bench/runner_overhead.py): the heavy imports run with the garbage
-    # collector paused, then everything imported is frozen so that no collection rescans it during
-    # the run or at exit (together ~0.1 s of a short run on the reference machine).
+    # Start-up cost matters (bench/runner_overhead.py): the imports run with the garbage collector
+    # paused, then everything imported is frozen so that no collection rescans it during the run or
+    # at exit. The docker SDK is not among them: the engine is spoken to directly (engine.py).
     gc.disable()
     try:
-        import docker  # noqa: F401  (the SDK: most of the start-up)
         import provisioner.runner.session  # noqa: F401
     finally:
         gc.enable()
@@ -295,7 +296,7 @@ def _handle(args: argparse.Namespace, ctx: Context) -> int:
     region = environ.get("PROVISIONER_REGION") or (ctx.config.regions or ["us-east-1"])[0]
     reporter = make_reporter(environ, console.warn)
     services = Services(
-        client=docker_client(), console=console, store_factory=ctx.open_history,
+        client=docker_engine(environ), console=console, store_factory=ctx.open_history,
         reporter=reporter, sink_factories=make_sink_factories(args.log_group, region, console.warn),
         on_record=_after_record(ctx, args.usage_s3, reporter is None, console.warn))
     pricing = resolve_pricing(args.instance_type, environ, default_region=region)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from provisioner.records import iso_utc
 from provisioner.runner import EXIT_OOM, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIMEOUT, LaunchError
 from provisioner.runner.console import Console, LogPump
+from provisioner.runner.engine import EngineError, EngineTimeout, NotFound, Unreachable, as_engine
 from provisioner.runner.gpu import NvmlSampler
 from provisioner.runner.images import ImageInfo
 from provisioner.runner.sampler import StatsSampler, parse_engine_time
@@ -76,14 +77,14 @@ class SignalWatch:
 
 
 class ContainerRunner:
-    """Runs ContainerSpecs on an injected docker client (`docker.DockerClient`)."""
+    """Runs ContainerSpecs on an injected engine (engine.py; a `docker.DockerClient` is wrapped)."""
 
     def __init__(self, client: Any, console: Console, *,
                  gpu_factory: Callable[[Any], Any] | None = None,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
                  sample_every_s: float = 15.0):
-        self.client, self.api, self.console = client, client.api, console
+        self.engine, self.console = as_engine(client), console
         self.gpu_factory = gpu_factory or (lambda selection: NvmlSampler(selection=selection))
         self.clock, self.monotonic, self.sample_every_s = clock, monotonic, sample_every_s
 
@@ -91,37 +92,34 @@ class ContainerRunner:
             events: "queue.SimpleQueue[tuple]", *, run_id: str | None = None,
             sinks: list | None = None, reporter: Any = None) -> Attempt:
         """Run one container to its end; LaunchError (125) when it could not be started."""
-        import docker.errors
-        import requests
         run_id = run_id or str(uuid.uuid4())
         kwargs = spec.create_kwargs(run_id, labels)
         kwargs["image"] = image.ref
         try:
-            container = self.client.containers.create(**kwargs)
-        except docker.errors.DockerException as exc:
-            raise LaunchError(f"cannot create the container: {_reason(exc)}") from None
+            cid = self.engine.create_container(kwargs)
+        except EngineError as exc:
+            raise LaunchError(f"cannot create the container: {exc}") from None
         try:
-            return self._run_created(spec, container.id, run_id, events, sinks or [], reporter)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise LaunchError(f"Docker engine error: {_reason(exc)}") from None
+            return self._run_created(spec, cid, run_id, events, sinks or [], reporter)
+        except EngineError as exc:
+            raise LaunchError(f"Docker engine error: {exc}") from None
         finally:
-            self._remove(container.id)
+            self._remove(cid)
 
     def _run_created(self, spec: ContainerSpec, cid: str, run_id: str, events: Any, sinks: list,
                      reporter: Any) -> Attempt:
-        import docker.errors
-        stream = self.api.attach(cid, stream=True, logs=True, demux=True)
+        stream = self.engine.attach(cid)
         pump = LogPump(stream, self.console, sinks, clock=self.clock).start()
         selection = gpu_selection(spec.gpus)
         gpu = self.gpu_factory(selection) if selection is not None else None
         started_wall = self.clock()
         try:
-            self.api.start(cid)
-        except docker.errors.DockerException as exc:
+            self.engine.start(cid)
+        except EngineError as exc:
             pump.join(0.5)
-            raise LaunchError(f"cannot start the container: {_reason(exc)}") from None
+            raise LaunchError(f"cannot start the container: {exc}") from None
         started = self.monotonic()
-        stats = StatsSampler(self.api, cid).start()
+        stats = StatsSampler(self.engine, cid).start()
         has_gpu = bool(gpu and gpu.start())
         threading.Thread(target=self._wait, args=(cid, events), name="provisioner-wait",
                          daemon=True).start()
@@ -192,7 +190,7 @@ class ContainerRunner:
         code = int(status.get("StatusCode", -1))
         state: dict = {}
         try:
-            state = self.api.inspect_container(cid).get("State", {})
+            state = self.engine.inspect_container(cid).get("State", {})
         except Exception as exc:
             log.debug("inspect after exit failed: %s", exc)
         t0, t1 = parse_engine_time(state.get("StartedAt")), parse_engine_time(state.get("FinishedAt"))
@@ -210,14 +208,13 @@ class ContainerRunner:
             attempt.killed_externally = code in (EXIT_SIGINT, EXIT_OOM, EXIT_SIGTERM)
 
     def _wait(self, cid: str, events: Any) -> None:
-        import requests
         while True:
             try:
-                events.put(("exited", cid, self.api.wait(cid, timeout=WAIT_CHUNK_S)))
+                events.put(("exited", cid, self.engine.wait(cid, timeout=WAIT_CHUNK_S)))
                 return
-            except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
+            except (EngineTimeout, Unreachable):
                 try:  # a long wait ends as a read timeout: go on if the engine still answers
-                    self.api.inspect_container(cid)
+                    self.engine.inspect_container(cid)
                 except Exception as exc:
                     events.put(("wait_error", cid, exc))
                     return
@@ -227,17 +224,16 @@ class ContainerRunner:
 
     def _kill(self, cid: str, sig: str) -> None:
         try:
-            self.api.kill(cid, signal=sig)
+            self.engine.kill(cid, signal=sig)
         except Exception as exc:  # already gone: the waiter reports the exit
             log.debug("kill %s %s: %s", cid[:12], sig, exc)
 
     def _remove(self, cid: str) -> None:
-        import docker.errors
         for attempt in range(3):
             try:
-                self.api.remove_container(cid, force=True)
+                self.engine.remove_container(cid, force=True)
                 return
-            except docker.errors.NotFound:
+            except NotFound:
                 return
             except Exception as exc:  # "removal already in progress", a busy engine
                 log.debug("remove %s failed (try %d): %s", cid[:12], attempt + 1, exc)
@@ -259,6 +255,3 @@ def _send_sample(sample: Callable[[dict], Any], run_id: str, now: float, stats: 
 def iso_utc_ts(ts: float) -> str:
     return iso_utc(datetime.fromtimestamp(ts, timezone.utc))
 
-
-def _reason(exc: Exception) -> str:
-    return str(getattr(exc, "explanation", None) or exc)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from provisioner.runner import LaunchError
+from provisioner.runner.engine import EngineError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +61,23 @@ def default_ecr_client(region: str) -> Any:
     return aws.client("ecr", region=region)
 
 
-def _describe(image: Any, ref: str, pulled: bool, pull_s: float | None) -> ImageInfo:
-    digests = image.attrs.get("RepoDigests") or []
-    return ImageInfo(ref=ref, id=image.id, digest=digests[0] if digests else None,
+def _describe(image: dict, ref: str, pulled: bool, pull_s: float | None) -> ImageInfo:
+    digests = image.get("RepoDigests") or []
+    return ImageInfo(ref=ref, id=image["Id"], digest=digests[0] if digests else None,
                      pulled=pulled, pull_s=pull_s)
 
 
-def ensure_image(client: Any, ref: str,
+def ensure_image(engine: Any, ref: str,
                  ecr_client_factory: Callable[[str], Any] = default_ecr_client,
                  clock: Callable[[], float] = time.monotonic) -> ImageInfo:
-    """The local image, pulled first when missing. LaunchError (125) when it cannot be had."""
-    import docker.errors
+    """The local image, pulled first when missing. LaunchError (125) when it cannot be had.
+    `engine` inspects and pulls images (engine.py)."""
     try:
-        return _describe(client.images.get(ref), ref, False, None)
-    except docker.errors.ImageNotFound:
+        return _describe(engine.inspect_image(ref), ref, False, None)
+    except NotFound:
         pass
-    except docker.errors.APIError as exc:
-        if exc.status_code != 404:
-            raise LaunchError(f"cannot inspect image {ref}: {exc.explanation or exc}") from None
+    except EngineError as exc:
+        raise LaunchError(f"cannot inspect image {ref}: {exc}") from None
     auth = None
     region = ecr_region(ref)
     if region:
@@ -90,9 +90,8 @@ def ensure_image(client: Any, ref: str,
     repo, tag, digest = split_ref(ref)
     started = clock()
     try:
-        client.images.pull(repo, tag=digest or tag, auth_config=auth)
-        image = client.images.get(f"{repo}@{digest}" if digest else f"{repo}:{tag}")
-    except docker.errors.DockerException as exc:
-        reason = getattr(exc, "explanation", None) or str(exc)
-        raise LaunchError(f"image {ref} not found locally and could not be pulled: {reason}") from None
+        engine.pull_image(repo, digest or tag, auth)
+        image = engine.inspect_image(f"{repo}@{digest}" if digest else f"{repo}:{tag}")
+    except EngineError as exc:
+        raise LaunchError(f"image {ref} not found locally and could not be pulled: {exc}") from None
     return _describe(image, ref, True, clock() - started)

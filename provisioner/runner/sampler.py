@@ -108,7 +108,8 @@ def _round(value: float | None) -> float | None:
 class StatsSampler:
     """Follows `api.stats(container_id, stream=True, decode=True)` on a daemon thread.
 
-    `api` is a docker APIClient (`client.api`), injected so tests can feed recorded frames."""
+    `api` is an engine (engine.py) or a docker SDK APIClient (same signature), injected so tests
+    can feed recorded frames."""
 
     def __init__(self, api: Any, container_id: str,
                  on_frame: Callable[[Frame], None] | None = None):
@@ -139,8 +140,15 @@ class StatsSampler:
                 log.debug("stats stream ended: %s", exc)
 
     def stop(self, timeout: float = 0.0) -> dict[str, float | int | None]:
-        """Stop following (the stream ends when the container is removed) and return the figures."""
+        """Stop following and return the figures. The stream is closed when it can be (engine.py's
+        can; the SDK's ends when the container is removed), so the engine is not kept busy."""
         self._stop.set()
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:  # e.g. a generator running on the stats thread
+                log.debug("stats stream not closed: %s", exc)
         if timeout:
             self.thread.join(timeout)
         return self.usage.summary()

@@ -25,6 +25,7 @@ from provisioner.records import iso_utc
 from provisioner.runner import EXIT_SIGINT, EXIT_SIGTERM, LaunchError
 from provisioner.runner.console import Console
 from provisioner.runner.container import Attempt, ContainerRunner, SignalWatch
+from provisioner.runner.engine import EngineError, as_engine
 from provisioner.runner.images import ImageInfo, default_ecr_client, ensure_image
 from provisioner.runner.owners import Owner, reap_orphans, run_labels
 from provisioner.runner.pricing import Pricing
@@ -42,7 +43,7 @@ SINK_CLOSE_S = 10.0  # the most a log sink may take to flush after the job
 class Services:
     """What a session talks to, injected (tests pass fakes; the CLI passes the real ones)."""
 
-    client: Any                                         # docker.DockerClient
+    client: Any                                         # an engine (engine.py) or docker.DockerClient
     console: Console
     store_factory: Callable[[], Any] | None = None      # -> object with add(record)
     reporter: Any = None                                # report(record) [, sample(payload)]
@@ -69,7 +70,8 @@ class RunSession:
         self.s = services
         self.console = services.console
         self.owner = services.owner or Owner.current()
-        self.runner = ContainerRunner(services.client, services.console,
+        self.engine = as_engine(services.client)
+        self.runner = ContainerRunner(self.engine, services.console,
                                       gpu_factory=services.gpu_factory,
                                       sample_every_s=services.sample_every_s)
         self._store: Any = None
@@ -107,12 +109,10 @@ class RunSession:
 
     # -- steps -----------------------------------------------------------------------------------
     def _reap(self) -> None:
-        import docker.errors
-        import requests
         try:
-            for name in reap_orphans(self.s.client, self.owner):
+            for name in reap_orphans(self.engine, self.owner):
                 self.console.warn(f"removed container {name} left behind by a killed provisioner run")
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        except EngineError as exc:
             raise LaunchError(f"Docker engine not reachable: {exc}") from None
 
     def _image(self, ref: str, events: queue.SimpleQueue) -> ImageInfo | int:
@@ -120,7 +120,7 @@ class RunSession:
         signal came first."""
         def pull() -> None:
             try:
-                events.put(("image", ensure_image(self.s.client, ref, self.s.ecr_client_factory)))
+                events.put(("image", ensure_image(self.engine, ref, self.s.ecr_client_factory)))
             except Exception as exc:
                 events.put(("image_error", exc))
         threading.Thread(target=pull, name="provisioner-pull", daemon=True).start()

@@ -1,44 +1,40 @@
-"""Image lookup and pulls with an injected fake docker client and a stubbed ECR client."""
+"""Image lookup and pulls with an injected fake engine and a stubbed ECR client."""
 
 from __future__ import annotations
 
 import base64
 
-import docker.errors
 import pytest
 
 from provisioner.runner import LaunchError
+from provisioner.runner.engine import EngineError, NotFound
 from provisioner.runner.images import ecr_auth_config, ecr_region, ensure_image, split_ref
 
 ECR = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/train:v3"
 
 
-class FakeImage:
-    def __init__(self, ref: str, digests: list[str] | None = None):
-        self.id = "sha256:" + "ab" * 32
-        self.attrs = {"RepoDigests": digests or []}
+class FakeEngine:
+    """inspect_image / pull_image over a set of local and a set of pullable references."""
 
-
-class FakeImages:
-    def __init__(self, local: set[str], pullable: set[str] = frozenset()):
+    def __init__(self, local: set[str], pullable: set[str] = frozenset(),
+                 inspect_error: EngineError | None = None):
         self.local, self.pullable, self.pulls = set(local), set(pullable), []
+        self.inspect_error = inspect_error
 
-    def get(self, ref: str):
+    def inspect_image(self, ref: str) -> dict:
+        if self.inspect_error:
+            raise self.inspect_error
         if ref in self.local:
-            return FakeImage(ref, [f"{ref.rsplit(':', 1)[0]}@sha256:{'cd' * 32}"])
-        raise docker.errors.ImageNotFound(f"No such image: {ref}")
+            return {"Id": "sha256:" + "ab" * 32,
+                    "RepoDigests": [f"{ref.rsplit(':', 1)[0]}@sha256:{'cd' * 32}"]}
+        raise NotFound(f"No such image: {ref}", 404)
 
-    def pull(self, repo: str, tag: str | None = None, auth_config: dict | None = None):
+    def pull_image(self, repo: str, tag: str | None, auth_config: dict | None = None) -> None:
         self.pulls.append((repo, tag, auth_config))
         ref = f"{repo}:{tag}"
         if ref not in self.pullable:
-            raise docker.errors.APIError("pull access denied", explanation="repository does not exist")
+            raise EngineError("repository does not exist", 404)
         self.local.add(ref)
-
-
-class FakeClient:
-    def __init__(self, images: FakeImages):
-        self.images = images
 
 
 class StubECR:
@@ -82,18 +78,18 @@ def test_ecr_token_decoding():
 
 
 def test_local_image_is_not_pulled():
-    images = FakeImages(local={"python:3.11"})
-    info = ensure_image(FakeClient(images), "python:3.11", ecr_client_factory=pytest.fail)
+    images = FakeEngine(local={"python:3.11"})
+    info = ensure_image(images, "python:3.11", ecr_client_factory=pytest.fail)
     assert not info.pulled and info.pull_s is None and images.pulls == []
     assert info.digest == f"python@sha256:{'cd' * 32}"
 
 
 def test_ecr_image_pulled_with_token():
-    images = FakeImages(local=set(), pullable={ECR})
+    images = FakeEngine(local=set(), pullable={ECR})
     regions: list[str] = []
     stub = StubECR(token("AWS:secret-pw"))
     ticks = iter([10.0, 12.5])
-    info = ensure_image(FakeClient(images), ECR,
+    info = ensure_image(images, ECR,
                         ecr_client_factory=lambda region: regions.append(region) or stub,
                         clock=lambda: next(ticks))
     assert regions == ["eu-west-1"] and stub.calls == 1
@@ -102,18 +98,25 @@ def test_ecr_image_pulled_with_token():
 
 
 def test_other_registry_uses_docker_credentials():
-    images = FakeImages(local=set(), pullable={"registry.example:5000/a:latest"})
-    ensure_image(FakeClient(images), "registry.example:5000/a", ecr_client_factory=pytest.fail)
+    images = FakeEngine(local=set(), pullable={"registry.example:5000/a:latest"})
+    ensure_image(images, "registry.example:5000/a", ecr_client_factory=pytest.fail)
     assert images.pulls == [("registry.example:5000/a", "latest", None)]
 
 
 def test_unknown_image_is_a_launch_error():
     with pytest.raises(LaunchError, match="nosuch:1 not found locally .*repository does not exist"):
-        ensure_image(FakeClient(FakeImages(local=set())), "nosuch:1")
+        ensure_image(FakeEngine(local=set()), "nosuch:1")
 
 
 def test_ecr_credentials_failure_is_a_launch_error():
     def broken(region):
         raise RuntimeError("NoCredentialsError")
     with pytest.raises(LaunchError, match="cannot get ECR credentials"):
-        ensure_image(FakeClient(FakeImages(local=set())), ECR, ecr_client_factory=broken)
+        ensure_image(FakeEngine(local=set()), ECR, ecr_client_factory=broken)
+
+
+def test_engine_refusing_the_inspect_is_a_launch_error():
+    engine = FakeEngine(local=set(), inspect_error=EngineError("server error", 500))
+    with pytest.raises(LaunchError, match="cannot inspect image x:1: server error"):
+        ensure_image(engine, "x:1", ecr_client_factory=pytest.fail)
+    assert engine.pulls == []

@@ -1,10 +1,9 @@
-"""Retry policy, the usage record, the summary lines, owner labels and orphan removal (fake client),
+"""Retry policy, the usage record, the summary lines, owner labels and orphan removal (fake engine),
 console line splitting."""
 
 from __future__ import annotations
 
 import io
-from types import SimpleNamespace
 
 import pytest
 
@@ -124,36 +123,45 @@ def test_job_info_from_jenkins_environment():
 
 # ---- owners ----------------------------------------------------------------------------------------
 
-class FakeContainer:
-    def __init__(self, name: str, labels: dict):
-        self.name, self.labels, self.removed = name, labels, False
+class FakeEngine:
+    """list_containers / remove_container over /containers/json-shaped dicts."""
 
-    def remove(self, force: bool):
-        assert force
-        self.removed = True
+    def __init__(self, items: list[tuple[str, dict]]):
+        self.items = [{"Id": f"id-{name}", "Names": [f"/{name}"], "Labels": labels}
+                      for name, labels in items]
+        self.label: str | None = None
+        self.removed: list[str] = []
 
-
-class FakeContainers:
-    def __init__(self, items):
-        self.items, self.filters = items, None
-
-    def list(self, all: bool, filters: dict):
-        self.filters = filters
+    def list_containers(self, label: str) -> list[dict]:
+        self.label = label
         return self.items
+
+    def remove_container(self, cid: str, force: bool = True) -> None:
+        assert force
+        self.removed.append(cid)
 
 
 def test_reap_removes_only_this_hosts_dead_owners():
     me = Owner("host-a", 100, 1000.0)
-    dead = FakeContainer("dead", run_labels(Owner("host-a", 200, 900.0), "r1", "j", None))
-    alive = FakeContainer("alive", run_labels(Owner("host-a", 300, 950.0), "r2", "j", "1"))
-    other_host = FakeContainer("other", run_labels(Owner("host-b", 200, 900.0), "r3", "j", None))
-    mine = FakeContainer("mine", run_labels(me, "r4", "j", None))
-    garbled = FakeContainer("garbled", {"provisioner:kind": "run", "provisioner:owner": "daemon-1"})
-    client = SimpleNamespace(containers=FakeContainers([dead, alive, other_host, mine, garbled]))
-    removed = reap_orphans(client, me, alive=lambda pid, started: pid == 300)
-    assert removed == ["dead"]
-    assert client.containers.filters == {"label": "provisioner:kind=run"}
-    assert [c.removed for c in (alive, other_host, mine, garbled)] == [False] * 4
+    engine = FakeEngine([
+        ("dead", run_labels(Owner("host-a", 200, 900.0), "r1", "j", None)),
+        ("alive", run_labels(Owner("host-a", 300, 950.0), "r2", "j", "1")),
+        ("other", run_labels(Owner("host-b", 200, 900.0), "r3", "j", None)),
+        ("mine", run_labels(me, "r4", "j", None)),
+        ("garbled", {"provisioner:kind": "run", "provisioner:owner": "daemon-1"})])
+    removed = reap_orphans(engine, me, alive=lambda pid, started: pid == 300)
+    assert removed == ["dead"] and engine.removed == ["id-dead"]
+    assert engine.label == "provisioner:kind=run"
+
+
+def test_process_start_time_agrees_with_psutil():
+    import os
+    import psutil
+    from provisioner.runner.owners import _psutil_started, process_started
+    for pid in (os.getpid(), 1):
+        assert process_started(pid) == pytest.approx(psutil.Process(pid).create_time(), abs=0.01)
+        assert process_started(pid) == pytest.approx(_psutil_started(pid), abs=0.01)
+    assert process_started(2 ** 22 + 12345) is None and _psutil_started(2 ** 22 + 12345) is None
 
 
 def test_owner_alive_detects_pid_reuse():

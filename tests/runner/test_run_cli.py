@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -213,6 +215,26 @@ def test_engine_not_running(prun, busybox, tmp_path):
     r = prun("--image", busybox, "--", "true", env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"})
     assert r.returncode == 125
     assert "Docker engine not reachable" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_engine_not_answering_over_tcp(prun, busybox):
+    """A DOCKER_HOST that is not a unix socket goes through the docker SDK: the same 125."""
+    r = prun("--image", busybox, "--", "true", env={"DOCKER_HOST": "tcp://127.0.0.1:9"})
+    assert r.returncode == 125
+    assert "Docker engine not reachable" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_run_does_without_the_docker_sdk(prun, busybox):
+    """Start-up cost (bench/runner_overhead.py): a local run imports neither the docker SDK nor
+    its HTTP stack, nor psutil."""
+    code = ("import sys; from provisioner.cli.main import main; rc = main(sys.argv[1:]); "
+            "print('loaded:', sorted(m for m in ('docker', 'requests', 'urllib3', 'http.client', "
+            "'ssl', 'psutil', 'boto3', 'yaml') if m in sys.modules)); sys.exit(rc)")
+    argv = prun.argv("--image", busybox, "--", "sh", "-c", "echo hi")
+    r = subprocess.run([sys.executable, "-c", code, *argv[1:]], capture_output=True, text=True,
+                       env=prun.env(None), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "loaded: []" in r.stdout and re.search(rf"^{STAMP} hi$", r.stdout, re.M)
 
 
 def test_gpu_request_without_gpu_leaves_nothing(prun, busybox):
