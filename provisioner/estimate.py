@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, NamedTuple
 
 from provisioner.catalog.model import Offer
 from provisioner.records import succeeded
@@ -24,6 +24,7 @@ MEM_OVERHEAD_GIB = 0.5       # the agent, Docker and the OS beside the job
 OUTLIER_MADS = 3.0
 OUTLIER_MIN_RATIO = 1.5
 CROSS_TYPE_MIN_RATIO = 2.5
+BOUND_SLACK = 1e-9           # relative widening of runtime bounds (rounding is ~1e-15)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,14 @@ class RunWork:
         if self.parallel:
             t += self.parallel / (offer.score_multi * min(self.threads, offer.vcpu) / offer.vcpu)
         return t
+
+
+class RuntimeBounds(NamedTuple):
+    """Per instance type, bounds of the predicted runtime (`Estimate.runtime_bounds`)."""
+
+    lo: dict[str, float]
+    hi: dict[str, float]
+    measured: set[str]      # types the job ran on: lo == hi, the exact median of those runs
 
 
 @dataclass(frozen=True)
@@ -68,12 +77,93 @@ class Estimate:
             return None
         return statistics.median(w.runtime_on(offer) for w in self.works), False
 
+    def runtimes(self, offers: Iterable[Offer]) -> dict[str, tuple[float, bool] | None]:
+        """`runtime_on` for each instance type among `offers` (its first offer), in one pass.
+
+        The works are unpacked once and grouped by thread count, and each type's median is taken
+        inline; the arithmetic is `runtime_on`'s, in the same order, so the figures are the same to
+        the last bit.
+        """
+        groups: dict[int, list[tuple[float, float]]] = {}
+        for w in self.works:
+            groups.setdefault(w.threads, []).append((w.serial, w.parallel))
+        by_thread = list(groups.items())
+        by_type, median = self.by_type, statistics.median
+        out: dict[str, tuple[float, bool] | None] = {}
+        for o in offers:
+            t = o.instance_type
+            if t in out:
+                continue
+            direct = by_type.get(t)
+            if direct:
+                out[t] = median(direct), True
+                continue
+            single, multi, n = o.score_single, o.score_multi, o.vcpu
+            if not by_thread or not single or not multi:
+                out[t] = None
+                continue
+            values: list[float] = []
+            for k, sp in by_thread:
+                per = multi * min(k, n) / n
+                values += [(s / single if s else 0.0) + (p / per if p else 0.0) for s, p in sp]
+            values.sort()
+            out[t] = _sorted_median(values), False
+        return out
+
+    def runtime_bounds(self, offers: dict[str, Offer]) -> "RuntimeBounds":
+        """Bounds lo <= `runtime_on(offer)[0]` <= hi for each instance type -> its offer; types
+        where `runtime_on` has nothing are left out.
+
+        Planning decides most types on bounds (meets the deadline? could be among the cheapest?)
+        and asks `runtimes` only for the rest. A measured type's bounds are its exact median. For
+        another, run i takes x_i + y_i with x_i = serial_i / single and y_i = parallel_i / b_i, b_i
+        the all-core speed of the vCPUs it can use (between b(fewest threads) and b(most)). Order
+        statistics are monotone, so the median of the sums lies within med(x) + [min y, max y] and
+        within [min x, max x] + med(y), and med(x) = med(serial) / single: a few divisions per type
+        instead of two per run and a sort, computed a column at a time. Widened by BOUND_SLACK, far
+        beyond the few ulps of rounding either computation can take, so a bound never crosses the
+        exact figure.
+        """
+        measured = {t for t, d in self.by_type.items() if d and t in offers}
+        lo = {t: statistics.median(self.by_type[t]) for t in measured}
+        hi = dict(lo)
+        works = self.works
+        scored = [o for t, o in offers.items() if o.score_single and o.score_multi and t not in measured]
+        if not works or not scored:
+            return RuntimeBounds(lo, hi, measured)
+        serial = sorted(w.serial for w in works)
+        parallel = sorted(w.parallel for w in works)
+        s_min, s_med, s_max = serial[0], _sorted_median(serial), serial[-1]
+        p_min, p_med, p_max = parallel[0], _sorted_median(parallel), parallel[-1]
+        few, most = min(w.threads for w in works), max(w.threads for w in works)
+        single = [o.score_single for o in scored]
+        # conditional expressions: a min() or max() call costs as much as the arithmetic
+        slow = [o.score_multi * (few if few < o.vcpu else o.vcpu) / o.vcpu for o in scored]
+        fast = slow if most == few else \
+            [o.score_multi * (most if most < o.vcpu else o.vcpu) / o.vcpu for o in scored]
+        low = [(x if x > y else y) * (1 - BOUND_SLACK) for x, y in zip(
+            [s_med / a + p_min / b for a, b in zip(single, fast)],
+            [s_min / a + p_med / b for a, b in zip(single, fast)])]
+        high = [(x if x < y else y) * (1 + BOUND_SLACK) for x, y in zip(
+            [s_med / a + p_max / b for a, b in zip(single, slow)],
+            [s_max / a + p_med / b for a, b in zip(single, slow)])]
+        types = [o.instance_type for o in scored]
+        lo.update(zip(types, low))
+        hi.update(zip(types, high))
+        return RuntimeBounds(lo, hi, measured)
+
     def mem_spread(self) -> float | None:
         """Coefficient of variation of the peaks (None with fewer than 5 samples)."""
         if len(self.mem_peaks) < 5:
             return None
         mean = statistics.fmean(self.mem_peaks)
         return statistics.pstdev(self.mem_peaks) / mean if mean else None
+
+
+def _sorted_median(values: list[float]) -> float:
+    """statistics.median of values already sorted."""
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def reduce_run(record: dict, offer: Offer, declared_vcpu: float | None) -> RunWork:

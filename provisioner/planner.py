@@ -49,8 +49,8 @@ def settings_from(config: Config, req: Requirements, *, timeout: str | None = No
 
 
 def plan_for(catalog: Catalog, req: Requirements, runs: list[dict], settings: PlanSettings,
-             blocked: frozenset = frozenset(), managed_atom: str = "ec2") -> Plan:
-    """Estimate from the job's runs and select among the catalog's offers."""
+             blocked: frozenset = frozenset(), managed_atom: str = "ec2", pools: dict | None = None) -> Plan:
+    """Estimate from the job's runs and select among the catalog's offers (`pools`: see `select`)."""
     def lookup(instance_type: str, region: str | None) -> Offer | None:
         for r in (region, *settings.regions, "us-east-1"):
             for market in (ON_DEMAND, SPOT):
@@ -60,7 +60,7 @@ def plan_for(catalog: Catalog, req: Requirements, runs: list[dict], settings: Pl
         return None
 
     est = estimate(runs, lookup, req.vcpu)
-    return select(catalog.offers, req, est, settings, blocked, managed_atom)
+    return select(catalog.offers, req, est, settings, blocked, managed_atom, pools)
 
 
 def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, timeout: str | None = None,

@@ -137,7 +137,8 @@ class Sizing:
 def predicate(term: Term, sizing: Sizing | None = None, sizing_positive: bool = True) -> Callable[[Offer], bool]:
     """A non-plain term as a predicate over offers (plain atoms are decided by the caller).
 
-    Built once per plan and called per offer, so each branch returns a small closure.
+    Built once per plan and called per offer, so each branch returns a small closure (the common
+    "at least" comparisons read their attribute directly: getattr and `_compare` would double it).
     """
     if term.kind == "market":
         market = term.value
@@ -147,13 +148,21 @@ def predicate(term: Term, sizing: Sizing | None = None, sizing_positive: bool = 
     key, op, v = term.key, term.op, term.value
     if key in SIZING:
         floor = (sizing.vcpu if key == "vcpu" else sizing.mem_gib) if sizing else None
-        attr = "vcpu" if key == "vcpu" else "memory_gib"
         if floor is not None and sizing_positive and op in ("=", ">=", ">"):
-            return lambda o: getattr(o, attr) >= floor
+            if key == "vcpu":
+                return lambda o: o.vcpu >= floor
+            return lambda o: o.memory_gib >= floor
+        if op in ("=", ">="):
+            if key == "vcpu":
+                return lambda o: o.vcpu >= v
+            return lambda o: o.memory_gib >= v
+        attr = "vcpu" if key == "vcpu" else "memory_gib"
         return lambda o: _compare(getattr(o, attr), op, v)
     if key == "gpu":
         count = term.count
         if v is None:
+            if op in ("=", ">="):
+                return lambda o: o.gpu_count >= count
             return lambda o: _compare(o.gpu_count, op, count)
 
         def gpu(o: Offer) -> bool:
@@ -197,6 +206,59 @@ def _compile(node: labels.Node, s: "Source", sizing: Sizing | None) -> Compiled:
     if node.op == "->":
         return lambda o, a: (not left(o, a)) or right(o, a)
     return lambda o, a: left(o, a) == right(o, a)
+
+
+def always_true(offer: Offer) -> bool:
+    """The predicate of a part no offer can fail (the managed atom, `exact`, `timeout=`...)."""
+    return True
+
+
+def _never(offer: Offer) -> bool:
+    return False
+
+
+def _fold(node: labels.Node, s: "Source", sizing: Sizing | None,
+          assign: dict[str, bool]) -> Callable[[Offer], bool] | bool:
+    """`_compile` under one fixed assignment of the plain atoms: a predicate over offers, or a
+    constant where no offer changes the outcome.
+
+    Its result runs for every offer of the catalog, so a forced atom should cost nothing and a
+    lone comparison one call, not four nested ones. The parts are pure booleans, which makes
+    folding exact (`x && true` is `x`, `x || true` is true...).
+    """
+    if isinstance(node, labels.Atom):
+        term = s.terms[node]
+        if term.kind == "plain":
+            return node.name in s.forced or assign.get(node.name, True)
+        if term.kind in ("exact", "meta") or term.key == "disk":
+            return True     # as `predicate` has it
+        return predicate(term, sizing, s.positive[node])
+    if isinstance(node, labels.Paren):
+        return _fold(node.inner, s, sizing, assign)
+    if isinstance(node, labels.Not):
+        return _negate(_fold(node.operand, s, sizing, assign))
+    left, right = _fold(node.left, s, sizing, assign), _fold(node.right, s, sizing, assign)
+    op = node.op
+    if op == "->":      # l -> r is !l || r
+        op, left = "||", _negate(left)
+    if isinstance(left, bool) and isinstance(right, bool):
+        return {"&&": left and right, "||": left or right, "<->": left == right}[op]
+    if isinstance(left, bool) or isinstance(right, bool):
+        const, fn = (left, right) if isinstance(left, bool) else (right, left)
+        if op == "&&":
+            return fn if const else False
+        if op == "||":
+            return True if const else fn
+        return fn if const else _negate(fn)     # <->
+    if op == "&&":
+        return lambda o: left(o) and right(o)
+    if op == "||":
+        return lambda o: left(o) or right(o)
+    return lambda o: left(o) == right(o)
+
+
+def _negate(part: Callable[[Offer], bool] | bool) -> Callable[[Offer], bool] | bool:
+    return (not part) if isinstance(part, bool) else (lambda o: not part(o))
 
 
 @dataclass(frozen=True)
@@ -346,6 +408,20 @@ class Requirements:
         return out
 
     # -- evaluation --------------------------------------------------------------------------
+    @property
+    def key(self) -> tuple:
+        """What the predicates over offers depend on (the parsed sources), hashable: a memo key."""
+        return tuple((s.kind, s.ast) for s in self.sources)
+
+    def sizing_used(self, sizing: Sizing | None) -> tuple[float | None, float | None]:
+        """The floors of `sizing` the predicates apply: a floor replaces only a positive at-least
+        atom of its key (`predicate`), so a label without `mem=` is matched alike for any memory."""
+        if sizing is None:
+            return None, None
+        keys = {t.key for s in self.sources for a, t in s.terms.items()
+                if t.kind == "cmp" and t.key in SIZING and s.positive[a] and t.op in ("=", ">=", ">")}
+        return (sizing.vcpu if "vcpu" in keys else None), (sizing.mem_gib if "mem" in keys else None)
+
     def matcher(self, sizing: Sizing | None = None) -> Callable[[Offer], bool]:
         """A predicate over offers (`sizing` replaces the declared vcpu/mem floors)."""
         tests = [self._source_test(s, sizing) for s in self.sources]
@@ -353,13 +429,18 @@ class Requirements:
 
     @staticmethod
     def _source_test(s: Source, sizing: Sizing | None) -> Callable[[Offer], bool]:
-        """Is there a truth assignment of the free plain atoms that makes the source true?"""
-        fn = _compile(s.ast, s, sizing)
-        assigns = s.assignments()
-        if len(assigns) == 1:
-            only = assigns[0]
-            return lambda offer: fn(offer, only)
-        return lambda offer: any(fn(offer, a) for a in assigns)
+        """Is there a truth assignment of the free plain atoms that makes the source true?
+
+        `always_true` itself where no offer can fail it (narrowing then skips the step)."""
+        folded = [_fold(s.ast, s, sizing, a) for a in s.assignments()]
+        if any(f is True for f in folded):
+            return always_true
+        tests = [f for f in folded if f is not False]
+        if not tests:
+            return _never
+        if len(tests) == 1:
+            return tests[0]
+        return lambda offer: any(test(offer) for test in tests)
 
     @staticmethod
     def _assignment(s: Source, offer: Offer, sizing: Sizing | None) -> dict | None:

@@ -6,13 +6,15 @@ blocked set; does no I/O. Every plan carries its reasons in the words the origin
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 from provisioner.catalog.model import SPOT, Offer
 from provisioner.errors import NoOfferError
 from provisioner.estimate import Estimate, memory_floor
-from provisioner.requirements import Requirements, Sizing
+from provisioner.requirements import Requirements, Sizing, always_true
 from provisioner.units import format_duration, format_gib
 
 HOURS_PER_MONTH = 730.0
@@ -22,6 +24,8 @@ SCALED_MARGIN = 0.25
 MIN_MEM_HEADROOM = 0.1
 EBS_GP3_USD_PER_GIB_MONTH = 0.08
 MIN_BILLED_S = 60
+TOP_CANDIDATES = 10          # a plan keeps the chosen offer and its runners-up
+MAX_POOLS = 256              # narrowed offer lists a `pools` memo keeps (references, ~12 KB each)
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,8 @@ def _narrow(offers: list[Offer], req: Requirements, sizing: Sizing | None, setti
             raise NoOfferError(f"no offers in region(s) {', '.join(settings.regions)}",
                                f"region in {','.join(settings.regions)}")
     for desc, pred in req.narrowing_steps(sizing):
+        if pred is always_true and pool:
+            continue
         kept = [o for o in pool if pred(o)]
         if not kept:
             raise NoOfferError(f"no offer satisfies {desc!r} ({len(pool)} offers before it)", desc)
@@ -180,6 +186,22 @@ def _narrow(offers: list[Offer], req: Requirements, sizing: Sizing | None, setti
     return pool
 
 
+def _narrowed(offers: list[Offer], req: Requirements, sizing: Sizing | None, settings: PlanSettings,
+              blocked: frozenset, pools: dict | None) -> list[Offer]:
+    """`_narrow`, memoized in `pools` by everything it reads (failures are not kept)."""
+    if pools is None:
+        return _narrow(offers, req, sizing, settings, blocked)
+    key = (req.key, req.sizing_used(sizing), None if req.mentions_region else settings.regions,
+           None if req.names_type else (settings.allow_burstable, settings.allow_previous_generation),
+           blocked, settings.max_price)
+    pool = pools.get(key)
+    if pool is None:
+        if len(pools) >= MAX_POOLS:
+            pools.clear()
+        pool = pools[key] = _narrow(offers, req, sizing, settings, blocked)
+    return pool
+
+
 def _no_history_runtimes(pool: list[Offer], req: Requirements, settings: PlanSettings) -> tuple[dict[str, float], dict[str, float], list[str]]:
     """1 h on the cheapest offer that fits, scaled by CPU score, capped at the target."""
     ref = min(pool, key=lambda o: (o.price, o.instance_type))
@@ -202,77 +224,178 @@ def _no_history_runtimes(pool: list[Offer], req: Requirements, settings: PlanSet
 
 
 def select(offers: list[Offer], req: Requirements, est: Estimate, settings: PlanSettings,
-           blocked: frozenset = frozenset(), managed_atom: str = "ec2") -> Plan:
-    """Choose an offer for the job; raise NoOfferError naming the constraint that emptied the set."""
+           blocked: frozenset = frozenset(), managed_atom: str = "ec2", pools: dict | None = None) -> Plan:
+    """Choose an offer for the job; raise NoOfferError naming the constraint that emptied the set.
+
+    `pools`, where the caller keeps one per `offers` list, memoizes the offers that fit across
+    calls: the daemon plans the same few labels for many jobs.
+    """
     sizing, auto, reasons = autotune(req, est, settings)
-    pool = _narrow(offers, req, sizing, settings, blocked)
+    pool = _narrowed(offers, req, sizing, settings, blocked, pools)
     disk = req.disk_gib or settings.disk_gib
     if est.works:
-        runtime: dict[str, float] = {}
-        scores: dict[str, float] = {}
-        measured: dict[str, bool] = {}
         work = statistics_work(est)
-        for o in pool:
-            if o.instance_type not in runtime:
-                predicted = est.runtime_on(o)
-                t, measured[o.instance_type] = predicted if predicted else (math.inf, False)
-                runtime[o.instance_type] = t
-                scores[o.instance_type] = work / t if t else 0.0
+        runtimes = _Runtimes.from_history(est, pool)
+        score = lambda t: work / runtimes.lo[t] if runtimes.lo[t] else 0.0  # noqa: E731
         reasons.insert(0, _history_reason(est))
         kind = "all-core" if est.parallel else "single-core"
         reasons.append(f"Minimum score needed for runtime target of {settings.target_s:.0f}s is "
                        f"{work / settings.target_s:.0f} ({kind} weighted).")
     else:
         runtime, scores, more = _no_history_runtimes(pool, req, settings)
-        measured = dict.fromkeys(runtime, True)  # already capped at the target
+        runtimes = _Runtimes.exact(runtime)   # already capped at the target: measured
+        score = scores.__getitem__
         reasons.extend(more)
 
-    cands = [Candidate(o, runtime[o.instance_type],
-                       expected_cost(o, runtime[o.instance_type], settings.boot_s, disk),
-                       scores[o.instance_type], measured[o.instance_type]) for o in pool]
-    cands = [c for c in cands if c.duration_s < math.inf]
-    if not cands:
+    rows = pool if len(runtimes.lo) == len(runtimes.types) else \
+        [o for o in pool if o.instance_type in runtimes.lo]
+    if not rows:
         raise NoOfferError("no offer that fits has a CPU score to predict the runtime", "cpu score")
-    ranked, more = _rank(cands, settings)
+    top, more = _rank(rows, runtimes, settings, disk)
     reasons.extend(more)
+    ranked = [Candidate(o, d, cost, score(o.instance_type), m) for o, d, m, cost in top]
     chosen = ranked[0]
     o = chosen.offer
     reasons.append(f"Chosen: {o.instance_type} {o.market} in {o.region} at ${o.price:.4f}/h "
                    f"(perf/price {chosen.perf_per_price:,.0f}), predicted {chosen.duration_s:.0f}s "
                    f"and ${chosen.cost_usd:.4f} with boot and spot risk.")
-    return Plan(chosen=chosen, candidates=tuple(ranked[:10]), autotuned=auto, reasons=tuple(reasons),
+    return Plan(chosen=chosen, candidates=tuple(ranked), autotuned=auto, reasons=tuple(reasons),
                 sizing=sizing, disk_gib=disk, node_labels=tuple(req.node_labels(o, sizing, managed_atom)))
 
 
-def _rank(cands: list[Candidate], settings: PlanSettings) -> tuple[list[Candidate], list[str]]:
+class _Runtimes:
+    """The job's predicted runtime per instance type: bounds for every type, exact where needed.
+
+    An exact runtime sorts the job's runs scaled to the type, and a plan looks at ~500 types; its
+    decisions (does the type meet the deadline? could an offer be among the cheapest?) are mostly
+    settled by `Estimate.runtime_bounds`, so only a few dozen types get `Estimate.runtimes`.
+    `lo` and `hi` hold the bounds, both the exact figure once `resolve`d; types without a runtime
+    (no CPU score) are absent.
+    """
+
+    def __init__(self, types: dict[str, Offer], lo: dict[str, float], hi: dict[str, float],
+                 measured: set[str], exact: set[str], est: Estimate | None = None):
+        self.types, self.lo, self.hi, self.measured = types, lo, hi, measured
+        self._exact, self._est = exact, est
+        # the same bounds of the runtime the deadline checks (`Candidate.deadline_s`)
+        m = 1 + SCALED_MARGIN
+        self.deadline_lo = {t: d * m for t, d in lo.items()}
+        self.deadline_hi = {t: d * m for t, d in hi.items()}
+        for t in measured:
+            self.deadline_lo[t], self.deadline_hi[t] = lo[t], hi[t]
+
+    @classmethod
+    def from_history(cls, est: Estimate, pool: list[Offer]) -> "_Runtimes":
+        first = {o.instance_type: o for o in reversed(pool)}   # a type's runtime is its first offer's
+        b = est.runtime_bounds(first)
+        return cls(first, b.lo, b.hi, b.measured, set(b.measured), est)
+
+    @classmethod
+    def exact(cls, runtime: dict[str, float]) -> "_Runtimes":
+        known = {t: d for t, d in runtime.items() if d < math.inf}
+        return cls(dict.fromkeys(runtime), known, dict(known), set(known), set(known))
+
+    def resolve(self, types: Iterable[str]) -> None:
+        """Make the bounds of these types their exact runtime."""
+        todo = [self.types[t] for t in types if t not in self._exact]
+        if todo:
+            assert self._est is not None
+            m = 1 + SCALED_MARGIN
+            for t, (d, _) in self._est.runtimes(todo).items():
+                self.lo[t] = self.hi[t] = d
+                self.deadline_lo[t] = self.deadline_hi[t] = d if t in self.measured else d * m
+                self._exact.add(t)
+
+    def within(self, limit: float) -> set[str]:
+        """The types whose deadline runtime (`Candidate.deadline_s`) is at most `limit`."""
+        hi = self.deadline_hi
+        self.resolve([t for t, d in self.deadline_lo.items() if d <= limit < hi[t]])
+        return {t for t, d in hi.items() if d <= limit}
+
+
+Row = tuple[Offer, float, bool, float]     # a ranked offer: offer, runtime s, measured, cost USD
+
+
+def _rank(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gib: float,
+          keep: int = TOP_CANDIDATES) -> tuple[list[Row], list[str]]:
+    """The first `keep` offers in the policy's order, costed, and the reasons for what was dropped.
+
+    `rows` are the offers with a runtime, in pool order (ties keep it, as a stable sort would)."""
     reasons = []
-    feasible = [c for c in cands if c.deadline_s <= settings.timeout_s]
-    if settings.policy == "deadline":
-        meet = [c for c in feasible if c.deadline_s <= settings.target_s]
-        dropped = len(cands) - len(meet)
+    boot_s = settings.boot_s
+    if settings.policy == "deadline":   # within the timeout and the target
+        meet = _of_types(rows, rt.within(min(settings.timeout_s, settings.target_s)))
+        dropped = len(rows) - len(meet)
         if dropped:
             reasons.append(f"{dropped} offers dropped: predicted to miss the runtime target of "
                            f"{settings.target_s:.0f}s (runtimes scaled from other types by CPU score "
                            f"need a {SCALED_MARGIN:.0%} margin).")
         if meet:
-            return sorted(meet, key=_by_cost), reasons
+            return _cheapest(meet, rt, boot_s, disk_gib, keep), reasons
         reasons.append("No offer is predicted to meet the runtime target: choosing the fastest.")
-        return sorted(cands, key=_by_speed), reasons
+        return _fastest(rows, rt, boot_s, disk_gib, keep), reasons
+    feasible = rt.within(settings.timeout_s)
     if not feasible:
         reasons.append(f"No offer is predicted to finish within the timeout of {settings.timeout_s:.0f}s: "
                        "choosing the fastest.")
-        return sorted(cands, key=_by_speed), reasons
-    if len(feasible) < len(cands):
-        reasons.append(f"{len(cands) - len(feasible)} offers dropped: predicted to exceed the timeout.")
-    return sorted(feasible, key=_by_cost if settings.policy == "cheapest" else _by_speed), reasons
+        return _fastest(rows, rt, boot_s, disk_gib, keep), reasons
+    feasible_rows = _of_types(rows, feasible)
+    if len(feasible_rows) < len(rows):
+        reasons.append(f"{len(rows) - len(feasible_rows)} offers dropped: predicted to exceed the timeout.")
+    if settings.policy == "cheapest":
+        return _cheapest(feasible_rows, rt, boot_s, disk_gib, keep), reasons
+    return _fastest(feasible_rows, rt, boot_s, disk_gib, keep), reasons
 
 
-def _by_cost(c: Candidate) -> tuple:
-    return (round(c.cost_usd, 9), c.offer.price, c.offer.instance_type, c.offer.region, c.offer.market)
+def _of_types(rows: list[Offer], types: set[str]) -> list[Offer]:
+    return [o for o in rows if o.instance_type in types]
 
 
-def _by_speed(c: Candidate) -> tuple:
-    return (round(c.duration_s, 6), c.offer.price, c.offer.instance_type, c.offer.region, c.offer.market)
+def _fastest(rows: list[Offer], rt: _Runtimes, boot_s: float, disk_gib: float, keep: int) -> list[Row]:
+    """`sorted(rows, key=_by_speed)[:keep]` (heapq.nsmallest is exactly that, ties included), costed."""
+    rt.resolve({o.instance_type for o in rows})
+    d, measured = rt.lo, rt.measured
+    best = heapq.nsmallest(keep, [(o, d[o.instance_type]) for o in rows], key=_by_speed)
+    return [(o, t, o.instance_type in measured, expected_cost(o, t, boot_s, disk_gib)) for o, t in best]
+
+
+def _cheapest(rows: list[Offer], rt: _Runtimes, boot_s: float, disk_gib: float, keep: int) -> list[Row]:
+    """`sorted(rows, key=_by_cost)[:keep]`, costing exactly only the offers that could be among them.
+
+    Hundreds of offers usually meet the deadline and ten are kept. The billed hours at the offer's
+    price, `price x (max(runtime, 60 s) + boot) / 3600`, are a lower bound of `expected_cost` (spot
+    rework and the volume only add, with boot and disk >= 0), and so is that of a lower bound of the
+    runtime. The `keep` offers with the lowest bounds give an upper bound `limit` of the `keep`-th
+    cost, and an offer whose bound exceeds it (beyond rounding; costs compare at 1e-9) sorts after
+    every offer kept: it needs neither its exact runtime nor its cost.
+    """
+    lo = rt.lo
+    if len(rows) > keep and boot_s >= 0 and disk_gib >= 0:
+        hours = {t: ((d if d > MIN_BILLED_S else MIN_BILLED_S) + boot_s) / 3600 for t, d in lo.items()}
+        bounds = [o.price * hours[o.instance_type] for o in rows]
+        kth = heapq.nsmallest(keep, bounds)[-1]
+        lowest = [o for o, b in zip(rows, bounds) if b <= kth]
+        rt.resolve({o.instance_type for o in lowest})
+        limit = max(expected_cost(o, lo[o.instance_type], boot_s, disk_gib) for o in lowest)
+        limit = (limit + 1e-9) / (1 - 1e-9)
+        rows = [o for o, b in zip(rows, bounds) if b <= limit]
+    rt.resolve({o.instance_type for o in rows})
+    measured = rt.measured
+    costed = [(o, lo[o.instance_type], o.instance_type in measured,
+               expected_cost(o, lo[o.instance_type], boot_s, disk_gib)) for o in rows]
+    return heapq.nsmallest(keep, costed, key=_by_cost)
+
+
+def _by_cost(r: Row) -> tuple:
+    """Cheapest first (costed rows); ties by price, then name, region and market."""
+    o = r[0]
+    return (round(r[3], 9), o.price, o.instance_type, o.region, o.market)
+
+
+def _by_speed(r: tuple[Offer, float]) -> tuple:
+    """Fastest first (offer, runtime); ties by price, then name, region and market."""
+    o = r[0]
+    return (round(r[1], 6), o.price, o.instance_type, o.region, o.market)
 
 
 def statistics_work(est: Estimate) -> float:

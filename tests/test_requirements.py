@@ -9,7 +9,7 @@ import pytest
 
 from provisioner.errors import InputError
 from provisioner.labels import LabelSyntaxError
-from provisioner.requirements import Requirements, Sizing, interpret, is_demand
+from provisioner.requirements import Requirements, Sizing, _compile, always_true, interpret, is_demand
 from tests.factories import offer
 
 SMALL = offer("m5.large", vcpu=2, mem=8)
@@ -149,3 +149,48 @@ def test_shared_vectors_parse_to_the_same_requirements_as_groovy_renders():
     assert len(valid) >= 20
     for case in valid:
         assert Requirements.parse(case["label"]).to_dict() == case["requirements"], case["name"]
+
+
+# -- folded predicates: the same truth as the expression, evaluated per assignment ----------------
+
+FOLD_CASES = ["ec2", "ec2 && vcpu=8", "ec2 && (vcpu=2 || mem=64) && ondemand", "ec2 && !spot && exact",
+              "ec2 && (linux || docker) && mem=16", "ec2 && (a || !b) && (b -> gpu=1)", "ec2 && (spot <-> arch=arm64)",
+              "ec2 && !(vcpu=4 -> mem=128)", "ec2 && (linux <-> vcpu=8) && timeout=2h && disk=50",
+              "ec2 && (x || !x)", "ec2 && !ec2", "ec2 && (spot || !spot) && (gpu=a10g || !gpu=2)",
+              "ec2 && (type=g5.* || family=m5) && !region=us-west-2", "!(linux && spot) || (mem=8 <-> !vcpu=4)"]
+
+
+def _by_assignment(req: Requirements, sizing: Sizing | None):
+    """The expression evaluated as before folding: nested closures tried under every assignment."""
+    fns = [(_compile(s.ast, s, sizing), s.assignments()) for s in req.sources]
+    return lambda o: all(any(fn(o, a) for a in assigns) for fn, assigns in fns)
+
+
+@pytest.mark.parametrize("label", FOLD_CASES)
+@pytest.mark.parametrize("sizing", [None, Sizing(vcpu=1, mem_gib=12)], ids=["declared", "autotuned"])
+def test_folded_predicates_agree_with_the_expression(label, sizing):
+    offers = TABLE + [offer("m5.xlarge", region="us-west-2", vcpu=4, mem=16), offer("c7g.large", arch="arm64",
+                                                                                 market="spot", price=0.02)]
+    req = Requirements.parse(label, ["ondemand"] if "x" in label else [])
+    reference = _by_assignment(req, sizing)
+    assert [req.matcher(sizing)(o) for o in offers] == [reference(o) for o in offers]
+    for desc, pred in req.narrowing_steps(sizing):
+        step = Requirements.parse(desc)
+        if step.conjunctive:    # a conjunct with free atoms alone is checked against the whole source
+            assert [pred(o) for o in offers] == [_by_assignment(step, sizing)(o) for o in offers], desc
+
+
+def test_a_step_no_offer_can_fail_is_always_true():
+    steps = Requirements.parse("ec2 && linux && vcpu=2 && exact && timeout=1h").narrowing_steps()
+    assert [pred is always_true for _, pred in steps] == [True, True, False, True, True]
+
+
+def test_key_and_the_sizing_the_predicates_use():
+    a, b = Requirements.parse("ec2 && vcpu=8"), Requirements.parse("ec2 && vcpu=8", lax=True)
+    assert a.key == b.key and hash(a.key) == hash(b.key)
+    assert a.key != Requirements.parse("ec2 && vcpu=8", ["spot"]).key
+    sizing = Sizing(vcpu=1, mem_gib=6)
+    assert a.sizing_used(sizing) == (1, None)          # no mem= atom: the memory floor changes nothing
+    assert Requirements.parse("ec2 && mem=16").sizing_used(sizing) == (None, 6)
+    assert Requirements.parse("ec2 && !mem=16 && vcpu=2").sizing_used(sizing) == (1, None)   # a cap
+    assert a.sizing_used(None) == (None, None)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
 from provisioner.errors import NoOfferError
-from provisioner.estimate import Estimate, estimate, memory_floor, reduce_run
+from provisioner.estimate import Estimate, RunWork, estimate, memory_floor, reduce_run
 from provisioner.requirements import Requirements
-from provisioner.selection import PlanSettings, expected_cost, select
+from provisioner.selection import (Candidate, PlanSettings, _no_history_runtimes, expected_cost, select,
+                                   statistics_work)
 from tests.factories import offer, run
 
 # Three sizes of one family (perfect scaling) and a faster, pricier type.
@@ -186,3 +188,133 @@ def test_plan_json_has_the_contract_fields():
         assert key in d
     assert d["candidates"][0]["instance_type"] == d["instance_type"]
     assert len(d["candidates"]) <= 10
+
+
+# -- the fast paths rank exactly like costing and sorting every offer ------------------------------
+
+def _random_table(rng: random.Random, n_types: int = 40) -> list:
+    table = []
+    for i in range(n_types):
+        vcpu = rng.choice([1, 2, 4, 8, 16])
+        single = rng.choice([800.0, 1000.0, 1200.0, 1500.0, 0.0 if i == 7 else 1500.0])
+        multi = single * vcpu * rng.uniform(0.5, 1.0)
+        price = round(rng.choice([0.05, 0.1, 0.2, 0.4]) * vcpu / 2, 3)   # ties across types
+        name = f"t{i}.{vcpu}x"
+        table.append(offer(name, vcpu=vcpu, mem=vcpu * 4, price=price, single=single, multi=multi))
+        if rng.random() < 0.6:
+            table.append(offer(name, vcpu=vcpu, mem=vcpu * 4, price=round(price * rng.uniform(0.2, 0.5), 4),
+                               market="spot", single=single, multi=multi,
+                               interruption=rng.choice([0.03, 0.08, 0.25])))
+    rng.shuffle(table)
+    return table
+
+
+def _random_runs(rng: random.Random, table: list, n: int) -> list[dict]:
+    base = rng.uniform(300, 20000)
+    types = [o.instance_type for o in table[:3]]
+    return [run("job", i, instance_type=rng.choice(types), duration=base * rng.uniform(0.7, 1.3),
+                cpu_avg=rng.choice([None, rng.uniform(50, 1500)]), cpu_max=rng.choice([None, 1600, 400]),
+                vcpu=rng.choice([None, 16])) for i in range(n)]
+
+
+def _every_offer_ranked(table, req, est, settings):
+    """The definition select must equal: every offer costed, filtered and sorted (no bounds)."""
+    cands = []
+    for o in table:
+        if est.works:
+            predicted = est.runtime_on(o)
+            if predicted is None:
+                continue
+            d, measured = predicted
+            score = statistics_work(est) / d if d else 0.0
+        else:
+            runtime, scores, _ = _no_history_runtimes(table, req, settings)
+            d, measured, score = runtime[o.instance_type], True, scores[o.instance_type]
+        cands.append(Candidate(o, d, expected_cost(o, d, settings.boot_s, settings.disk_gib), score, measured))
+
+    def by_cost(c):
+        return (round(c.cost_usd, 9), c.offer.price, c.offer.instance_type, c.offer.region, c.offer.market)
+
+    def by_speed(c):
+        return (round(c.duration_s, 6), c.offer.price, c.offer.instance_type, c.offer.region, c.offer.market)
+
+    feasible = [c for c in cands if c.deadline_s <= settings.timeout_s]
+    if settings.policy == "deadline":
+        meet = [c for c in feasible if c.deadline_s <= settings.target_s]
+        return sorted(meet, key=by_cost)[:10] if meet else sorted(cands, key=by_speed)[:10], len(cands) - len(meet)
+    if not feasible:
+        return sorted(cands, key=by_speed)[:10], None
+    key = by_cost if settings.policy == "cheapest" else by_speed
+    return sorted(feasible, key=key)[:10], len(cands) - len(feasible)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("policy", ["deadline", "cheapest", "fastest"])
+def test_ranking_equals_costing_and_sorting_every_offer(seed, policy):
+    rng = random.Random(seed)
+    table = _random_table(rng)
+    lookup_table = {o.instance_type: o for o in table if o.market == "on-demand"}
+    runs = _random_runs(rng, [o for o in table if o.market == "on-demand" and o.score_single], rng.choice([0, 1, 5, 12]))
+    req = Requirements.parse("ec2 && exact")      # every offer fits: the ranking alone is compared
+    est = estimate(runs, lambda t, r: lookup_table.get(t), req.vcpu)
+    settings = PlanSettings(policy=policy, timeout_s=rng.choice([600, 3600, 4 * 3600, 48 * 3600]),
+                            allow_burstable=True, allow_previous_generation=True)
+    expected, dropped = _every_offer_ranked(table, req, est, settings)
+    p = select(table, req, est, settings)
+    assert list(p.candidates) == expected
+    if dropped:
+        assert any(r.startswith(f"{dropped} offers dropped") for r in p.reasons)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_runtime_bounds_hold_the_exact_runtime(seed):
+    rng = random.Random(seed)
+    works = tuple(RunWork(f"r{i}", "m5.large", 1.0, rng.choice([0.0, rng.uniform(1, 1e7)]),
+                          rng.choice([0.0, rng.uniform(1, 1e7)]), rng.choice([1, 2, 4, 8, 64]))
+                  for i in range(rng.choice([1, 2, 3, 12])))
+    est = Estimate(runs=len(works), works=works, by_type={"m5.large": [100.0, 300.0]})
+    offers = {f"t{i}": offer(f"t{i}", vcpu=rng.choice([1, 2, 8, 32]), single=rng.uniform(100, 3000),
+                             multi=rng.uniform(100, 90000)) for i in range(30)}
+    offers["m5.large"] = offer("m5.large")
+    offers["none"] = offer("none", single=0.0)
+    b = est.runtime_bounds(offers)
+    assert b.measured == {"m5.large"} and b.lo["m5.large"] == b.hi["m5.large"] == 200.0
+    assert "none" not in b.lo
+    for t, o in offers.items():
+        if t not in ("m5.large", "none"):
+            exact, measured = est.runtime_on(o)
+            assert b.lo[t] <= exact <= b.hi[t] and not measured
+            assert est.runtimes([o])[t] == (exact, False)       # the batch figure is the same, bit for bit
+
+
+def test_pools_memo_gives_the_same_plans_and_is_shared_across_jobs():
+    pools: dict = {}
+    jobs = [[run("a", i, instance_type="m5.2xlarge", cpu_avg=700, cpu_max=800, mem_gib=m) for i in range(4)]
+            for m in (2, 3, 9)]
+    for label in ("ec2 && vcpu=8", "ec2 && mem=4", "ec2 && vcpu=2 && !spot", "ec2 && (vcpu=4 || mem=64)"):
+        for runs in jobs + [[]]:
+            req = Requirements.parse(label)
+            est = estimate(runs, lookup, req.vcpu)
+            for settings in (PlanSettings(), PlanSettings(policy="cheapest", max_price=0.5)):
+                assert select(TABLE, req, est, settings, pools=pools) == select(TABLE, req, est, settings)
+    # a label without mem= narrows alike for every memory floor: one pool per label and settings
+    keys = [k for k in pools if k[0] == Requirements.parse("ec2 && vcpu=8").key]
+    assert len(keys) == 4      # (autotuned or declared sizing) x the two settings
+
+
+@pytest.mark.parametrize("runs", [0, 5], ids=["no-history", "history"])
+@pytest.mark.parametrize("policy", ["deadline", "cheapest"])
+def test_ranking_keeps_near_ties_around_the_tenth_place(runs, policy):
+    # 30 types alike but for a price 0.1% apart (and their spot twins): bounds and costs crowd the cut
+    table = []
+    for i in range(30):
+        table.append(offer(f"t{i:02d}.xlarge", vcpu=4, mem=16, price=0.2 * (1 + i / 1000)))
+        table.append(offer(f"t{i:02d}.xlarge", vcpu=4, mem=16, price=0.06 * (1 - i / 1000), market="spot",
+                           interruption=0.25 if i % 2 else 0.03))
+    history = [run("job", i, instance_type="t00.xlarge", duration=3000 + 10 * i, cpu_avg=350, cpu_max=400)
+               for i in range(runs)]
+    req = Requirements.parse("ec2 && exact")
+    est = estimate(history, lambda t, r: table[0] if t == table[0].instance_type else None, req.vcpu)
+    settings = PlanSettings(policy=policy)
+    expected, _ = _every_offer_ranked(table, req, est, settings)
+    assert list(select(table, req, est, settings).candidates) == expected

@@ -37,6 +37,8 @@ class Planner:
         self._clock = clock
         self._runs: dict[str, tuple[float, list[dict]]] = {}
         self._plans: dict[tuple, PlanOrError] = {}
+        # offers that fit, by label and sizing, per catalog (`select`'s memo): many jobs share a label
+        self._pools: dict[int, dict] = {id(self.catalog): {}, id(self.regional): {}}
         self._lock = threading.Lock()           # invalidate() comes from HTTP threads
         self.planned = 0                        # plans made (cache misses), for the benchmark
 
@@ -66,6 +68,8 @@ class Planner:
         out: dict[PlanKey, PlanOrError] = {}
         if len(self._plans) > 20000:
             self._plans.clear()
+            for pools in self._pools.values():
+                pools.clear()
         for key in keys:
             rs = runs.get(key.job, [])
             sig = (key, blocked, len(rs), rs[-1].get("run_id") if rs else None)
@@ -80,6 +84,7 @@ class Planner:
             req = Requirements.parse(key.label, ["ondemand"] if key.ondemand else [], lax=True)
             settings = settings_from(self.config, req)
             catalog = self.catalog if req.mentions_region else self.regional
-            return plan_for(catalog, req, runs, settings, blocked, self.managed_atom)
+            return plan_for(catalog, req, runs, settings, blocked, self.managed_atom,
+                            self._pools[id(catalog)])
         except ProvisionerError as exc:     # no offer, or a label we cannot read: the item waits
             return NoPlan(str(exc))
