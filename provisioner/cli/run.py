@@ -6,17 +6,13 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import logging
 import os
 import sys
-import textwrap
 from typing import Any, Callable, Mapping
 
 from provisioner.cli.context import Context
 from provisioner.errors import UsageError
 from provisioner.units import parse_duration_s, parse_memory_gib, GIB
-
-log = logging.getLogger(__name__)
 
 EPILOG = """\
 exit codes: the container's own; 124 timeout; 137 killed for running out of memory (OOM);
@@ -69,6 +65,18 @@ def _memory_bytes(text: str) -> int:
     return int(parse_memory_gib(text) * GIB)
 
 
+def _fill(text: str, width: int) -> str:
+    """Greedy word wrap (textwrap.fill's result for plain words; textwrap itself would be imported
+    by every run just for the help text)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     from provisioner.runner.docker_args import ALIASES, SUPPORTED
     from provisioner.runner.spec import parse_gpus, parse_volume
@@ -78,7 +86,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        description="Run one container on the local Docker engine, with timeout, "
                                    "retry, clean stop, timestamped live logs, usage sampling, a "
                                    "usage record and an estimated cost.",
-                       epilog=EPILOG.format(docker_args=textwrap.fill(names, 90, break_on_hyphens=False)),
+                       epilog=EPILOG.format(docker_args=_fill(names, 90)),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        usage="%(prog)s [options] [--image IMAGE] -- COMMAND...")
     p.add_argument("--image", help="the image (default: the config's defaults.image)")
@@ -124,9 +132,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=handle)
 
 
+def _price(text: str) -> float:
+    from provisioner.cli.plan import _price as plan_price  # plan's own rule, imported only when used
+    return plan_price(text)
+
+
 def _remote_arguments(p: argparse.ArgumentParser) -> None:
     """`--remote` and its planning flags (provisioner/remote.py does the work)."""
-    from provisioner.cli.plan import _price
     from provisioner.config import POLICIES
     g = p.add_argument_group("remote", "run on a freshly launched instance chosen like `provisioner plan`")
     g.add_argument("--remote", action="store_true",

@@ -7,26 +7,24 @@ path goes through the same `finally` that removes the container.
 
 from __future__ import annotations
 
-import logging
 import queue
 import signal
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from provisioner.records import iso_utc
-from provisioner.runner import EXIT_OOM, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIMEOUT, LaunchError
+from provisioner.runner import (EXIT_OOM, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIMEOUT, LaunchError,
+                                LazyLogger, new_run_id)
 from provisioner.runner.console import Console, LogPump
 from provisioner.runner.engine import EngineError, EngineTimeout, NotFound, Unreachable, as_engine
-from provisioner.runner.gpu import NvmlSampler
 from provisioner.runner.images import ImageInfo
 from provisioner.runner.sampler import StatsSampler, parse_engine_time
 from provisioner.runner.spec import ContainerSpec, gpu_selection
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 LOG_DRAIN_S = 5.0      # how long the output may keep arriving after the exit
 WAIT_CHUNK_S = 3600.0  # the engine's wait is re-issued after this long (socket timeout)
@@ -85,14 +83,19 @@ class ContainerRunner:
                  monotonic: Callable[[], float] = time.monotonic,
                  sample_every_s: float = 15.0):
         self.engine, self.console = as_engine(client), console
-        self.gpu_factory = gpu_factory or (lambda selection: NvmlSampler(selection=selection))
+        self.gpu_factory = gpu_factory or _nvml_sampler
         self.clock, self.monotonic, self.sample_every_s = clock, monotonic, sample_every_s
+        self._removal: threading.Thread | None = None
 
     def run(self, spec: ContainerSpec, image: ImageInfo, labels: dict[str, str],
             events: "queue.SimpleQueue[tuple]", *, run_id: str | None = None,
-            sinks: list | None = None, reporter: Any = None) -> Attempt:
-        """Run one container to its end; LaunchError (125) when it could not be started."""
-        run_id = run_id or str(uuid.uuid4())
+            sinks: list | None = None, reporter: Any = None,
+            remove_in_background: bool = False) -> Attempt:
+        """Run one container to its end; LaunchError (125) when it could not be started.
+
+        The container is removed before returning, or with `remove_in_background` on a thread that
+        `wait_removed()` joins (the caller writes the record meanwhile: the removal is engine time)."""
+        run_id = run_id or new_run_id()
         kwargs = spec.create_kwargs(run_id, labels)
         kwargs["image"] = image.ref
         try:
@@ -104,7 +107,18 @@ class ContainerRunner:
         except EngineError as exc:
             raise LaunchError(f"Docker engine error: {exc}") from None
         finally:
-            self._remove(cid)
+            if remove_in_background:
+                self._removal = threading.Thread(target=self._remove, args=(cid,),
+                                                 name="provisioner-remove", daemon=True)
+                self._removal.start()
+            else:
+                self._remove(cid)
+
+    def wait_removed(self) -> None:
+        """Return once the container of the last run(remove_in_background=True) is removed."""
+        removal, self._removal = self._removal, None
+        if removal is not None:
+            removal.join()
 
     def _run_created(self, spec: ContainerSpec, cid: str, run_id: str, events: Any, sinks: list,
                      reporter: Any) -> Attempt:
@@ -250,6 +264,11 @@ def _send_sample(sample: Callable[[dict], Any], run_id: str, now: float, stats: 
         sample(payload)
     except Exception as exc:  # reporting never affects the job
         log.warning("live sample not sent: %s", exc)
+
+
+def _nvml_sampler(selection: Any) -> Any:
+    from provisioner.runner.gpu import NvmlSampler  # only for runs that ask for GPUs
+    return NvmlSampler(selection=selection)
 
 
 def iso_utc_ts(ts: float) -> str:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import base64
-import logging
 import re
 import time
 from dataclasses import dataclass
@@ -12,8 +10,6 @@ from typing import Any, Callable
 
 from provisioner.runner import LaunchError
 from provisioner.runner.engine import EngineError, NotFound
-
-log = logging.getLogger(__name__)
 
 ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)"
                       r"\.amazonaws\.com(?:\.cn)?$")
@@ -49,6 +45,7 @@ def ecr_region(ref: str) -> str | None:
 
 def ecr_auth_config(ecr_client: Any) -> dict[str, str]:
     """docker auth_config from ECR's GetAuthorizationToken: the token is base64 'AWS:<password>'."""
+    import base64
     data = ecr_client.get_authorization_token()["authorizationData"][0]
     user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
     if not password:

@@ -9,13 +9,14 @@ pid now belongs to a younger process). Containers of other hosts, and containers
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
-log = logging.getLogger(__name__)
+from provisioner.runner import LazyLogger
+
+log = LazyLogger(__name__)
 
 KIND_LABEL, KIND = "provisioner:kind", "run"
 OWNER_LABEL = "provisioner:owner"

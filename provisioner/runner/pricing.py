@@ -9,12 +9,13 @@ Prices missing from the environment come from the catalog (imported lazily).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-log = logging.getLogger(__name__)
+from provisioner.runner import LazyLogger
+
+log = LazyLogger(__name__)
 
 IMDS_DEFAULT = "http://169.254.169.254"
 EC2_MARKERS = (("/sys/devices/virtual/dmi/id/sys_vendor", "Amazon EC2"), ("/sys/hypervisor/uuid", "ec2"))

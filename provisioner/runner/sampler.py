@@ -8,14 +8,15 @@ timestamps. Memory is usage minus inactive page cache, as `docker stats` shows i
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-log = logging.getLogger(__name__)
+from provisioner.runner import LazyLogger
+
+log = LazyLogger(__name__)
 
 _TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 

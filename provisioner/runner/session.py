@@ -9,20 +9,18 @@ each attempt and, when it has one, `sample(payload)` every 15 s while the job ru
 from __future__ import annotations
 
 import json
-import logging
 import os
 import queue
 import shlex
 import signal
 import threading
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from provisioner.records import iso_utc
-from provisioner.runner import EXIT_SIGINT, EXIT_SIGTERM, LaunchError
+from provisioner.runner import EXIT_SIGINT, EXIT_SIGTERM, LaunchError, LazyLogger, new_run_id
 from provisioner.runner.console import Console
 from provisioner.runner.container import Attempt, ContainerRunner, SignalWatch
 from provisioner.runner.engine import EngineError, as_engine
@@ -34,7 +32,7 @@ from provisioner.runner.spec import ContainerSpec
 from provisioner.runner.summary import JobInfo, build_record, summary_line, summary_lines
 from provisioner.units import format_duration
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 SINK_CLOSE_S = 10.0  # the most a log sink may take to flush after the job
 
@@ -157,20 +155,23 @@ class RunSession:
 
     def _attempt(self, spec: ContainerSpec, job: JobInfo, image: ImageInfo, pricing: Pricing,
                  events: queue.SimpleQueue, attempt_no: int, attempts: int) -> tuple[dict, Attempt]:
-        run_id = str(uuid.uuid4())
+        run_id = new_run_id()
         self._header(spec, image, run_id, attempt_no, attempts)
         sinks = self._make_sinks(run_id)
         labels = run_labels(self.owner, run_id, job.job, job.build)
         try:
-            attempt = self.runner.run(spec, image, labels, events, run_id=run_id, sinks=sinks,
-                                      reporter=self.s.reporter)
+            try:
+                attempt = self.runner.run(spec, image, labels, events, run_id=run_id, sinks=sinks,
+                                          reporter=self.s.reporter, remove_in_background=True)
+            finally:
+                dropped = self._close_sinks(sinks)
+            record = build_record(attempt, job, spec, image, pricing, attempt_no=attempt_no,
+                                  log_lines_dropped=dropped if sinks else None)
+            self._store_record(record)
+            for line in summary_lines(record, spec.timeout_s):
+                self.console.info(line)
         finally:
-            dropped = self._close_sinks(sinks)
-        record = build_record(attempt, job, spec, image, pricing, attempt_no=attempt_no,
-                              log_lines_dropped=dropped if sinks else None)
-        self._store_record(record)
-        for line in summary_lines(record, spec.timeout_s):
-            self.console.info(line)
+            self.runner.wait_removed()  # removed meanwhile: every path ends with the container gone
         return record, attempt
 
     def _make_sinks(self, run_id: str) -> list:

@@ -155,3 +155,11 @@ def test_log_group_wiring(monkeypatch):
     (factory,) = make_sink_factories("/jobs", "eu-west-1", warnings.append)
     factory("RUN-1")
     assert made == [("/jobs", "RUN-1", "eu-west-1")] and warnings == []
+
+
+def test_help_text_wrap_is_textwraps():
+    import textwrap
+    from provisioner.cli.run import _fill
+    text = ", ".join(f"--option-{i}{'x' * (i % 7)}" for i in range(40))
+    for width in (20, 60, 90):
+        assert _fill(text, width) == textwrap.fill(text, width, break_on_hyphens=False)
