@@ -140,7 +140,7 @@ class Daemon:
         if self._ticks == 0:
             return                                          # after a restart "new" would be a guess
         for n in nodes:
-            if n.online and n.name not in self.memory.seen_online and n.meta is not None and n.meta.since:
+            if n.has_connected and n.name not in self.memory.seen_online and n.meta is not None and n.meta.since:
                 wait = max(0.0, now - n.meta.since / 1000.0)
                 self.metrics.queue_wait.observe(wait)
                 event("agent.online", node=n.name, queue_id=n.meta.queue_id, wait_s=round(wait, 3))
@@ -287,7 +287,7 @@ class Daemon:
         for n in started:
             self._guard("drain", TickReport(), lambda n=n: self.drains.drain(n.name), node=n.name)
         self.memory = replace(self.memory, seen_busy=self.memory.seen_busy | {n.name for n in started},
-                              seen_online=self.memory.seen_online | {n.name for n in nodes if n.online})
+                              seen_online=self.memory.seen_online | {n.name for n in nodes if n.has_connected})
 
     def _renew(self) -> bool:
         try:

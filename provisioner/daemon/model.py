@@ -127,6 +127,12 @@ class Node:
     def online(self) -> bool:
         return not self.offline
 
+    @property
+    def has_connected(self) -> bool:
+        """Its agent connected at some point: online, or running work (a node drained as soon as
+        its build started reads `offline` at once, and may never be seen online)."""
+        return self.online or self.busy
+
 
 @dataclass(frozen=True)
 class InFlight:

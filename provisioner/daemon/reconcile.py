@@ -366,7 +366,8 @@ def remember(memory: Memory, nodes: Iterable[Node], instances: Iterable[Instance
     return Memory(
         first_seen=first_seen,
         seen_busy=frozenset(n for n in memory.seen_busy if n in names) | {n.name for n in nodes if n.busy},
-        seen_online=frozenset(n for n in memory.seen_online if n in names) | {n.name for n in nodes if n.online},
+        seen_online=frozenset(n for n in memory.seen_online if n in names)
+        | {n.name for n in nodes if n.has_connected},
         retired=frozenset(memory.retired),
         in_flight=in_flight,
         settling=memory.settling,

@@ -281,6 +281,14 @@ def test_node_names_are_jenkins_safe():
     assert node_name("o", 3, 4) == "prov-o-q3-4"
 
 
+def test_a_node_drained_the_moment_its_build_started_counts_as_connected():
+    """Drained on its first report, it reads offline before any tick saw it online."""
+    drained = node("prov-o-q1", meta(1), offline=True, temporarily_offline=True, idle=False, builds=("u",))
+    never = node("prov-o-q2", meta(2))
+    m = remember(Memory(), [drained, never], [], NOW)
+    assert m.seen_online == {"prov-o-q1"}
+
+
 def test_memory_folds_observations_and_forgets_gone_nodes():
     busy = node("prov-o-q1", meta(1), offline=False, idle=False, builds=("u",))
     inst = instance("i-1", "prov-o-q1")
