@@ -207,13 +207,15 @@ class UnixEngine:
         resp = self._open(method, path, body, timeout)
         try:
             data = resp.body()
+            if resp.status >= 400:
+                raise _error(resp.status, data)
+            if data and "json" in resp.headers.get("content-type", ""):
+                return json.loads(data)
+            return data.decode("utf-8", "replace") if data else None
+        except ValueError:  # a bad chunk size, a truncated or garbled JSON body
+            raise EngineError(f"malformed answer from the Docker engine to {method} {path}") from None
         finally:
             resp.conn.close()
-        if resp.status >= 400:
-            raise _error(resp.status, data)
-        if data and "json" in resp.headers.get("content-type", ""):
-            return json.loads(data)
-        return data.decode("utf-8", "replace") if data else None
 
     # -- the calls ---------------------------------------------------------------------------------
     def ping(self) -> None:

@@ -211,6 +211,13 @@ def test_http_details_chunked_bodies_and_plain_text_errors(tmp_path):
     assert exc.value.status == 500 and str(exc.value) == "no disk"
 
 
+def test_a_garbled_answer_is_an_engine_error(tmp_path):
+    fake_engine(tmp_path / "g.sock", b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: 8\r\n\r\n{\"Id\": ")
+    with pytest.raises(EngineError, match="malformed answer"):
+        UnixEngine(str(tmp_path / "g.sock")).inspect_container("c")
+
+
 # ---- which engine ------------------------------------------------------------------------------
 
 def test_docker_host_picks_the_engine(monkeypatch):
