@@ -11,6 +11,9 @@ Started in the background by the bootstrap (`python3 -m provisioner.agent.watche
 - compares the clock with PROVISIONER_EXPIRES_AT (the instance's `expires-at` tag: the maximum
   lifetime), and in agent mode the agent's idle time (no build process) with --idle-timeout, so an
   instance stops itself when the daemon that should have terminated it is gone.
+In agent mode a thread also tells the daemon the moment the build starts (one sample to its
+/v1/samples, which drains the node before any second build can come: provisioner/agent/buildstart.py),
+seen as a new entry in `--work-dir`'s workspace/ (inotify, else a 0.1 s poll) or a child of the agent.
 On any of these it stops the job the same way, optionally syncs the checkpoint directory to S3
 (PROVISIONER_CHECKPOINT_DIR, default /var/lib/provisioner/checkpoint, to PROVISIONER_CHECKPOINT_S3
 = s3://bucket/prefix, under the instance id), stops the agent, prints an event marker and exits; the
@@ -51,6 +54,7 @@ class WatchSettings:
     idle_timeout_s: float | None = None
     pid_file: Path | None = None             # job mode: the supervisor of `provisioner run`
     agent_pid_file: Path | None = None       # agent mode: the java agent
+    work_dir: Path | None = None             # agent mode: the agent's -workDir (builds in workspace/)
     state_dir: Path = Path("/run/provisioner")
     checkpoint_dir: Path | None = None
     checkpoint_s3: str | None = None
@@ -256,6 +260,8 @@ def settings_from(argv: list[str] | None, environ: dict[str, str]) -> WatchSetti
                    default=float(env("PROVISIONER_WATCH_INTERVAL_S") or DEFAULT_INTERVAL_S))
     p.add_argument("--expires-at", default=env("PROVISIONER_EXPIRES_AT"), help="ISO time or epoch")
     p.add_argument("--idle-timeout", type=float, default=None, help="agent mode: seconds without a build")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="agent mode: the agent's -workDir; a new entry in its workspace/ is a build starting")
     p.add_argument("--state-dir", type=Path, default=Path(env("PROVISIONER_STATE_DIR") or "/run/provisioner"))
     p.add_argument("--checkpoint-dir", type=Path,
                    default=Path(env("PROVISIONER_CHECKPOINT_DIR") or DEFAULT_CHECKPOINT_DIR))
@@ -263,9 +269,30 @@ def settings_from(argv: list[str] | None, environ: dict[str, str]) -> WatchSetti
     a = p.parse_args(argv)
     return WatchSettings(imds_url=resolve_url(environ, on_ec2), interval_s=a.interval, grace_s=a.grace,
                          expires_at=_epoch(a.expires_at), idle_timeout_s=a.idle_timeout,
-                         pid_file=a.pid_file, agent_pid_file=a.agent_pid_file, state_dir=a.state_dir,
+                         pid_file=a.pid_file, agent_pid_file=a.agent_pid_file, work_dir=a.work_dir,
+                         state_dir=a.state_dir,
                          checkpoint_dir=a.checkpoint_dir, checkpoint_s3=a.checkpoint_s3,
                          instance_id=env("PROVISIONER_INSTANCE_ID") or socket.gethostname())
+
+
+def build_start_signal(settings: WatchSettings, environ: dict[str, str],
+                       out: Callable[[str], None] | None = None) -> Any:
+    """Agent mode: the started build-start detector (provisioner/agent/buildstart.py), or None in job
+    mode or without a report URL and token (no daemon to tell). Never raises."""
+    if settings.agent_pid_file is None:
+        return None
+    out = out or (lambda line: print(line, flush=True))
+    try:
+        from provisioner.agent.buildstart import BuildStartSignal, SignalPoster
+        poster = SignalPoster.from_env(environ, out=out)
+        if poster is None:
+            out("provisioner-watcher: no report URL: the build start is not signalled to a daemon")
+            return None
+        return BuildStartSignal(poster, agent_pid_file=settings.agent_pid_file, work_dir=settings.work_dir,
+                                out=out).start()
+    except Exception as exc:  # the signal is an optimisation: the watcher's duties come first
+        out(f"provisioner-watcher: warning: build start signal not started: {type(exc).__name__}: {exc}")
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: watcher.quit())
     if settings.imds_url is None:
         print("provisioner-watcher: no instance metadata service: spot notices are not watched", flush=True)
+    build_start_signal(settings, dict(os.environ))
     return watcher.run()
 
 
