@@ -1,9 +1,11 @@
 """`provisioner run`: one container on the local Docker engine, with timeout, retry, clean stop,
 timestamped live logs, usage sampling and a usage record.
 
-Modules: `spec` (what to run, pure), `docker_args` (extra docker run parameters), `images` (pull,
-ECR auth), `console` (header, log lines, summary), `sampler` / `gpu` (usage), `owners` (labels and
-orphan removal), `container` (one attempt against the engine), `session` (attempts, records, sinks).
+Modules: `spec` (what to run, pure), `docker_args` (extra docker run parameters), `engine` (the
+Engine API on the unix socket; `engine_create` its create request, `engine_sdk` the same calls over
+the docker SDK), `images` (pull, ECR auth), `console` (header, log lines, summary), `sampler` /
+`gpu` (usage), `owners` (labels and orphan removal), `container` (one attempt against the engine),
+`session` (attempts, records, sinks).
 """
 
 import os
