@@ -9,8 +9,8 @@ Started in the background by the bootstrap (`python3 -m provisioner.agent.watche
   container with the same grace and records `interrupted`; in agent mode it is every `provisioner
   run` a build started here (found by their containers' owner labels).
 - compares the clock with PROVISIONER_EXPIRES_AT (the instance's `expires-at` tag: the maximum
-  lifetime), and in agent mode the agent's idle time (no build process) with --idle-timeout, so an
-  instance stops itself when the daemon that should have terminated it is gone.
+  lifetime), and in agent mode the agent's idle time (no build running: `BuildProbe`) with
+  --idle-timeout, so an instance stops itself when the daemon that should have terminated it is gone.
 In agent mode a thread also tells the daemon the moment the build starts (one sample to its
 /v1/samples, which drains the node before any second build can come: provisioner/agent/buildstart.py),
 seen as a new entry in `--work-dir`'s workspace/ (inotify, else a 0.1 s poll) or a child of the agent.
@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Container, Iterator, Mapping
 
 from provisioner.agent import markers
 from provisioner.agent.imds import Imds, ImdsError, resolve_url
@@ -60,6 +60,24 @@ class WatchSettings:
     checkpoint_s3: str | None = None
     instance_id: str = ""
     exit_margin_s: float = 5.0               # after the grace: the runner records and reports
+
+
+# Set by Jenkins in the environment of every process a build starts on an agent, and of nothing else:
+# - JENKINS_SERVER_COOKIE: Job#getCharacteristicEnvVars (core), in every build's environment (a
+#   freestyle `Execute shell` has the server's cookie); durable-task's FileMonitoringTask overrides it
+#   for each pipeline `sh` step (`durable-<digest of the workspace>`; the launcher wrapper itself gets
+#   `please-do-not-kill-me` in current versions).
+# - JENKINS_NODE_COOKIE: workflow-durable-task-step's ExecutorStepExecution, a UUID per node() body.
+# Jenkins' own ProcessTree finds a build's processes the same way (/proc/PID/environ on Linux), so it
+# can kill them when the build ends: the cookies survive `nohup`, `setsid` and double forks, which is
+# how durable-task starts a pipeline step (`nohup sh -c '(wrapper ...) >&- 2>&- &'`, or its
+# durable_task_monitor binary with -daemon): detached, no child of agent.jar.
+BUILD_COOKIES = ("JENKINS_SERVER_COOKIE", "JENKINS_NODE_COOKIE")
+# A process a build deliberately leaves behind (Jenkins' documented escape from its process killer:
+# BUILD_ID=dontKillMe for freestyle, JENKINS_NODE_COOKIE=dontKillMe for pipelines) is no build.
+KEEP_ALIVE_VARS, KEEP_ALIVE_VALUE = ("BUILD_ID", "JENKINS_NODE_COOKIE"), "dontkillme"
+ENGINE_RETRY_S = 60.0        # after the engine failed to answer, the container check waits this long
+ENGINE_TIMEOUT_S = 5.0       # a hung engine must not hold up the loop (the spot notice check)
 
 
 def _read_pid(path: Path | None) -> int | None:
@@ -93,19 +111,132 @@ def build_pids(client: Any, hostname: str) -> tuple[list[int], list[Any]]:
     return pids, containers
 
 
+def _environ(data: bytes) -> dict[str, str]:
+    env = {}
+    for item in data.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key:
+            env[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    return env
+
+
+def build_processes(proc_root: str | Path = "/proc", names: tuple[str, ...] = BUILD_COOKIES,
+                    own: Mapping[str, str] | None = None, ignore: Container[int] = ()) -> Iterator[int]:
+    """The pids of processes of a build, found by the build cookies (`names`) in their environment.
+
+    Reads /proc/PID/environ (the environment the process was started with) of every process it may
+    read: unreadable ones (another user's, as non-root; gone) are skipped, and the read is only parsed
+    when a cookie's name is in it. Not counted: a process that shares a cookie (same name and value)
+    with `own`, the watcher's own environment (a watcher started inside a build, as in this project's
+    CI, must not count its own build), and one that opted out of the build with dontKillMe."""
+    own = os.environ if own is None else own
+    mine = {(n, own[n]) for n in names if own.get(n)}
+    needles = [n.encode() + b"=" for n in names]
+    try:
+        entries = list(os.scandir(proc_root))
+    except OSError:                                   # no /proc (not Linux): the other checks remain
+        return
+    for entry in entries:
+        if not entry.name.isdigit() or int(entry.name) in ignore:
+            continue
+        try:
+            with open(os.path.join(entry.path, "environ"), "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if not any(needle in data for needle in needles):
+            continue
+        env = _environ(data)
+        cookies = {(n, env[n]) for n in names if env.get(n)}
+        if not cookies or cookies & mine:
+            continue
+        if any(env.get(k, "").lower() == KEEP_ALIVE_VALUE for k in KEEP_ALIVE_VARS):
+            continue
+        yield int(entry.name)
+
+
+class BuildProbe:
+    """Is a build running on this instance? One look, cheapest check first; what shows it, or None.
+
+    1. a child of the agent: a freestyle build's steps (and whatever a step starts in the foreground);
+    2. a process with a build cookie in its environment (`build_processes`): a pipeline `sh` step,
+       which durable-task starts detached from the agent, and anything it started;
+    3. a `provisioner run` container of this host (owner label) whose owner process still runs: a
+       job whose runner the environment check cannot see (started with a scrubbed environment, e.g.
+       `sudo` or `env -i`). A container whose owner is dead is an orphan, not a build: the next run
+       reaps it, and a stop removes it.
+    Each part is a /proc scan or one engine request; every 5 s that is a few milliseconds."""
+
+    def __init__(self, *, docker_client: Callable[[], Any] | None = None, hostname: str | None = None,
+                 proc_root: str | Path = "/proc", names: tuple[str, ...] = BUILD_COOKIES,
+                 own_environ: Mapping[str, str] | None = None,
+                 has_children: Callable[[int], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self._docker = docker_client or (lambda: _docker_from_env(timeout=ENGINE_TIMEOUT_S))
+        self.hostname = hostname or socket.gethostname()
+        self.proc_root, self.names = proc_root, names
+        self._own = dict(os.environ if own_environ is None else own_environ)
+        self._has_children = has_children or _has_children
+        self._clock = clock
+        self._client: Any = None
+        self._engine_retry_at = 0.0
+
+    def __call__(self, agent_pid: int) -> str | None:
+        if self._has_children(agent_pid):
+            return "a process of the agent"
+        pid = next(build_processes(self.proc_root, self.names, self._own, ignore={agent_pid, os.getpid()}),
+                   None)
+        if pid is not None:
+            return f"build process {pid}"
+        name = self._run_container()
+        return f"build container {name}" if name else None
+
+    def _run_container(self) -> str | None:
+        from provisioner.runner.owners import OWNER_STARTED_LABEL, owner_alive
+        client = self._engine()
+        if client is None:
+            return None
+        try:
+            pids, containers = build_pids(client, self.hostname)
+        except Exception as exc:                      # the engine went away: ask again later
+            log.debug("build containers not listed: %s", exc)
+            self._client, self._engine_retry_at = None, self._clock() + ENGINE_RETRY_S
+            return None
+        for pid, container in zip(pids, containers):
+            try:
+                started: float | None = float((container.labels or {}).get(OWNER_STARTED_LABEL, ""))
+            except ValueError:
+                started = None
+            if owner_alive(pid, started):
+                return getattr(container, "name", None) or str(getattr(container, "id", pid))[:12]
+        return None
+
+    def _engine(self) -> Any:
+        if self._client is None and self._clock() >= self._engine_retry_at:
+            try:
+                self._client = self._docker()
+            except Exception as exc:                  # no engine, no SDK: not every 5 s
+                log.debug("no container engine: %s", exc)
+                self._engine_retry_at = self._clock() + ENGINE_RETRY_S
+        return self._client
+
+
 class Watcher:
     def __init__(self, settings: WatchSettings, *, imds: Imds | None = None,
                  clock: Callable[[], float] = time.time, out: Callable[[str], None] | None = None,
-                 docker_client: Callable[[], Any] | None = None, kill: Callable[[int, int], None] = os.kill):
+                 docker_client: Callable[[], Any] | None = None, kill: Callable[[int, int], None] = os.kill,
+                 probe: Callable[[int], str | None] | None = None):
         self.s = settings
         self.imds = imds if imds is not None else (Imds(settings.imds_url) if settings.imds_url else None)
         self.clock = clock
         self.out = out or (lambda line: print(line, flush=True))
         self._docker = docker_client or _docker_from_env
         self._kill = kill
+        self._probe = probe if probe is not None else BuildProbe(docker_client=docker_client)
         self._quit = threading.Event()
-        self._imds_failed = False
+        self._imds_failed = self._probe_failed = False
         self._idle_since: float | None = None
+        self.busy: str | None = None                 # what showed a build at the last look
         self.stopped_reason: str | None = None
 
     # ---- one poll ----------------------------------------------------------------------------
@@ -127,13 +258,25 @@ class Watcher:
             return "expired", {"expires_at": self.s.expires_at}
         if self.s.idle_timeout_s is not None:
             agent = _read_pid(self.s.agent_pid_file)
-            if agent is not None and not _has_children(agent):
+            self.busy = self._busy(agent) if agent is not None else None
+            if agent is not None and self.busy is None:
                 self._idle_since = now if self._idle_since is None else self._idle_since
                 if now - self._idle_since >= self.s.idle_timeout_s:
                     return "idle", {"idle_s": round(now - self._idle_since)}
             else:
                 self._idle_since = None
         return None
+
+    def _busy(self, agent: int) -> str | None:
+        try:
+            found = self._probe(agent)
+            self._probe_failed = False
+            return found
+        except Exception as exc:  # never into the loop: fall back to the agent's children alone
+            if not self._probe_failed:
+                self.out(f"provisioner-watcher: warning: build probe: {type(exc).__name__}: {exc}")
+            self._probe_failed = True
+            return "a process of the agent" if _has_children(agent) else None
 
     def run(self) -> int:
         """Poll until a reason to stop (then stop the job and return 0) or until asked to quit."""
@@ -218,9 +361,9 @@ def _has_children(pid: int) -> bool:
         return False
 
 
-def _docker_from_env() -> Any:
+def _docker_from_env(**kwargs: Any) -> Any:
     import docker
-    return docker.from_env()
+    return docker.from_env(**kwargs)
 
 
 def sync_to_s3(folder: Path, url: str, instance_id: str, client: Any = None) -> int:
