@@ -40,7 +40,8 @@ def docker_config(emu_url: str, image: str, owner: str, interval: float = 0.5) -
 
 
 def containers(client, owner: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"provisioner:owner={owner}"})
+    """One list call, no per-container inspect: the daemon may be removing them as we look."""
+    return client.containers.list(all=True, sparse=True, filters={"label": f"provisioner:owner={owner}"})
 
 
 def test_label_to_container_to_usage_record_and_cleanup(emu, tmp_path, docker_client, images):
@@ -61,7 +62,8 @@ def test_label_to_container_to_usage_record_and_cleanup(emu, tmp_path, docker_cl
         assert set(seen.labels) >= {"ec2", "vcpu=2", "mem=4"}
         emu.wait_for(lambda: containers(docker_client, owner), timeout=30)
         [c] = containers(docker_client, owner)
-        assert c.labels["provisioner:node"] == node and c.labels["provisioner:instance-type"] == "c5.large"
+        labels = c.attrs["Labels"]
+        assert labels["provisioner:node"] == node and labels["provisioner:instance-type"] == "c5.large"
         emu.wait_for(lambda: finished(emu, "train"), timeout=180)
         build_ = emu.builds("train")[0]
         assert build_["result"] == "SUCCESS", build_["console"]

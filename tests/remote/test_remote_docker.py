@@ -67,7 +67,8 @@ def remote(docker_client, agent_image, pyimage, tmp_path):
 
 def test_output_exit_code_and_usage_come_back_and_the_instance_is_gone(remote):
     done = remote("--image", remote.pyimage, "--env", "GREETING=hello from the instance", "--",
-                  "python3", "-c", "import os, sys; print(os.environ['GREETING']); print('to stderr', file=sys.stderr)")
+                  "python3", "-c", "import os, sys, time; print(os.environ['GREETING']); print('to stderr', file=sys.stderr);"
+                  " time.sleep(2.5)")   # the engine's stats come about once a second: let a few arrive
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Starting c7a.medium spot:True price:0.0113/0.0513" in out or "Starting " in out
