@@ -303,7 +303,8 @@ def test_restart_down_and_queue_ids(emu):
 @needs_jdk
 def test_full_cycle_with_the_stand_in_agent(emu, tmp_path):
     j = client(emu)
-    emu.create_job('x', label=EXPR, script='echo hello; echo "$NODE_NAME $BUILD_TAG $JOB_NAME"; sleep 1')
+    emu.create_job('x', label=EXPR, script='echo hello; echo "$NODE_NAME $BUILD_TAG $JOB_NAME"; '
+                   'echo "cookie=${#JENKINS_SERVER_COOKIE} node-cookie=${JENKINS_NODE_COOKIE:-none}"; sleep 1')
     qid = j.build_job('x')
     settle(emu)
     j.create_node('x-1', 1, remoteFS=str(tmp_path), labels='ec2 vcpu=2', exclusive=True,
@@ -324,6 +325,7 @@ def test_full_cycle_with_the_stand_in_agent(emu, tmp_path):
     assert (info['result'], info['queueId'], info['builtOn'], info['building']) == ('SUCCESS', qid, 'x-1', False)
     console = j.get_build_console_output('x', 1)
     assert '\nhello\n' in console and 'x-1 jenkins-x-1 x\n' in console and console.endswith('Finished: SUCCESS\n')
+    assert 'cookie=32 node-cookie=none\n' in console      # freestyle: the server cookie only
     assert j.get_queue_item(qid)['executable']['number'] == 1
     tree = requests.get(emu.url + 'job/x/api/json', auth=('admin', 'token'),
                         params={'tree': 'builds[number,result,queueId,builtOn]{0,50}'}).json()
@@ -341,7 +343,8 @@ def test_full_cycle_with_the_stand_in_agent(emu, tmp_path):
 
 @needs_jdk
 def test_pipeline_node_block_survives_a_restart(emu, tmp_path):
-    emu.create_job('p', label=EXPR, kind='pipeline', script=['sleep 2', 'echo "after $NODE_NAME"'])
+    emu.create_job('p', label=EXPR, kind='pipeline',
+                   script=['sleep 2', 'echo "after $NODE_NAME"', 'echo "node-cookie=${#JENKINS_NODE_COOKIE}"'])
     qid = emu.schedule('p')
     item = emu.wait_for(lambda: [i for i in emu.queue_items() if i['task']['_class'].endswith('PlaceholderTask')])[0]
     assert item['task'] == {'_class': 'org.jenkinsci.plugins.workflow.support.steps.ExecutorStepExecution'
@@ -358,6 +361,7 @@ def test_pipeline_node_block_survives_a_restart(emu, tmp_path):
         build = emu.wait_for(lambda: [b for b in emu.builds('p') if not b['building']], 30)[0]
         assert (build['result'], build['queueId'], build['builtOn'], build['node']) == ('SUCCESS', qid, None, 'p-1')
         assert len(re.findall(r'^after p-1$', build['console'], re.M)) == 1
+        assert 'node-cookie=36\n' in build['console']                 # a UUID per node() body
         assert '[Pipeline] End of Pipeline' in build['console'] and (tmp_path / 'remoting').is_dir()
         assert emu.delete_node('p-1') and agent.wait(30) == 0
     finally:

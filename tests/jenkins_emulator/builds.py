@@ -8,8 +8,10 @@ tested. Callers hold `State.lock`; messages for agents go to `outbox` and are se
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
+import uuid
 from typing import Any
 
 from . import queue as Q
@@ -35,9 +37,11 @@ def _new_build(job: Job, item: QueueItem) -> Build:
     return build
 
 
-def _env(url: str, build: Build, node: Node, executor: Executor) -> dict[str, str]:
+def _env(url: str, build: Build, node: Node, executor: Executor, pipeline: bool) -> dict[str, str]:
     job = build.job
+    cookie = hashlib.md5(url.encode()).hexdigest()      # Job#getCharacteristicEnvVars: per controller
     env = {
+        'JENKINS_SERVER_COOKIE': cookie, 'HUDSON_SERVER_COOKIE': cookie,
         'JOB_NAME': job.full_name, 'JOB_BASE_NAME': job.name,
         'BUILD_NUMBER': str(build.number), 'BUILD_ID': str(build.number),
         'BUILD_DISPLAY_NAME': f'#{build.number}',
@@ -46,6 +50,8 @@ def _env(url: str, build: Build, node: Node, executor: Executor) -> dict[str, st
         'NODE_NAME': 'built-in' if node.builtin else node.name,
         'NODE_LABELS': ' '.join(sorted(node.labels)), 'EXECUTOR_NUMBER': str(executor.number),
     }
+    if pipeline:                                        # ExecutorStepExecution: per node() body
+        env['JENKINS_NODE_COOKIE'] = str(uuid.uuid4())
     env.update(dict(build.params))
     return env
 
@@ -72,7 +78,7 @@ def start_build(state: State, url: str, outbox: Outbox, item: QueueItem, node: N
     Q.leave(state, item, executable=build)
     outbox.append((node.channel, {
         'type': 'run', 'build': build.key, 'job': build.job.full_name, 'header': header, 'steps': steps,
-        'env': _env(url, build, node, executor), 'remoteFS': node.remote_fs}))
+        'env': _env(url, build, node, executor, isinstance(task, Placeholder)), 'remoteFS': node.remote_fs}))
 
 
 def start_flyweight(state: State, item: QueueItem) -> None:
