@@ -9,12 +9,19 @@ from typing import Any
 import pytest
 
 from provisioner.config import parse_config
-from tests.daemon.fakes import small_catalog  # noqa: F401  (re-exported for the tests)
+from tests.daemon.fakes import reap_started, small_catalog  # noqa: F401  (small_catalog: re-exported)
 from tests.jenkins_emulator import JenkinsEmulator, agent_jar
 
 ADMIN = ("admin", "admin-token")
 BOB = ("bob", "bob-token")         # no Administer: /scriptText is 403
 needs_jdk = pytest.mark.skipif(not agent_jar.tools_available(), reason="a JDK (java, javac, jar) is needed")
+
+
+@pytest.fixture(autouse=True)
+def _reap_agents():
+    """No stand-in agent outlives its test, whatever path the test took."""
+    yield
+    reap_started()
 
 
 @pytest.fixture

@@ -29,6 +29,17 @@ def small_catalog() -> Catalog:
                     offer("r5.large", vcpu=2, mem=16, price=0.126)], "test", "test")
 
 
+STARTED: list[subprocess.Popen] = []     # every agent process this test process started
+
+
+def reap_started() -> None:
+    """Kill what a test's clouds started and nothing terminated (a failed test, a racing terminate)."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            _kill(proc.pid)
+
+
 class ProcessCloud:
     name = "docker"          # the bootstrap renders docker mode: the secret bundle is in secret_env
 
@@ -91,6 +102,7 @@ class ProcessCloud:
                 ["java", "-jar", str(self.agent_jar), "-url", self.jenkins_url, "-secret",
                  bundle["agent_secret"], "-name", rec["node"], "-webSocket", "-workDir", str(work)],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        STARTED.append(proc)
         rec["pid"] = proc.pid
         self._path(iid).write_text(json.dumps(rec))
         return rec
