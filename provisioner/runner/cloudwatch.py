@@ -1,24 +1,29 @@
 """CloudWatch Logs sink for `provisioner run --log-group` (stream = the run's UUID).
 
 `write()` only appends to a bounded in-memory queue: it never waits for CloudWatch, so a slow, down or
-hung endpoint cannot delay the job's console output. A background thread turns queued lines into
-events and sends them in PutLogEvents batches that respect every service limit (the pure functions
-`line_events` / `events_from_lines` / `batch_size` / `split_batches` below, tested on their own because
-moto does not enforce the limits). `close(timeout_s)` flushes within that bound and returns how many
-lines did not reach CloudWatch: dropped because the queue was full, rejected, or still unsent when the
-bound elapsed.
+hung endpoint cannot delay the job's console output. A batcher thread turns queued lines into
+PutLogEvents request bodies (`BatchBuilder`, pure and tested on its own because moto does not enforce
+the limits) while a sender thread has the previous batch in flight; one sender keeps the stream's
+order. `close(timeout_s)` flushes within that bound and returns how many lines did not reach
+CloudWatch: dropped because the queue was full, rejected, or still unsent when the bound elapsed.
+
+Bodies are JSON built here, a line at a time, and handed to botocore whole (`BodyHook`): botocore's
+own serializer walks every event in Python, about 5 µs each (half of what moto takes to store one),
+and its parameter validation as much again (bench/cloudwatch_sink.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]  # C, like json.dumps
 from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -57,16 +62,7 @@ class Limits:
 LIMITS = Limits()
 
 
-class Event(NamedTuple):
-    """One log event as sent. `size` counts UTF-8 message bytes + 26; `last` marks a line's last piece."""
-
-    timestamp: int  # milliseconds since the epoch, non-decreasing along the stream
-    message: str
-    size: int
-    last: bool
-
-
-# ---- pure functions: lines -> events -> batches ------------------------------------------------
+# ---- pure: lines -> PutLogEvents bodies --------------------------------------------------------
 
 def split_message(line: str, max_bytes: int) -> list[tuple[str, int]]:
     """`line` as pieces of at most `max_bytes` UTF-8 bytes, never cutting a character: (text, bytes)."""
@@ -88,74 +84,176 @@ def split_message(line: str, max_bytes: int) -> list[tuple[str, int]]:
     return pieces
 
 
-def line_events(timestamp_ms: int, line: str, limits: Limits = LIMITS) -> list[Event]:
-    """The events for one line: one, or several when it is over the event size limit."""
-    pieces = split_message(line, limits.max_message_bytes)
-    last = len(pieces) - 1
-    return [Event(timestamp_ms, text, size + EVENT_OVERHEAD, i == last)
-            for i, (text, size) in enumerate(pieces)]
+class Batch(NamedTuple):
+    """One PutLogEvents call, ready to send."""
+
+    body: bytes                # the request body: {"logGroupName", "logStreamName", "logEvents"} JSON
+    events: int
+    lines: int                 # lines whose last piece is here (finished once this batch is sent)
+    pieces: tuple[int, ...]    # indexes of events that are a split line's non-last piece (rarely any)
+
+    def lines_in(self, start: int, end: int) -> int:
+        """Lines that end in events[start:end]."""
+        return max(0, end - start) - sum(1 for i in self.pieces if start <= i < end)
 
 
-def events_from_lines(lines: Iterable[tuple[float, str]], floor_ms: int,
-                      limits: Limits = LIMITS) -> tuple[list[Event], int]:
-    """Events for `(ts_seconds, line)` pairs in write order, and the new timestamp floor.
+class BatchBuilder:
+    """Lines in write order -> PutLogEvents bodies within every limit. Pure: no I/O, no clock.
 
     Timestamps are clamped to be non-decreasing (PutLogEvents wants chronological batches) instead of
-    sorting, which would reorder the job's lines. Empty lines are skipped: CloudWatch rejects empty
-    messages.
+    sorted, which would reorder the job's lines. Empty lines are skipped (CloudWatch rejects empty
+    messages); lines over the event size limit are split without cutting a character; lone
+    surrogates (undecodable output) become '?'. A batch is cut before the event that would break its
+    count, byte or 24 h limit.
     """
-    events: list[Event] = []
-    append = events.append
-    new_event = tuple.__new__  # Event(...) without NamedTuple's Python-level __new__: 1M lines/s matter
-    one_event = limits.max_message_bytes // 4  # at most this many characters always fit one event
-    for ts, line in lines:
-        if not line:
-            continue
-        try:
-            ms = int(ts * 1000)
-        except (OverflowError, ValueError):  # inf / nan: keep the previous timestamp
-            ms = floor_ms
-        if ms > floor_ms:
-            floor_ms = ms
-        if len(line) <= one_event:
+
+    def __init__(self, log_group: str, stream: str, limits: Limits = LIMITS) -> None:
+        self.limits = limits
+        self._head = '{"logGroupName":%s,"logStreamName":%s,"logEvents":[' % (
+            encode_basestring_ascii(log_group), encode_basestring_ascii(stream))
+        self._floor_ms = 0
+        self._start_batch()
+
+    def _start_batch(self) -> None:
+        self._events: list[str] = []   # each event's JSON text without its closing brace
+        self._bytes = 0                # sum of (message bytes + 26)
+        self._latest = -1              # the last timestamp this batch may take (first + span); -1: empty
+        self._pieces: list[int] = []   # indexes of split lines' non-last pieces
+
+    @property
+    def pending(self) -> int:
+        """Events in the open batch."""
+        return len(self._events)
+
+    def add(self, lines: Iterable[tuple[float, str]]) -> list[Batch]:
+        """Take `(ts_seconds, line)` pairs in order; return the batches they filled (the rest stays open)."""
+        done: list[Batch] = []
+        limits = self.limits
+        max_events, max_bytes = limits.max_batch_events, limits.max_batch_bytes
+        max_message, span, overhead = limits.max_message_bytes, limits.max_span_ms, EVENT_OVERHEAD
+        escape = encode_basestring_ascii
+        floor, prefix_ms, prefix = self._floor_ms, -1, ""
+        events, size_sum, latest = self._events, self._bytes, self._latest
+        # The common case inlined (a short, encodable line: one event), a line at a time: this loop
+        # is most of the sink's own CPU time.
+        for ts, line in lines:
             try:
-                append(new_event(Event, (floor_ms, line, len(line.encode("utf-8")) + EVENT_OVERHEAD, True)))
+                ms = int(ts * 1000)
+            except (OverflowError, ValueError):  # inf / nan: keep the previous timestamp
+                ms = floor
+            if ms > floor:  # floor >= 0 always, so the empty batch's latest (-1) is always exceeded
+                floor = ms
+            if line.isascii():
+                size = len(line)
+            else:
+                try:
+                    size = len(line.encode("utf-8"))
+                except UnicodeEncodeError:
+                    size = 0  # the slow path replaces the surrogates
+            if not 0 < size <= max_message:
+                if line:
+                    self._floor_ms, self._bytes, self._latest = floor, size_sum, latest
+                    self._add_slowly(line, floor, done)
+                    events, size_sum, latest = self._events, self._bytes, self._latest
                 continue
-            except UnicodeEncodeError:
-                pass
-        events.extend(line_events(floor_ms, line, limits))
-    return events, floor_ms
+            size += overhead
+            if size_sum + size > max_bytes or floor > latest or len(events) >= max_events:
+                if events:
+                    self._bytes = size_sum
+                    done.append(self._cut())
+                    events, size_sum = self._events, 0
+                latest = floor + span
+            if floor != prefix_ms:
+                prefix_ms, prefix = floor, '{"timestamp":%d,"message":' % floor
+            events.append(prefix + escape(line))
+            size_sum += size
+        self._floor_ms, self._bytes, self._latest = floor, size_sum, latest
+        return done
+
+    def flush(self) -> Batch | None:
+        """Close the open batch: None when it is empty."""
+        return self._cut() if self._events else None
+
+    def _add_slowly(self, line: str, ms: int, done: list[Batch]) -> None:
+        """A line that needs more than one event, or whose surrogates need replacing."""
+        limits = self.limits
+        pieces = split_message(line, limits.max_message_bytes)
+        for i, (text, size) in enumerate(pieces):
+            size += EVENT_OVERHEAD
+            if (self._bytes + size > limits.max_batch_bytes or ms > self._latest
+                    or len(self._events) >= limits.max_batch_events):
+                if self._events:
+                    done.append(self._cut())
+                self._latest = ms + limits.max_span_ms
+            if i < len(pieces) - 1:
+                self._pieces.append(len(self._events))
+            self._events.append('{"timestamp":%d,"message":%s' % (ms, encode_basestring_ascii(text)))
+            self._bytes += size
+
+    def _cut(self) -> Batch:
+        body = (self._head + "},".join(self._events) + "}]}").encode("ascii")
+        count = len(self._events)
+        batch = Batch(body, count, count - len(self._pieces), tuple(self._pieces))
+        self._start_batch()
+        return batch
 
 
-def batch_size(events: Sequence[Event], start: int = 0, limits: Limits = LIMITS) -> int:
-    """How many events from `events[start]` on fit in one PutLogEvents call (>= 1 if any remain).
+def batch_events(batch: Batch) -> list[dict]:
+    """The batch's `logEvents` ({"timestamp", "message"} dicts), decoded from its body."""
+    return json.loads(batch.body)["logEvents"]
 
-    Expects chronological events of at most `max_event_bytes` each (what `events_from_lines` makes).
+
+# ---- sending a prepared body through botocore ---------------------------------------------------
+
+class BodyHook:
+    """Makes a botocore client send a prepared PutLogEvents body instead of serializing `logEvents`.
+
+    botocore's `before-call` event runs after validation and serialization (of a one-event
+    placeholder here) and before compression, checksums and signing, so the prepared body is the one
+    signed and sent. The body is per thread: a client shared with other threads sends their calls
+    untouched. `on_send` runs when such a request is about to go on the wire.
     """
-    end = min(len(events), start + limits.max_batch_events)
-    if start >= end:
-        return 0
-    latest = events[start].timestamp + limits.max_span_ms
-    total = events[start].size
-    i = start + 1  # the first event always goes: an impossible one must fail loudly, not loop forever
-    while i < end:
-        event = events[i]
-        total += event.size
-        if total > limits.max_batch_bytes or event.timestamp > latest:
-            break
-        i += 1
-    return i - start
 
+    # Valid for a client that validates parameters; stamped 1970, so that CloudWatch would reject it
+    # (too old) even if it ever went out without the prepared body.
+    PLACEHOLDER = [{"timestamp": 0, "message": "-"}]
 
-def split_batches(events: Sequence[Event], limits: Limits = LIMITS) -> list[list[Event]]:
-    """`events` cut into consecutive batches that each respect every limit."""
-    batches = []
-    start = 0
-    while start < len(events):
-        n = batch_size(events, start, limits)
-        batches.append(list(events[start:start + n]))
-        start += n
-    return batches
+    def __init__(self, client: Any, on_send: Callable[[], None] | None = None) -> None:
+        self._local = threading.local()
+        self._on_send = on_send
+        self._events = client.meta.events
+        service = client.meta.service_model.service_id.hyphenize()
+        self._handlers = [(f"before-call.{service}.PutLogEvents", self._swap),
+                          (f"before-send.{service}.PutLogEvents", self._sending)]
+        self._id = f"provisioner-cloudwatch-sink-{id(self)}"
+        for event, handler in self._handlers:
+            self._events.register(event, handler, unique_id=f"{self._id}-{event}")
+
+    def put(self, client: Any, group: str, stream: str, body: bytes) -> dict:
+        """PutLogEvents with `body`; `client` is the one hooked, or a wrapper that calls it."""
+        self._local.body, self._local.swapped = body, False
+        try:
+            response = client.put_log_events(logGroupName=group, logStreamName=stream,
+                                             logEvents=self.PLACEHOLDER)
+        finally:
+            self._local.body = None
+        if not self._local.swapped:  # a wrapper that called another client: never silently
+            raise RuntimeError("PutLogEvents went out without its prepared body")
+        return response
+
+    def _swap(self, params: dict, **_: Any) -> None:
+        body = getattr(self._local, "body", None)
+        if body is not None:
+            params["body"] = body
+            self._local.swapped = True
+
+    def _sending(self, **_: Any) -> None:  # returns None: botocore sends the request itself
+        if self._on_send is not None and getattr(self._local, "body", None) is not None:
+            self._on_send()
+
+    def remove(self) -> None:
+        for event, _ in self._handlers:
+            self._events.unregister(event, unique_id=f"{self._id}-{event}")
 
 
 # ---- the sink ----------------------------------------------------------------------------------
@@ -176,11 +274,18 @@ class CloudWatchSink:
         self.stream = stream
         self.limits = limits
         # Our own retry loop (below) honours close()'s bound; botocore's would not, hence 1 attempt.
-        # The timeouts keep a hung endpoint from holding the worker thread forever.
+        # The timeouts keep a hung endpoint from holding the sender thread forever.
         self._client = client or aws.client(
             "logs", region=region, endpoint_url=endpoint_url, max_attempts=1,
             connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
             parameter_validation=False)  # our batches are checked by construction; validation is slow
+        # Set while the sender waits (for a batch, an answer, a retry): the batcher builds only then,
+        # so that it never holds the GIL while the sender has a request to prepare and send.
+        self._sender_waiting = threading.Event()
+        self._sender_waiting.set()
+        # A client without botocore's event system (a test double) gets `logEvents` decoded instead.
+        self._hook = (BodyHook(self._client, on_send=self._sender_waiting.set)
+                      if hasattr(getattr(self._client, "meta", None), "events") else None)
         self._max_buffer = max_buffer_bytes
         self._flush_interval = flush_interval_s
         self._retry_base, self._retry_cap = retry_base_s, retry_cap_s
@@ -199,20 +304,17 @@ class CloudWatchSink:
         self._warned: set[str] = set()
 
         # The batcher thread's own state, then the sender's.
-        self._pending: list[Event] = []
-        self._pending_bytes = 0
-        self._pending_since = 0.0
-        self._floor_ms = 0
+        self._builder = BatchBuilder(log_group, stream, limits)
+        self._open_since = 0.0  # when the builder's open batch got its first line
         self._stream_ready = False
 
         self._wakeup = threading.Event()
         self._closing = threading.Event()
         self._abandon = threading.Event()
         self._result: int | None = None
-        # Two threads so that turning lines into the next batch overlaps the wait for the current
-        # PutLogEvents answer; one sender keeps the stream's order. Daemon threads: a hung call must
-        # not keep the process alive after close() gave up on it.
-        self._ready: queue.Queue[tuple[list[Event], list[dict]] | None] = queue.Queue(maxsize=1)
+        # Two threads so that building the next batch overlaps the wait for the current PutLogEvents
+        # answer. Daemon threads: a hung call must not keep the process alive after close() gave up.
+        self._ready: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self._threads = [threading.Thread(target=loop, name=f"cloudwatch-{name}-{stream}", daemon=True)
                          for name, loop in (("batch", self._batch_loop), ("send", self._send_loop))]
         for thread in self._threads:
@@ -268,16 +370,30 @@ class CloudWatchSink:
                                 self._result, self.log_group, self.stream)
             return self._result
 
-    # -- batcher thread: queue -> pending events -> batches --
+    # -- batcher thread: queue -> builder -> batches --
 
     def _batch_loop(self) -> None:
+        builder = self._builder
         try:
             while not self._abandon.is_set():
-                self._refill()
-                if self._pending and self._due():
-                    self._hand_over(self._cut_batch())
+                chunk = self._take()
+                if chunk:
+                    if not builder.pending:
+                        self._open_since = time.monotonic()
+                    self._sender_waiting.wait(0.05)  # bounded: a late signal costs 50 ms at most
+                    full = builder.add(chunk)
+                    for batch in full:
+                        self._hand_over(batch)
+                    if full:
+                        self._open_since = time.monotonic()
                     continue
-                if self._closing.is_set() and not self._pending and not self._queue:
+                if builder.pending and (self._closing.is_set()
+                                        or time.monotonic() - self._open_since >= self._flush_interval):
+                    self._hand_over(builder.flush())
+                    continue
+                if self._closing.is_set():
+                    if self._queue:  # written just before close(): nothing can follow them now
+                        continue
                     break
                 self._wakeup.wait(self._wait_time())
                 self._wakeup.clear()
@@ -290,51 +406,26 @@ class CloudWatchSink:
         except _Abandoned:
             pass
 
-    def _refill(self) -> None:
-        """Move queued lines into pending events, keeping at most about two batches pending."""
-        limits = self.limits
-        if len(self._pending) >= limits.max_batch_events or self._pending_bytes >= limits.max_batch_bytes:
-            return
-        popleft = self._queue.popleft  # only this thread takes from the queue: len() is a floor
-        chunk = [popleft() for _ in range(min(len(self._queue), limits.max_batch_events))]
-        if not chunk:
-            return
-        events, self._floor_ms = events_from_lines(chunk, self._floor_ms, limits)
-        cost = sum(len(line) for _, line in chunk) + EVENT_OVERHEAD * len(chunk)
-        with self._lock:
-            self._queued_cost -= cost
-        if not self._pending:
-            self._pending_since = time.monotonic()
-        self._pending.extend(events)
-        self._pending_bytes += sum(e.size for e in events)
-
-    def _due(self) -> bool:
-        """Send now: a full batch is pending, the flush interval passed, or we are closing."""
-        if self._closing.is_set() or time.monotonic() - self._pending_since >= self._flush_interval:
-            return True
-        limits = self.limits
-        if len(self._pending) >= limits.max_batch_events or self._pending_bytes >= limits.max_batch_bytes:
-            return True
-        return batch_size(self._pending, 0, limits) < len(self._pending)  # the 24 h span cut it
+    def _take(self) -> list[tuple[float, str]]:
+        """Up to a batch's worth of queued lines (only this thread takes: len() is a floor)."""
+        popleft = self._queue.popleft
+        chunk = [popleft() for _ in range(min(len(self._queue), self.limits.max_batch_events))]
+        if chunk:
+            cost = sum([len(line) for _, line in chunk]) + EVENT_OVERHEAD * len(chunk)
+            with self._lock:
+                self._queued_cost -= cost
+        return chunk
 
     def _wait_time(self) -> float:
-        if self._pending:
-            return max(0.0, self._flush_interval - (time.monotonic() - self._pending_since))
+        if self._builder.pending:
+            return max(0.0, self._flush_interval - (time.monotonic() - self._open_since))
         return self._flush_interval
 
-    def _cut_batch(self) -> tuple[list[Event], list[dict]]:
-        n = batch_size(self._pending, 0, self.limits)
-        batch = self._pending[:n]
-        del self._pending[:n]
-        self._pending_bytes -= sum(e.size for e in batch)
-        self._pending_since = time.monotonic()
-        return batch, [{"timestamp": ts, "message": message} for ts, message, _, _ in batch]
-
-    def _hand_over(self, item: tuple[list[Event], list[dict]] | None) -> None:
+    def _hand_over(self, batch: Batch | None) -> None:
         """Give the sender the next batch, waiting while it sends the previous one."""
         while True:
             try:
-                self._ready.put(item, timeout=0.1)
+                self._ready.put(batch, timeout=0.1)
                 return
             except queue.Full:
                 if self._abandon.is_set():
@@ -346,24 +437,29 @@ class CloudWatchSink:
         try:
             while True:
                 try:
-                    item = self._ready.get(timeout=0.1)
+                    batch = self._ready.get(timeout=0.1)
                 except queue.Empty:
                     if self._abandon.is_set():
                         return
                     continue
-                if item is None:
+                if batch is None:
                     return
-                batch, payload = item
-                lost = self._deliver(batch, payload)
+                self._sender_waiting.clear()  # set again once the request is on its way
+                lost = self._deliver(batch)
                 with self._lock:
-                    self._finished += sum(1 for e in batch if e.last)
+                    self._finished += batch.lines
                     self._dropped += lost
+                self._sender_waiting.set()
         except _Abandoned:
             return
         except Exception:
             LOG.exception("CloudWatch sink failed; remaining lines are dropped")
+        finally:
+            self._sender_waiting.set()
+            if self._hook is not None:
+                self._hook.remove()
 
-    def _deliver(self, batch: list[Event], payload: list[dict]) -> int:
+    def _deliver(self, batch: Batch) -> int:
         """Send one batch, retrying what may pass later; return the count of lines lost."""
         attempt = 0
         while True:
@@ -372,9 +468,7 @@ class CloudWatchSink:
             try:
                 if not self._stream_ready:
                     self._ensure_stream()
-                response = self._client.put_log_events(
-                    logGroupName=self.log_group, logStreamName=self.stream, logEvents=payload)
-                return self._rejected_lines(batch, response)
+                return self._rejected_lines(batch, self._put(batch))
             except ClientError as err:
                 code = err.response.get("Error", {}).get("Code", "")
                 status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -382,16 +476,25 @@ class CloudWatchSink:
                     self._stream_ready = False  # deleted under us: create it again
                 elif code not in RETRYABLE_CODES and status < 500:
                     self._warn_once(code, "CloudWatch rejected a batch of %d events (%s); dropped",
-                                    len(batch), code)
-                    return sum(1 for e in batch if e.last)
+                                    batch.events, code)
+                    return batch.lines
             except BotoCoreError as err:  # connection refused, timeouts, closed connections
                 self._warn_once(type(err).__name__, "CloudWatch unreachable (%s); retrying", err)
             attempt += 1
             self._backoff(attempt)
 
+    def _put(self, batch: Batch) -> dict:
+        if self._hook is not None:
+            return self._hook.put(self._client, self.log_group, self.stream, batch.body)
+        events = batch_events(batch)
+        self._sender_waiting.set()
+        return self._client.put_log_events(logGroupName=self.log_group, logStreamName=self.stream,
+                                           logEvents=events)
+
     def _backoff(self, attempt: int) -> None:
         # Full jitter: many agents throttled at once must not retry in step.
         delay = self._rng.uniform(0, min(self._retry_cap, self._retry_base * 2 ** min(attempt, 20)))
+        self._sender_waiting.set()
         if self._abandon.wait(delay):
             raise _Abandoned
 
@@ -413,17 +516,18 @@ class CloudWatchSink:
             if err.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
                 raise
 
-    def _rejected_lines(self, batch: list[Event], response: dict) -> int:
+    def _rejected_lines(self, batch: Batch, response: dict) -> int:
         """Lines CloudWatch refused inside an accepted call (too old, too new, expired)."""
         info = response.get("rejectedLogEventsInfo") or {}
         if not info:
             return 0
+        # AWS documents the old end as exclusive and the new start as inclusive.
         old_end = max(info.get("tooOldLogEventEndIndex", 0), info.get("expiredLogEventEndIndex", 0))
-        new_start = info.get("tooNewLogEventStartIndex", len(batch))
-        rejected = batch[:old_end] + batch[max(new_start, old_end):]
+        new_start = max(info.get("tooNewLogEventStartIndex", batch.events), old_end)
+        rejected = batch.lines_in(0, old_end) + batch.lines_in(new_start, batch.events)
         self._warn_once("rejected", "CloudWatch rejected %d event(s) outside its time window: %s",
-                        len(rejected), info)
-        return sum(1 for e in rejected if e.last)
+                        old_end + batch.events - new_start, info)
+        return rejected
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
         with self._lock:

@@ -1,8 +1,10 @@
-"""CloudWatch Logs sink: the batcher's limits (pure), delivery into a real moto server, retries, and
-a hung endpoint that must never hold up write() or close()."""
+"""CloudWatch Logs sink: the batch builder's limits (pure, checked on the exact request bodies),
+delivery into a real moto server, retries, rejected events, and a hung endpoint that must never hold
+up write() or close()."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -10,44 +12,65 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from provisioner import aws
 from provisioner.runner.cloudwatch import (
-    EVENT_OVERHEAD, LIMITS, CloudWatchSink, Event, Limits, batch_size, events_from_lines,
-    split_batches, split_message)
+    EVENT_OVERHEAD, LIMITS, Batch, BatchBuilder, BodyHook, CloudWatchSink, Limits, batch_events,
+    split_message)
 from tests.moto_server import DUMMY_CREDENTIALS
 
 T0 = 1_700_000_000.0  # seconds; a fixed epoch keeps the pure tests deterministic
 DAY_MS = 24 * 3600 * 1000
 
 
+def build(lines: list[tuple[float, str]], limits: Limits = LIMITS, chunks: int = 1) -> list[Batch]:
+    """Every batch for `lines`, fed to one builder in `chunks` add() calls, then flushed."""
+    builder = BatchBuilder("/g", "s", limits)
+    batches: list[Batch] = []
+    step = max(1, -(-len(lines) // chunks))
+    for i in range(0, len(lines), step):
+        batches += builder.add(lines[i:i + step])
+    last = builder.flush()
+    assert builder.pending == 0 and builder.flush() is None
+    return batches + ([last] if last else [])
+
+
 # ---- invariants every batch must hold -----------------------------------------------------------
 
-def assert_valid_batches(batches: list[list[Event]], limits: Limits) -> None:
-    """Every PutLogEvents limit, recomputed from the messages (not trusting Event.size)."""
+def assert_valid_batches(batches: list[Batch], limits: Limits) -> None:
+    """Every PutLogEvents limit, recomputed from the request bodies as sent."""
     previous = -1
     for batch in batches:
-        assert 1 <= len(batch) <= limits.max_batch_events
-        sizes = [len(e.message.encode("utf-8")) + EVENT_OVERHEAD for e in batch]
+        assert batch.body.isascii()  # JSON with non-ASCII escaped, as botocore itself sends it
+        body = json.loads(batch.body)
+        assert (body["logGroupName"], body["logStreamName"]) == ("/g", "s")
+        events = body["logEvents"]
+        assert len(events) == batch.events and 1 <= len(events) <= limits.max_batch_events
+        sizes = [len(e["message"].encode("utf-8")) + EVENT_OVERHEAD for e in events]
         assert sum(sizes) <= limits.max_batch_bytes
         assert max(sizes) <= limits.max_event_bytes
-        assert all(e.message for e in batch)  # CloudWatch rejects empty messages
-        stamps = [e.timestamp for e in batch]
+        assert all(e["message"] for e in events)  # CloudWatch rejects empty messages
+        stamps = [e["timestamp"] for e in events]
         assert stamps == sorted(stamps) and stamps[0] >= previous  # chronological, across batches too
         assert stamps[-1] - stamps[0] <= limits.max_span_ms
+        assert all(0 <= i < len(events) for i in batch.pieces)
+        assert batch.lines == len(events) - len(batch.pieces) == batch.lines_in(0, len(events))
         previous = stamps[-1]
 
 
-def reassemble(events: list[Event]) -> list[str]:
+def reassemble(batches: list[Batch]) -> list[str]:
     lines, current = [], ""
-    for event in events:
-        current += event.message
-        if event.last:
-            lines.append(current)
-            current = ""
+    for batch in batches:
+        pieces = set(batch.pieces)
+        for i, event in enumerate(batch_events(batch)):
+            current += event["message"]
+            if i not in pieces:
+                lines.append(current)
+                current = ""
     assert current == ""
     return lines
 
@@ -70,25 +93,39 @@ def test_split_message_replaces_lone_surrogates() -> None:
     assert text == "bad ? byte" and size == len(text)
 
 
-def test_events_clamp_time_keep_order_and_skip_empty_lines() -> None:
-    lines = [(T0 + 2, "b"), (T0 + 1, "c"), (T0, ""), (float("nan"), "d"), (T0 + 3, "e")]
-    events, floor = events_from_lines(lines, 0)
-    assert [e.message for e in events] == ["b", "c", "d", "e"]
-    assert [e.timestamp for e in events] == [int((T0 + 2) * 1000)] * 3 + [int((T0 + 3) * 1000)]
-    assert floor == events[-1].timestamp
+def test_the_body_is_the_put_log_events_request() -> None:
+    [batch] = build([(T0, 'say "hi" \\ ✓ 😀\ttab'), (T0 + 0.0015, "next")])
+    assert json.loads(batch.body) == {
+        "logGroupName": "/g", "logStreamName": "s",
+        "logEvents": [{"timestamp": int(T0 * 1000), "message": 'say "hi" \\ ✓ 😀\ttab'},
+                      {"timestamp": int(T0 * 1000) + 1, "message": "next"}]}
+    assert (batch.events, batch.lines, batch.pieces) == (2, 2, ())
+
+
+def test_time_is_clamped_order_kept_empty_lines_and_surrogates_handled() -> None:
+    lines = [(T0 + 2, "b"), (T0 + 1, "c"), (T0, ""), (float("nan"), "d"), (float("inf"), "e\udcff"),
+             (T0 + 3, "f")]
+    [batch] = build(lines)
+    events = batch_events(batch)
+    assert [e["message"] for e in events] == ["b", "c", "d", "e?", "f"]
+    assert [e["timestamp"] for e in events] == [int((T0 + 2) * 1000)] * 4 + [int((T0 + 3) * 1000)]
 
 
 def test_a_600_kib_line_splits_into_events_under_the_limit() -> None:
     line = "x" * (600 * 1024)
-    events, _ = events_from_lines([(T0, line)], 0)
-    assert len(events) == 3 and [e.last for e in events] == [False, False, True]
-    assert all(e.size <= LIMITS.max_event_bytes for e in events)
-    assert events[0].size == LIMITS.max_event_bytes  # split as late as the limit allows
-    assert reassemble(events) == [line]
+    [batch] = build([(T0, "before"), (T0, line), (T0, "after")])
+    sizes = [len(e["message"]) + EVENT_OVERHEAD for e in batch_events(batch)]
+    assert len(sizes) == 5 and batch.pieces == (1, 2) and batch.lines == 3
+    assert sizes[1] == LIMITS.max_event_bytes  # split as late as the limit allows
+    assert reassemble([batch]) == ["before", line, "after"]
+    assert batch.lines_in(0, 2) == 1 and batch.lines_in(2, 5) == 2  # a line ends with its last piece
 
 
-def _events(sizes: list[int], step_ms: int = 0) -> list[Event]:
-    return [Event(i * step_ms, "x" * (s - EVENT_OVERHEAD), s, True) for i, s in enumerate(sizes)]
+def _sized(sizes: list[int], step_ms: int = 0) -> list[tuple[float, str]]:
+    """Lines whose events weigh `sizes` bytes each (26 included), `step_ms` apart."""
+    # half a millisecond in: float seconds -> int milliseconds must land on the intended one
+    return [((T0 * 1000 + i * step_ms + 0.5) / 1000, "x" * (s - EVENT_OVERHEAD))
+            for i, s in enumerate(sizes)]
 
 
 @pytest.mark.parametrize("sizes, step_ms, expected", [
@@ -99,17 +136,20 @@ def _events(sizes: list[int], step_ms: int = 0) -> list[Event]:
     ([100] * 2, DAY_MS, [1, 1]),                                 # exactly 24 h apart: never together
 ], ids=["count", "bytes-exact", "bytes-over", "span-inside", "span-exact"])
 def test_batches_at_the_real_limits(sizes: list[int], step_ms: int, expected: list[int]) -> None:
-    batches = split_batches(_events(sizes, step_ms))
-    assert [len(b) for b in batches] == expected
+    batches = build(_sized(sizes, step_ms))
+    assert [b.events for b in batches] == expected
     assert_valid_batches(batches, LIMITS)
 
 
-def test_batch_size_is_zero_past_the_end() -> None:
-    assert batch_size([], 0) == 0 and batch_size(_events([30]), 1) == 0
+def test_a_split_line_across_batches_counts_where_it_ends() -> None:
+    limits = Limits(max_batch_bytes=100, max_batch_events=3, max_event_bytes=30)
+    batches = build([(T0, "a"), (T0, "y" * 10), (T0, "b")], limits)  # "y" * 10 = 3 events of 4 bytes
+    assert [(b.events, b.lines, b.pieces) for b in batches] == [(3, 1, (1, 2)), (2, 2, ())]
+    assert reassemble(batches) == ["a", "y" * 10, "b"]
 
 
 # Lines as (time step in ms, which character, how many): cheap to generate even at 700 KB.
-CHARS = ["a", "é", "€", "😀", "\udcff"]
+CHARS = ["a", "é", "€", "😀", "\udcff", '"', "\\", "\n"]
 line_specs = st.tuples(st.integers(-5_000_000, 3 * DAY_MS // 4),
                        st.sampled_from(CHARS), st.integers(0, 2_000))
 
@@ -122,32 +162,32 @@ def _lines(specs: list[tuple[int, str, int]], scale: int = 1) -> list[tuple[floa
     return lines
 
 
+def _expected(lines: list[tuple[float, str]]) -> list[str]:
+    return [line.encode("utf-8", "replace").decode("utf-8") for _, line in lines if line]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(specs=st.lists(line_specs, max_size=60),
+@given(specs=st.lists(line_specs, max_size=60), chunks=st.integers(1, 8),
        max_events=st.integers(1, 12), max_event=st.integers(30, 400), extra_bytes=st.integers(0, 900),
        span=st.integers(0, 2 * DAY_MS))
-def test_every_batch_respects_every_limit_small_limits(specs, max_events, max_event, extra_bytes,
-                                                       span) -> None:
+def test_every_batch_respects_every_limit_small_limits(specs, chunks, max_events, max_event,
+                                                       extra_bytes, span) -> None:
     limits = Limits(max_batch_bytes=max_event + extra_bytes, max_batch_events=max_events,
                     max_event_bytes=max_event, max_span_ms=span)
     lines = _lines(specs)
-    events, _ = events_from_lines(lines, 0, limits)
-    batches = split_batches(events, limits)
+    batches = build(lines, limits, chunks)
     assert_valid_batches(batches, limits)
-    assert [e for b in batches for e in b] == events  # nothing lost, nothing reordered
-    expected = [line.encode("utf-8", "replace").decode("utf-8") for _, line in lines if line]
-    assert reassemble(events) == expected
+    assert reassemble(batches) == _expected(lines)  # nothing lost, nothing reordered
+    assert batches == build(lines, limits)  # how lines arrive in add() calls changes nothing
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=st.lists(line_specs, max_size=25))
 def test_every_batch_respects_every_limit_real_limits(specs) -> None:
     lines = _lines(specs, scale=350)  # up to 700,000 characters (2.8 MB) per line
-    events, _ = events_from_lines(lines, 0)
-    batches = split_batches(events)
+    batches = build(lines)
     assert_valid_batches(batches, LIMITS)
-    assert reassemble([e for b in batches for e in b]) == [
-        line.encode("utf-8", "replace").decode("utf-8") for _, line in lines if line]
+    assert reassemble(batches) == _expected(lines)
 
 
 # ---- the client factory the sink builds its client with ---------------------------------------
@@ -167,6 +207,48 @@ def test_the_factory_uses_standard_retries_timeouts_and_the_endpoint_override(
     other = aws.client("ec2", region="eu-west-1", endpoint_url="http://127.0.0.1:10")
     assert other.meta.endpoint_url == "http://127.0.0.1:10" and other.meta.region_name == "eu-west-1"
     assert other.meta.config.retries["total_max_attempts"] == 1
+
+
+# ---- the prepared body on the wire -------------------------------------------------------------
+
+class _Answer:
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield b"{}"
+
+
+def _offline_client(monkeypatch: pytest.MonkeyPatch, sent: list) -> Any:
+    """A logs client whose requests are recorded and answered here instead of sent."""
+    for key, value in DUMMY_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    client = aws.client("logs", endpoint_url="http://127.0.0.1:9", max_attempts=1)
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        sent.append(request)
+        return AWSResponse(request.url, 200, {}, _Answer())
+    client.meta.events.register("before-send", answer)
+    return client
+
+
+def test_the_prepared_body_is_what_is_signed_and_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list = []
+    client = _offline_client(monkeypatch, sent)
+    on_send: list = []
+    hook = BodyHook(client, on_send=lambda: on_send.append(len(sent)))
+    [batch] = build([(T0, "hello ✓")])
+    assert "ResponseMetadata" in hook.put(client, "/g", "s", batch.body)
+    request = sent[-1]
+    assert request.body == batch.body and int(request.headers["Content-Length"]) == len(batch.body)
+    assert request.headers["X-Amz-Target"] == b"Logs_20140328.PutLogEvents"
+    assert b"Signature=" in request.headers["Authorization"] and on_send == [0]
+    # the same client's own calls, and calls after remove(), are serialized as usual
+    client.put_log_events(logGroupName="/g", logStreamName="s",
+                          logEvents=[{"timestamp": 1, "message": "own"}])
+    assert json.loads(sent[-1].body)["logEvents"] == [{"timestamp": 1, "message": "own"}]
+    hook.remove()
+    with pytest.raises(RuntimeError):  # a put that bypassed the hook is never taken for a success
+        hook.put(client, "/g", "s", batch.body)
+    # what went out instead: the placeholder, stamped 0, which CloudWatch rejects as too old
+    assert json.loads(sent[-1].body)["logEvents"] == BodyHook.PLACEHOLDER
 
 
 # ---- the sink against a real moto server -------------------------------------------------------
@@ -210,6 +292,85 @@ def test_an_existing_group_is_reused(logs: Any, moto_env: str) -> None:
     sink.write(time.time(), "hello")
     assert sink.close(timeout_s=30) == 0
     assert read_stream(logs, "existing", "run-2") == ["hello"]
+
+
+@pytest.mark.moto
+def test_many_batches_keep_order_and_chronological_time(logs: Any, moto_env: str) -> None:
+    limits = Limits(max_batch_bytes=4_096, max_batch_events=50, max_event_bytes=1_024)
+    lines = [f"{i:05d} " + "é✓" * (i % 120) for i in range(1_500)]  # ~130 calls, no line split
+    sink = CloudWatchSink("g", "many", endpoint_url=moto_env, limits=limits)
+    for i, line in enumerate(lines):
+        sink.write(T0 + (i % 7) - 3 + time.time() - T0, line)  # time jumps back and forth
+    assert sink.close(timeout_s=60) == 0
+    page = logs.get_log_events(logGroupName="g", logStreamName="many", startFromHead=True)
+    assert read_stream(logs, "g", "many") == lines
+    stamps = [e["timestamp"] for e in page["events"]]
+    assert stamps == sorted(stamps)
+
+
+@pytest.mark.moto
+def test_a_partial_batch_goes_out_on_the_flush_interval(logs: Any, moto_env: str) -> None:
+    sink = CloudWatchSink("g", "interval", endpoint_url=moto_env, flush_interval_s=0.1)
+    for i in range(3):
+        sink.write(time.time(), f"l{i}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # before close(): the interval alone sends them
+        try:
+            if read_stream(logs, "g", "interval") == ["l0", "l1", "l2"]:
+                break
+        except ClientError:  # the stream does not exist yet
+            pass
+        time.sleep(0.05)
+    else:
+        pytest.fail("the lines did not go out on the flush interval")
+    assert sink.close(timeout_s=30) == 0
+
+
+@pytest.mark.moto
+def test_a_shared_client_sends_other_calls_untouched(logs: Any) -> None:
+    logs.create_log_group(logGroupName="g")
+    logs.create_log_stream(logGroupName="g", logStreamName="other")
+    sink = CloudWatchSink("g", "shared", client=logs)
+    for i in range(20_000):
+        sink.write(time.time(), f"sink {i}")
+        if i % 5_000 == 0:  # this thread's own calls on the same client, while the sink sends
+            logs.put_log_events(logGroupName="g", logStreamName="other",
+                                logEvents=[{"timestamp": int(time.time() * 1000), "message": f"own {i}"}])
+    assert sink.close(timeout_s=30) == 0
+    logs.put_log_events(logGroupName="g", logStreamName="other",  # after close: no hook left behind
+                        logEvents=[{"timestamp": int(time.time() * 1000), "message": "after"}])
+    assert read_stream(logs, "g", "other") == ["own 0", "own 5000", "own 10000", "own 15000", "after"]
+    assert read_stream(logs, "g", "shared") == [f"sink {i}" for i in range(20_000)]
+
+
+class RejectingClient:
+    """Accepts every call but reports some events outside CloudWatch's time window (no botocore)."""
+
+    def __init__(self, info: dict) -> None:
+        self.info = info
+        self.sent: list[list[dict]] = []
+
+    def create_log_stream(self, **kwargs: Any) -> None:
+        pass
+
+    def put_log_events(self, **kwargs: Any) -> dict:
+        self.sent.append(kwargs["logEvents"])
+        return {"rejectedLogEventsInfo": self.info}
+
+
+@pytest.mark.parametrize("info, lost", [
+    ({"tooOldLogEventEndIndex": 2, "tooNewLogEventStartIndex": 8}, 4),  # [0, 2) and [8, 10)
+    ({"expiredLogEventEndIndex": 3}, 3),
+    ({"tooOldLogEventEndIndex": 6, "tooNewLogEventStartIndex": 4}, 10),  # overlapping: once each
+    ({}, 0),
+], ids=["old-and-new", "expired", "overlap", "none"])
+def test_events_rejected_in_an_accepted_call_are_counted(info: dict, lost: int) -> None:
+    client = RejectingClient(info)
+    sink = CloudWatchSink("g", "s", client=client)
+    for i in range(10):
+        sink.write(T0, f"l{i}")
+    assert sink.close(timeout_s=10) == lost
+    assert client.sent == [[{"timestamp": int(T0 * 1000), "message": f"l{i}"} for i in range(10)]]
 
 
 class FlakyClient:
