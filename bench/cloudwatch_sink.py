@@ -41,8 +41,8 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the checkout
 
 from provisioner import aws  # noqa: E402
-from provisioner.runner.cloudwatch import (  # noqa: E402
-    Batch, BatchBuilder, CloudWatchSink, BodyHook, batch_events)
+from provisioner.runner.cloudwatch import CloudWatchSink  # noqa: E402
+from provisioner.runner.cloudwatch_batch import Batch, BatchBuilder, BodyHook, batch_events  # noqa: E402
 from tests.moto_server import DUMMY_CREDENTIALS, MotoServer  # noqa: E402
 
 WORDS = ["build", "step", "compile", "test", "ok", "warning:", "error", "µs", "→", "✓", "😀", "[INFO]",

@@ -5,7 +5,8 @@ Modules: `spec` (what to run, pure), `docker_args` (extra docker run parameters)
 Engine API on the unix socket; `engine_create` its create request, `engine_sdk` the same calls over
 the docker SDK), `images` (pull, ECR auth), `console` (header, log lines, summary), `sampler` /
 `gpu` (usage), `owners` (labels and orphan removal), `container` (one attempt against the engine),
-`session` (attempts, records, sinks).
+`session` (attempts, records, sinks), `cloudwatch` (the log sink; `cloudwatch_batch` its
+request bodies).
 """
 
 import os

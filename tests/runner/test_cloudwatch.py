@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from provisioner import aws
-from provisioner.runner.cloudwatch import (
-    EVENT_OVERHEAD, LIMITS, Batch, BatchBuilder, BodyHook, CloudWatchSink, Limits, batch_events,
-    split_message)
+from provisioner.runner.cloudwatch import CloudWatchSink
+from provisioner.runner.cloudwatch_batch import (
+    EVENT_OVERHEAD, LIMITS, Batch, BatchBuilder, BodyHook, Limits, batch_events, split_message)
 from tests.moto_server import DUMMY_CREDENTIALS
 
 T0 = 1_700_000_000.0  # seconds; a fixed epoch keeps the pure tests deterministic
