@@ -180,7 +180,7 @@ class StubJenkins:
         self.calls["POST deleteNode"] += 1
         return True
 
-    def drain(self, name):
+    def drain(self, name, message=""):
         self.calls["POST toggleOffline"] += 1
 
 
