@@ -25,8 +25,8 @@ from provisioner.errors import ProvisionerError
 
 log = logging.getLogger(__name__)
 
-COMPUTERS = ("computer/api/json?tree=computer[displayName,description,offline,temporarilyOffline,offlineCauseReason,idle,"
-             "assignedLabels[name],executors[currentExecutable[url,number]]]")
+COMPUTERS = ("computer/api/json?tree=computer[displayName,description,offline,temporarilyOffline,"
+             "offlineCauseReason,idle,assignedLabels[name],executors[currentExecutable[url,number]]]")
 CREATE_NODE = "computer/doCreateItem"
 NODE_JNLP = "computer/{name}/jenkins-agent.jnlp"
 DELETE_NODE = "computer/{name}/doDelete"
