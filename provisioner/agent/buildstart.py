@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from provisioner.agent.watcher import agent_has_children, read_pid
+
 URL_ENV, TOKEN_ENV, RUN_ID_ENV = "PROVISIONER_REPORT_URL", "PROVISIONER_REPORT_TOKEN", "PROVISIONER_RUN_ID"
 SAMPLES_PATH = "/v1/samples"
 POLL_S = 0.1
@@ -70,21 +72,6 @@ def safe_url(url: str) -> str:
     parts = urlsplit(url)
     netloc = f"{parts.hostname or ''}:{parts.port}" if parts.port else (parts.hostname or "")
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _read_pid(path: Path | None) -> int | None:
-    try:
-        return int(path.read_text().strip()) if path else None
-    except (OSError, ValueError):
-        return None
-
-
-def agent_has_children(pid: int) -> bool:
-    try:
-        import psutil
-        return bool(psutil.Process(pid).children())
-    except Exception:               # gone, not permitted, or no psutil: the workspace check remains
-        return False
 
 
 class Inotify:
@@ -216,7 +203,7 @@ class BuildStartSignal:
         if now >= self._children_due:
             self._children_due = now + self.children_s
             if self._agent is None:
-                self._agent = _read_pid(self.agent_pid_file)   # written just after the agent starts
+                self._agent = read_pid(self.agent_pid_file)   # written just after the agent starts
             if self._agent is not None and self._has_children(self._agent):
                 return "a process of the agent"
         return None

@@ -80,7 +80,7 @@ ENGINE_RETRY_S = 60.0        # after the engine failed to answer, the container 
 ENGINE_TIMEOUT_S = 5.0       # a hung engine must not hold up the loop (the spot notice check)
 
 
-def _read_pid(path: Path | None) -> int | None:
+def read_pid(path: Path | None) -> int | None:
     try:
         return int(path.read_text().strip()) if path else None
     except (OSError, ValueError):
@@ -176,7 +176,7 @@ class BuildProbe:
         self.hostname = hostname or socket.gethostname()
         self.proc_root, self.names = proc_root, names
         self._own = dict(os.environ if own_environ is None else own_environ)
-        self._has_children = has_children or _has_children
+        self._has_children = has_children or agent_has_children
         self._clock = clock
         self._client: Any = None
         self._engine_retry_at = 0.0
@@ -257,7 +257,7 @@ class Watcher:
         if self.s.expires_at is not None and now >= self.s.expires_at:
             return "expired", {"expires_at": self.s.expires_at}
         if self.s.idle_timeout_s is not None:
-            agent = _read_pid(self.s.agent_pid_file)
+            agent = read_pid(self.s.agent_pid_file)
             self.busy = self._busy(agent) if agent is not None else None
             if agent is not None and self.busy is None:
                 self._idle_since = now if self._idle_since is None else self._idle_since
@@ -276,7 +276,7 @@ class Watcher:
             if not self._probe_failed:
                 self.out(f"provisioner-watcher: warning: build probe: {type(exc).__name__}: {exc}")
             self._probe_failed = True
-            return "a process of the agent" if _has_children(agent) else None
+            return "a process of the agent" if agent_has_children(agent) else None
 
     def run(self) -> int:
         """Poll until a reason to stop (then stop the job and return 0) or until asked to quit."""
@@ -319,13 +319,13 @@ class Watcher:
             except Exception:
                 pass                                     # already removed by its runner
         self._sync_checkpoint(reason)
-        agent = _read_pid(self.s.agent_pid_file)
+        agent = read_pid(self.s.agent_pid_file)
         if agent is not None:
             self._signal(agent, signal.SIGTERM)          # the bootstrap then shuts the instance down
 
     def _targets(self) -> tuple[list[int], list[Any]]:
         pids, containers = [], []
-        job = _read_pid(self.s.pid_file)
+        job = read_pid(self.s.pid_file)
         if job is not None:
             pids.append(job)
         else:
@@ -353,7 +353,7 @@ class Watcher:
             self.out(f"provisioner-watcher: warning: checkpoint sync failed: {type(exc).__name__}: {exc}")
 
 
-def _has_children(pid: int) -> bool:
+def agent_has_children(pid: int) -> bool:
     try:
         import psutil
         return bool(psutil.Process(pid).children())

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from provisioner.agent.watcher import (BUILD_COOKIES, BuildProbe, WatchSettings, Watcher, _has_children,
+from provisioner.agent.watcher import (BUILD_COOKIES, BuildProbe, WatchSettings, Watcher, agent_has_children,
                                        build_processes)
 from provisioner.runner.owners import process_started
 
@@ -106,7 +106,7 @@ def test_a_detached_pipeline_step_with_the_build_cookie_keeps_the_agent_busy(tmp
         assert w.check() is None and w.busy is None           # the agent alone: idle from 0
         step = start_step(tmp_path)
         deadline = time.monotonic() + 5
-        while _has_children(agent.pid):                      # the launching shell exits at once
+        while agent_has_children(agent.pid):                      # the launching shell exits at once
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert _state(step) in "RS"                          # detached: the old check saw nothing
