@@ -3,13 +3,19 @@
 A launch takes a spec with several ranked candidate offers (one request may choose among them);
 describe lists the instances an owner launched, from tags (EC2) or labels (docker); terminate
 removes them. Errors from the provider become a CloudError that keeps the provider's code.
+
+A cloud that can start several instances in one request also has `launch_many(specs)`: specs that
+differ only in their per-instance tags (`INSTANCE_TAG_KEYS`: which node, queue item and job) and
+their client token share one request. Such an instance carries `provisioner:batch` (the request) and
+`provisioner:batch-nodes` (its nodes, in assignment order) until its own tags are written, so a
+crash between the request and the tagging loses nothing: `describe` finishes the assignment.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from provisioner.catalog.model import Offer
 from provisioner.errors import ProvisionerError
@@ -18,6 +24,10 @@ TAG_PREFIX = "provisioner:"
 OWNER_TAG = "provisioner:owner"
 # CONTRACTS.md 'Where things live': the tags (EC2) / labels (docker) on everything launched.
 TAG_KEYS = ("owner", "node", "queue-id", "job", "build", "run-id", "team", "expires-at")
+# The tags that name one instance's own work: a batched launch writes them per instance afterwards.
+INSTANCE_TAG_KEYS = ("provisioner:node", "provisioner:queue-id", "provisioner:job")
+BATCH_TAG = "provisioner:batch"              # the batched request (its idempotency token)
+BATCH_NODES_TAG = "provisioner:batch-nodes"  # that request's nodes, in assignment order
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,21 @@ class Cloud(Protocol):
 
     def terminate(self, ids: list[str]) -> None:
         """Terminate these instances (already gone is fine)."""
+
+
+class BatchingCloud(Cloud, Protocol):
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Instance | CloudError]:
+        """Launch one instance per spec, sharing requests between specs of equal `batch_key`;
+        the result per spec, in order: its instance, or the CloudError that kept it from starting."""
+
+
+def batch_key(spec: LaunchSpec) -> tuple:
+    """Specs with equal keys can share one request: everything but the per-instance tags and the
+    client token is the same (a spec carrying secrets in its environment never batches)."""
+    shared = tuple(sorted((k, v) for k, v in spec.tags.items() if k not in INSTANCE_TAG_KEYS))
+    if spec.secret_env:
+        return ("alone", spec.client_token)
+    return (spec.candidates, spec.user_data, shared, spec.disk_gib, spec.spot_only)
 
 
 class BlockedOffers:
