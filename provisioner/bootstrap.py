@@ -2,7 +2,8 @@
 
 `render_user_data(mode, plan, spec, cloud)` gives the same script for EC2 and the docker cloud but
 for one block, where the secret bundle comes from (EC2: an SSM SecureString read then deleted;
-docker: the container environment). The script never holds a secret: agent secret, report token
+docker: the container environment). An agent's script names no node: the bundle does, so the agents
+of one batched launch share one script. The script never holds a secret: agent secret, report token
 and the job's environment travel in the bundle (`secret_env` / `provisioner.agent.secrets.put_ssm`).
 Modes: `job` (one `provisioner run`, then shut down: `run --remote`) and `agent` (an ephemeral
 inbound Jenkins agent: the daemon).
@@ -33,11 +34,11 @@ DEFAULT_WORK_DIR = "/var/lib/jenkins-agent"
 class BootstrapSpec:
     """What the instance does, apart from the plan and the secrets."""
 
-    run_id: str                                  # names the secret parameter; the instance's run
+    run_id: str                                  # job: names the secret parameter; the instance's
+                                                 # run (agent: '', the bundle carries it)
     expires_at: str                              # ISO UTC: the maximum lifetime (expires-at tag)
     run_args: tuple[str, ...] = ()               # job: `provisioner run` options, `--`, command
     jenkins_url: str | None = None               # agent: the controller
-    node_name: str | None = None                 # agent: the inbound node's name
     work_dir: str = DEFAULT_WORK_DIR             # agent: -workDir
     idle_timeout_s: float | None = None          # agent: stop after this long without a build
     grace_s: float = DEFAULT_GRACE_S
@@ -114,8 +115,8 @@ def render_user_data(mode: str, plan: Any, spec: BootstrapSpec, cloud: Any) -> s
         raise ValueError(f"unknown cloud {cloud_name!r} (docker or ec2)")
     if mode == "job" and not spec.run_args:
         raise ValueError("job mode needs the `provisioner run` arguments")
-    if mode == "agent" and not (spec.jenkins_url and spec.node_name):
-        raise ValueError("agent mode needs the Jenkins URL and the node name")
+    if mode == "agent" and not spec.jenkins_url:
+        raise ValueError("agent mode needs the Jenkins URL (the node name comes with the secret bundle)")
     template = _environment(str(template_dir())).get_template(TEMPLATES[mode])
     return template.render(mode=mode, template=TEMPLATES[mode], cloud=cloud_name, offer=_offer(plan),
                            spec=spec)

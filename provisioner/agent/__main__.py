@@ -1,6 +1,7 @@
 """`python3 -m provisioner.agent COMMAND`: the bootstrap's helpers on the instance.
 
   secrets --from-env [NAME] | --from-ssm NAME --region R   fetch the secret bundle into 0600 files
+          | --for-instance ID --region R                    (the parameter named after instance ID)
   job -- RUN-OPTIONS -- COMMAND                             job mode: one `provisioner run`
   fetch-agent-jar JENKINS_URL OUT                           GET {JENKINS_URL}/jnlpJars/agent.jar
   plan-env                                                  shell exports that correct the plan
@@ -28,10 +29,14 @@ def _state_dir(value: str | None) -> Path:
 def cmd_secrets(a: argparse.Namespace) -> int:
     from provisioner.agent import secrets
     try:
-        if a.from_ssm:
+        if a.for_instance is not None and not a.for_instance.strip():
+            raise secrets.SecretError("no instance id (instance metadata did not answer): cannot name "
+                                      "the SSM parameter of this instance's bundle")
+        name = secrets.parameter_name(a.for_instance) if a.for_instance else a.from_ssm
+        if name:
             from provisioner import aws
             client = aws.client("ssm", region=a.region)
-            bundle = secrets.from_ssm(a.from_ssm, client, wait_s=a.wait)
+            bundle = secrets.from_ssm(name, client, wait_s=a.wait)
         else:
             bundle = secrets.from_env(os.environ, a.from_env or secrets.BUNDLE_ENV)
         written = secrets.write_files(bundle, _state_dir(a.state_dir))
@@ -110,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-env", nargs="?", const="PROVISIONER_SECRETS", metavar="NAME")
     src.add_argument("--from-ssm", metavar="PARAMETER")
+    src.add_argument("--for-instance", metavar="INSTANCE_ID",
+                     help="SSM: the parameter named after this instance (agents of a batched launch)")
     s.add_argument("--region")
     s.add_argument("--wait", type=float, default=600.0, help="seconds to wait for the SSM parameter")
     s.add_argument("--state-dir")

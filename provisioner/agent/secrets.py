@@ -6,7 +6,9 @@ SSM SecureString parameter that the instance reads and then deletes (the instanc
 only parameters tagged with its own ARN, see provisioner/clouds/iam/instance-policy.json). On the
 instance the bundle becomes three files, each 0600, in the state directory (a tmpfs on EC2):
 `agent-secret` (for `java -jar agent.jar -secret @FILE`), `report.env` (sourced into the
-environment of `provisioner run`) and `job.env` (a docker env-file for the job container).
+environment of `provisioner run`), `job.env` (a docker env-file for the job container) and
+`identity.env` (the agent's node name and run id: not secret, but they travel with the bundle so that
+the instances of one batched launch can share one user-data script).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ log = logging.getLogger(__name__)
 BUNDLE_ENV = "PROVISIONER_SECRETS"
 PARAMETER_PREFIX = "/provisioner/agents/"
 AGENT_SECRET_FILE, REPORT_ENV_FILE, JOB_ENV_FILE = "agent-secret", "report.env", "job.env"
+IDENTITY_ENV_FILE = "identity.env"
 REPORT_KEYS = {"report_url": "PROVISIONER_REPORT_URL", "report_token": "PROVISIONER_REPORT_TOKEN"}
+IDENTITY_KEYS = {"node_name": "PROVISIONER_NODE_NAME", "run_id": "PROVISIONER_RUN_ID"}
 
 
 class SecretError(RuntimeError):
@@ -32,11 +36,12 @@ class SecretError(RuntimeError):
 
 
 def make_bundle(*, agent_secret: str | None = None, report_url: str | None = None,
-                report_token: str | None = None, job_env: Mapping[str, str] | None = None) -> dict:
+                report_token: str | None = None, job_env: Mapping[str, str] | None = None,
+                node_name: str | None = None, run_id: str | None = None) -> dict:
     """The bundle as the launcher builds it; empty parts are left out."""
     out: dict[str, Any] = {}
     for key, value in (("agent_secret", agent_secret), ("report_url", report_url),
-                       ("report_token", report_token)):
+                       ("report_token", report_token), ("node_name", node_name), ("run_id", run_id)):
         if value:
             out[key] = value
     if job_env:
@@ -103,17 +108,16 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def write_files(bundle: Mapping[str, Any], state_dir: Path) -> list[Path]:
-    """The bundle as 0600 files in `state_dir`; returns the paths written (report.env and job.env
-    always exist, possibly empty, so the bootstrap can use them unconditionally)."""
+    """The bundle as 0600 files in `state_dir`; returns the paths written (report.env, job.env and
+    identity.env always exist, possibly empty, so the bootstrap can use them unconditionally)."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     written = []
     if bundle.get("agent_secret"):
         path = state_dir / AGENT_SECRET_FILE
         _write_private(path, str(bundle["agent_secret"]))
         written.append(path)
-    report = "".join(f"{var}={shlex.quote(str(bundle[key]))}\n" for key, var in REPORT_KEYS.items()
-                     if bundle.get(key))
-    _write_private(state_dir / REPORT_ENV_FILE, report)
+    _write_private(state_dir / REPORT_ENV_FILE, _exports(bundle, REPORT_KEYS))
+    _write_private(state_dir / IDENTITY_ENV_FILE, _exports(bundle, IDENTITY_KEYS))
     lines = []
     for key, value in (bundle.get("job_env") or {}).items():
         if "\n" in value or "\r" in value:
@@ -122,8 +126,13 @@ def write_files(bundle: Mapping[str, Any], state_dir: Path) -> list[Path]:
             continue
         lines.append(f"{key}={value}\n")
     _write_private(state_dir / JOB_ENV_FILE, "".join(lines))
-    written += [state_dir / REPORT_ENV_FILE, state_dir / JOB_ENV_FILE]
+    written += [state_dir / REPORT_ENV_FILE, state_dir / JOB_ENV_FILE, state_dir / IDENTITY_ENV_FILE]
     return written
+
+
+def _exports(bundle: Mapping[str, Any], keys: Mapping[str, str]) -> str:
+    """Shell assignments (quoted) for the bundle's `keys` that are present."""
+    return "".join(f"{var}={shlex.quote(str(bundle[key]))}\n" for key, var in keys.items() if bundle.get(key))
 
 
 # ---- on the launcher (EC2) --------------------------------------------------------------------

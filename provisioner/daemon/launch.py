@@ -3,7 +3,8 @@
 Order matters for crash safety: the attempt is persisted first, then the node is created (Jenkins
 keeps it across restarts), then the instance is launched with a token derived from the node. A
 crash anywhere leaves a state the next tick recognises: a node without instance gets its launch
-(same token: no duplicate); an instance always has its node already.
+(same token: no duplicate); an instance always has its node already (a batched EC2 launch tags its
+instances with their nodes right after the request, and finishes that on `describe` after a crash).
 The agent secret and report token travel in the secret bundle (bootstrap.secret_env on the docker
 cloud, an SSM parameter on EC2), never in user-data, tags or logs.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from provisioner.catalog.model import SPOT
@@ -56,11 +57,23 @@ def _requirements(label: str | None) -> Requirements | None:
         return None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A Provision made ready to launch: its node exists, its spec and secret bundle are built."""
+
+    provision: Provision
+    spec: LaunchSpec
+    bundle: dict = field(repr=False)
+    at: float
+
+
 class Launcher:
-    """Executes Provision actions against Jenkins and the cloud."""
+    """Executes Provision actions against Jenkins and the cloud, in three steps: `prepare` (node,
+    secret, spec; one per provision), the cloud's launch (several specs may share one request), and
+    `launched` (the secret hand-over, the log line). `provision` does all three for one."""
 
     def __init__(self, settings: AgentSettings, client: JenkinsClient, cloud: Any, attempts: Attempts,
-                 tokens: Tokens, *, after_launch: Callable[[Instance, str, dict], None] | None = None,
+                 tokens: Tokens, *, after_launch: Callable[[Instance, dict], None] | None = None,
                  clock: Callable[[], float] = time.time):
         self.s, self.client, self.cloud = settings, client, cloud
         self.attempts, self.tokens = attempts, tokens
@@ -68,6 +81,10 @@ class Launcher:
         self.clock = clock
 
     def provision(self, p: Provision) -> InFlight:
+        ready = self.prepare(p)
+        return self.launched(ready, self.cloud.launch(ready.spec))
+
+    def prepare(self, p: Provision) -> Prepared:
         now = self.clock()
         offer = p.plan.chosen.offer
         self.attempts.record(p.item.key, p.attempt)
@@ -81,32 +98,36 @@ class Launcher:
                 if not (exc.code == "400" and "already exists" in str(exc)):
                     raise                          # a crash after creation: the node is ours, go on
         secret = self.client.node_secret(p.node)
-        spec, bundle, run_id = self.spec(p, secret, now)
-        instance = self.cloud.launch(spec)
+        spec, bundle = self.spec(p, secret, now)
+        return Prepared(p, spec, bundle, now)
+
+    def launched(self, ready: Prepared, instance: Instance) -> InFlight:
+        """The instance is up: hand its bundle over (EC2), log it, and count it in flight."""
+        p, offer = ready.provision, ready.provision.plan.chosen.offer
         if self.after_launch is not None:
-            self.after_launch(instance, run_id, bundle)
+            self.after_launch(instance, ready.bundle)
         log.info("%s", json.dumps({"event": "agent.launched", "node": p.node, "queue_id": p.item.id,
                                    "job": p.item.job, "label": p.item.label, "attempt": p.attempt,
                                    "instance": instance.id, "instance_type": instance.instance_type,
                                    "market": instance.market, "region": instance.region,
                                    "price_usd_per_hour": offer.price}))
-        return InFlight(instance, offer.price, now)
+        return InFlight(instance, offer.price, ready.at)
 
-    def spec(self, p: Provision, secret: str, now: float) -> tuple[LaunchSpec, dict, str]:
-        """The LaunchSpec (user-data holds no secret), the secret bundle, and the run id naming it."""
+    def spec(self, p: Provision, secret: str, now: float) -> tuple[LaunchSpec, dict]:
+        """The LaunchSpec and the secret bundle. The user-data holds neither the secret nor the node
+        (the bundle names it), so agents planned alike share one script and can share one request."""
         from provisioner import bootstrap
         from provisioner.agent import secrets
         req = _requirements(p.item.label)
         timeout = (req.timeout_s if req and req.timeout_s else None) or self.s.default_timeout_s
         lifetime = timeout + self.s.boot_timeout_s + 600   # then the instance stops itself
-        expires = iso_utc(_utc(now + lifetime))
-        run_id = p.node                                      # unique per attempt: names the SSM parameter
-        bspec = bootstrap.BootstrapSpec(run_id=run_id, expires_at=expires, jenkins_url=self.s.jenkins_url,
-                                        node_name=p.node, work_dir=self.s.remote_fs,
-                                        idle_timeout_s=self.s.idle_timeout_s)
+        expires = iso_utc(_utc(_minute(now) + lifetime))   # whole minutes: one script per tick
+        bspec = bootstrap.BootstrapSpec(run_id="", expires_at=expires, jenkins_url=self.s.jenkins_url,
+                                        work_dir=self.s.remote_fs, idle_timeout_s=self.s.idle_timeout_s)
         user_data = bootstrap.render_user_data("agent", p.plan, bspec, self.cloud)
         bundle = secrets.make_bundle(agent_secret=secret, report_url=self.s.report_url,
-                                     report_token=self.tokens.for_node(p.node))
+                                     report_token=self.tokens.for_node(p.node), node_name=p.node,
+                                     run_id=p.node)   # unique per attempt
         tags = dict(self.s.extra_tags)
         tags.update(launch_tags(self.s.owner, p, expires, req.team if req else None))
         spot_only = bool(req and req.to_dict().get("market") == SPOT)   # `spot` fails over to spot only
@@ -114,7 +135,12 @@ class Launcher:
                           user_data=user_data, tags=tags, client_token=p.token,
                           disk_gib=int(p.plan.disk_gib), spot_only=spot_only,
                           secret_env=bootstrap.secret_env(self.cloud, bundle))
-        return spec, bundle, run_id
+        return spec, bundle
+
+
+def _minute(epoch: float) -> float:
+    """Rounded up to the next whole minute, so launches of one tick get the same expiry."""
+    return -(-epoch // 60) * 60
 
 
 def _utc(epoch: float):
@@ -123,11 +149,12 @@ def _utc(epoch: float):
 
 
 def ec2_secret_handover(ssm_for_region: Callable[[str], Any], account_id: Callable[[], str]
-                        ) -> Callable[[Instance, str, dict], None]:
-    """After an EC2 launch: the bundle into an SSM SecureString tagged with the instance's ARN."""
+                        ) -> Callable[[Instance, dict], None]:
+    """After an EC2 launch: the bundle into an SSM SecureString named after the instance id (what
+    the instance's bootstrap reads) and tagged with the instance's ARN (what its role may read)."""
     from provisioner.agent import secrets
 
-    def handover(instance: Instance, run_id: str, bundle: dict) -> None:
+    def handover(instance: Instance, bundle: dict) -> None:
         arn = f"arn:aws:ec2:{instance.region}:{account_id()}:instance/{instance.id}"
-        secrets.put_ssm(ssm_for_region(instance.region), secrets.parameter_name(run_id), bundle, arn)
+        secrets.put_ssm(ssm_for_region(instance.region), secrets.parameter_name(instance.id), bundle, arn)
     return handover

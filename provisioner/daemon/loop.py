@@ -23,7 +23,7 @@ from provisioner.daemon import reconcile as R
 from provisioner.daemon.drains import Drains
 from provisioner.daemon.http import Health
 from provisioner.daemon.jenkins import JenkinsClient
-from provisioner.daemon.launch import Launcher
+from provisioner.daemon.launch import Launcher, Prepared
 from provisioner.daemon.lease import Lease
 from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
 from provisioner.daemon.model import (Block, DeleteNode, Drain, Hold, InFlight, Memory,
@@ -42,6 +42,10 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
 
 def error_code(exc: BaseException) -> str:
     return str(getattr(exc, "code", None) or type(exc).__name__)
+
+
+def _context(p: Provision) -> dict[str, Any]:
+    return {"node": p.node, "queue_id": p.item.id, "job": p.item.job}
 
 
 @dataclass
@@ -150,11 +154,14 @@ class Daemon:
         try:
             return fn()
         except Exception as exc:
-            code = error_code(exc)
-            self.metrics.failures.labels(action, code).inc()
-            report.failures[f"{action}:{code}"] += 1
-            event(f"{action}.failed", logging.WARNING, code=code, error=str(exc)[:300], **context)
+            self._failed(action, report, exc, **context)
             return None
+
+    def _failed(self, action: str, report: TickReport, exc: BaseException, **context: Any) -> None:
+        code = error_code(exc)
+        self.metrics.failures.labels(action, code).inc()
+        report.failures[f"{action}:{code}"] += 1
+        event(f"{action}.failed", logging.WARNING, code=code, error=str(exc)[:300], **context)
 
     def _execute(self, actions: list, observed: Observed, report: TickReport) -> None:
         nodes = {n.name: n for n in observed.nodes}
@@ -191,15 +198,44 @@ class Daemon:
         self.memory = R.after_actions(self.memory, actions, deleted, launched)
 
     def _provision(self, provisions: list[Provision], report: TickReport) -> dict[str, InFlight]:
-        def one(p: Provision) -> tuple[str, InFlight | None]:
-            return p.node, self._guard("launch", report, lambda: self.launcher.provision(p),
-                                       node=p.node, queue_id=p.item.id, job=p.item.job)
+        """Nodes and specs in parallel; then the launches (one request per batch where the cloud
+        batches, else one each, in parallel); then each instance's secret hand-over."""
+        def prepare(p: Provision) -> Prepared | None:
+            return self._guard("launch", report, lambda: self.launcher.prepare(p), **_context(p))
+        ready = [r for r in self._pool.map(prepare, provisions) if r is not None]
+        if not ready:
+            return {}
+        outcomes = self._launch(ready, report)
+
+        def finish(pair: tuple[Prepared, Any]) -> tuple[str, InFlight | None]:
+            r, outcome = pair
+            if isinstance(outcome, BaseException):
+                self._failed("launch", report, outcome, **_context(r.provision))
+                return r.provision.node, None
+            return r.provision.node, self._guard("launch", report, lambda: self.launcher.launched(r, outcome),
+                                                 **_context(r.provision))
         launched = {}
-        for name, flight in self._pool.map(one, provisions):
+        for name, flight in self._pool.map(finish, zip(ready, outcomes)):
             if flight is not None:
                 launched[name] = flight
                 self.metrics.launches.labels(flight.instance.instance_type, flight.instance.market).inc()
         return launched
+
+    def _launch(self, ready: list[Prepared], report: TickReport) -> list[Any]:
+        """An Instance or the exception, per prepared launch."""
+        batch = getattr(self.cloud, "launch_many", None)
+        if batch is not None:
+            try:
+                return list(batch([r.spec for r in ready]))
+            except Exception as exc:                        # not a per-spec CloudError: all failed
+                return [exc] * len(ready)
+
+        def one(r: Prepared) -> Any:
+            try:
+                return self.cloud.launch(r.spec)
+            except Exception as exc:
+                return exc
+        return list(self._pool.map(one, ready))
 
     def _interrupted(self, node: str, meta: Any) -> None:
         # the instance is gone: its type and market are in the node's metadata (the planned offer)

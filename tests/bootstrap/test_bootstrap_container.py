@@ -162,9 +162,9 @@ def test_agent_mode_downloads_agent_jar_and_connects_with_the_secret_from_a_file
     owner = f"bootstrap-test-{uuid.uuid4().hex[:8]}"
     cloud = DockerCloud(docker_client, DockerSettings(instance_image=fake_java_image, host_cpus=1, host_mem_gib=1))
     plan = offer("m5.large")
-    spec = bootstrap.BootstrapSpec(run_id="q-42", expires_at=bootstrap.expires_at(600),
-                                   jenkins_url=jenkins.url + "/", node_name="ec2-q42", work_dir="/tmp/agent-work")
-    bundle = secrets.make_bundle(agent_secret="f" * 64)
+    spec = bootstrap.BootstrapSpec(run_id="", expires_at=bootstrap.expires_at(600),
+                                   jenkins_url=jenkins.url + "/", work_dir="/tmp/agent-work")
+    bundle = secrets.make_bundle(agent_secret="f" * 64, node_name="ec2-q42", run_id="ec2-q42")
     instance = cloud.launch(LaunchSpec(candidates=(plan,), user_data=bootstrap.render_user_data("agent", plan, spec, cloud),
                                        tags={"provisioner:owner": owner, "provisioner:job": owner},
                                        client_token=str(uuid.uuid4()), secret_env=bootstrap.secret_env(cloud, bundle)))

@@ -23,8 +23,8 @@ from tests.factories import offer
 NASTY = ("python3", "-c", "import sys; print('it''s $HOME `x` \"q\" \\\\ ;&|')", "--", "-e", "*", "a b")
 SPEC = BootstrapSpec(run_id="0b6c-run", expires_at="2030-01-01T00:00:00Z",
                      run_args=("--image", "img:1", "--timeout", "60s", "--", *NASTY))
-AGENT = BootstrapSpec(run_id="q-17", expires_at="2030-01-01T00:00:00Z", jenkins_url="http://127.0.0.1:8080/",
-                      node_name="ec2-q17 x", idle_timeout_s=600)
+AGENT = BootstrapSpec(run_id="", expires_at="2030-01-01T00:00:00Z", jenkins_url="http://127.0.0.1:8080/",
+                      idle_timeout_s=600)
 
 
 def changed_lines(a: str, b: str) -> list[str]:
@@ -47,7 +47,10 @@ def test_docker_and_ec2_differ_only_in_the_secret_source(mode, spec):
     assert changed, "the secret source must differ"
     inside = {f"-{x}" for x in secret_block(ec2)} | {f"+{x}" for x in secret_block(docker)}
     assert set(changed) <= inside, f"lines outside the secret block differ: {set(changed) - inside}"
-    assert "--from-ssm /provisioner/agents/" in "\n".join(secret_block(ec2))
+    if mode == "agent":                  # one script for every agent of a launch: named by instance id
+        assert '--for-instance "${PROVISIONER_INSTANCE_ID-}"' in "\n".join(secret_block(ec2))
+    else:
+        assert "--from-ssm /provisioner/agents/" in "\n".join(secret_block(ec2))
     assert "--from-env PROVISIONER_SECRETS" in "\n".join(secret_block(docker))
     # the rest is literally identical, line for line
     outside = lambda t: [x for x in t.splitlines() if x not in secret_block(t)]
@@ -137,7 +140,8 @@ def test_the_job_environment_travels_in_the_bundle_never_in_user_data():
 def test_agent_mode_runs_agent_jar_with_the_secret_from_a_file():
     text = render_user_data("agent", offer(), AGENT, "ec2")
     assert "-secret @\"$PROVISIONER_STATE_DIR/agent-secret\"" in text
-    assert "-url http://127.0.0.1:8080/" in text and "-name 'ec2-q17 x'" in text and "-webSocket" in text
+    assert "-url http://127.0.0.1:8080/" in text and '-name "$PROVISIONER_NODE_NAME"' in text and "-webSocket" in text
+    assert "PROVISIONER_RUN_ID" not in text.split("# --- secret source ---")[0]   # the bundle names the run
     assert "fetch-agent-jar http://127.0.0.1:8080/" in text and "--idle-timeout 600" in text
 
 

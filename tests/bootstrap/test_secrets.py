@@ -17,7 +17,7 @@ def test_files_are_private_and_the_report_env_is_shell_safe(tmp_path):
                                  report_token="t'o$k`en\"x", job_env={"K": "v=1 2", "EMPTY": ""})
     state = tmp_path / "state"
     written = secrets.write_files(bundle, state)
-    assert {p.name for p in written} == {"agent-secret", "report.env", "job.env"}
+    assert {p.name for p in written} == {"agent-secret", "report.env", "job.env", "identity.env"}
     for path in written:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert (state / "agent-secret").read_text() == "a" * 64
@@ -25,6 +25,23 @@ def test_files_are_private_and_the_report_env_is_shell_safe(tmp_path):
                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert shown.stdout == "t'o$k`en\"x"
     assert (state / "job.env").read_text() == "K=v=1 2\nEMPTY=\n"
+
+
+def test_the_identity_names_the_node_and_run_for_the_shared_script(tmp_path):
+    secrets.write_files(secrets.make_bundle(agent_secret="s", node_name="prov-o-q7 x", run_id="prov-o-q7"), tmp_path)
+    shown = subprocess.run(["sh", "-c", f'set -a; . "{tmp_path}/identity.env"; '
+                                        'printf "%s|%s" "$PROVISIONER_NODE_NAME" "$PROVISIONER_RUN_ID"'],
+                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert shown.stdout == "prov-o-q7 x|prov-o-q7"
+    secrets.write_files({"job_env": {}}, tmp_path)              # job mode: no identity, an empty file
+    assert (tmp_path / "identity.env").read_text() == ""
+
+
+def test_an_instance_without_an_id_cannot_name_its_parameter(tmp_path, capsys):
+    from provisioner.agent.__main__ import main
+    assert main(["secrets", "--for-instance", "", "--region", "us-east-1", "--state-dir", str(tmp_path)]) == 125
+    assert "no instance id" in capsys.readouterr().err
+    assert not (tmp_path / "agent-secret").exists()
 
 
 def test_a_value_with_a_line_break_is_left_out_and_named_not_shown(tmp_path, caplog):
@@ -78,3 +95,17 @@ def test_ssm_bundle_that_never_appears_times_out(moto_env):
     with pytest.raises(secrets.SecretError, match="did not appear within 10 s"):
         secrets.from_ssm("/provisioner/agents/none", ssm, wait_s=10, sleep=lambda _: None,
                          clock=lambda: next(clock))
+
+
+@pytest.mark.moto
+def test_an_agent_reads_the_parameter_named_after_its_instance(moto_env, tmp_path, capsys):
+    from provisioner.agent.__main__ import main
+    ssm = aws.client("ssm", region="us-east-1")
+    bundle = secrets.make_bundle(agent_secret="s3cret", node_name="prov-o-q9", run_id="prov-o-q9")
+    secrets.put_ssm(ssm, secrets.parameter_name("i-0feed"), bundle, "arn:aws:ec2:us-east-1:1:instance/i-0feed")
+    assert main(["secrets", "--for-instance", "i-0feed", "--region", "us-east-1", "--wait", "5",
+                 "--state-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "identity.env").read_text() == "PROVISIONER_NODE_NAME=prov-o-q9\nPROVISIONER_RUN_ID=prov-o-q9\n"
+    assert (tmp_path / "agent-secret").read_text() == "s3cret" and "s3cret" not in capsys.readouterr().out
+    with pytest.raises(ssm.exceptions.ParameterNotFound):
+        ssm.get_parameter(Name="/provisioner/agents/i-0feed")   # read once, then gone

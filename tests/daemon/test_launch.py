@@ -31,8 +31,8 @@ def test_spec_tags_token_and_no_secret_in_user_data(cloud):
     launcher = Launcher(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"), None, Named(cloud),
                         None, tokens)
     p = provision()
-    spec, bundle, run_id = launcher.spec(p, SECRET, 1700000000.0)
-    assert spec.client_token == p.token and run_id == "prov-t-q42"
+    spec, bundle = launcher.spec(p, SECRET, 1700000000.0)
+    assert spec.client_token == p.token
     assert {k: v for k, v in spec.tags.items() if k != "provisioner:expires-at"} == {
         "provisioner:owner": "t", "provisioner:node": "prov-t-q42", "provisioner:queue-id": "42",
         "provisioner:job": "ml/train", "provisioner:team": "ml"}
@@ -40,12 +40,13 @@ def test_spec_tags_token_and_no_secret_in_user_data(cloud):
     token = tokens.for_node("prov-t-q42")
     assert SECRET not in spec.user_data and token not in spec.user_data
     assert SECRET not in json.dumps(spec.tags) and token not in json.dumps(spec.tags)
-    assert bundle == {"agent_secret": SECRET, "report_url": "http://127.0.0.1:9108", "report_token": token}
+    assert bundle == {"agent_secret": SECRET, "report_url": "http://127.0.0.1:9108", "report_token": token,
+                      "node_name": "prov-t-q42", "run_id": "prov-t-q42"}
     if cloud == "docker":
         assert json.loads(spec.secret_env["PROVISIONER_SECRETS"]) == bundle
     else:
         assert spec.secret_env == {}                     # EC2: the bundle goes to SSM after launch
-    assert "prov-t-q42" in spec.user_data and "http://127.0.0.1:8080/" in spec.user_data
+    assert "prov-t-q42" not in spec.user_data and "http://127.0.0.1:8080/" in spec.user_data
     assert not spec.spot_only
     spot = launcher.spec(provision("ec2 && spot", SPOT), SECRET, 0)[0]
     assert spot.spot_only
@@ -58,10 +59,28 @@ def test_ec2_hand_over_puts_the_bundle_in_ssm_tagged_with_the_instance_arn(moto_
     from provisioner.daemon.wiring import _ec2_handover
     handover = _ec2_handover()
     inst = Instance("i-0123456789abcdef0", "c5.large", "on-demand", "us-east-1", "pending", 0.0)
-    handover(inst, "prov-t-q42", {"agent_secret": SECRET})
+    handover(inst, {"agent_secret": SECRET, "node_name": "prov-t-q42"})
     ssm = aws.client("ssm", region="us-east-1")
-    value = ssm.get_parameter(Name="/provisioner/agents/prov-t-q42", WithDecryption=True)["Parameter"]["Value"]
-    assert json.loads(value) == {"agent_secret": SECRET}
-    tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId="/provisioner/agents/prov-t-q42")
+    name = "/provisioner/agents/i-0123456789abcdef0"        # the instance's bootstrap knows its id
+    value = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    assert json.loads(value) == {"agent_secret": SECRET, "node_name": "prov-t-q42"}
+    tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name)
     [tag] = tags["TagList"]
     assert tag["Value"].startswith("arn:aws:ec2:us-east-1:") and tag["Value"].endswith(":instance/i-0123456789abcdef0")
+
+
+def test_agents_planned_alike_share_one_user_data_and_one_batch_key():
+    from provisioner.clouds.base import batch_key
+    launcher = Launcher(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"), None, Named("ec2"),
+                        None, Tokens(b"k" * 32))
+    first = provision()
+    item = Item(43, 1700000001000, first.item.label, "ml/other")
+    second = Provision("prov-t-q43", item, first.plan, 1, True, client_token("t", "prov-t-q43", item.since, 1))
+    a, bundle_a = launcher.spec(first, SECRET, 1700000000.0)
+    b, bundle_b = launcher.spec(second, SECRET, 1700000002.0)      # a moment later in the same tick
+    assert a.user_data == b.user_data and a.client_token != b.client_token
+    assert batch_key(a) == batch_key(b)
+    assert (bundle_a["node_name"], bundle_b["node_name"]) == ("prov-t-q42", "prov-t-q43")
+    assert {a.tags["provisioner:job"], b.tags["provisioner:job"]} == {"ml/train", "ml/other"}
+    later, _ = launcher.spec(provision("ec2 && vcpu=2 && team=ml && timeout=2h"), SECRET, 1700000000.0)
+    assert batch_key(later) != batch_key(a)                          # another lifetime, another script
