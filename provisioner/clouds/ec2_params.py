@@ -6,6 +6,12 @@ fleet request carries everything a launch decides itself (user data, tags on ins
 per-override image and root volume). Instant fleets take those per request since 2025, so a steady
 launch is one API call and no template is created or deleted per launch. The template is named
 after a hash of its content, so the same configuration finds the same template after a restart.
+
+Launches that differ only in their per-instance tags share one `CreateFleet` per batch (not per
+launch): `batch_groups` forms the batches, `batch_params` asks for one instance per spec with the
+shared tags plus `provisioner:batch` and `provisioner:batch-nodes` (`encode_nodes`), and the adapter
+writes each instance's own tags (`instance_tags`) afterwards; `recovered_nodes` redoes that
+assignment from the tags alone after a crash.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
-from provisioner.clouds.base import OWNER_TAG, CloudError, LaunchSpec
+from provisioner.clouds.base import (BATCH_NODES_TAG, BATCH_TAG, INSTANCE_TAG_KEYS, OWNER_TAG, CloudError,
+                                     LaunchSpec, batch_key)
 
 USER_DATA_MAX_BYTES = 16 * 1024   # EC2's limit on raw user data (before base64)
 MAX_OVERRIDES = 300               # EC2 Fleet quota: launch template overrides per fleet
@@ -27,6 +35,9 @@ CLIENT_TOKEN_MAX = 64             # EC2 ClientToken length limit
 TEMPLATE_VERSION = "1"            # the content hash names the template, so version 1 is its content
 ANY_REGION = "*"                  # a flat list of subnets/security groups applies to every region
 IMAGE_SLOTS = ("x86_64", "arm64", "gpu_x86_64", "gpu_arm64")
+TAG_VALUE_MAX = 256               # EC2's limit on a tag value
+MAX_BATCH = 50                    # instances per batched CreateFleet (our cap, well under EC2's)
+NODE_TAG = "provisioner:node"
 
 
 @dataclass(frozen=True)
@@ -215,8 +226,9 @@ def root_volume(device: str, disk_gib: int, settings: Ec2Settings) -> list[dict[
 
 def launch_params(spec: LaunchSpec, settings: Ec2Settings, *, root_devices: Mapping[str, str],
                   offers: Sequence[Offer] | None = None, template_name: str | None = None,
-                  token: str | None = None, min_disk_gib: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """The CreateFleet request for one round (default: the first), as a plain dict.
+                  token: str | None = None, min_disk_gib: Mapping[str, int] | None = None,
+                  count: int = 1) -> dict[str, Any]:
+    """The CreateFleet request for one round (default: the first), as a plain dict: `count` instances.
 
     `root_devices` maps each AMI to its root device name (the adapter reads it from DescribeImages);
     `min_disk_gib` to its snapshot size, so a small `disk_gib` never fails the launch.
@@ -244,7 +256,7 @@ def launch_params(spec: LaunchSpec, settings: Ec2Settings, *, root_devices: Mapp
     params: dict[str, Any] = {
         "ClientToken": token or client_token(spec.client_token, region, market, first=True),
         "Type": "instant",
-        "TargetCapacitySpecification": {"TotalTargetCapacity": 1, "DefaultTargetCapacityType": market},
+        "TargetCapacitySpecification": {"TotalTargetCapacity": count, "DefaultTargetCapacityType": market},
         "LaunchTemplateConfigs": [{
             "LaunchTemplateSpecification": {
                 "LaunchTemplateName": template_name, "Version": TEMPLATE_VERSION,
@@ -254,13 +266,136 @@ def launch_params(spec: LaunchSpec, settings: Ec2Settings, *, root_devices: Mapp
                               {"ResourceType": "volume", "Tags": tags}],
     }
     if market == SPOT:
-        params["TargetCapacitySpecification"]["SpotTargetCapacity"] = 1
+        params["TargetCapacitySpecification"]["SpotTargetCapacity"] = count
         params["SpotOptions"] = {"AllocationStrategy": settings.spot_allocation_strategy,
                                  "InstanceInterruptionBehavior": "terminate"}
     else:
-        params["TargetCapacitySpecification"]["OnDemandTargetCapacity"] = 1
+        params["TargetCapacitySpecification"]["OnDemandTargetCapacity"] = count
         params["OnDemandOptions"] = {"AllocationStrategy": settings.ondemand_allocation_strategy}
     return params
+
+
+# ---- batches: one CreateFleet for several launches ---------------------------------------------
+
+def encode_nodes(nodes: Sequence[str]) -> str:
+    """The `provisioner:batch-nodes` value: the names' longest common prefix, '|', then each name's
+    rest, comma separated: prov-a-q123 and prov-a-q124-2 give 'prov-a-q12|3,4-2'."""
+    if not nodes or any("|" in n or "," in n for n in nodes):
+        raise ValueError(f"cannot encode node names {list(nodes)!r}")
+    prefix = os.path.commonprefix(list(nodes))
+    return prefix + "|" + ",".join(n[len(prefix):] for n in nodes)
+
+
+def decode_nodes(value: str) -> list[str]:
+    """The node names `encode_nodes` wrote, in order; ValueError for a value it cannot have written."""
+    prefix, sep, rest = value.partition("|")
+    if not sep:
+        raise ValueError(f"not a batch-nodes value: {value!r}")
+    return [prefix + suffix for suffix in rest.split(",")]
+
+
+def batch_groups(specs: Sequence[LaunchSpec], settings: Ec2Settings) -> list[list[int]]:
+    """The specs' positions in batches: equal `batch_key`, ordered by node name, at most MAX_BATCH
+    long, with a batch-nodes value within EC2's tag value limit (a subset of a batch encodes no
+    longer, so every later round fits too). A spec that cannot share (no node tag, a name the
+    encoding cannot carry, tags EC2 would refuse) is a batch of its own."""
+    groups: dict[tuple, list[int]] = {}
+    for i, spec in enumerate(specs):
+        groups.setdefault(batch_key(spec) if _batchable(spec, settings) else ("unbatchable", i), []).append(i)
+    batches: list[list[int]] = []
+    for members in groups.values():
+        batches += _split(sorted(members, key=lambda i: specs[i].tags.get(NODE_TAG, "")), specs)
+    return batches
+
+
+def _batchable(spec: LaunchSpec, settings: Ec2Settings) -> bool:
+    node = spec.tags.get(NODE_TAG)
+    if not node or "|" in node or "," in node:
+        return False
+    try:
+        launch_tags(spec, settings)
+    except CloudError:
+        return False                      # launched alone, it gets its own config error
+    return True
+
+
+def _split(members: list[int], specs: Sequence[LaunchSpec]) -> list[list[int]]:
+    """Consecutive runs of `members` that fit one batch (greedy, order kept)."""
+    batches: list[list[int]] = []
+    for i in members:
+        run = batches[-1] + [i] if batches else []
+        nodes = [specs[j].tags.get(NODE_TAG, "") for j in run]
+        if run and len(run) <= MAX_BATCH and _nodes_fit(nodes):
+            batches[-1] = run
+        else:
+            batches.append([i])
+    return batches
+
+
+def _nodes_fit(nodes: list[str]) -> bool:
+    try:
+        return len(encode_nodes(nodes)) <= TAG_VALUE_MAX
+    except ValueError:
+        return False
+
+
+def batch_token(tokens: Iterable[str], region: str, market: str) -> str:
+    """A batch round's idempotency token: the same member tokens, region and market give the same one
+    (order does not matter), so a retried batch never launches twice."""
+    digest = hashlib.sha256("\0".join([*sorted(tokens), region, market]).encode()).hexdigest()
+    return f"batch-{digest[:CLIENT_TOKEN_MAX - 6]}"
+
+
+def shared_tags(spec: LaunchSpec) -> dict[str, str]:
+    """The spec's tags that every instance of its batch carries from the start."""
+    return {k: v for k, v in spec.tags.items() if k not in INSTANCE_TAG_KEYS}
+
+
+def batch_params(specs: Sequence[LaunchSpec], settings: Ec2Settings, *, token: str,
+                 **round_inputs: Any) -> dict[str, Any]:
+    """The CreateFleet request for one batch round: one instance per spec, tagged with the shared
+    tags, `provisioner:batch` = the token and `provisioner:batch-nodes` = the specs' nodes in order.
+    `round_inputs` as for `launch_params` (offers, root_devices, template_name, min_disk_gib)."""
+    nodes = encode_nodes([s.tags[NODE_TAG] for s in specs])
+    shared = replace(specs[0], tags={**shared_tags(specs[0]), BATCH_TAG: token, BATCH_NODES_TAG: nodes})
+    return launch_params(shared, settings, token=token, count=len(specs), **round_inputs)
+
+
+def instance_tags(spec: LaunchSpec, settings: Ec2Settings) -> dict[str, str]:
+    """What a batched instance gets written once it is assigned: its own INSTANCE_TAG_KEYS tags, and
+    Name = node unless the shared tags name it already (as `launch_tags` does for one launch)."""
+    own = {k: spec.tags[k] for k in INSTANCE_TAG_KEYS if k in spec.tags}
+    return _named(own, {**settings.extra_tags, **spec.tags})
+
+
+def node_tags(node: str, current: Mapping[str, str]) -> dict[str, str]:
+    """What crash recovery writes on an instance with these tags: its node, and Name unless it has one."""
+    return _named({NODE_TAG: node}, current)
+
+
+def _named(own: dict[str, str], tags: Mapping[str, str]) -> dict[str, str]:
+    return own if "Name" in tags else {**own, "Name": own[NODE_TAG]}
+
+
+def recovered_nodes(members: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, str]:
+    """{instance id: node} for batched instances left without a node tag (a crash between CreateFleet
+    and CreateTags), by the launch's own rule: per batch, the nodes no member claims yet, in
+    batch-nodes order, go to the untagged members in ascending id order. `members`: (id, tags) of
+    every instance of those batches, terminated ones included, so each keeps its place."""
+    batches: dict[str, list[tuple[str, Mapping[str, str]]]] = {}
+    for iid, tags in members:
+        if BATCH_TAG in tags and BATCH_NODES_TAG in tags:
+            batches.setdefault(tags[BATCH_TAG], []).append((iid, tags))
+    out: dict[str, str] = {}
+    for batch in batches.values():
+        try:
+            nodes = decode_nodes(batch[0][1][BATCH_NODES_TAG])
+        except ValueError:
+            continue                      # not written by us: leave it alone
+        claimed = {tags[NODE_TAG] for _, tags in batch if NODE_TAG in tags}
+        untagged = sorted(iid for iid, tags in batch if NODE_TAG not in tags)
+        out.update(zip(untagged, [n for n in nodes if n not in claimed]))
+    return out
 
 
 # ---- what an error code means ----------------------------------------------------------------

@@ -257,3 +257,136 @@ def test_requests_are_valid_for_the_ec2_api_model(case):
     for operation, params in checks:
         report = ParamValidator().validate(params, model.operation_model(operation).input_shape)
         assert not report.has_errors(), report.generate_report()
+
+
+# ---- batches ---------------------------------------------------------------------------------------
+
+BATCH_CANDIDATES = (offer("m5.large", market=SPOT, price=0.035, ondemand=0.096),)
+
+
+def queued(queue_id: int | str, *, node: str | None = None, **kw) -> LaunchSpec:
+    """A spec for one queue item; equal keyword arguments give equal batch keys."""
+    t = {**tags(node or f"prov-daemon-prod-q{queue_id}"), "provisioner:queue-id": str(queue_id)}
+    return spec(*kw.pop("candidates", BATCH_CANDIDATES), tags=t, client_token=f"q{queue_id}-a1", **kw)
+
+
+@pytest.mark.parametrize("nodes,encoded", [
+    (["prov-a-q12345", "prov-a-q12399"], "prov-a-q123|45,99"),
+    (["prov-a-q123", "prov-a-q124-2"], "prov-a-q12|3,4-2"),
+    (["prov-a-q1", "prov-a-q1-2"], "prov-a-q1|,-2"),          # one name is the other's prefix
+    (["x1", "y2"], "|x1,y2"),                                # nothing in common
+    (["prov-a-q7"], "prov-a-q7|"),
+], ids=["digits", "attempt-suffix", "prefix-name", "no-prefix", "one"])
+def test_batch_nodes_encode_compactly_and_decode_back(nodes, encoded):
+    assert P.encode_nodes(nodes) == encoded
+    assert P.decode_nodes(encoded) == nodes
+
+
+@pytest.mark.parametrize("nodes", [[], ["a|b"], ["a,b", "c"]], ids=["empty", "bar", "comma"])
+def test_batch_nodes_refuse_what_they_cannot_carry(nodes):
+    with pytest.raises(ValueError):
+        P.encode_nodes(nodes)
+
+
+def test_batch_nodes_decode_refuses_a_foreign_value():
+    with pytest.raises(ValueError, match="not a batch-nodes value"):
+        P.decode_nodes("prov-a-q1,prov-a-q2")
+
+
+def test_a_subset_of_a_batch_never_encodes_longer():
+    import random
+    rng = random.Random(3)
+    nodes = sorted(f"prov-daemon-prod-q{rng.randrange(10**5)}" + rng.choice(["", "-2"]) for _ in range(20))
+    for _ in range(200):
+        subset = sorted(rng.sample(nodes, rng.randint(1, len(nodes))))
+        assert len(P.encode_nodes(subset)) <= len(P.encode_nodes(nodes))
+
+
+def test_batches_group_by_key_and_order_by_node():
+    other = dict(user_data=USER_DATA + "# another image\n")
+    specs = [queued(30), queued(12, **other), queued(10), queued(11, **other), queued(20)]
+    assert P.batch_groups(specs, SETTINGS) == [[2, 4, 0], [3, 1]]
+
+
+def test_batches_are_capped_at_fifty():
+    specs = [queued(1000 + i) for i in range(120)]
+    groups = P.batch_groups(specs, SETTINGS)
+    assert [len(g) for g in groups] == [50, 50, 20]
+    assert [i for g in groups for i in g] == list(range(120))
+
+
+def test_batches_split_where_the_nodes_tag_would_pass_256_characters():
+    specs = [queued(i, node=f"prov-team-{i:02d}-" + "x" * 30) for i in range(12)]
+    groups = P.batch_groups(specs, SETTINGS)
+    encoded = [P.encode_nodes([specs[i].tags["provisioner:node"] for i in g]) for g in groups]
+    assert len(groups) > 1 and all(len(e) <= P.TAG_VALUE_MAX for e in encoded)
+    names = [s.tags["provisioner:node"] for s in specs]
+    for group, following in zip(groups, groups[1:]):        # greedy: each split was needed
+        assert len(P.encode_nodes([names[i] for i in group] + [names[following[0]]])) > P.TAG_VALUE_MAX
+    assert [i for g in groups for i in g] == list(range(12))
+
+
+@pytest.mark.parametrize("odd", [
+    lambda: spec(*BATCH_CANDIDATES, tags={k: v for k, v in tags().items() if k != "provisioner:node"}),
+    lambda: queued(5, node="prov-a,b"),
+    lambda: queued(5, node="n" * 300),
+    lambda: spec(*BATCH_CANDIDATES, tags=tags("prov-daemon-prod-q5"), secret_env={"SECRET": "x"}),
+], ids=["no-node", "comma", "too-long", "secret-env"])
+def test_specs_that_cannot_share_stand_alone(odd):
+    specs = [queued(1), odd(), queued(2)]
+    assert P.batch_groups(specs, SETTINGS) == [[0, 2], [1]]
+
+
+def test_batch_tokens_are_stable_short_and_order_free():
+    a = P.batch_token(["q1-a1", "q2-a1"], "us-east-1", SPOT)
+    assert a == P.batch_token(["q2-a1", "q1-a1"], "us-east-1", SPOT) and len(a) <= P.CLIENT_TOKEN_MAX
+    others = {P.batch_token(["q1-a1", "q2-a1"], "us-east-1", ON_DEMAND),
+              P.batch_token(["q1-a1", "q2-a1"], "us-west-2", SPOT), P.batch_token(["q1-a1"], "us-east-1", SPOT)}
+    assert a not in others and len(others) == 3
+
+
+def test_batch_request_carries_shared_and_batch_tags_only():
+    specs = [queued(11), queued(12), queued(10)]
+    params = P.batch_params(specs, SETTINGS, token="batch-abc", root_devices=ROOTS,
+                            offers=P.launch_rounds(P.with_ondemand_twins(specs[0]))[0])
+    assert params["ClientToken"] == "batch-abc"
+    assert params["TargetCapacitySpecification"] == {"TotalTargetCapacity": 3, "SpotTargetCapacity": 3,
+                                                     "DefaultTargetCapacityType": SPOT}
+    for tag_spec in params["TagSpecifications"]:
+        got = {t["Key"]: t["Value"] for t in tag_spec["Tags"]}
+        assert got == {**P.shared_tags(specs[0]), "cost-center": "ds-team", "provisioner:batch": "batch-abc",
+                       "provisioner:batch-nodes": "prov-daemon-prod-q1|1,2,0"}
+    assert not {"provisioner:node", "provisioner:queue-id", "provisioner:job", "Name"} & set(got)
+    import botocore.session
+    from botocore.validate import ParamValidator
+    shape = botocore.session.get_session().get_service_model("ec2").operation_model("CreateFleet").input_shape
+    assert not ParamValidator().validate(params, shape).has_errors()
+
+
+def test_instance_tags_are_the_own_tags_and_a_name_unless_one_is_configured():
+    s = queued(7)
+    assert P.instance_tags(s, SETTINGS) == {"provisioner:node": "prov-daemon-prod-q7", "provisioner:queue-id": "7",
+                                            "provisioner:job": "ml/train", "Name": "prov-daemon-prod-q7"}
+    named = P.Ec2Settings(**{**SETTINGS.__dict__, "extra_tags": {"Name": "agents"}})
+    assert "Name" not in P.instance_tags(s, named)
+    assert P.node_tags("n1", {"Name": "agents"}) == {"provisioner:node": "n1"}
+    assert P.node_tags("n1", {}) == {"provisioner:node": "n1", "Name": "n1"}
+
+
+def member(iid: str, batch: str, nodes: str, node: str | None = None) -> tuple[str, dict[str, str]]:
+    t = {"provisioner:batch": batch, "provisioner:batch-nodes": nodes}
+    return iid, ({**t, "provisioner:node": node} if node else t)
+
+
+def test_recovery_assigns_free_nodes_to_untagged_instances_in_id_order():
+    members = [member("i-3", "b1", "q|1,2,3"), member("i-1", "b1", "q|1,2,3"), member("i-2", "b1", "q|1,2,3", "q2"),
+               member("i-9", "b2", "r|7,8"), member("i-8", "b2", "r|7,8"), ("i-5", {"provisioner:node": "z"})]
+    assert P.recovered_nodes(members) == {"i-1": "q1", "i-3": "q3", "i-8": "r7", "i-9": "r8"}
+
+
+def test_recovery_leaves_extras_and_foreign_values_alone():
+    extras = [member(f"i-{n}", "b1", "q|1,2") for n in (4, 3, 5)]          # a fleet that gave 3 for 2
+    assert P.recovered_nodes(extras) == {"i-3": "q1", "i-4": "q2"}
+    assert P.recovered_nodes([member("i-1", "b9", "no bar here")]) == {}
+    done = [member("i-1", "b1", "q|1,2", "q1"), member("i-2", "b1", "q|1,2", "q2")]
+    assert P.recovered_nodes(done) == {}
