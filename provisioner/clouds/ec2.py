@@ -1,4 +1,11 @@
-"""The `ec2` Cloud adapter: one CreateFleet per launch, describe by owner tag, batched terminate.
+"""The `ec2` Cloud adapter: one CreateFleet per batch of launches, describe by owner tag, batched
+terminate.
+
+`launch` is one CreateFleet (one instance, every tag in the request). `launch_many` groups launches
+that differ only in their per-instance tags (`ec2_params.batch_groups`) into one CreateFleet per
+batch and round; the fleet's instances, sorted by id, go to the batch's specs in node order, and one
+CreateTags per instance then writes its node, queue id, job and Name. `describe` finishes that
+assignment for instances a crash left without it.
 
 The requests come from the pure functions in `ec2_params`; this module only sends them, maps AWS
 errors to CloudError (keeping the code), retries throttling, blocks offers that had no capacity and
@@ -15,7 +22,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -25,7 +32,8 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
 
 from provisioner.catalog.model import SPOT, Offer
 from provisioner.clouds import ec2_params as P
-from provisioner.clouds.base import OWNER_TAG, BlockedOffers, CloudError, Instance, LaunchSpec
+from provisioner.clouds.base import (BATCH_NODES_TAG, BATCH_TAG, OWNER_TAG, BlockedOffers, CloudError,
+                                     Instance, LaunchSpec)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,7 @@ TERMINATE_BATCH = 1000          # TerminateInstances takes at most 1000 ids per 
 DESCRIBE_PAGE = 1000            # DescribeInstances' largest page
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")  # 'stopped' still bills EBS
 MAX_ROUNDS = 4                  # requests per launch: spot, on-demand, and another region's pair
+FILTER_VALUES = 200             # DescribeInstances takes at most 200 values per filter
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,42 @@ class Ec2Cloud:
         finally:
             self.last_launch_calls = dict(self.calls - before)
 
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Instance | CloudError]:
+        """One instance per spec, or the CloudError that kept it from starting, in the specs' order.
+
+        Specs of one batch (`ec2_params.batch_groups`) share each round's CreateFleet; a spec alone
+        takes `launch`'s path. `last_launch_calls` counts the calls of the whole call."""
+        before = Counter(self.calls)
+        results: dict[int, Instance | CloudError] = {}
+        try:
+            for group in P.batch_groups(specs, self.settings):
+                batch = [specs[i] for i in group]
+                outcomes = self._launch_batch(batch) if batch[1:] else [self._launch_or_error(batch[0])]
+                results.update(zip(group, outcomes))
+        finally:
+            self.last_launch_calls = dict(self.calls - before)
+        return [results[i] for i in range(len(specs))]
+
+    def _launch_or_error(self, spec: LaunchSpec) -> Instance | CloudError:
+        try:
+            return self._launch(spec)
+        except CloudError as exc:
+            return exc
+
     def _launch(self, spec: LaunchSpec) -> Instance:
+        failures: list[CloudError] = []
+        for i, round_offers in enumerate(self._rounds(spec)):
+            try:
+                return self._launch_round(spec, round_offers, first=i == 0)
+            except CloudError as exc:
+                if exc.kind not in ("capacity", "quota"):
+                    raise
+                failures.append(self._blocked_by(exc))
+        raise _combined(failures)
+
+    def _rounds(self, spec: LaunchSpec) -> list[tuple[Offer, ...]]:
+        """The requests to try, one per (region, market), blocked offers left out; a CloudError before
+        any API call for a configuration or tag problem, or when every offer is blocked."""
         offers = self._launchable(P.with_ondemand_twins(spec))
         P.launch_tags(spec, self.settings)                       # tag problems: before any API call
         P.encoded_user_data(spec.user_data)
@@ -112,19 +156,15 @@ class Ec2Cloud:
             raise CloudError("every candidate offer is blocked after recent launch failures: "
                              + ", ".join("/".join(o.key) for o in offers), code="AllOffersBlocked",
                              kind="capacity", offers=tuple(o.key for o in offers))
-        failures: list[CloudError] = []
-        for i, round_offers in enumerate(rounds[:MAX_ROUNDS]):
-            try:
-                return self._launch_round(spec, round_offers, first=i == 0)
-            except CloudError as exc:
-                if exc.kind not in ("capacity", "quota"):
-                    raise
-                for key in exc.offers:
-                    self.blocked.block(key)
-                failures.append(exc)
-                log.warning("%s", _event("launch-failed", code=exc.code, kind=exc.kind,
-                                         offers=["/".join(k) for k in exc.offers]))
-        raise _combined(failures)
+        return rounds[:MAX_ROUNDS]
+
+    def _blocked_by(self, exc: CloudError) -> CloudError:
+        """Block the offers a capacity or quota error names (the next round tries others)."""
+        for key in exc.offers:
+            self.blocked.block(key)
+        log.warning("%s", _event("launch-failed", code=exc.code, kind=exc.kind,
+                                 offers=["/".join(k) for k in exc.offers]))
+        return exc
 
     def _launchable(self, offers: list[Offer]) -> list[Offer]:
         """Offers the configuration can launch; a config CloudError (before any call) if none."""
@@ -143,16 +183,111 @@ class Ec2Cloud:
 
     def _launch_round(self, spec: LaunchSpec, offers: Sequence[Offer], first: bool) -> Instance:
         region, market = offers[0].region, offers[0].market
-        template = self._ensure_template(region, spec.tags[OWNER_TAG])
+        params = P.launch_params(spec, self.settings, offers=offers,
+                                 token=P.client_token(spec.client_token, region, market, first),
+                                 **self._round_inputs(region, spec, offers))
+        self._log_launch(params, offers, spec.user_data)
+        ids, errors, response = self._create_fleet(region, params, offers)
+        if not ids:
+            raise _fleet_failure(errors, offers)
+        if ids[1:]:                                    # target capacity 1: never expected
+            log.warning("fleet returned %d instances; terminating %s", len(ids), ids[1:])
+            self._terminate_in(region, ids[1:])
+        item = self._describe_ids(region, ids[:1]).get(ids[0])
+        instance = _instance(item, region) if item else _from_fleet(ids[0], region, response)
+        self._log_launched(instance)
+        return instance
+
+    def _launch_batch(self, specs: Sequence[LaunchSpec]) -> list[Instance | CloudError]:
+        """A batch (ordered by node) through `_launch`'s rounds, each one CreateFleet for the specs
+        still without an instance. Capacity and quota errors block offers and move on to the next
+        round; any other error fails every spec still waiting, and the specs left after the last
+        round get the combined error."""
+        try:
+            rounds = self._rounds(specs[0])
+        except CloudError as exc:
+            return [exc] * len(specs)
+        done: dict[int, Instance] = {}
+        failures: list[CloudError] = []
+        for offers in rounds:
+            todo = [i for i in range(len(specs)) if i not in done]
+            try:
+                launched, short = self._batch_round([specs[i] for i in todo], offers)
+            except CloudError as exc:
+                launched, short = [], exc
+            done.update(zip(todo, launched))
+            if short is None:
+                break
+            if short.kind not in ("capacity", "quota"):
+                return [done.get(i, short) for i in range(len(specs))]
+            failures.append(self._blocked_by(short))
+        if len(done) == len(specs):
+            return [done[i] for i in range(len(specs))]
+        rest = _combined(failures)                     # a round fell short: failures is not empty
+        return [done.get(i, rest) for i in range(len(specs))]
+
+    def _batch_round(self, specs: Sequence[LaunchSpec], offers: Sequence[Offer]
+                     ) -> tuple[list[Instance], CloudError | None]:
+        """One CreateFleet for these specs: their instances, in spec order (fewer when the fleet fell
+        short), and then the error for the specs left over."""
+        region, market = offers[0].region, offers[0].market
+        token = P.batch_token([s.client_token for s in specs], region, market)
+        params = P.batch_params(specs, self.settings, offers=offers, token=token,
+                                **self._round_inputs(region, specs[0], offers))
+        self._log_launch(params, offers, specs[0].user_data, count=len(specs))
+        ids, errors, response = self._create_fleet(region, params, offers)
+        ids = sorted(ids)                              # the assignment rule `describe` repeats
+        instances = self._tag_batch(region, specs, ids[:len(specs)], response)
+        if ids[len(specs):]:
+            self._terminate_extras(region, ids[len(specs):])
+        return instances, None if len(ids) >= len(specs) else _fleet_failure(errors, offers)
+
+    def _terminate_extras(self, region: str, ids: list[str]) -> None:
+        """Instances a fleet started beyond its target; a failure is logged: they carry no node, so
+        the daemon's orphan cleanup ends them later, and the assigned ones must not be lost."""
+        log.warning("%s", _event("fleet-extras", ids=ids, region=region))
+        try:
+            self._terminate_in(region, ids)
+        except CloudError as exc:
+            log.warning("%s", _event("terminate-failed", ids=ids, code=exc.code, kind=exc.kind))
+
+    def _tag_batch(self, region: str, specs: Sequence[LaunchSpec], ids: list[str],
+                   fleet: dict) -> list[Instance]:
+        """Describe a round's instances once, write each its own tags (on it and its volumes) and
+        return them with those tags. A failed describe or CreateTags is logged, not raised: the
+        instances run, and `describe` writes the same assignment later."""
+        try:
+            items = self._describe_ids(region, ids)
+        except CloudError as exc:
+            log.warning("%s", _event("describe-failed", ids=ids, code=exc.code))
+            items = {}
+        out = []
+        for spec, iid in zip(specs, ids):
+            tags = P.instance_tags(spec, self.settings)
+            self._write_tags(region, iid, items.get(iid), tags)
+            found = _instance(items[iid], region) if iid in items else _from_fleet(iid, region, fleet)
+            out.append(replace(found, tags={**found.tags, **tags}))
+            self._log_launched(out[-1])
+        return out
+
+    def _write_tags(self, region: str, instance_id: str, item: dict | None, tags: dict[str, str]) -> None:
+        """One CreateTags on an instance and its EBS volumes; a failure is logged (describe retries)."""
+        try:
+            self._call(region, "create_tags", Resources=[instance_id, *_volume_ids(item or {})],
+                       Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())])
+        except CloudError as exc:
+            log.warning("%s", _event("tag-failed", id=instance_id, code=exc.code, kind=exc.kind))
+
+    def _round_inputs(self, region: str, spec: LaunchSpec, offers: Sequence[Offer]) -> dict[str, Any]:
+        """What a round's request needs from EC2: the base template and the images' root devices."""
         roots = self._images(region, offers)
-        params = P.launch_params(
-            spec, self.settings, offers=offers, template_name=template,
-            root_devices={a: r[0] for a, r in roots.items()}, min_disk_gib={a: r[1] for a, r in roots.items()},
-            token=P.client_token(spec.client_token, region, market, first))
-        log.info("%s", _event("launch", region=region, market=market, token=params["ClientToken"],
-                              types=[o.instance_type for o in offers],
-                              subnets=list(self.settings.subnets_in(region)),
-                              user_data=P.user_data_fingerprint(spec.user_data)))
+        return {"template_name": self._ensure_template(region, spec.tags[OWNER_TAG]),
+                "root_devices": {a: r[0] for a, r in roots.items()},
+                "min_disk_gib": {a: r[1] for a, r in roots.items()}}
+
+    def _create_fleet(self, region: str, params: dict, offers: Sequence[Offer]
+                      ) -> tuple[list[str], list[dict], dict]:
+        """Send one CreateFleet: (instance ids, per-override errors, the response)."""
         try:
             response = self._call(region, "create_fleet", **params)
         except CloudError as exc:
@@ -162,15 +297,18 @@ class Ec2Cloud:
         ids = [i for inst in response.get("Instances") or [] for i in inst.get("InstanceIds") or []]
         errors = response.get("Errors") or []
         self.errors.update(e.get("ErrorCode", "Unknown") for e in errors)
-        if not ids:
-            raise _fleet_failure(errors, offers)
-        if ids[1:]:                                    # target capacity 1: never expected
-            log.warning("fleet returned %d instances; terminating %s", len(ids), ids[1:])
-            self._terminate_in(region, ids[1:])
-        instance = self._describe_new(region, ids[0], response)
+        return ids, errors, response
+
+    def _log_launch(self, params: dict, offers: Sequence[Offer], user_data: str, **extra: Any) -> None:
+        log.info("%s", _event("launch", region=offers[0].region, market=offers[0].market,
+                              token=params["ClientToken"], types=[o.instance_type for o in offers],
+                              subnets=list(self.settings.subnets_in(offers[0].region)),
+                              user_data=P.user_data_fingerprint(user_data), **extra))
+
+    def _log_launched(self, instance: Instance) -> None:
         log.info("%s", _event("launched", id=instance.id, type=instance.instance_type,
-                              market=instance.market, region=region, az=instance.az))
-        return instance
+                              market=instance.market, region=instance.region, az=instance.az,
+                              node=instance.tags.get(P.NODE_TAG)))
 
     def _ensure_template(self, region: str, owner: str) -> str:
         request = P.template_request(self.settings, region, owner)
@@ -211,47 +349,78 @@ class Ec2Cloud:
                                  "there (ec2.images)", code="InvalidAMIID.NotFound", kind="config")
         return {ami: self._image_info[(region, ami)] for ami in wanted if ami}
 
-    def _describe_new(self, region: str, instance_id: str, fleet: dict) -> Instance:
-        """The launched instance (AZ, address); a new id can be invisible for a moment, so ask twice."""
-        self._region_of[instance_id] = region
+    def _describe_ids(self, region: str, ids: list[str]) -> dict[str, dict]:
+        """{id: DescribeInstances item} for new instances (AZ, address, volumes); a new id can be
+        invisible for a moment, so ask once more after 1 s for those not found."""
+        found: dict[str, dict] = {}
+        for iid in ids:
+            self._region_of[iid] = region
         for attempt in range(2):
+            missing = [i for i in ids if i not in found]
+            if not missing:
+                break
+            if attempt:
+                self._sleep(1.0)
             try:
                 reservations = self._call(region, "describe_instances",
-                                          InstanceIds=[instance_id]).get("Reservations") or []
-                found = [i for r in reservations for i in r.get("Instances", [])]
-                if found:
-                    return _instance(found[0], region)
+                                          InstanceIds=missing).get("Reservations") or []
+                found.update((i["InstanceId"], i) for r in reservations for i in r.get("Instances", []))
             except CloudError as exc:
                 if exc.kind != "not-found":
                     raise
-            if attempt == 0:
-                self._sleep(1.0)
-        item = (fleet.get("Instances") or [{}])[0]
-        return Instance(id=instance_id, instance_type=item.get("InstanceType", ""),
-                        market=item.get("Lifecycle", "on-demand"), region=region, state="pending",
-                        launched_at=time.time(), az=item.get("AvailabilityZone"))
+        return found
 
     # ---- describe and terminate ----------------------------------------------------------------
 
     def describe(self, owner: str) -> list[Instance]:
-        """Every instance carrying this owner tag and not terminated, in every configured region."""
-        out: list[Instance] = []
+        """Every instance carrying this owner tag and not terminated, in every configured region.
+
+        A batched instance without its node tag (the daemon stopped between the batch's CreateFleet
+        and its CreateTags) gets its node here, by the launch's own rule (`ec2_params.recovered_nodes`),
+        written with one CreateTags per instance and returned with it. Only `provisioner:node` and
+        `Name` are recovered: the batch tags do not hold queue ids or jobs, and the daemon matches
+        instances to nodes by the node tag."""
         filters = [{"Name": f"tag:{OWNER_TAG}", "Values": [owner]},
                    {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
+        out: list[Instance] = []
         for region in self.settings.regions:
-            token: str | None = None
-            while True:
-                kwargs: dict[str, Any] = {"Filters": filters, "MaxResults": DESCRIBE_PAGE}
-                if token:
-                    kwargs["NextToken"] = token
-                page = self._call(region, "describe_instances", **kwargs)
-                for reservation in page.get("Reservations") or []:
-                    for item in reservation.get("Instances") or []:
-                        self._region_of[item["InstanceId"]] = region
-                        out.append(_instance(item, region))
-                token = page.get("NextToken")
-                if not token:
-                    break
+            items = self._items(region, filters)
+            for item in items:
+                self._region_of[item["InstanceId"]] = region
+            out += self._finish_batches(region, items)
+        return out
+
+    def _items(self, region: str, filters: list[dict]) -> list[dict]:
+        """Every DescribeInstances item matching these filters in one region, page by page."""
+        items: list[dict] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Filters": filters, "MaxResults": DESCRIBE_PAGE}
+            if token:
+                kwargs["NextToken"] = token
+            page = self._call(region, "describe_instances", **kwargs)
+            items += [i for r in page.get("Reservations") or [] for i in r.get("Instances") or []]
+            token = page.get("NextToken")
+            if not token:
+                return items
+
+    def _finish_batches(self, region: str, items: list[dict]) -> list[Instance]:
+        """These instances, the batched ones still without a node tag assigned and tagged now."""
+        instances = [_instance(item, region) for item in items]
+        waiting = sorted({i.tags[BATCH_TAG] for i in instances if _unassigned(i)})
+        if not waiting:
+            return instances
+        members = [m for batch in grouper(waiting, FILTER_VALUES)   # terminated members keep their place
+                   for m in self._items(region, [{"Name": f"tag:{BATCH_TAG}", "Values": batch}])]
+        nodes = P.recovered_nodes((m["InstanceId"], _tags(m)) for m in members)
+        out = []
+        for item, instance in zip(items, instances):
+            if instance.id in nodes:
+                tags = P.node_tags(nodes[instance.id], instance.tags)
+                self._write_tags(region, instance.id, item, tags)
+                log.warning("%s", _event("batch-recovered", id=instance.id, node=tags[P.NODE_TAG]))
+                instance = replace(instance, tags={**instance.tags, **tags})
+            out.append(instance)
         return out
 
     def terminate(self, ids: list[str]) -> None:
@@ -383,6 +552,28 @@ def _combined(failures: list[CloudError]) -> CloudError:
                       f"{detail}", code=worst.code, kind=worst.kind, offers=offers)
 
 
+def _tags(item: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in item.get("Tags") or []}
+
+
+def _unassigned(instance: Instance) -> bool:
+    """A batched instance whose own tags were never written."""
+    return BATCH_NODES_TAG in instance.tags and BATCH_TAG in instance.tags and P.NODE_TAG not in instance.tags
+
+
+def _volume_ids(item: dict) -> list[str]:
+    return [m["Ebs"]["VolumeId"] for m in item.get("BlockDeviceMappings") or []
+            if (m.get("Ebs") or {}).get("VolumeId")]
+
+
+def _from_fleet(instance_id: str, region: str, fleet: dict) -> Instance:
+    """An instance DescribeInstances does not show yet, from the CreateFleet answer."""
+    item = next((i for i in fleet.get("Instances") or [] if instance_id in (i.get("InstanceIds") or [])), {})
+    return Instance(id=instance_id, instance_type=item.get("InstanceType", ""),
+                    market=item.get("Lifecycle", "on-demand"), region=region, state="pending",
+                    launched_at=time.time(), az=item.get("AvailabilityZone"))
+
+
 def _instance(item: dict, region: str) -> Instance:
     launched = item.get("LaunchTime")
     return Instance(
@@ -390,7 +581,7 @@ def _instance(item: dict, region: str) -> Instance:
         market=SPOT if item.get("InstanceLifecycle") == "spot" else "on-demand", region=region,
         state=(item.get("State") or {}).get("Name", "pending"),
         launched_at=launched.timestamp() if hasattr(launched, "timestamp") else time.time(),
-        tags={t["Key"]: t["Value"] for t in item.get("Tags") or []},
+        tags=_tags(item),
         az=(item.get("Placement") or {}).get("AvailabilityZone"), address=item.get("PrivateIpAddress"))
 
 
