@@ -62,6 +62,12 @@ def test_daemon_policy_conditions():
         {"Null": {"ec2:ResourceTag/provisioner:owner": "false"}}
     assert set(s["TagOnlyWhileCreating"]["Condition"]["StringEquals"]["ec2:CreateAction"]) == \
         {"CreateFleet", "RunInstances", "CreateLaunchTemplate"}
+    batch_tags = s["TagBatchedInstancesAfterLaunch"]       # a batch's own tags, written after launch
+    assert actions(batch_tags) == ["ec2:CreateTags"]
+    assert set(as_list(batch_tags["Resource"])) == {"arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*"}
+    assert batch_tags["Condition"]["Null"] == {"aws:ResourceTag/provisioner:owner": "false", "aws:TagKeys": "false"}
+    assert set(batch_tags["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]) == \
+        {"provisioner:node", "provisioner:queue-id", "provisioner:job", "Name"}
     assert s["PassOnlyTheInstanceRoleToEc2"]["Condition"] == \
         {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
     assert all(r.startswith("arn:aws:ssm:*:*:parameter/provisioner/")
