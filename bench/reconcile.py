@@ -9,9 +9,10 @@ Reports, on a generated but realistic queue (a seed makes it reproducible):
             less), and the baseline of planning every item, with the ratio;
   baseline  the naive matcher reconcile avoids (every waiting item against every node's labels),
             with the ratio of the step to it;
-  calls     Jenkins requests and cloud calls of one whole tick through the real loop (`Daemon.tick`)
-            with counting stubs: reads are constant, writes follow the actions; the cloud launch is
-            one call per instance and terminations are one batched call.
+  calls     Jenkins requests and AWS calls of one whole tick through the real loop (`Daemon.tick`)
+            and the real EC2 adapter over a counting in-process EC2 (bench/ec2_stub.py): reads are
+            constant; launches planned alike share one CreateFleet (then one CreateTags and one
+            PutParameter per instance), against the same tick launching one request per agent.
 
 Usage: bench/reconcile.py [--seed N] [--items 1000] [--agents 500] [--pairs 60] [--repeat 15]
 """
@@ -29,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from provisioner.catalog import load_catalog  # noqa: E402
 from provisioner.clouds.base import BlockedOffers, Instance  # noqa: E402
@@ -137,9 +139,7 @@ def main() -> int:
           f"{naive * 1000:.0f} ms; ratio step/baseline {step / naive:.3f}")
 
     # -- API calls of a whole tick -------------------------------------------------------------
-    calls = tick_calls(observed, items, nodes, instances, plans, settings)
-    print("calls in one tick (through Daemon.tick with counting stubs):")
-    print("  " + json.dumps(calls, sort_keys=True))
+    print_calls(items, nodes, instances, plans, settings, args.regions.split(",")[0])
     return 0
 
 
@@ -184,24 +184,20 @@ class StubJenkins:
         self.calls["POST toggleOffline"] += 1
 
 
-class StubCloud:
-    name = "docker"
+class OneByOne:
+    """The baseline cloud: the same EC2 adapter without `launch_many` (one request per launch)."""
 
-    def __init__(self, instances: list[Instance]):
-        self.calls: Counter[str] = Counter()
-        self._instances = instances
-
-    def describe(self, owner):
-        self.calls["describe"] += 1
-        return list(self._instances)
+    def __init__(self, cloud):
+        self._cloud, self.name = cloud, cloud.name
 
     def launch(self, spec):
-        self.calls["launch"] += 1
-        o = spec.candidates[0]
-        return Instance("i-new", o.instance_type, o.market, o.region, "pending", time.time(), dict(spec.tags))
+        return self._cloud.launch(spec)
+
+    def describe(self, owner):
+        return self._cloud.describe(owner)
 
     def terminate(self, ids):
-        self.calls["terminate"] += 1
+        return self._cloud.terminate(ids)
 
 
 class StubPlanner:
@@ -218,21 +214,30 @@ class StubPlanner:
         return {k: self._plans[k] for k in keys if k in self._plans}
 
 
-def tick_calls(observed, items, nodes, instances, plans, settings) -> dict:
+def tick_calls(items, nodes, instances, plans, settings, region: str, batched: bool) -> dict:
+    """One whole tick through `Daemon.tick` against the real EC2 adapter over a counting stub."""
+    from ec2_stub import StubEc2, StubSsm, ec2_section
+
+    from provisioner.clouds.ec2 import Ec2Cloud
+    from provisioner.clouds.ec2_params import Ec2Settings
     from provisioner.daemon.http import Health
-    from provisioner.daemon.launch import AgentSettings, Launcher
+    from provisioner.daemon.launch import AgentSettings, Launcher, ec2_secret_handover
     from provisioner.daemon.loop import Daemon
     from provisioner.daemon.metrics import DaemonMetrics
     from provisioner.daemon.queue import QueueReader
     from provisioner.daemon.state import Attempts, Tokens
     from provisioner.history import open_store
-    jenkins, cloud = StubJenkins(items, nodes), StubCloud(instances)
+    jenkins, ec2 = StubJenkins(items, nodes), StubEc2(region, instances)
+    adapter = Ec2Cloud(lambda service, r: ec2, Ec2Settings.from_config(ec2_section(region), (region,)),
+                       sleep=lambda s: None)
+    cloud = adapter if batched else OneByOne(adapter)
+    handover = ec2_secret_handover(lambda r: StubSsm(ec2.calls), lambda: "123456789012")
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "h.sqlite3")
         open_store(path).close()
         attempts = Attempts(path, OWNER)
         launcher = Launcher(AgentSettings(OWNER, "http://127.0.0.1:8080/", "http://127.0.0.1:9108"), jenkins,
-                            cloud, attempts, Tokens(b"k"))
+                            cloud, attempts, Tokens(b"k"), after_launch=handover)
         daemon = Daemon(settings=settings, client=jenkins, reader=QueueReader(jenkins, "script"), cloud=cloud,
                         planner=StubPlanner(plans), launcher=launcher, attempts=attempts, metrics=DaemonMetrics(),
                         health=Health(60), blocked=BlockedOffers(), launch_workers=8)
@@ -244,8 +249,24 @@ def tick_calls(observed, items, nodes, instances, plans, settings) -> dict:
                if m.name == "provisioner_jenkins_requests" for s in m.samples if s.name.endswith("_total")}
     reads = {k: v for k, v in counted.items() if k in ("POST scriptText", "GET computer")}
     writes = {k: v for k, v in counted.items() if k not in reads}
-    return {"jenkins_reads": reads, "jenkins_writes": writes, "cloud": dict(cloud.calls),
-            "actions": dict(report.actions), "tick_wall_s": round(wall, 2)}
+    launched = ec2.launched
+    return {"jenkins_reads": reads, "jenkins_writes": writes, "aws": dict(sorted(ec2.calls.items())),
+            "actions": dict(report.actions), "failures": dict(report.failures), "launched": launched,
+            "tick_wall_s": round(wall, 2)}
+
+
+def print_calls(items, nodes, instances, plans, settings, region: str) -> None:
+    print("calls in one tick (Daemon.tick, the real EC2 adapter over a counting in-process EC2):")
+    runs = {}
+    for batched in (True, False):
+        runs[batched] = calls = tick_calls(items, nodes, instances, plans, settings, region, batched)
+        print(f"  {'batched' if batched else 'baseline, one request per launch'}: " + json.dumps(calls, sort_keys=True))
+    fleets = {b: r["aws"].get("CreateFleet", 0) for b, r in runs.items()}
+    total = {b: sum(r["aws"].values()) for b, r in runs.items()}
+    print(f"  CreateFleet per tick: {fleets[True]} for {runs[True]['launched']} launches vs {fleets[False]}; "
+          f"ratio {fleets[True] / max(1, fleets[False]):.3f}; all AWS calls {total[True]} vs {total[False]} "
+          f"(ratio {total[True] / max(1, total[False]):.3f}); reads per tick stay 1 scriptText + 1 /computer "
+          f"+ 1 DescribeInstances page")
 
 
 if __name__ == "__main__":
