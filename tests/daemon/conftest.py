@@ -59,7 +59,8 @@ class RunningDaemon:
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(timeout=30)
+        if self.thread.ident is not None:             # started (run=False daemons are ticked by hand)
+            self.thread.join(timeout=30)
         self.parts.close()
 
 
