@@ -231,7 +231,7 @@ def tick_calls(items, nodes, instances, plans, settings, region: str, batched: b
     adapter = Ec2Cloud(lambda service, r: ec2, Ec2Settings.from_config(ec2_section(region), (region,)),
                        sleep=lambda s: None)
     cloud = adapter if batched else OneByOne(adapter)
-    handover = ec2_secret_handover(lambda r: StubSsm(ec2.calls), lambda: "123456789012")
+    handover = ec2_secret_handover(lambda r: StubSsm(ec2), lambda: "123456789012")
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "h.sqlite3")
         open_store(path).close()

@@ -4,8 +4,8 @@ terminate.
 `launch` is one CreateFleet (one instance, every tag in the request). `launch_many` groups launches
 that differ only in their per-instance tags (`ec2_params.batch_groups`) into one CreateFleet per
 batch and round; the fleet's instances, sorted by id, go to the batch's specs in node order, and one
-CreateTags per instance then writes its node, queue id, job and Name. `describe` finishes that
-assignment for instances a crash left without it.
+CreateTags per instance then writes its node, queue id, job and Name; separate batches go out side by
+side (`workers`). `describe` finishes that assignment for instances a crash left without it.
 
 The requests come from the pure functions in `ec2_params`; this module only sends them, maps AWS
 errors to CloudError (keeping the code), retries throttling, blocks offers that had no capacity and
@@ -19,8 +19,10 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -87,8 +89,11 @@ class Ec2Cloud:
 
     def __init__(self, clients: ClientFactory | None = None, settings: P.Ec2Settings | None = None, *,
                  blocked: BlockedOffers | None = None, backoff: Backoff = Backoff(),
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
+                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
+                 workers: int = 8):
         self.settings = settings or P.Ec2Settings()
+        self.workers = max(1, workers)              # batches of one launch_many sent side by side
+        self._count = threading.Lock()              # calls/errors are counted from those threads
         self.blocked = blocked if blocked is not None else BlockedOffers()
         self.backoff = backoff
         self.calls: Counter[str] = Counter()
@@ -118,12 +123,20 @@ class Ec2Cloud:
         Specs of one batch (`ec2_params.batch_groups`) share each round's CreateFleet; a spec alone
         takes `launch`'s path. `last_launch_calls` counts the calls of the whole call."""
         before = Counter(self.calls)
+        groups = P.batch_groups(specs, self.settings)
+
+        def launch(group: list[int]) -> list[Instance | CloudError]:
+            batch = [specs[i] for i in group]
+            return self._launch_batch(batch) if batch[1:] else [self._launch_or_error(batch[0])]
         results: dict[int, Instance | CloudError] = {}
         try:
-            for group in P.batch_groups(specs, self.settings):
-                batch = [specs[i] for i in group]
-                outcomes = self._launch_batch(batch) if batch[1:] else [self._launch_or_error(batch[0])]
-                results.update(zip(group, outcomes))
+            if len(groups) > 1 and self.workers > 1:
+                with ThreadPoolExecutor(min(self.workers, len(groups)), thread_name_prefix="ec2-launch") as pool:
+                    outcomes = list(pool.map(launch, groups))
+            else:
+                outcomes = [launch(g) for g in groups]
+            for group, outcome in zip(groups, outcomes):
+                results.update(zip(group, outcome))
         finally:
             self.last_launch_calls = dict(self.calls - before)
         return [results[i] for i in range(len(specs))]
@@ -296,7 +309,8 @@ class Ec2Cloud:
             raise
         ids = [i for inst in response.get("Instances") or [] for i in inst.get("InstanceIds") or []]
         errors = response.get("Errors") or []
-        self.errors.update(e.get("ErrorCode", "Unknown") for e in errors)
+        with self._count:
+            self.errors.update(e.get("ErrorCode", "Unknown") for e in errors)
         return ids, errors, response
 
     def _log_launch(self, params: dict, offers: Sequence[Offer], user_data: str, **extra: Any) -> None:
@@ -467,7 +481,8 @@ class Ec2Cloud:
     def _call(self, region: str, operation: str, **kwargs: Any) -> dict:
         """Call one EC2 operation: count it, retry throttling and transient faults, map errors."""
         for attempt in range(self.backoff.attempts):
-            self.calls[operation] += 1
+            with self._count:
+                self.calls[operation] += 1
             try:
                 return getattr(self._client(region), operation)(**kwargs)
             except ClientError as exc:
@@ -485,7 +500,8 @@ class Ec2Cloud:
                 raise CloudError(f"{operation}: {exc}", code="ParamValidation", kind="config") from None
             except BotoCoreError as exc:
                 raise CloudError(f"{operation} failed: {exc}", code=type(exc).__name__) from None
-            self.errors[code] += 1
+            with self._count:
+                self.errors[code] += 1
             if not retryable or attempt + 1 == self.backoff.attempts:
                 raise _client_error(operation, region, code, message, kind)
             delay = self.backoff.delay(attempt, self._rng)
