@@ -15,15 +15,14 @@ default `provisioner.aws.client` with botocore's retries off: the retry policy i
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any, TypeVar
@@ -32,10 +31,10 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
                                  EndpointConnectionError, NoCredentialsError,
                                  ParamValidationError, PartialCredentialsError, ReadTimeoutError)
 
-from provisioner.catalog.model import SPOT, Offer
+from provisioner.catalog.model import Offer
 from provisioner.clouds import ec2_params as P
-from provisioner.clouds.base import (BATCH_NODES_TAG, BATCH_TAG, OWNER_TAG, BlockedOffers, CloudError,
-                                     Instance, LaunchSpec)
+from provisioner.clouds import ec2_responses as R
+from provisioner.clouds.base import BATCH_TAG, OWNER_TAG, BlockedOffers, CloudError, Instance, LaunchSpec
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ class Ec2Cloud:
                 if exc.kind not in ("capacity", "quota"):
                     raise
                 failures.append(self._blocked_by(exc))
-        raise _combined(failures)
+        raise R.combined(failures)
 
     def _rounds(self, spec: LaunchSpec) -> list[tuple[Offer, ...]]:
         """The requests to try, one per (region, market), blocked offers left out; a CloudError before
@@ -175,7 +174,7 @@ class Ec2Cloud:
         """Block the offers a capacity or quota error names (the next round tries others)."""
         for key in exc.offers:
             self.blocked.block(key)
-        log.warning("%s", _event("launch-failed", code=exc.code, kind=exc.kind,
+        log.warning("%s", R.event("launch-failed", code=exc.code, kind=exc.kind,
                                  offers=["/".join(k) for k in exc.offers]))
         return exc
 
@@ -202,12 +201,12 @@ class Ec2Cloud:
         self._log_launch(params, offers, spec.user_data)
         ids, errors, response = self._create_fleet(region, params, offers)
         if not ids:
-            raise _fleet_failure(errors, offers)
+            raise R.fleet_failure(errors, offers)
         if ids[1:]:                                    # target capacity 1: never expected
             log.warning("fleet returned %d instances; terminating %s", len(ids), ids[1:])
             self._terminate_in(region, ids[1:])
         item = self._describe_ids(region, ids[:1]).get(ids[0])
-        instance = _instance(item, region) if item else _from_fleet(ids[0], region, response)
+        instance = R.instance_of(item, region) if item else R.from_fleet(ids[0], region, response)
         self._log_launched(instance)
         return instance
 
@@ -236,7 +235,7 @@ class Ec2Cloud:
             failures.append(self._blocked_by(short))
         if len(done) == len(specs):
             return [done[i] for i in range(len(specs))]
-        rest = _combined(failures)                     # a round fell short: failures is not empty
+        rest = R.combined(failures)                     # a round fell short: failures is not empty
         return [done.get(i, rest) for i in range(len(specs))]
 
     def _batch_round(self, specs: Sequence[LaunchSpec], offers: Sequence[Offer]
@@ -253,16 +252,16 @@ class Ec2Cloud:
         instances = self._tag_batch(region, specs, ids[:len(specs)], response)
         if ids[len(specs):]:
             self._terminate_extras(region, ids[len(specs):])
-        return instances, None if len(ids) >= len(specs) else _fleet_failure(errors, offers)
+        return instances, None if len(ids) >= len(specs) else R.fleet_failure(errors, offers)
 
     def _terminate_extras(self, region: str, ids: list[str]) -> None:
         """Instances a fleet started beyond its target; a failure is logged: they carry no node, so
         the daemon's orphan cleanup ends them later, and the assigned ones must not be lost."""
-        log.warning("%s", _event("fleet-extras", ids=ids, region=region))
+        log.warning("%s", R.event("fleet-extras", ids=ids, region=region))
         try:
             self._terminate_in(region, ids)
         except CloudError as exc:
-            log.warning("%s", _event("terminate-failed", ids=ids, code=exc.code, kind=exc.kind))
+            log.warning("%s", R.event("terminate-failed", ids=ids, code=exc.code, kind=exc.kind))
 
     def _tag_batch(self, region: str, specs: Sequence[LaunchSpec], ids: list[str],
                    fleet: dict) -> list[Instance]:
@@ -272,13 +271,13 @@ class Ec2Cloud:
         try:
             items = self._describe_ids(region, ids)
         except CloudError as exc:
-            log.warning("%s", _event("describe-failed", ids=ids, code=exc.code))
+            log.warning("%s", R.event("describe-failed", ids=ids, code=exc.code))
             items = {}
         out = []
         for spec, iid in zip(specs, ids):
             tags = P.instance_tags(spec, self.settings)
             self._write_tags(region, iid, items.get(iid), tags)
-            found = _instance(items[iid], region) if iid in items else _from_fleet(iid, region, fleet)
+            found = R.instance_of(items[iid], region) if iid in items else R.from_fleet(iid, region, fleet)
             out.append(replace(found, tags={**found.tags, **tags}))
             self._log_launched(out[-1])
         return out
@@ -286,10 +285,10 @@ class Ec2Cloud:
     def _write_tags(self, region: str, instance_id: str, item: dict | None, tags: dict[str, str]) -> None:
         """One CreateTags on an instance and its EBS volumes; a failure is logged (describe retries)."""
         try:
-            self._call(region, "create_tags", Resources=[instance_id, *_volume_ids(item or {})],
+            self._call(region, "create_tags", Resources=[instance_id, *R.volume_ids(item or {})],
                        Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())])
         except CloudError as exc:
-            log.warning("%s", _event("tag-failed", id=instance_id, code=exc.code, kind=exc.kind))
+            log.warning("%s", R.event("tag-failed", id=instance_id, code=exc.code, kind=exc.kind))
 
     def _round_inputs(self, region: str, spec: LaunchSpec, offers: Sequence[Offer]) -> dict[str, Any]:
         """What a round's request needs from EC2: the base template and the images' root devices."""
@@ -305,7 +304,7 @@ class Ec2Cloud:
             response = self._call(region, "create_fleet", **params)
         except CloudError as exc:
             if exc.kind in ("capacity", "quota"):
-                raise _offer_error(exc.code, str(exc), offers) from None
+                raise R.offer_error(exc.code, str(exc), offers) from None
             raise
         ids = [i for inst in response.get("Instances") or [] for i in inst.get("InstanceIds") or []]
         errors = response.get("Errors") or []
@@ -314,13 +313,13 @@ class Ec2Cloud:
         return ids, errors, response
 
     def _log_launch(self, params: dict, offers: Sequence[Offer], user_data: str, **extra: Any) -> None:
-        log.info("%s", _event("launch", region=offers[0].region, market=offers[0].market,
+        log.info("%s", R.event("launch", region=offers[0].region, market=offers[0].market,
                               token=params["ClientToken"], types=[o.instance_type for o in offers],
                               subnets=list(self.settings.subnets_in(offers[0].region)),
                               user_data=P.user_data_fingerprint(user_data), **extra))
 
     def _log_launched(self, instance: Instance) -> None:
-        log.info("%s", _event("launched", id=instance.id, type=instance.instance_type,
+        log.info("%s", R.event("launched", id=instance.id, type=instance.instance_type,
                               market=instance.market, region=instance.region, az=instance.az,
                               node=instance.tags.get(P.NODE_TAG)))
 
@@ -420,19 +419,19 @@ class Ec2Cloud:
 
     def _finish_batches(self, region: str, items: list[dict]) -> list[Instance]:
         """These instances, the batched ones still without a node tag assigned and tagged now."""
-        instances = [_instance(item, region) for item in items]
-        waiting = sorted({i.tags[BATCH_TAG] for i in instances if _unassigned(i)})
+        instances = [R.instance_of(item, region) for item in items]
+        waiting = sorted({i.tags[BATCH_TAG] for i in instances if R.unassigned(i)})
         if not waiting:
             return instances
         members = [m for batch in grouper(waiting, FILTER_VALUES)   # terminated members keep their place
                    for m in self._items(region, [{"Name": f"tag:{BATCH_TAG}", "Values": batch}])]
-        nodes = P.recovered_nodes((m["InstanceId"], _tags(m)) for m in members)
+        nodes = P.recovered_nodes((m["InstanceId"], R.tags_of(m)) for m in members)
         out = []
         for item, instance in zip(items, instances):
             if instance.id in nodes:
                 tags = P.node_tags(nodes[instance.id], instance.tags)
                 self._write_tags(region, instance.id, item, tags)
-                log.warning("%s", _event("batch-recovered", id=instance.id, node=tags[P.NODE_TAG]))
+                log.warning("%s", R.event("batch-recovered", id=instance.id, node=tags[P.NODE_TAG]))
                 instance = replace(instance, tags={**instance.tags, **tags})
             out.append(instance)
         return out
@@ -453,7 +452,7 @@ class Ec2Cloud:
         for iid in ids:
             self._region_of.pop(iid, None)          # a long-running daemon must not grow this map
         if ids:
-            log.info("%s", _event("terminate", ids=list(dict.fromkeys(ids)), not_found=unknown))
+            log.info("%s", R.event("terminate", ids=list(dict.fromkeys(ids)), not_found=unknown))
 
     def _terminate_in(self, region: str, ids: list[str]) -> list[str]:
         """Terminate in one region, batched; return the ids that region does not know."""
@@ -503,104 +502,9 @@ class Ec2Cloud:
             with self._count:
                 self.errors[code] += 1
             if not retryable or attempt + 1 == self.backoff.attempts:
-                raise _client_error(operation, region, code, message, kind)
+                raise R.client_error(operation, region, code, message, kind)
             delay = self.backoff.delay(attempt, self._rng)
             log.info("%s throttled or unavailable (%s); retry %d in %.2fs", operation, code,
                      attempt + 1, delay)
             self._sleep(delay)
         raise AssertionError("unreachable")
-
-
-# ---- mapping -------------------------------------------------------------------------------------
-
-def _client_error(operation: str, region: str, code: str, message: str, kind: str) -> CloudError:
-    if kind == "auth":
-        hint = (" (decode the details with `aws sts decode-authorization-message`; the policy the "
-                "daemon needs is provisioner/clouds/iam/daemon-policy.json)"
-                if code == "UnauthorizedOperation" else "")
-        return CloudError(f"AWS refused {operation} in {region}: check the credentials and the "
-                          f"IAM policy{hint}: {message.split('Encoded authorization')[0].strip()}",
-                          code=code, kind=kind)
-    if kind == "throttle":
-        return CloudError(f"EC2 kept throttling {operation} in {region} after retries; the next "
-                          f"attempt will try again", code=code, kind=kind)
-    return CloudError(f"{operation} failed in {region}: {message}", code=code, kind=kind)
-
-
-def _offer_error(code: str, message: str, offers: Sequence[Offer]) -> CloudError:
-    kind = P.error_kind(code)
-    keys = tuple(o.key for o in offers)
-    if kind == "quota":
-        return CloudError(P.quota_message(offers, code), code=code, kind=kind, offers=keys)
-    return CloudError(f"no {offers[0].market} capacity in {offers[0].region} for "
-                      f"{', '.join(o.instance_type for o in offers)}: {message}",
-                      code=code, kind=kind, offers=keys)
-
-
-def _fleet_failure(errors: list[dict], offers: Sequence[Offer]) -> CloudError:
-    """The CloudError for an instant fleet that launched nothing, from its per-override Errors."""
-    if not errors:
-        return _offer_error("UnfulfillableCapacity", "the fleet launched nothing and named no error",
-                            offers)
-    by_kind: dict[str, list[dict]] = {}
-    for error in errors:
-        by_kind.setdefault(P.error_kind(error.get("ErrorCode", "")), []).append(error)
-    # Misconfiguration or a missing permission is fixed by a person, not by another offer: say so.
-    for kind in ("auth", "config", "quota", "capacity", "throttle", "other", "not-found"):
-        if kind in by_kind:
-            first = by_kind[kind][0]
-            code, message = first.get("ErrorCode", "Unknown"), first.get("ErrorMessage", "")
-            break
-    if kind not in ("quota", "capacity"):
-        return CloudError(f"CreateFleet launched nothing: {message}", code=code, kind=kind)
-    named = {((e.get("LaunchTemplateAndOverrides") or {}).get("Overrides") or {}).get("InstanceType")
-             for e in by_kind[kind]}
-    hit = [o for o in offers if o.instance_type in named] or list(offers)
-    return _offer_error(code, message, hit)
-
-
-def _combined(failures: list[CloudError]) -> CloudError:
-    """One error for a launch whose every round failed: a quota problem first (a person can act)."""
-    worst = next((f for f in failures if f.kind == "quota"), failures[-1])
-    offers = tuple(k for f in failures for k in f.offers)
-    detail = " | ".join(str(f) for f in failures)
-    return CloudError(f"no candidate could be launched (blocked for a while: {len(offers)} offers): "
-                      f"{detail}", code=worst.code, kind=worst.kind, offers=offers)
-
-
-def _tags(item: dict) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in item.get("Tags") or []}
-
-
-def _unassigned(instance: Instance) -> bool:
-    """A batched instance whose own tags were never written."""
-    return BATCH_NODES_TAG in instance.tags and BATCH_TAG in instance.tags and P.NODE_TAG not in instance.tags
-
-
-def _volume_ids(item: dict) -> list[str]:
-    return [m["Ebs"]["VolumeId"] for m in item.get("BlockDeviceMappings") or []
-            if (m.get("Ebs") or {}).get("VolumeId")]
-
-
-def _from_fleet(instance_id: str, region: str, fleet: dict) -> Instance:
-    """An instance DescribeInstances does not show yet, from the CreateFleet answer."""
-    item = next((i for i in fleet.get("Instances") or [] if instance_id in (i.get("InstanceIds") or [])), {})
-    return Instance(id=instance_id, instance_type=item.get("InstanceType", ""),
-                    market=item.get("Lifecycle", "on-demand"), region=region, state="pending",
-                    launched_at=time.time(), az=item.get("AvailabilityZone"))
-
-
-def _instance(item: dict, region: str) -> Instance:
-    launched = item.get("LaunchTime")
-    return Instance(
-        id=item["InstanceId"], instance_type=item.get("InstanceType", ""),
-        market=SPOT if item.get("InstanceLifecycle") == "spot" else "on-demand", region=region,
-        state=(item.get("State") or {}).get("Name", "pending"),
-        launched_at=launched.timestamp() if hasattr(launched, "timestamp") else time.time(),
-        tags=_tags(item),
-        az=(item.get("Placement") or {}).get("AvailabilityZone"), address=item.get("PrivateIpAddress"))
-
-
-def _event(name: str, **fields: Any) -> str:
-    """A structured log line (JSON) for launches, terminations and failures; never a secret."""
-    return json.dumps({"event": f"ec2.{name}", **fields}, sort_keys=True, default=str)
