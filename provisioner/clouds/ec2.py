@@ -92,7 +92,7 @@ class Ec2Cloud:
                  workers: int = 8):
         self.settings = settings or P.Ec2Settings()
         self.workers = max(1, workers)              # batches of one launch_many sent side by side
-        self._count = threading.Lock()              # calls/errors are counted from those threads
+        self._count = threading.Lock()              # counters and clients are shared by those threads
         self.blocked = blocked if blocked is not None else BlockedOffers()
         self.backoff = backoff
         self.calls: Counter[str] = Counter()
@@ -473,9 +473,10 @@ class Ec2Cloud:
     # ---- the one call funnel ---------------------------------------------------------------------
 
     def _client(self, region: str) -> Any:
-        if region not in self._clients:
-            self._clients[region] = self._make("ec2", region)
-        return self._clients[region]
+        with self._count:                           # one client per region, whichever thread asks first
+            if region not in self._clients:
+                self._clients[region] = self._make("ec2", region)
+            return self._clients[region]
 
     def _call(self, region: str, operation: str, **kwargs: Any) -> dict:
         """Call one EC2 operation: count it, retry throttling and transient faults, map errors."""
