@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 CALL_TIMEOUT_S = 60.0     # the docker SDK's default
+DISTRIBUTION_TIMEOUT_S = 20.0   # asking a registry: a launcher waits no longer than this
 RECV_BYTES = 65536
 
 
@@ -154,6 +155,19 @@ def _error(status: int, body: bytes) -> EngineError:
     return NotFound(message, status) if status == 404 else EngineError(message, status)
 
 
+def registry_auth_header(ref: str, auth_config: dict | None = None) -> str | None:
+    """The X-Registry-Auth value for `ref`'s registry: `auth_config`, else what docker's config
+    (~/.docker/config.json, credential helpers) holds for it; None when there is nothing to send."""
+    try:
+        from docker import auth
+        if auth_config is None:
+            registry, _ = auth.resolve_repository_name(ref)
+            auth_config = auth.resolve_authconfig(auth.load_config(), registry)
+        return auth.encode_header(auth_config).decode("ascii") if auth_config else None
+    except Exception:
+        return None         # no docker SDK, an unreadable config, a failing helper: ask anonymously
+
+
 class UnixEngine:
     """The Engine API on a unix socket (default /var/run/docker.sock)."""
 
@@ -166,7 +180,7 @@ class UnixEngine:
 
     # -- HTTP --------------------------------------------------------------------------------------
     def _open(self, method: str, path: str, body: Any = None, timeout: float | None = CALL_TIMEOUT_S,
-              upgrade: bool = False) -> _Response:
+              upgrade: bool = False, headers: Mapping[str, str] | None = None) -> _Response:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
@@ -177,6 +191,7 @@ class UnixEngine:
         data = b"" if body is None else json.dumps(body).encode()
         head = [f"{method} {path} HTTP/1.1", "Host: docker", "User-Agent: provisioner"]
         head += ["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"]
+        head += [f"{name}: {value}" for name, value in (headers or {}).items()]
         if body is not None:
             head.append("Content-Type: application/json")
         if body is not None or method in ("POST", "PUT"):
@@ -202,9 +217,9 @@ class UnixEngine:
             raise
 
     def _call(self, method: str, path: str, body: Any = None,
-              timeout: float | None = CALL_TIMEOUT_S) -> Any:
+              timeout: float | None = CALL_TIMEOUT_S, headers: Mapping[str, str] | None = None) -> Any:
         """One call: the decoded JSON answer (None when empty); EngineError for a refusal."""
-        resp = self._open(method, path, body, timeout)
+        resp = self._open(method, path, body, timeout, headers=headers)
         try:
             data = resp.body()
             if resp.status >= 400:
@@ -227,8 +242,18 @@ class UnixEngine:
         query = urlencode({"all": "1", "filters": json.dumps({"label": [label]})})
         return self._call("GET", f"/containers/json?{query}") or []
 
-    def inspect_image(self, ref: str) -> dict:
-        return self._call("GET", f"/images/{quote(ref, safe='/:@')}/json")
+    def inspect_image(self, ref: str, timeout: float | None = CALL_TIMEOUT_S) -> dict:
+        return self._call("GET", f"/images/{quote(ref, safe='/:@')}/json", timeout=timeout)
+
+    def distribution(self, ref: str, auth_config: dict | None = None,
+                     timeout: float = DISTRIBUTION_TIMEOUT_S) -> dict:
+        """What the registry says of `ref` without pulling it: {"Descriptor": {...}, "Platforms":
+        [{"os", "architecture", "variant"?}, ...]} (Platforms may be null or empty when the engine
+        cannot tell). The engine asks the registry with the credentials sent along: `auth_config`,
+        else docker's credential config for the image's registry, as the docker CLI sends them."""
+        auth = registry_auth_header(ref, auth_config)
+        return self._call("GET", f"/distribution/{quote(ref, safe='/:@')}/json", timeout=timeout,
+                          headers={"X-Registry-Auth": auth} if auth else None)
 
     def pull_image(self, repo: str, tag: str | None, auth_config: dict | None = None) -> None:
         """Through the docker SDK (registry credentials, credential helpers), on this socket."""

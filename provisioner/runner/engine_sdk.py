@@ -5,13 +5,15 @@ socket (tcp://, ssh://, TLS), for pulls (registry credentials), and for callers 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+import threading
+from typing import Any, Callable, Iterator, Mapping
 
 import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from provisioner.runner.engine import EngineError, EngineTimeout, NotFound, Unreachable
+from provisioner.runner.engine import (DISTRIBUTION_TIMEOUT_S, EngineError, EngineTimeout, NotFound,
+                                       Unreachable)
 
 
 @contextlib.contextmanager
@@ -33,6 +35,28 @@ def sdk_errors() -> Iterator[None]:
         raise EngineError(str(exc)) from None
 
 
+def within(timeout: float, call: Callable[[], Any]) -> Any:
+    """`call()`'s answer, or EngineTimeout when it takes longer than `timeout` (it is left running
+    on a daemon thread: the SDK's calls take no timeout of their own)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            with sdk_errors():
+                outcome["value"] = call()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="engine-call", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise EngineTimeout(f"the Docker engine did not answer within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 class SdkEngine:
     """engine.UnixEngine's calls over a `docker.DockerClient`."""
 
@@ -50,9 +74,15 @@ class SdkEngine:
         with sdk_errors():
             return self.api.containers(all=True, filters={"label": label})
 
-    def inspect_image(self, ref: str) -> dict:
+    def inspect_image(self, ref: str, timeout: float | None = None) -> dict:
+        if timeout is not None:
+            return within(timeout, lambda: self.api.inspect_image(ref))
         with sdk_errors():
             return self.api.inspect_image(ref)
+
+    def distribution(self, ref: str, auth_config: dict | None = None,
+                     timeout: float = DISTRIBUTION_TIMEOUT_S) -> dict:
+        return within(timeout, lambda: self.api.inspect_distribution(ref, auth_config=auth_config))
 
     def pull_image(self, repo: str, tag: str | None, auth_config: dict | None = None) -> None:
         with sdk_errors():
