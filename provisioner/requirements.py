@@ -368,6 +368,11 @@ class Requirements:
         return any(t.key == "region" for s in self.sources for t in s.terms.values())
 
     @property
+    def mentions_arch(self) -> bool:
+        """Does any atom or filter speak of `arch` (`arch=arm64`, `arch!=x86_64`, `!arch=arm64`)?"""
+        return any(t.key == "arch" for s in self.sources for t in s.terms.values())
+
+    @property
     def names_type(self) -> bool:
         """Does a positive `type=` or `family=` atom pick instance types by name?"""
         return any(t.kind == "cmp" and t.key in ("type", "family") and t.op != "!="
