@@ -85,7 +85,12 @@ class RemoteRun:
         from provisioner.runner.summary import JobInfo
         spec = build_spec(self.args, self.ctx, os.environ)          # env files: 125 when unreadable
         job = JobInfo.from_env(self.args.job, self.args.build, os.environ, self.ctx.config.data.get("teams"))
-        result = parts.plan(self.args, self.ctx, job.job, self.cloud_name, host_arch())
+        arch = parts.arch_choice(self.args, self.cloud_name, host_arch(), spec.image)
+        if arch is not None:
+            self.console.info(f"Architecture: {arch.reason}")
+            if arch.warning:
+                self.console.warn(arch.warning)
+        result = parts.plan(self.args, self.ctx, job.job, arch)
         for warning in result.warnings:
             self.console.warn(warning)
         try:

@@ -25,19 +25,40 @@ LAUNCHER_PID_TAG, LAUNCHER_STARTED_TAG = "provisioner:launcher-pid", "provisione
 
 # ---- plan and cloud ---------------------------------------------------------------------------
 
-def plan(args: argparse.Namespace, ctx: Any, job: str, cloud_name: str, arch: str) -> Any:
-    """planner.plan_job with the run's flags. The docker cloud runs the host's architecture only,
-    so a request that names none gets `arch=<host>`; `--instance-type T` means `type=T`."""
+def arch_choice(args: argparse.Namespace, cloud_name: str, host_arch: str, image: str,
+                engine: Any = None) -> Any:
+    """The `arch=` the plan gets and why (image_arch.ArchChoice), or None when the request fixes
+    the architecture itself. The docker cloud runs the host's architecture only. On EC2 the job's
+    image decides, unless the request names `arch`, or an instance type or family (the catalog
+    knows each type's architecture)."""
+    from provisioner.agent import image_arch
+    from provisioner.requirements import Requirements
+    req = Requirements.parse(args.label, list(args.filter or []))
+    if req.mentions_arch:
+        return None
+    if cloud_name == "docker":
+        return image_arch.ArchChoice(host_arch, f"the docker cloud runs the host's architecture: arch={host_arch}")
+    if args.instance_type or req.names_type:
+        return None
+    return image_arch.for_image(image, engine)
+
+
+def plan(args: argparse.Namespace, ctx: Any, job: str, arch: Any = None) -> Any:
+    """planner.plan_job with the run's flags; `arch` (an ArchChoice from `arch_choice`) adds its
+    `arch=` filter and its reason; `--instance-type T` means `type=T`."""
+    from dataclasses import replace
     from provisioner.planner import plan_job
     filters = list(args.filter or [])
-    said = " ".join([args.label or "", *filters])
-    if cloud_name == "docker" and "arch" not in said:
-        filters.append(f"arch={arch}")
+    if arch is not None and arch.arch:
+        filters.append(f"arch={arch.arch}")
     if args.instance_type:
         filters.append(f"type={args.instance_type}")
     timeout = f"{args.timeout:g}s" if args.timeout else None
-    return plan_job(ctx, label=args.label, filters=filters, job=job, timeout=timeout, policy=args.policy,
-                    regions=args.region, max_price=args.max_price, no_autotune=args.no_autotune)
+    result = plan_job(ctx, label=args.label, filters=filters, job=job, timeout=timeout, policy=args.policy,
+                      regions=args.region, max_price=args.max_price, no_autotune=args.no_autotune)
+    if arch is None:
+        return result
+    return replace(result, plan=replace(result.plan, reasons=(arch.reason, *result.plan.reasons)))
 
 
 def make_cloud(name: str, ctx: Any) -> Cloud:
