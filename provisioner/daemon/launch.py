@@ -6,7 +6,9 @@ crash anywhere leaves a state the next tick recognises: a node without instance 
 (same token: no duplicate); an instance always has its node already (a batched EC2 launch tags its
 instances with their nodes right after the request, and finishes that on `describe` after a crash).
 The agent secret and report token travel in the secret bundle (bootstrap.secret_env on the docker
-cloud, an SSM parameter on EC2), never in user-data, tags or logs.
+cloud, an SSM parameter on EC2), never in user-data, tags or logs. On EC2 the bundle is put after
+the launch, so `hand_over` can put it again for a booting agent after a restart (an unread one is
+kept), and `forget` deletes the unread bundles of terminated instances.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from provisioner.records import iso_utc
 from provisioner.requirements import Requirements
 
 log = logging.getLogger(__name__)
+SSM_DELETE_BATCH = 10            # DeleteParameters takes at most 10 names
 
 
 @dataclass(frozen=True)
@@ -74,11 +77,29 @@ class Launcher:
 
     def __init__(self, settings: AgentSettings, client: JenkinsClient, cloud: Any, attempts: Attempts,
                  tokens: Tokens, *, after_launch: Callable[[Instance, dict], None] | None = None,
+                 after_terminate: Callable[[list[Instance]], None] | None = None,
                  clock: Callable[[], float] = time.time):
         self.s, self.client, self.cloud = settings, client, cloud
         self.attempts, self.tokens = attempts, tokens
         self.after_launch = after_launch          # EC2: put the bundle into SSM for the instance
+        self.after_terminate = after_terminate    # EC2: remove bundles that no instance will read
         self.clock = clock
+
+    @property
+    def hands_over(self) -> bool:
+        """Whether bundles travel apart from the launch (EC2), so a missing one can be put later."""
+        return self.after_launch is not None
+
+    def hand_over(self, node: str, instance: Instance) -> None:
+        """Put the bundle of `node` for `instance` again (a restart between a launch and its
+        hand-over, or a hand-over that failed); a bundle still waiting to be read is left as it is."""
+        if self.after_launch is not None:
+            self.after_launch(instance, self.bundle(node, self.client.node_secret(node)))
+
+    def forget(self, instances: list[Instance]) -> None:
+        """These instances are terminated: their bundles, if never read, are removed."""
+        if self.after_terminate is not None and instances:
+            self.after_terminate(instances)
 
     def provision(self, p: Provision) -> InFlight:
         ready = self.prepare(p)
@@ -117,7 +138,6 @@ class Launcher:
         """The LaunchSpec and the secret bundle. The user-data holds neither the secret nor the node
         (the bundle names it), so agents planned alike share one script and can share one request."""
         from provisioner import bootstrap
-        from provisioner.agent import secrets
         req = _requirements(p.item.label)
         timeout = (req.timeout_s if req and req.timeout_s else None) or self.s.default_timeout_s
         lifetime = timeout + self.s.boot_timeout_s + 600   # then the instance stops itself
@@ -125,9 +145,7 @@ class Launcher:
         bspec = bootstrap.BootstrapSpec(run_id="", expires_at=expires, jenkins_url=self.s.jenkins_url,
                                         work_dir=self.s.remote_fs, idle_timeout_s=self.s.idle_timeout_s)
         user_data = bootstrap.render_user_data("agent", p.plan, bspec, self.cloud)
-        bundle = secrets.make_bundle(agent_secret=secret, report_url=self.s.report_url,
-                                     report_token=self.tokens.for_node(p.node), node_name=p.node,
-                                     run_id=p.node)   # unique per attempt
+        bundle = self.bundle(p.node, secret)
         tags = dict(self.s.extra_tags)
         tags.update(launch_tags(self.s.owner, p, expires, req.team if req else None))
         spot_only = bool(req and req.to_dict().get("market") == SPOT)   # `spot` fails over to spot only
@@ -136,6 +154,14 @@ class Launcher:
                           disk_gib=int(p.plan.disk_gib), spot_only=spot_only,
                           secret_env=bootstrap.secret_env(self.cloud, bundle))
         return spec, bundle
+
+
+    def bundle(self, node: str, secret: str) -> dict:
+        """The secret bundle of one agent: its secret, where and how it reports, and who it is."""
+        from provisioner.agent import secrets
+        return secrets.make_bundle(agent_secret=secret, report_url=self.s.report_url,
+                                   report_token=self.tokens.for_node(node), node_name=node,
+                                   run_id=node)          # the node name is unique per attempt
 
 
 def _minute(epoch: float) -> float:
@@ -156,5 +182,23 @@ def ec2_secret_handover(ssm_for_region: Callable[[str], Any], account_id: Callab
 
     def handover(instance: Instance, bundle: dict) -> None:
         arn = f"arn:aws:ec2:{instance.region}:{account_id()}:instance/{instance.id}"
-        secrets.put_ssm(ssm_for_region(instance.region), secrets.parameter_name(instance.id), bundle, arn)
+        ssm = ssm_for_region(instance.region)
+        try:
+            secrets.put_ssm(ssm, secrets.parameter_name(instance.id), bundle, arn)
+        except ssm.exceptions.ParameterAlreadyExists:
+            pass                                 # put before (a restart): still waiting to be read
     return handover
+
+
+def ec2_secret_cleanup(ssm_for_region: Callable[[str], Any]) -> Callable[[list[Instance]], None]:
+    """After terminating EC2 instances: delete the bundles none of them read (absent is fine)."""
+    from provisioner.agent import secrets
+
+    def cleanup(instances: list[Instance]) -> None:
+        by_region: dict[str, list[str]] = {}
+        for inst in instances:
+            by_region.setdefault(inst.region, []).append(secrets.parameter_name(inst.id))
+        for region, names in by_region.items():
+            for start in range(0, len(names), SSM_DELETE_BATCH):
+                ssm_for_region(region).delete_parameters(Names=names[start:start + SSM_DELETE_BATCH])
+    return cleanup

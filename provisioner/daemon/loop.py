@@ -79,6 +79,7 @@ class Daemon:
         self._pool = ThreadPoolExecutor(max_workers=max(1, launch_workers), thread_name_prefix="launch")
         self._ticks = 0
         self._held: dict = {}
+        self._handed: set[str] = set()                      # instances whose bundle this process put
         self.drain_poll_s = drain_poll_s if drain_poll_s < settings.interval_s else 0.0
         self.drains = drains or Drains(client)              # shared with the agent API
 
@@ -186,6 +187,9 @@ class Daemon:
                                instances=ids) is not None:
             for a in terms:
                 event("instance.terminated", node=a.node, reason=a.reason, instances=list(a.instance_ids))
+            known = {i.id: i for i in [*observed.instances, *(f.instance for f in self.memory.in_flight.values())]}
+            gone = [known[i] for i in ids if i in known]
+            self._guard("forget-bundles", report, lambda: self.launcher.forget(gone) or True, instances=ids)
         for a in (a for a in actions if isinstance(a, Block)):
             self.blocked.block(a.offer)
             event("offer.blocked", offer="/".join(a.offer), reason=a.reason)
@@ -194,6 +198,7 @@ class Daemon:
             if self._held.get(key) != a.reason:
                 event("item.held", queue_id=key[0], label=a.label, reason=a.reason)
         self._held = {k: a.reason for k, a in held.items()}
+        self._hand_over_missing(observed, actions, report)     # before this tick's launches
         launched = self._provision([a for a in actions if isinstance(a, Provision)], report)
         self.memory = R.after_actions(self.memory, actions, deleted, launched)
 
@@ -218,8 +223,28 @@ class Daemon:
         for name, flight in self._pool.map(finish, zip(ready, outcomes)):
             if flight is not None:
                 launched[name] = flight
+                self._handed.add(flight.instance.id)
                 self.metrics.launches.labels(flight.instance.instance_type, flight.instance.market).inc()
         return launched
+
+    def _hand_over_missing(self, observed: Observed, actions: list, report: TickReport) -> None:
+        """EC2: a booting agent whose bundle this process never put (it restarted between a launch and
+        the hand-over, or the hand-over failed) gets it now; one still waiting to be read is kept."""
+        if not self.launcher.hands_over:
+            return
+        live = {i.id for i in observed.instances}
+        self._handed &= live | {f.instance.id for f in self.memory.in_flight.values()}
+        ending = ({i for a in actions if isinstance(a, Terminate) for i in a.instance_ids}
+                  | {a.node for a in actions if isinstance(a, DeleteNode)})
+        nodes = {n.name: n for n in observed.nodes}
+        for inst in observed.instances:
+            node = nodes.get(inst.tag("node") or "")
+            if (node is None or node.has_connected or inst.id in self._handed or inst.id in ending
+                    or node.name in ending or inst.state not in ("pending", "running")):
+                continue
+            if self._guard("handover", report, lambda: self.launcher.hand_over(node.name, inst) or True,
+                           node=node.name, instance=inst.id) is not None:
+                self._handed.add(inst.id)
 
     def _launch(self, ready: list[Prepared], report: TickReport) -> list[Any]:
         """An Instance or the exception, per prepared launch."""

@@ -16,7 +16,7 @@ from provisioner.daemon.db import DaemonDb
 from provisioner.daemon.drains import Drains
 from provisioner.daemon.http import AgentApi, DaemonHttpServer, Health, parse_listen
 from provisioner.daemon.jenkins import JenkinsClient
-from provisioner.daemon.launch import AgentSettings, Launcher, ec2_secret_handover
+from provisioner.daemon.launch import AgentSettings, Launcher, ec2_secret_cleanup, ec2_secret_handover
 from provisioner.daemon.lease import Lease
 from provisioner.daemon.loop import Daemon
 from provisioner.daemon.metrics import DaemonMetrics
@@ -116,9 +116,9 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
         parts.closers.append(db.close)
         attempts = Attempts(location, owner, db=db)
         lease = Lease(location, owner, ttl_s=float(d["lease_ttl_s"]), db=db)
-        after_launch = None
+        after_launch = after_terminate = None
         if getattr(cloud, "name", "") == "ec2":
-            after_launch = _ec2_handover()
+            after_launch, after_terminate = _ec2_handover(), _ec2_cleanup()
         agent = AgentSettings(owner=owner, jenkins_url=j["agent_url"] or j["url"],
                               report_url=d["report_url"] or http.url, remote_fs=d["remote_fs"],
                               default_timeout_s=parse_duration_s(config.defaults["timeout"]),
@@ -126,7 +126,8 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               idle_timeout_s=settings.boot_timeout_s + settings.orphan_grace_s,
                               extra_tags=tuple(sorted((config.section("ec2").get("extra_tags") or {}).items()))
                               if getattr(cloud, "name", "") == "ec2" else ())
-        launcher = Launcher(agent, client, cloud, attempts, tokens, after_launch=after_launch)
+        launcher = Launcher(agent, client, cloud, attempts, tokens, after_launch=after_launch,
+                            after_terminate=after_terminate)
         parts.daemon = Daemon(settings=settings, client=client, reader=reader, cloud=cloud, planner=planner,
                               launcher=launcher, attempts=attempts, metrics=metrics, health=health,
                               blocked=blocked, lease=lease, sentinel=j["sentinel_node"],
@@ -164,3 +165,8 @@ def _ec2_handover():
             account["id"] = aws.client("sts").get_caller_identity()["Account"]
         return account["id"]
     return ec2_secret_handover(lambda region: aws.client("ssm", region=region), account_id)
+
+
+def _ec2_cleanup():
+    from provisioner import aws
+    return ec2_secret_cleanup(lambda region: aws.client("ssm", region=region))

@@ -62,8 +62,12 @@ def test_a_burst_planned_alike_is_one_fleet_and_each_agent_gets_its_own_identity
         item = emu.queue_item(int(inst.tag("queue-id")))
         assert item is not None and inst.tag("job") == item["task"]["name"]
 
-    again = d.daemon.tick()                          # a further tick: nothing new
+    read = instances[0].id                           # as its agent does: read, then deleted
+    aws.client("ssm", region=REGION).delete_parameter(Name=f"/provisioner/agents/{read}")
+    again = d.daemon.tick()                          # a further tick: nothing new, nothing put again
     assert again.ok and not again.actions.get("Provision") and cloud.calls["create_fleet"] == 1
+    with pytest.raises(Exception, match="ParameterNotFound"):
+        bundle_of(read)
 
     restarted = ec2_cloud(ec2_moto_url, ec2_settings)
     d2 = start_daemon(daemon_config(emu.url, owner_id=owner, max_agents=20), restarted, ADMIN[1], owner=owner,
@@ -100,3 +104,40 @@ def test_instances_left_untagged_by_a_dying_daemon_keep_their_identity_after_a_r
     assert restarted.calls["create_tags"] == 4 and restarted.calls.get("create_fleet", 0) == 0
     for inst in restarted.describe(owner):
         assert bundle_of(inst.id)["node_name"] == inst.tag("node")   # what the agent will join as
+
+
+def test_a_restarted_daemon_puts_the_bundles_it_never_put_and_terminating_removes_them(
+        emu, moto_env, ec2_moto_url, ec2_settings, start_daemon):  # noqa: F811
+    owner = "batch-handover"
+    d = start_daemon(daemon_config(emu.url, owner_id=owner), ec2_cloud(ec2_moto_url, ec2_settings), ADMIN[1],
+                     owner=owner, run=False)
+    jobs = [f"eval-{n}" for n in range(3)]
+    queued = {}
+    for job in jobs:
+        emu.create_job(job, label=LABEL, script=["sleep 1"])
+        queued[job] = emu.schedule(job, quiet_period=0)
+    buildable(emu, 3)
+    assert d.daemon.tick().actions["Provision"] == 3
+    ssm = aws.client("ssm", region=REGION)
+    first, *lost = sorted(ec2_cloud(ec2_moto_url, ec2_settings).describe(owner), key=lambda i: i.tag("node"))
+    waiting = ssm.get_parameter(Name=f"/provisioner/agents/{first.id}", WithDecryption=True)["Parameter"]
+    for inst in lost:                                # the daemon died before handing these over
+        ssm.delete_parameter(Name=f"/provisioner/agents/{inst.id}")
+
+    d2 = start_daemon(daemon_config(emu.url, owner_id=owner), ec2_cloud(ec2_moto_url, ec2_settings), ADMIN[1],
+                      owner=owner, run=False)
+    report = d2.daemon.tick()
+    assert report.ok and not report.actions.get("Provision") and not report.failures, report
+    for inst in lost:
+        assert bundle_of(inst.id) == {"agent_secret": emu.secret(inst.tag("node")), "node_name": inst.tag("node"),
+                                      "run_id": inst.tag("node"), "report_url": d2.url,
+                                      "report_token": d2.daemon.launcher.tokens.for_node(inst.tag("node"))}
+    kept = ssm.get_parameter(Name=f"/provisioner/agents/{first.id}", WithDecryption=True)["Parameter"]
+    assert (kept["Value"], kept["Version"]) == (waiting["Value"], waiting["Version"])   # left as it was
+
+    emu.cancel(int(first.tag("queue-id")))           # its item is gone: instance ended, bundle removed
+    ended = d2.daemon.tick()
+    assert ended.actions.get("Terminate"), ended
+    with pytest.raises(ssm.exceptions.ParameterNotFound):
+        ssm.get_parameter(Name=f"/provisioner/agents/{first.id}")
+    assert bundle_of(lost[0].id)["node_name"] == lost[0].tag("node")   # the others' are untouched
