@@ -55,7 +55,7 @@ def baseline(emu, image: str, runs: int) -> list[float]:
         client.create_node(name, "ec2", "baseline", "/tmp/agent")
         p = Provision(name, Item(i, 0, "ec2", "base"), plan("c5.large", 0.085, node_labels=("ec2",)), 1,
                       False, f"tok-{name}")
-        spec, _, _ = launcher.spec(p, client.node_secret(name), time.time())
+        spec, _ = launcher.spec(p, client.node_secret(name), time.time())
         t0 = time.monotonic()
         inst = cloud.launch(spec)
         out.append(wait_online(emu, name) - t0)

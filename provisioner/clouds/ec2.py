@@ -93,6 +93,7 @@ class Ec2Cloud:
         self.settings = settings or P.Ec2Settings()
         self.workers = max(1, workers)              # batches of one launch_many sent side by side
         self._count = threading.Lock()              # counters and clients are shared by those threads
+        self._setup = threading.Lock()              # and so are the template and image look-ups
         self.blocked = blocked if blocked is not None else BlockedOffers()
         self.backoff = backoff
         self.calls: Counter[str] = Counter()
@@ -291,10 +292,12 @@ class Ec2Cloud:
             log.warning("%s", R.event("tag-failed", id=instance_id, code=exc.code, kind=exc.kind))
 
     def _round_inputs(self, region: str, spec: LaunchSpec, offers: Sequence[Offer]) -> dict[str, Any]:
-        """What a round's request needs from EC2: the base template and the images' root devices."""
-        roots = self._images(region, offers)
-        return {"template_name": self._ensure_template(region, spec.tags[OWNER_TAG]),
-                "root_devices": {a: r[0] for a, r in roots.items()},
+        """What a round's request needs from EC2: the base template and the images' root devices
+        (looked up once per process: batches sent side by side wait for the first to ask)."""
+        with self._setup:
+            roots = self._images(region, offers)
+            template = self._ensure_template(region, spec.tags[OWNER_TAG])
+        return {"template_name": template, "root_devices": {a: r[0] for a, r in roots.items()},
                 "min_disk_gib": {a: r[1] for a, r in roots.items()}}
 
     def _create_fleet(self, region: str, params: dict, offers: Sequence[Offer]
