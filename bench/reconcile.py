@@ -267,6 +267,9 @@ def print_calls(items, nodes, instances, plans, settings, region: str) -> None:
           f"ratio {fleets[True] / max(1, fleets[False]):.3f}; all AWS calls {total[True]} vs {total[False]} "
           f"(ratio {total[True] / max(1, total[False]):.3f}); reads per tick stay 1 scriptText + 1 /computer "
           f"+ 1 DescribeInstances page")
+    reput = runs[True]["aws"].get("ssm:PutParameter", 0) - runs[True]["launched"]
+    print(f"  (this is a started daemon's first tick: it also puts again the bundles of {reput} booting agents "
+          "it did not launch itself, one GET jnlp + one PutParameter each, kept if still unread)")
 
 
 if __name__ == "__main__":
