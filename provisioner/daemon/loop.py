@@ -210,7 +210,7 @@ class Daemon:
         ready = [r for r in self._pool.map(prepare, provisions) if r is not None]
         if not ready:
             return {}
-        outcomes = self._launch(ready, report)
+        outcomes = self._launch(ready)
 
         def finish(pair: tuple[Prepared, Any]) -> tuple[str, InFlight | None]:
             r, outcome = pair
@@ -237,16 +237,18 @@ class Daemon:
         ending = ({i for a in actions if isinstance(a, Terminate) for i in a.instance_ids}
                   | {a.node for a in actions if isinstance(a, DeleteNode)})
         nodes = {n.name: n for n in observed.nodes}
-        for inst in observed.instances:
-            node = nodes.get(inst.tag("node") or "")
-            if (node is None or node.has_connected or inst.id in self._handed or inst.id in ending
-                    or node.name in ending or inst.state not in ("pending", "running")):
-                continue
-            if self._guard("handover", report, lambda: self.launcher.hand_over(node.name, inst) or True,
-                           node=node.name, instance=inst.id) is not None:
-                self._handed.add(inst.id)
+        missing = [(nodes[n], inst) for inst in observed.instances if (n := inst.tag("node") or "") in nodes
+                   and not nodes[n].has_connected and inst.id not in self._handed and inst.id not in ending
+                   and n not in ending and inst.state in ("pending", "running")]
 
-    def _launch(self, ready: list[Prepared], report: TickReport) -> list[Any]:
+        def hand_over(pair: tuple[Node, Instance]) -> str | None:
+            node, inst = pair
+            done = self._guard("handover", report, lambda: self.launcher.hand_over(node.name, inst) or True,
+                               node=node.name, instance=inst.id)
+            return inst.id if done else None
+        self._handed.update(i for i in self._pool.map(hand_over, missing) if i)   # many after a restart
+
+    def _launch(self, ready: list[Prepared]) -> list[Any]:
         """An Instance or the exception, per prepared launch."""
         batch = getattr(self.cloud, "launch_many", None)
         if batch is not None:
