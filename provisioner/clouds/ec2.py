@@ -21,11 +21,10 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from itertools import islice
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import Any
 
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError,
                                  EndpointConnectionError, NoCredentialsError,
@@ -35,45 +34,17 @@ from provisioner.catalog.model import Offer
 from provisioner.clouds import ec2_params as P
 from provisioner.clouds import ec2_responses as R
 from provisioner.clouds.base import BATCH_TAG, OWNER_TAG, BlockedOffers, CloudError, Instance, LaunchSpec
+from provisioner.clouds.pacing import Backoff, grouper
 
 log = logging.getLogger(__name__)
 
 ClientFactory = Callable[[str, str], Any]      # (service, region) -> boto3 client
-T = TypeVar("T")
 
 TERMINATE_BATCH = 1000          # TerminateInstances takes at most 1000 ids per call
 DESCRIBE_PAGE = 1000            # DescribeInstances' largest page
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")  # 'stopped' still bills EBS
 MAX_ROUNDS = 4                  # requests per launch: spot, on-demand, and another region's pair
 FILTER_VALUES = 200             # DescribeInstances takes at most 200 values per filter
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Full-jitter exponential backoff: sleep U(0, min(cap, base * 2**n)) before retry n.
-
-    EC2 meters API calls with per-account, per-region token buckets: mutating calls such as
-    CreateFleet refill at about 5 tokens/s and instance launches at about 2/s. A throttled call means
-    the bucket is empty, so the first wait of up to 0.5 s (a couple of tokens) usually suffices;
-    doubling up to a 10 s cap lets 20+ launches' worth refill when other callers share the bucket.
-    Six attempts bound the worst case at 0.5+1+2+4+8 = 15.5 s of sleep (7.75 s expected), about
-    three daemon ticks; after that the launch fails as 'throttle' and the next tick tries again.
-    Full jitter (not equal jitter) spreads retries of many workers hit by the same empty bucket.
-    """
-
-    base_s: float = 0.5
-    cap_s: float = 10.0
-    attempts: int = 6
-
-    def delay(self, retry: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** retry))
-
-
-def grouper(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive batches of at most `size` items (the one batching helper)."""
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 def default_clients(service: str, region: str) -> Any:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from provisioner.catalog.model import SPOT
 from provisioner.clouds.base import OWNER_TAG, Instance, LaunchSpec
+from provisioner.clouds.pacing import grouper
 from provisioner.daemon.jenkins import JenkinsClient, JenkinsError
 from provisioner.daemon.model import InFlight, NodeMeta, Provision
 from provisioner.daemon.state import Attempts, Tokens
@@ -199,6 +200,6 @@ def ec2_secret_cleanup(ssm_for_region: Callable[[str], Any]) -> Callable[[list[I
         for inst in instances:
             by_region.setdefault(inst.region, []).append(secrets.parameter_name(inst.id))
         for region, names in by_region.items():
-            for start in range(0, len(names), SSM_DELETE_BATCH):
-                ssm_for_region(region).delete_parameters(Names=names[start:start + SSM_DELETE_BATCH])
+            for batch in grouper(names, SSM_DELETE_BATCH):
+                ssm_for_region(region).delete_parameters(Names=batch)
     return cleanup

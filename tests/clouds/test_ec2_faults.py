@@ -9,7 +9,8 @@ import pytest
 from provisioner import aws
 from provisioner.catalog.model import ON_DEMAND, SPOT
 from provisioner.clouds.base import CloudError
-from provisioner.clouds.ec2 import Backoff, Ec2Cloud, grouper
+from provisioner.clouds.ec2 import Ec2Cloud
+from provisioner.clouds.pacing import Backoff, grouper
 from tests.clouds.conftest import aws_error, fleet_errors, only_for
 from tests.clouds.test_ec2_moto import make_spec, spot_candidates
 from tests.factories import offer
