@@ -56,8 +56,8 @@ def test_spec_tags_token_and_no_secret_in_user_data(cloud):
 def test_ec2_hand_over_puts_the_bundle_in_ssm_tagged_with_the_instance_arn(moto_env):
     from provisioner import aws
     from provisioner.clouds.base import Instance
-    from provisioner.daemon.wiring import _ec2_handover
-    handover = _ec2_handover()
+    from provisioner.daemon.wiring import _ec2_handover, _ssm_clients
+    handover = _ec2_handover(_ssm_clients())
     inst = Instance("i-0123456789abcdef0", "c5.large", "on-demand", "us-east-1", "pending", 0.0)
     handover(inst, {"agent_secret": SECRET, "node_name": "prov-t-q42"})
     ssm = aws.client("ssm", region="us-east-1")
