@@ -74,7 +74,7 @@ class Prepared:
 class Launcher:
     """Executes Provision actions against Jenkins and the cloud, in three steps: `prepare` (node,
     secret, spec; one per provision), the cloud's launch (several specs may share one request), and
-    `launched` (the secret hand-over, the log line). `provision` does all three for one."""
+    `launched` (the secret hand-over, the log line); the daemon's loop runs them in that order."""
 
     def __init__(self, settings: AgentSettings, client: JenkinsClient, cloud: Any, attempts: Attempts,
                  tokens: Tokens, *, after_launch: Callable[[Instance, dict], None] | None = None,
@@ -101,10 +101,6 @@ class Launcher:
         """These instances are terminated: their bundles, if never read, are removed."""
         if self.after_terminate is not None and instances:
             self.after_terminate(instances)
-
-    def provision(self, p: Provision) -> InFlight:
-        ready = self.prepare(p)
-        return self.launched(ready, self.cloud.launch(ready.spec))
 
     def prepare(self, p: Provision) -> Prepared:
         now = self.clock()
@@ -155,7 +151,6 @@ class Launcher:
                           disk_gib=int(p.plan.disk_gib), spot_only=spot_only,
                           secret_env=bootstrap.secret_env(self.cloud, bundle))
         return spec, bundle
-
 
     def bundle(self, node: str, secret: str) -> dict:
         """The secret bundle of one agent: its secret, where and how it reports, and who it is."""
