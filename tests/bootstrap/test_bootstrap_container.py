@@ -69,7 +69,7 @@ def finish(docker_client, cloud, instance) -> tuple[int, str]:
     code = container.wait(timeout=40)["StatusCode"]
     text = logs_of(docker_client, instance.id)
     cloud.terminate([instance.id])
-    assert not docker_client.containers.list(all=True, filters={"label": f"provisioner:job={instance.tag('job')}"})
+    assert not docker_client.containers.list(all=True, sparse=True, filters={"label": f"provisioner:job={instance.tag('job')}"})
     return code, text
 
 

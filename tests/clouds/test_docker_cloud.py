@@ -55,8 +55,8 @@ def cloud(docker_client):
     c = DockerCloud(docker_client, DockerSettings(instance_image=image, host_cpus=2, host_mem_gib=3,
                                                   gc_after_s=0))
     yield c
-    for container in docker_client.containers.list(all=True, filters={"label": "provisioner:kind=instance"}):
-        if container.labels.get("provisioner:owner", "").startswith("dc-test-"):
+    for container in docker_client.containers.list(all=True, sparse=True, filters={"label": "provisioner:kind=instance"}):
+        if (container.attrs.get("Labels") or {}).get("provisioner:owner", "").startswith("dc-test-"):
             container.remove(force=True)
 
 
@@ -103,7 +103,7 @@ def test_terminate_removes_the_builds_the_instance_started(cloud, docker_client)
                                              labels={"provisioner:kind": "run", "provisioner:owner": "otherhost:42"})
     try:
         cloud.terminate([inst.id])
-        names = {c.id for c in docker_client.containers.list(all=True)}
+        names = {c.id for c in docker_client.containers.list(all=True, sparse=True)}
         assert build.id not in names and unrelated.id in names
     finally:
         unrelated.remove(force=True)
@@ -117,7 +117,7 @@ def test_an_exited_instance_is_terminated_and_collected(cloud, docker_client):
                                    client_token=s.client_token))
     assert docker_client.containers.get(inst.id).wait(timeout=10)["StatusCode"] == 4
     assert cloud.describe(owner) == []                # exited = terminated; gc_after_s=0 removes it
-    assert not docker_client.containers.list(all=True, filters={"name": inst.id})
+    assert not docker_client.containers.list(all=True, sparse=True, filters={"name": inst.id})
 
 
 @pytest.mark.docker

@@ -50,7 +50,7 @@ def write_config(path: Path, image: str, boot_timeout_s: float = 60) -> Path:
 
 def instances_of(client: Any, job: str) -> list:
     """Instance containers of this job, and build containers: whatever a test could leave behind."""
-    return client.containers.list(all=True, filters={"label": f"provisioner:job={job}"})
+    return client.containers.list(all=True, sparse=True, filters={"label": f"provisioner:job={job}"})
 
 
 def unique_job() -> str:

@@ -62,7 +62,7 @@ def remote(docker_client, agent_image, pyimage, tmp_path):
     left = r.left()
     for c in left:
         c.remove(force=True)
-    assert not left, f"left behind: {[c.name for c in left]}"
+    assert not left, f"left behind: {[c.short_id for c in left]}"
 
 
 def test_output_exit_code_and_usage_come_back_and_the_instance_is_gone(remote):

@@ -20,7 +20,7 @@ JOB_LABEL = "provisioner:job"
 
 
 def containers_of(client: Any, job: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"{JOB_LABEL}={job}"})
+    return client.containers.list(all=True, sparse=True, filters={"label": f"{JOB_LABEL}={job}"})
 
 
 class Prun:
@@ -82,4 +82,4 @@ def prun(docker_client, tmp_path) -> Iterator[Prun]:
     left = containers_of(docker_client, runner.job)
     for c in left:  # clean up before failing, so one failure does not cascade
         c.remove(force=True)
-    assert not left, f"containers left behind: {[c.name for c in left]}"
+    assert not left, f"containers left behind: {[c.short_id for c in left]}"

@@ -23,7 +23,7 @@ TEST_LABEL = "provisioner:test"
 @pytest.fixture(params=["unix", "sdk"])
 def engine(request, docker_client) -> Iterator[Any]:
     yield connect(os.environ) if request.param == "unix" else SdkEngine(docker_client)
-    for c in docker_client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=engine"}):
+    for c in docker_client.containers.list(all=True, sparse=True, filters={"label": f"{TEST_LABEL}=engine"}):
         c.remove(force=True)
 
 

@@ -88,7 +88,7 @@ def test_sinks_reporter_store_and_samples(docker_client, busybox, tmp_path):
     assert set(reporter.samples[0]) == {"run_id", "at", "cpu_pct", "mem_bytes", "gpu_util_pct"}
     assert reporter.samples[0]["run_id"] == record["run_id"]
     assert "Log lines dropped by log sinks: 3" in out.getvalue()
-    assert not docker_client.containers.list(all=True, filters={"label": "provisioner:job=session-test"})
+    assert not docker_client.containers.list(all=True, sparse=True, filters={"label": "provisioner:job=session-test"})
 
 
 @pytest.mark.docker
