@@ -103,7 +103,7 @@ def build_pids(client: Any, hostname: str) -> tuple[list[int], list[Any]]:
     """The `provisioner run` processes of this instance and their containers, from the owner
     label `provisioner:owner=<hostname>:<pid>` every run container carries."""
     pids, containers = [], []
-    for c in client.containers.list(filters={"label": "provisioner:kind=run"}):
+    for c in client.containers.list(ignore_removed=True, filters={"label": "provisioner:kind=run"}):
         host, _, pid = (c.labels or {}).get("provisioner:owner", "").rpartition(":")
         if host == hostname and pid.isdigit():
             pids.append(int(pid))

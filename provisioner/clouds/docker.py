@@ -207,7 +207,7 @@ class DockerCloud:
     def describe(self, owner: str) -> list[Instance]:
         """Instances (running or starting) carrying this owner label; exited ones past the grace
         are removed on the way."""
-        found = self._call(self.client.containers.list, all=True,
+        found = self._call(self.client.containers.list, all=True, ignore_removed=True,   # one gone meanwhile
                            filters={"label": [f"{OWNER_TAG}={owner}", f"{KIND_LABEL}={KIND}"]})
         out = []
         for container in found:
@@ -224,7 +224,8 @@ class DockerCloud:
 
     def _remove_with_builds(self, instance_id: str) -> None:
         try:
-            runs = self.client.containers.list(all=True, filters={"label": "provisioner:kind=run"})
+            runs = self.client.containers.list(all=True, ignore_removed=True,
+                                               filters={"label": "provisioner:kind=run"})
         except Exception as exc:
             log.warning("cannot list build containers of %s: %s", instance_id, exc)
             runs = []

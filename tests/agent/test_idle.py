@@ -251,7 +251,7 @@ def test_a_run_container_of_this_host_with_a_live_owner_is_a_build(tmp_path):
         mine = container("train-42", "agent-host", owner.pid, started)
         kw = dict(proc_root=tmp_path / "no-proc", hostname="agent-host", has_children=lambda pid: False)
         assert BuildProbe(docker_client=lambda: engine([other_host, orphan, reused], calls), **kw)(1) is None
-        assert calls == [{"filters": {"label": "provisioner:kind=run"}}]
+        assert calls == [{"ignore_removed": True, "filters": {"label": "provisioner:kind=run"}}]
         assert BuildProbe(docker_client=lambda: engine([orphan, mine]), **kw)(1) == "build container train-42"
         now = [0.0]
         w = watcher(tmp_path, now, probe=BuildProbe(docker_client=lambda: engine([mine]), **kw))
