@@ -187,9 +187,7 @@ class Daemon:
                                instances=ids) is not None:
             for a in terms:
                 event("instance.terminated", node=a.node, reason=a.reason, instances=list(a.instance_ids))
-            known = {i.id: i for i in [*observed.instances, *(f.instance for f in self.memory.in_flight.values())]}
-            gone = [known[i] for i in ids if i in known]
-            self._guard("forget-bundles", report, lambda: self.launcher.forget(gone) or True, instances=ids)
+            self._forget_unread(terms, nodes, observed, report)
         for a in (a for a in actions if isinstance(a, Block)):
             self.blocked.block(a.offer)
             event("offer.blocked", offer="/".join(a.offer), reason=a.reason)
@@ -226,6 +224,19 @@ class Daemon:
                 self._handed.add(flight.instance.id)
                 self.metrics.launches.labels(flight.instance.instance_type, flight.instance.market).inc()
         return launched
+
+    def _forget_unread(self, terms: list[Terminate], nodes: dict[str, Node], observed: Observed,
+                       report: TickReport) -> None:
+        """Delete the bundles of terminated instances that may never have read theirs: an agent
+        whose node has connected has read it, so the usual end of a build costs no call."""
+        if not self.launcher.hands_over:
+            return
+        known = {i.id: i for i in [*observed.instances, *(f.instance for f in self.memory.in_flight.values())]}
+        unread = [known[i] for a in terms for i in a.instance_ids if i in known
+                  and not (a.node in nodes and nodes[a.node].has_connected)]
+        if unread:
+            self._guard("forget-bundles", report, lambda: self.launcher.forget(unread) or True,
+                        instances=[i.id for i in unread])
 
     def _hand_over_missing(self, observed: Observed, actions: list, report: TickReport) -> None:
         """EC2: a booting agent whose bundle this process never put (it restarted between a launch and
