@@ -39,6 +39,8 @@ class DaemonProcess:
 
     def start(self) -> "DaemonProcess":
         out = open(self.log, "a")
+        out.write(f"--- daemon.start {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}\n")
+        out.flush()
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         out.close()
         return self
@@ -125,7 +127,9 @@ def test_sigkill_at_random_moments_no_duplicates_no_leaks_every_build_served(emu
     print(f"seed {seed}: {builds} builds, {kills} kills, {len(launches)} launches, results {dict(results)}")
     for b in (b for i in range(4) for b in emu.builds(f"job{i}") if b["result"] != "SUCCESS"):
         print("FAILED BUILD", b["node"], b["console"][-500:])
-        print("\n".join(line for line in daemon.text().splitlines() if b["node"] in line))
+        ids = [rec["id"] for rec in launches if rec["node"] == b["node"]]
+        print("\n".join(line for line in daemon.text().splitlines()
+                        if b["node"] in line or any(i in line for i in ids) or "daemon.start" in line))
     assert results == {"SUCCESS": builds}, f"seed {seed}"                 # every build served
     # Not asserted: Jenkins may hand a finished agent a second build before the next tick drains or
     # deletes it (a build shorter than the interval). Printed to keep an eye on it.
