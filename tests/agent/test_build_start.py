@@ -10,10 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 from provisioner.agent.buildstart import BuildStartSignal, Inotify, SignalPoster, iso_now
 from provisioner.agent.watcher import WatchSettings, build_start_signal, settings_from
 from provisioner.records import parse_iso_utc
+from tests.http_stub import QuietHandler, serving
 
 TOKEN = "s3cr3t-agent-token"
 RUN_ID = "0b6c4f1e-agent-run"
@@ -44,7 +44,7 @@ class FakeDaemon(ThreadingHTTPServer):
         return self.requests
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: FakeDaemon
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
@@ -59,18 +59,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def daemon() -> Iterator[FakeDaemon]:
-    server = FakeDaemon()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(FakeDaemon()) as server:
+        yield server
 
 
 def free_port() -> int:
@@ -245,24 +238,16 @@ def test_5xx_is_retried_and_401_is_not(daemon):
 
 
 def test_a_redirect_is_not_followed_with_the_token(daemon):
-    class Redirect(BaseHTTPRequestHandler):
+    class Redirect(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802
             self.send_response(307)
             self.send_header("Location", daemon.url + "/v1/samples")
             self.send_header("Content-Length", "0")
             self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Redirect)) as srv:
         out: list[str] = []
         assert poster(f"http://127.0.0.1:{srv.server_address[1]}", out).post() is False
         assert daemon.requests == [] and "HTTP 307" in out[0]
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_the_daemons_own_agent_api_takes_the_sample_and_drains_the_node(tmp_path):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
+from tests.http_stub import QuietHandler, serving
 from tests.moto_server import free_port
 
 
@@ -20,10 +20,7 @@ class HttpSink(ThreadingHTTPServer):
         self.bodies: list[dict] = []
         self.status = 200
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(handler) -> None:  # noqa: N802
                 length = int(handler.headers.get("Content-Length") or 0)
                 self.bodies.append(json.loads(handler.rfile.read(length)))
@@ -41,11 +38,8 @@ class HttpSink(ThreadingHTTPServer):
 
 @pytest.fixture
 def http_sink():
-    server = HttpSink()
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(HttpSink()) as server:
+        yield server
 
 
 class _Inbox:

@@ -11,6 +11,7 @@ from provisioner.daemon.http import AgentApi, DaemonHttpServer, Health
 from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
 from provisioner.daemon.state import Tokens, load_secret
 from provisioner.history import open_store
+from tests.http_stub import QuietHandler, serving
 
 RECORD = {"job": "train", "build": "3", "run_id": "r-1", "start": "2026-01-01T00:00:00Z",
           "duration_s": 12.5, "exit_code": 0, "node": "spoofed", "queue_id": "999"}
@@ -159,35 +160,29 @@ def test_tokens_survive_a_restart_and_the_secret_file_is_private(tmp_path):
 
 def test_a_failed_run_posted_by_an_agent_raises_the_configured_alert(tmp_path, emu):
     """wiring: the agent API hands new records to provisioner.alerts (a Slack-type webhook here)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import ThreadingHTTPServer
 
     from provisioner.config import parse_config
     from provisioner.daemon.wiring import build
     from tests.daemon.fakes import small_catalog
     got: list[bytes] = []
 
-    class Hook(BaseHTTPRequestHandler):
+    class Hook(QuietHandler):
         def do_POST(self):  # noqa: N802
             got.append(self.rfile.read(int(self.headers["Content-Length"])))
             self.send_response(200)
             self.end_headers()
-
-        def log_message(self, *a):
-            pass
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    config = parse_config(f"jenkins:\n  url: {emu.url}\n  user: admin\ndaemon:\n  listen: 127.0.0.1:0\n"
-                          f"alerts:\n  sinks:\n    - {{name: chat, type: slack, webhook_url: "
-                          f"'http://127.0.0.1:{hook.server_address[1]}/hook'}}\n", "alerts.yaml")
-    parts = build(config, str(tmp_path / "h.sqlite3"), "admin-token", owner="t", cloud=object(),
-                  catalog=small_catalog())
-    try:
-        token = parts.http.api.tokens.for_node("prov-t-q3")
-        r = post(parts.http, "/v1/usage", {**RECORD, "exit_code": 2}, token)
-        assert r.status_code == 201
-        emu.wait_for(lambda: got, timeout=10)
-        assert b"train" in got[0]
-    finally:
-        parts.close()
-        hook.shutdown()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Hook)) as hook:
+        config = parse_config(f"jenkins:\n  url: {emu.url}\n  user: admin\ndaemon:\n  listen: 127.0.0.1:0\n"
+                              f"alerts:\n  sinks:\n    - {{name: chat, type: slack, webhook_url: "
+                              f"'http://127.0.0.1:{hook.server_address[1]}/hook'}}\n", "alerts.yaml")
+        parts = build(config, str(tmp_path / "h.sqlite3"), "admin-token", owner="t", cloud=object(),
+                      catalog=small_catalog())
+        try:
+            token = parts.http.api.tokens.for_node("prov-t-q3")
+            r = post(parts.http, "/v1/usage", {**RECORD, "exit_code": 2}, token)
+            assert r.status_code == 201
+            emu.wait_for(lambda: got, timeout=10)
+            assert b"train" in got[0]
+        finally:
+            parts.close()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 from types import SimpleNamespace
 
 import pytest
 
 from provisioner.runner.pricing import Pricing, catalog_offer, imds_identity, on_ec2, resolve_pricing
+from tests.http_stub import QuietHandler, serving
 
 OFFER = SimpleNamespace(price=0.096, ondemand_price=0.096, vcpu=2)
 
@@ -55,7 +55,7 @@ def test_unknown_type_keeps_the_environment_price_and_bad_values_are_ignored():
     assert (p.instance_type, p.market, p.price_usd_per_hour) == ("x9.huge", None, None)
 
 
-class IMDSStub(BaseHTTPRequestHandler):
+class IMDSStub(QuietHandler):
     def do_PUT(self):
         assert self.headers["X-aws-ec2-metadata-token-ttl-seconds"]
         self._send(b"TOKEN")
@@ -80,16 +80,11 @@ class IMDSStub(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def imds_url():
-    server = HTTPServer(("127.0.0.1", 0), IMDSStub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(HTTPServer(("127.0.0.1", 0), IMDSStub)) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
 
 
 def test_imds_identity_against_a_stub(imds_url):

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from provisioner.runner.report import Reporter, reporter_from_env, safe_url
+from tests.http_stub import QuietHandler, serving
 
 TOKEN = "s3cr3t-agent-token"
 RECORD = {"job": "app/main", "build": "7", "run_id": "0b6c4f1e-run-1", "start": "2026-01-02T03:04:05Z",
@@ -37,7 +37,7 @@ class FakeDaemon(ThreadingHTTPServer):
         return (201, {"ok": True}) if path == "/v1/usage" else (204, None)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: FakeDaemon
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
@@ -57,18 +57,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def daemon() -> Iterator[FakeDaemon]:
-    server = FakeDaemon()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(FakeDaemon()) as server:
+        yield server
 
 
 @pytest.fixture
