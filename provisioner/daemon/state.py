@@ -19,8 +19,10 @@ from typing import Iterable
 
 from provisioner.daemon.db import DaemonDb
 from provisioner.daemon.model import ItemKey
+from provisioner.errors import StoreError
 
 SECRET_ENV = "PROVISIONER_DAEMON_SECRET"
+SECRET_FILE = "daemon-secret"
 
 
 class Attempts:
@@ -59,23 +61,49 @@ class Attempts:
 
 
 def load_secret(state_dir: Path, environ: dict | None = None) -> bytes:
-    """The daemon secret: from the environment, else a 0600 file created once in `state_dir`."""
+    """The daemon secret: from the environment, else a 0600 file created once in `state_dir`.
+
+    The file appears whole or not at all (written aside, then linked into place), so a daemon
+    killed while creating it, or a second one starting beside it, never reads a partial secret."""
     env = (environ if environ is not None else os.environ).get(SECRET_ENV, "").strip()
     if env:
         return env.encode()
-    path = state_dir / "daemon-secret"
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
+    path = state_dir / SECRET_FILE
+    value = _read_secret(path)
+    if value is not None:
+        return value
     state_dir.mkdir(parents=True, exist_ok=True)
     value = secrets.token_bytes(32)
+    tmp = state_dir / f".{SECRET_FILE}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:                  # another daemon created it a moment ago
-        return bytes.fromhex(path.read_text().strip())
-    with os.fdopen(fd, "w") as f:
-        f.write(value.hex())
+        with os.fdopen(fd, "w") as f:
+            f.write(value.hex())
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)                      # fails if another daemon's secret is there already
+    except FileExistsError:
+        return load_secret(state_dir, environ)  # theirs, read as any restarted daemon reads it
+    finally:
+        tmp.unlink(missing_ok=True)
+    return value
+
+
+def _read_secret(path: Path) -> bytes | None:
+    """The secret in `path`; None if there is no file. Anything but 64 hex digits is an error:
+    a short or empty key would make agents' tokens guessable."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != 32:
+        raise StoreError(f"{path}: not a daemon secret (expected 64 hex digits, found {len(text)} "
+                         f"characters); remove it to make a new one (agents running now then need "
+                         f"relaunching), or set {SECRET_ENV}")
     return value
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -10,7 +12,9 @@ import requests
 from provisioner.daemon.http import AgentApi, DaemonHttpServer, Health
 from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
 from provisioner.daemon.state import Tokens, load_secret
+from provisioner.errors import StoreError
 from provisioner.history import open_store
+from tests.conftest import ROOT
 from tests.http_stub import QuietHandler, serving
 
 RECORD = {"job": "train", "build": "3", "run_id": "r-1", "start": "2026-01-01T00:00:00Z",
@@ -156,6 +160,26 @@ def test_tokens_survive_a_restart_and_the_secret_file_is_private(tmp_path):
     assert Tokens(b"other").node_of(a.for_node("prov-t-q1")) is None
     assert load_secret(tmp_path, {"PROVISIONER_DAEMON_SECRET": "s3cret"}) == b"s3cret"
     assert "***" in repr(a)
+    assert [p.name for p in tmp_path.iterdir()] == ["daemon-secret"]     # nothing left aside
+
+
+def test_daemons_starting_together_share_one_secret(tmp_path):
+    """Created aside and linked into place: no daemon reads another's half-written file."""
+    code = ("import sys; from pathlib import Path; from provisioner.daemon.state import load_secret; "
+            "print(load_secret(Path(sys.argv[1]), {}).hex())")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "state")], stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT) for _ in range(8)]
+    seen = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert len(seen) == 1 and len(seen.pop()) == 64
+    assert [p.name for p in (tmp_path / "state").iterdir()] == ["daemon-secret"]
+
+
+@pytest.mark.parametrize("text", ["", "abc", "zz" * 32, "ab" * 16])
+def test_a_damaged_secret_file_is_an_error_naming_it_not_a_weak_key(tmp_path, text):
+    (tmp_path / "daemon-secret").write_text(text)
+    with pytest.raises(StoreError, match="daemon-secret: not a daemon secret .* PROVISIONER_DAEMON_SECRET"):
+        load_secret(tmp_path)
+    assert (tmp_path / "daemon-secret").read_text() == text                # left for the operator to look at
 
 
 def test_a_failed_run_posted_by_an_agent_raises_the_configured_alert(tmp_path, emu):
