@@ -154,6 +154,8 @@ class Memory:
     in_flight: Mapping[str, InFlight] = field(default_factory=dict)  # node -> launch not yet described
     had_instance: frozenset[str] = frozenset()                      # nodes that had a live instance
     settling: frozenset[ItemKey] = frozenset()                      # items held last tick to confirm a theft
+    lost_seen: Mapping[str, int] = field(default_factory=dict)      # busy node -> observations in a row
+    #                                                                 with its agent offline and no instance
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ One tick's rules, over frozen values (no I/O, no clock, no globals; the label ca
 memoisation of pure functions):
 
 * Our nodes that ran a build are *used*: drain them while busy (no second build), retire them
-  (delete node, terminate instance) once idle; a busy node whose instance is gone was interrupted.
+  (delete node, terminate instance) once idle; a busy node whose agent is offline and whose
+  instance is gone on two observations in a row was interrupted (one describe that misses a
+  machine must not cost a running build).
 * Unused nodes form a pool matched to queue items: first each item's own node (named after its queue
   id), then not-yet-connected nodes whose own item is gone but whose labels satisfy a waiting item
   (Jenkins lets a subset-label item take another's node, so we rebind instead of launching again).
@@ -36,6 +38,7 @@ from provisioner.daemon.model import (DRAIN_MESSAGES, GONE_STATES, Action, Block
 from provisioner.errors import ProvisionerError
 from provisioner.requirements import Requirements, is_demand
 
+LOST_CONFIRMATIONS = 2      # observations in a row of a busy node without its machine, then it was interrupted
 
 # ---- memoised pure helpers (labels repeat across thousands of items) ------------------------
 
@@ -161,7 +164,8 @@ class _Tick:
             if not used:
                 pool.append(node)
             elif node.busy and node.offline and node.name not in self.instances:
-                self._retire(node, "interrupted")      # its machine is gone mid-build: Jenkins' retry takes over
+                if self.memory.lost_seen.get(node.name, 0) >= LOST_CONFIRMATIONS:
+                    self._retire(node, "interrupted")  # its machine is gone mid-build: Jenkins' retry takes over
             elif node.busy:
                 if node.builds and not node.temporarily_offline:   # a build started: not while only assigned
                     self.actions.append(Drain(node.name))
@@ -363,6 +367,8 @@ def remember(memory: Memory, nodes: Iterable[Node], instances: Iterable[Instance
     in_flight = {k: f for k, f in memory.in_flight.items()
                  if f.instance.id not in described and now - f.at < in_flight_ttl_s}
     first_seen = {n: memory.first_seen.get(n, now) for n in names}
+    lost = {n.name: memory.lost_seen.get(n.name, 0) + 1 for n in nodes
+            if n.busy and n.offline and n.name not in live and n.name not in in_flight}
     return Memory(
         first_seen=first_seen,
         seen_busy=frozenset(n for n in memory.seen_busy if n in names) | {n.name for n in nodes if n.busy},
@@ -372,7 +378,8 @@ def remember(memory: Memory, nodes: Iterable[Node], instances: Iterable[Instance
         in_flight=in_flight,
         settling=memory.settling,
         had_instance=frozenset(n for n in memory.had_instance if n in names) | (live & names)
-        | {k for k in in_flight if k in names})
+        | {k for k in in_flight if k in names},
+        lost_seen=lost)
 
 
 def after_actions(memory: Memory, actions: Iterable[Action], deleted: Iterable[str],

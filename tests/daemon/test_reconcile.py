@@ -137,11 +137,24 @@ def test_node_seen_busy_before_is_finished_when_idle_even_if_not_drained():
     assert [p.node for p in kinds(acts, Provision)] == ["prov-o-q8"]
 
 
-def test_interrupted_agent_node_is_removed():
+def test_interrupted_agent_node_is_removed_once_its_machine_is_missing_twice_in_a_row():
     n = node("prov-o-q7", meta(7), offline=True, temporarily_offline=True, idle=False, builds=("u",))
-    assert reconcile(observed([], [n], []), SETTINGS, NOW) == [DeleteNode("prov-o-q7", "interrupted")]
     stopping = instance("i-1", "prov-o-q7", state="shutting-down")
-    assert reconcile(observed([], [n], [stopping]), SETTINGS, NOW) == [DeleteNode("prov-o-q7", "interrupted")]
+    once = remember(Memory(), [n], [stopping], NOW)
+    assert reconcile(observed([], [n], [stopping], memory=once), SETTINGS, NOW) == []   # one miss: wait
+    twice = remember(once, [n], [], NOW + 5)
+    assert twice.lost_seen == {"prov-o-q7": 2}
+    assert reconcile(observed([], [n], [], memory=twice), SETTINGS, NOW + 5) == [DeleteNode("prov-o-q7", "interrupted")]
+
+
+def test_a_busy_node_is_not_lost_while_its_machine_is_described_or_in_flight_or_its_agent_online():
+    drained = node("prov-o-q7", meta(7), offline=True, temporarily_offline=True, idle=False, builds=("u",))
+    online = node("prov-o-q8", meta(8), offline=False, idle=False, builds=("v",))
+    m = remember(Memory(lost_seen={"prov-o-q7": 1, "prov-o-q8": 1}), [drained, online],
+                 [instance("i-7", "prov-o-q7")], NOW)
+    assert m.lost_seen == {}                                         # seen again: the count starts over
+    m = remember(Memory(in_flight={"prov-o-q7": flying(instance("i-7", "prov-o-q7"))}), [drained], [], NOW)
+    assert m.lost_seen == {}
 
 
 def test_repeatedly_interrupted_job_plans_on_demand_unless_its_label_names_a_market():
