@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from provisioner import labels
@@ -79,7 +79,6 @@ def interpret(text: str, where: str = "", position: int = 0) -> Term:
 
 
 def _comparison(text: str, key: str, op: str, raw: str) -> Term:
-    numeric_ops = ("=", "==", ">=", ">", "<=", "<", "!=")
     if key in ("vcpu", "disk", "mem"):
         value = parse_memory_gib(raw) if key in ("mem", "disk") else _number(raw, whole=True)
         if value <= 0 and op in ("=", ">=", ">"):

@@ -55,7 +55,7 @@ def _package_files() -> Iterator[tuple[Path, str]]:
                 yield source, f"{SITE}/{Path(str(entry)).as_posix()}"
 
 
-LAUNCHER = f"""#!/bin/sh
+LAUNCHER = """#!/bin/sh
 exec python3 -m provisioner "$@"
 """
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from provisioner.alerts.validate import KINDS, PERIODS, RUN_KINDS, SINK_TYPES  # noqa: F401  (re-exported)
+from provisioner.alerts.validate import RUN_KINDS
 from provisioner.errors import UsageError
 
 

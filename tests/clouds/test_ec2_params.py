@@ -75,7 +75,7 @@ def test_requests_match_golden_files(case):
         path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
         if not UPDATE:
             pytest.fail(f"{path.name} did not exist and was written: review it and commit it")
-    assert got == json.loads(path.read_text()), f"regenerate with PROVISIONER_UPDATE_GOLDEN=1 if intended"
+    assert got == json.loads(path.read_text()), "regenerate with PROVISIONER_UPDATE_GOLDEN=1 if intended"
 
 
 def test_spot_golden_covers_three_types_in_two_subnets_with_the_required_options():

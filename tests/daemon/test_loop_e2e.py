@@ -74,7 +74,7 @@ def test_an_agent_that_reports_is_drained_before_its_build_ends_so_it_never_runs
     """Two items, one agent at a time, builds far shorter than the tick and no drain poll: only the
     drain made when the build posts its usage record keeps the second item off the first agent."""
     cloud = cloud_for(emu, tmp_path)
-    d = start_daemon(daemon_config(emu.url, interval_s=3, drain_poll_s=0, max_agents=1), cloud, ADMIN[1])
+    start_daemon(daemon_config(emu.url, interval_s=3, drain_poll_s=0, max_agents=1), cloud, ADMIN[1])
     for job in ("a", "b"):
         emu.create_job(job, label=LABEL, script=[REPORT])
         emu.schedule(job)
