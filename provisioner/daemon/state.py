@@ -23,6 +23,7 @@ from provisioner.errors import StoreError
 
 SECRET_ENV = "PROVISIONER_DAEMON_SECRET"
 SECRET_FILE = "daemon-secret"
+MIN_SECRET_BYTES = 16
 
 
 class Attempts:
@@ -90,8 +91,8 @@ def load_secret(state_dir: Path, environ: dict | None = None) -> bytes:
 
 
 def _read_secret(path: Path) -> bytes | None:
-    """The secret in `path`; None if there is no file. Anything but 64 hex digits is an error:
-    a short or empty key would make agents' tokens guessable."""
+    """The secret in `path`; None if there is no file. Anything but hex of 16 bytes or more (the
+    daemon writes 32) is an error: a short or empty key would make agents' tokens guessable."""
     try:
         text = path.read_text().strip()
     except FileNotFoundError:
@@ -100,8 +101,8 @@ def _read_secret(path: Path) -> bytes | None:
         value = bytes.fromhex(text)
     except ValueError:
         value = b""
-    if len(value) != 32:
-        raise StoreError(f"{path}: not a daemon secret (expected 64 hex digits, found {len(text)} "
+    if len(value) < MIN_SECRET_BYTES:
+        raise StoreError(f"{path}: not a daemon secret (expected at least {2 * MIN_SECRET_BYTES} hex digits, found {len(text)} "
                          f"characters); remove it to make a new one (agents running now then need "
                          f"relaunching), or set {SECRET_ENV}")
     return value

@@ -174,12 +174,17 @@ def test_daemons_starting_together_share_one_secret(tmp_path):
     assert [p.name for p in (tmp_path / "state").iterdir()] == ["daemon-secret"]
 
 
-@pytest.mark.parametrize("text", ["", "abc", "zz" * 32, "ab" * 16])
+@pytest.mark.parametrize("text", ["", "abc", "zz" * 32, "ab" * 15])
 def test_a_damaged_secret_file_is_an_error_naming_it_not_a_weak_key(tmp_path, text):
     (tmp_path / "daemon-secret").write_text(text)
     with pytest.raises(StoreError, match="daemon-secret: not a daemon secret .* PROVISIONER_DAEMON_SECRET"):
         load_secret(tmp_path)
     assert (tmp_path / "daemon-secret").read_text() == text                # left for the operator to look at
+
+
+def test_a_secret_an_operator_wrote_is_kept_if_long_enough(tmp_path):
+    (tmp_path / "daemon-secret").write_text("ab" * 16 + "\n")
+    assert load_secret(tmp_path) == bytes.fromhex("ab" * 16)
 
 
 def test_a_failed_run_posted_by_an_agent_raises_the_configured_alert(tmp_path, emu):
