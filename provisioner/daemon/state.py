@@ -102,9 +102,9 @@ def _read_secret(path: Path) -> bytes | None:
     except ValueError:
         value = b""
     if len(value) < MIN_SECRET_BYTES:
-        raise StoreError(f"{path}: not a daemon secret (expected at least {2 * MIN_SECRET_BYTES} hex digits, found {len(text)} "
-                         f"characters); remove it to make a new one (agents running now then need "
-                         f"relaunching), or set {SECRET_ENV}")
+        raise StoreError(f"{path}: not a daemon secret (expected at least {2 * MIN_SECRET_BYTES} hex "
+                         f"digits, found {len(text)} characters); remove it to make a new one (agents "
+                         f"running now then need relaunching), or set {SECRET_ENV}")
     return value
 
 
