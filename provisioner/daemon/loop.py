@@ -196,7 +196,7 @@ class Daemon:
             if self._held.get(key) != a.reason:
                 event("item.held", queue_id=key[0], label=a.label, reason=a.reason)
         self._held = {k: a.reason for k, a in held.items()}
-        self._hand_over_missing(observed, actions, report)     # before this tick's launches
+        self._hand_over_missing(observed, nodes, actions, report)     # before this tick's launches
         launched = self._provision([a for a in actions if isinstance(a, Provision)], report)
         self.memory = R.after_actions(self.memory, actions, deleted, launched)
 
@@ -238,7 +238,8 @@ class Daemon:
             self._guard("forget-bundles", report, lambda: self.launcher.forget(unread) or True,
                         instances=[i.id for i in unread])
 
-    def _hand_over_missing(self, observed: Observed, actions: list, report: TickReport) -> None:
+    def _hand_over_missing(self, observed: Observed, nodes: dict[str, Node], actions: list,
+                           report: TickReport) -> None:
         """EC2: a booting agent whose bundle this process never put (it restarted between a launch and
         the hand-over, or the hand-over failed) gets it now; one still waiting to be read is kept."""
         if not self.launcher.hands_over:
@@ -247,7 +248,6 @@ class Daemon:
         self._handed &= live | {f.instance.id for f in self.memory.in_flight.values()}
         ending = ({i for a in actions if isinstance(a, Terminate) for i in a.instance_ids}
                   | {a.node for a in actions if isinstance(a, DeleteNode)})
-        nodes = {n.name: n for n in observed.nodes}
         missing = [(nodes[n], inst) for inst in observed.instances if (n := inst.tag("node") or "") in nodes
                    and not nodes[n].has_connected and inst.id not in self._handed and inst.id not in ending
                    and n not in ending and inst.state in ("pending", "running")]
