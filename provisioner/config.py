@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from provisioner import paths
 from provisioner.alerts.validate import validate_rules, validate_sinks, validate_teams
+from provisioner.catalog.devices import IMAGE_SLOTS
 from provisioner.errors import ConfigError, UsageError
 from provisioner.units import parse_duration_s
 
@@ -115,9 +116,9 @@ def _ids_by_region(v: Any) -> str | None:
 
 
 def _images(v: Any) -> str | None:
-    slots = ("x86_64", "arm64", "gpu_x86_64", "gpu_arm64")
+    slots = IMAGE_SLOTS
     if not isinstance(v, dict):
-        return "must map region to {x86_64|arm64|gpu_x86_64|gpu_arm64: ami-...}"
+        return f"must map region to {{{'|'.join(slots)}: ami-...}}"
     for region, images in v.items():
         if not isinstance(images, dict) or any(k not in slots or not isinstance(a, str) for k, a in images.items()):
             return f"{region}: must map {', '.join(slots)} to an AMI id"

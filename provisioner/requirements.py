@@ -1,25 +1,28 @@
 """Requirements: label expressions and filters read as one predicate over catalog offers.
 
 Semantics are CONTRACTS.md's ('Requirements: filters and labels'): numeric keys with `=` mean at
-least; `vcpu`/`mem` are sizing keys that autotune may replace; `gpu arch type family region disk` and
-the market atoms are hard; plain atoms (`linux`, the managed atom) carry no sizing meaning and are
+least; `vcpu`/`mem` are sizing keys that autotune may replace; `gpu accel arch type family region disk`
+and the market atoms are hard (`gpu=N` counts NVIDIA GPUs; a named vendor, series or model any GPU;
+`accel=` Gaudi, Inferentia and Trainium: provisioner/catalog/devices.py); plain atoms (`linux`, the managed atom) carry no sizing meaning and are
 free booleans the node can carry or not. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import itertools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from provisioner import labels
+from provisioner.catalog import devices
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
 from provisioner.errors import InputError, UsageError
 from provisioner.units import parse_duration_s, parse_memory_gib
 
-KEYS = ("vcpu", "mem", "gpu", "arch", "type", "family", "region", "disk", "timeout", "team")
+KEYS = ("vcpu", "mem", "gpu", "accel", "arch", "type", "family", "region", "disk", "timeout", "team")
 ALIASES = {"memory": "mem", "cpu": None}  # 'cpu' is a common slip: reported as unknown, hinting vcpu
 SIZING = ("vcpu", "mem")
 MARKET_ATOMS = {"spot": SPOT, "ondemand": ON_DEMAND, "on-demand": ON_DEMAND}
@@ -30,8 +33,7 @@ _GPU_MODEL = re.compile(r"^([A-Za-z][A-Za-z0-9 _.-]*?)(?::(\d+))?$")
 MAX_FREE_ATOMS = 10  # plain atoms whose truth we search over; more get set true
 
 
-def _norm_model(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+_norm_model = devices.norm
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Term:
     key: str = ""
     op: str = ""
     value: Any = None
-    count: int | None = None    # gpu: at-least count alongside a model
+    count: int | None = None    # gpu, accel: the count alongside a name (at least, or == exactly)
 
     def describe(self) -> str:
         return self.text
@@ -88,11 +90,25 @@ def _comparison(text: str, key: str, op: str, raw: str) -> Term:
         return Term("cmp", text, key, op, value)
     if key == "gpu":
         if re.fullmatch(r"\d+", raw):
-            return Term("cmp", text, key, op, None, int(raw))
-        m = _GPU_MODEL.match(raw)
-        if not m or op not in ("=", "==", "!="):
-            raise UsageError(f"bad GPU request {raw!r}: use gpu=N, gpu=MODEL or gpu=MODEL:N")
-        return Term("cmp", text, key, op, _norm_model(m.group(1)), int(m.group(2)) if m.group(2) else 1)
+            return Term("cmp", text, key, op, None, int(raw))   # NVIDIA GPUs
+        name, count = _device_request(raw, op, "bad GPU request {raw!r}: use gpu=N, gpu=MODEL or gpu=MODEL:N "
+                                      "(a vendor, series or model: nvidia, amd, radeon, a10g)")
+        family = devices.requested_accelerator(name)
+        if family:
+            raise UsageError(f"{name} is an accelerator, not a GPU: write accel={family}"
+                             + (f":{count}" if count != 1 else ""))
+        return Term("cmp", text, key, op, _norm_model(name), count)
+    if key == "accel":
+        if re.fullmatch(r"\d+", raw):
+            raise UsageError(f"accel names a model: accel=inferentia2, accel=trainium:16, accel=gaudi "
+                             f"(a count alone, {raw!r}, names no accelerator)")
+        name, count = _device_request(raw, op, "bad accelerator request {raw!r}: use accel=MODEL or accel=MODEL:N")
+        family = devices.requested_accelerator(name)
+        if not family:
+            raise UsageError(f"unknown accelerator {name!r}: accel names a Gaudi, Inferentia or Trainium "
+                             f"model (gaudi, inferentia, inferentia2, trainium, trainium2, neuron); "
+                             f"for a GPU write gpu={raw}")
+        return Term("cmp", text, key, op, family, count)
     if op not in ("=", "==", "!="):
         raise UsageError(f"{key} takes =, == or !=, not {op!r}")
     if key == "arch":
@@ -106,6 +122,17 @@ def _comparison(text: str, key: str, op: str, raw: str) -> Term:
     if key == "team":
         return Term("meta", text, key, op, raw)
     return Term("cmp", text, key, op, raw.lower())  # type, family, region
+
+
+def _device_request(raw: str, op: str, bad: str) -> tuple[str, int]:
+    """(name, count) of `NAME` or `NAME:N` (N at least 1; 1 when not given)."""
+    m = _GPU_MODEL.match(raw)
+    if not m or op not in ("=", "==", "!="):
+        raise UsageError(bad.format(raw=raw))
+    count = int(m.group(2)) if m.group(2) else 1
+    if count < 1:
+        raise UsageError(f"the count in {raw!r} must be at least 1")
+    return m.group(1), count
 
 
 def _number(raw: str, whole: bool = False) -> float:
@@ -157,25 +184,41 @@ def predicate(term: Term, sizing: Sizing | None = None, sizing_positive: bool = 
             return lambda o: o.memory_gib >= v
         attr = "vcpu" if key == "vcpu" else "memory_gib"
         return lambda o: _compare(getattr(o, attr), op, v)
-    if key == "gpu":
-        count = term.count
-        if v is None:
-            if op in ("=", ">="):
-                return lambda o: o.gpu_count >= count
-            return lambda o: _compare(o.gpu_count, op, count)
-
-        def gpu(o: Offer) -> bool:
-            same = o.gpu_model is not None and _norm_model(o.gpu_model) == v
-            if op == "!=":
-                return not same
-            return same and (o.gpu_count == count if op == "==" else o.gpu_count >= count)
-        return gpu
+    if key in ("gpu", "accel"):
+        return _device_predicate(key, op, v, term.count)
     attr = {"arch": "arch", "type": "instance_type", "family": "family", "region": "region"}[key]
     if any(c in v for c in "*?["):
         match = lambda o: fnmatch.fnmatchcase(getattr(o, attr).lower(), v)  # noqa: E731
     else:
         match = lambda o: getattr(o, attr).lower() == v  # noqa: E731
     return match if op != "!=" else (lambda o: not match(o))
+
+
+def _nvidia_gpus(o: Offer) -> int:
+    return o.gpu_count if o.gpu_count and devices.is_nvidia(o.gpu_manufacturer) else 0
+
+
+_gpu_names = functools.lru_cache(maxsize=256)(devices.gpu_names)
+_accel_names = functools.lru_cache(maxsize=256)(devices.accel_names)
+
+
+def _device_predicate(key: str, op: str, name: str | None, count: int) -> Callable[[Offer], bool]:
+    """`gpu=N` (NVIDIA GPUs), `gpu=NAME[:N]` (a GPU by vendor, series or model), `accel=NAME[:N]`."""
+    if name is None:
+        if op in ("=", ">="):
+            return lambda o: _nvidia_gpus(o) >= count
+        return lambda o: _compare(_nvidia_gpus(o), op, count)
+    if key == "gpu":
+        def have(o: Offer) -> int:
+            return o.gpu_count if o.gpu_count and name in _gpu_names(o.gpu_model, o.gpu_manufacturer) else 0
+    else:
+        def have(o: Offer) -> int:
+            return o.accel_count if o.accel_count and name in _accel_names(o.accel_model) else 0
+    if op == "!=":
+        return lambda o: not have(o)
+    if op == "==":
+        return lambda o: have(o) == count
+    return lambda o: have(o) >= count
 
 
 Compiled = Callable[[Offer, dict], bool]
@@ -391,10 +434,10 @@ class Requirements:
             if v is not None:
                 out[name] = int(v) if key == "vcpu" else v
         for t in positive:
-            if t.kind == "cmp" and t.key == "gpu" and t.op != "!=":
-                out["gpu_count"] = max(out.get("gpu_count", 0), t.count)
+            if t.kind == "cmp" and t.key in ("gpu", "accel") and t.op != "!=":
+                out[f"{t.key}_count"] = max(out.get(f"{t.key}_count", 0), t.count)
                 if t.value:
-                    out["gpu_model"] = t.value
+                    out[f"{t.key}_model"] = t.value
             elif t.kind == "cmp" and t.key in ("arch", "type", "family", "region") and t.op != "!=":
                 out[t.key] = t.value
             elif t.kind == "market":

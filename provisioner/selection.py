@@ -73,6 +73,7 @@ class Candidate:
         o = self.offer
         return {"instance_type": o.instance_type, "market": o.market, "region": o.region, "az": o.az,
                 "vcpu": o.vcpu, "memory_gib": o.memory_gib, "gpu_count": o.gpu_count,
+                "accel_model": o.accel_model, "accel_count": o.accel_count,
                 "price_usd_per_hour": o.price, "ondemand_usd_per_hour": o.ondemand_price,
                 "score": round(self.score, 2), "predicted_duration_s": round(self.duration_s, 1),
                 "predicted_cost_usd": round(self.cost_usd, 6)}

@@ -41,7 +41,7 @@ def chosen(label: str) -> list[str]:
     ("ec2 && gpu=a10g", ["g5.12xlarge"]),
     ("ec2 && !gpu=1", ["g4ad.xlarge", "g4ad.16xlarge", "inf2.xlarge", "trn1.32xlarge", "trn2.48xlarge",
                        "dl1.24xlarge", "m5.large"]),
-    ("ec2 && gpu!=radeon && vcpu=64", ["trn1.32xlarge", "trn2.48xlarge", "dl1.24xlarge"]),
+    ('ec2 && "gpu!=radeon" && vcpu=64', ["trn1.32xlarge", "trn2.48xlarge", "dl1.24xlarge"]),
     ("ec2 && accel=inferentia2", ["inf2.xlarge"]),
     ("ec2 && accel=Inferentia2", ["inf2.xlarge"]),
     ('ec2 && "accel=trainium:16"', ["trn1.32xlarge"]),
@@ -57,15 +57,15 @@ def test_gpu_counts_nvidia_unless_a_vendor_or_model_is_named(label, types):
 
 
 @pytest.mark.parametrize("label, position, message", [
-    ("ec2 && gpu=gaudi", 11, "Gaudi is an accelerator, not a GPU: write accel=gaudi"),
+    ("ec2 && gpu=gaudi", 11, "gaudi is an accelerator, not a GPU: write accel=gaudi"),
     ('ec2 && "gpu=inferentia2:2"', 12, "write accel=inferentia2"),
     ("ec2 && gpu=trainium", 11, "write accel=trainium"),
     ("ec2 && gpu=habana", 11, "write accel=gaudi"),
     ("ec2 && accel=4", 13, "accel names a model"),
-    ("ec2 && accel=a10g", 13, "a GPU: write gpu=a10g"),
-    ("ec2 && accel=nvidia", 13, "a GPU: write gpu=nvidia"),
+    ("ec2 && accel=a10g", 13, "for a GPU write gpu=a10g"),
+    ("ec2 && accel=nvidia", 13, "for a GPU write gpu=nvidia"),
     ('ec2 && "accel=gaudi:0"', 14, "at least 1"),
-    ('ec2 && "accel>=gaudi"', 14, "accel=MODEL or accel=MODEL:N"),
+    ('ec2 && "accel>=gaudi"', 15, "use accel=MODEL or accel=MODEL:N"),
 ])
 def test_accelerators_under_gpu_and_gpus_under_accel_are_errors_with_a_hint(label, position, message):
     with pytest.raises(InputError) as err:

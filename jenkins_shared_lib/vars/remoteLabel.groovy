@@ -14,7 +14,8 @@ String call(Map userConfig = [:]) {
         vcpu: null,          // whole vCPUs
         mem: null,           // 16 (GiB), '16G', '512Mi', '1.5GiB'
         memory: null,        // alias of mem
-        gpu: null,           // a count (1), a model ('a10g') or both ('a10g:4')
+        gpu: null,           // NVIDIA GPUs (1), or a vendor/series/model ('radeon', 'a10g', 'nvidia:4')
+        accel: null,         // Gaudi, Inferentia, Trainium: 'gaudi', 'inferentia2', 'trainium:16'
         arch: null,          // 'x86_64' or 'arm64'
         disk: null,          // GiB of root volume
         type: null,          // one instance type, e.g. 'm5.2xlarge'

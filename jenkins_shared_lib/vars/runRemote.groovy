@@ -14,7 +14,7 @@ Map call(Map userConfig = [:]) {
         image: null,          // Docker image; null: the agent's configured default image
         command: null,        // required: a String (run with `sh -c`) or a List of arguments (run as given)
         // Requirements, rendered by remoteLabel into the agent's label (see remoteLabel.txt).
-        managedAtom: 'ec2', labels: [], vcpu: null, mem: null, memory: null, gpu: null, arch: null,
+        managedAtom: 'ec2', labels: [], vcpu: null, mem: null, memory: null, gpu: null, accel: null, arch: null,
         disk: null, type: null, family: null, region: null,
         market: 'any',        // 'any', 'spot' or 'on-demand'
         timeout: null,        // the deadline: planned for in the label and enforced by the runner

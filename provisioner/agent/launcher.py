@@ -72,7 +72,7 @@ def make_cloud(name: str, ctx: Any) -> Cloud:
     settings = Ec2Settings.from_config(config.section("ec2"), config.regions)
     if not (settings.images and any(settings.images.values())):
         raise CloudError("no image configured for ec2: set ec2.images.<region>.<x86_64|arm64|gpu_x86_64|"
-                         "gpu_arm64> to the pre-warmed AMI (agent_bootstrap/packer)", code="Config", kind="config")
+                         "gpu_arm64|...> to the pre-warmed AMI (agent_bootstrap/packer)", code="Config", kind="config")
     return Ec2Cloud(None, settings, blocked=BlockedOffers())
 
 

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
+from provisioner.catalog import devices
 from provisioner.catalog.model import ON_DEMAND, SPOT, Catalog, Offer
 
 COMPOSITE = "composite"
@@ -41,6 +42,9 @@ FILES = ("aws_instances.csv", "aws_spot_prices.csv", "aws_spot_interruption.csv"
 # Spot rows whose type/region has no advisor bucket get the worst bucket's rate: be pessimistic.
 UNKNOWN_INTERRUPTION_RATE = 0.25
 CACHE_META = "meta.json"
+# Part of the pickled build's key: bump it when Offer's fields or their meaning change, so that an
+# older build is not read back into the new shape.
+OFFER_FORMAT = 2
 
 _cache: dict[str, list[Offer]] = {}
 
@@ -58,6 +62,11 @@ def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
 
 def _float(text: str) -> float | None:
     return float(text) if text else None
+
+
+def _int(text: str) -> int:
+    """A device count; empty (unknown: specs from the price feed alone) counts as none."""
+    return int(text) if text else 0
 
 
 def _scores(path: Path, vcpus: dict[str, int], families: dict[str, str],
@@ -164,26 +173,27 @@ def build_catalog(data_dirs: list[Path], score_source: str = DEFAULT_SCORE_SOURC
     fixed: dict[str, tuple] = {}
     for t, r in specs.items():
         single, multi, basis = scores.get(t, (0.0, 0.0, "none"))
-        gpus = r[c["gpu_count"]]
-        fixed[t] = (r[c["family"]], vcpus[t], float(r[c["memory_gib"]]), r[c["arch"]],
-                    int(gpus) if gpus else 0, r[c["gpu_model"]] or None,
-                    _float(r[c["gpu_memory_gib"]]), r[c["burstable"]] == "1",
-                    r[c["current_generation"]] == "1", single, multi, basis)
+        gc, gm, gmaker, gmem, am, ac = devices.classify(
+            _int(r[c["gpu_count"]]), r[c["gpu_model"]] or None, r[c["gpu_manufacturer"]] or None,
+            _float(r[c["gpu_memory_gib"]]), r[c["accelerator_model"]] or None, _int(r[c["accelerator_count"]]))
+        fixed[t] = (r[c["family"]], vcpus[t], float(r[c["memory_gib"]]), r[c["arch"]], gc, gm, gmem,
+                    r[c["burstable"]] == "1", r[c["current_generation"]] == "1", single, multi, basis,
+                    gmaker, am, ac)
 
     offers = []
     for (t, region), price in ondemand.items():
-        fam, vcpu, mem, arch, gc, gm, gmem, burst, cur, single, multi, basis = fixed[t]
+        fam, vcpu, mem, arch, gc, gm, gmem, burst, cur, single, multi, basis, gmaker, am, ac = fixed[t]
         offers.append(Offer(t, fam, region, ON_DEMAND, vcpu, mem, arch, price, price, gc, gm, gmem,
-                            burst, cur, None, single, multi, basis, None))
+                            burst, cur, None, single, multi, basis, None, gmaker, am, ac))
     _, srows = _rows(pick("aws_spot_prices.csv"))
     for t, region, _az, price in srows:
         if t not in fixed or not price or float(price) <= 0:
             continue
-        fam, vcpu, mem, arch, gc, gm, gmem, burst, cur, single, multi, basis = fixed[t]
+        fam, vcpu, mem, arch, gc, gm, gmem, burst, cur, single, multi, basis, gmaker, am, ac = fixed[t]
         offers.append(Offer(t, fam, region, SPOT, vcpu, mem, arch, float(price), ondemand.get((t, region)),
                             gc, gm, gmem, burst, cur,
                             interruption.get((t, region), UNKNOWN_INTERRUPTION_RATE),
-                            single, multi, basis, None))
+                            single, multi, basis, None, gmaker, am, ac))
     return Catalog(offers=offers, source=source, score_source=score_source)
 
 
@@ -218,7 +228,7 @@ def _built_offers(dirs: list[Path], score_source: str, source: str) -> list[Offe
     and per user command, so the build is cached under the cache directory, keyed by the files.
     """
     from provisioner import __version__, paths
-    stamp = repr((__version__, score_source, [(str(d / f), _mtime(d / f)) for d in dirs for f in FILES]))
+    stamp = repr((__version__, OFFER_FORMAT, score_source, [(str(d / f), _mtime(d / f)) for d in dirs for f in FILES]))
     digest = hashlib.sha256(stamp.encode()).hexdigest()[:16]
     if digest in _cache:
         return _cache[digest]

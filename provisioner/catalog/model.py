@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from provisioner.catalog import devices
+
 SPOT = "spot"
 ON_DEMAND = "on-demand"
 
@@ -31,15 +33,30 @@ class Offer(NamedTuple):
     score_multi: float = 0.0         # all-core score, same unit
     score_basis: str = ""            # where the scores come from (source, or how they were derived)
     az: str | None = None
+    gpu_manufacturer: str | None = None      # 'NVIDIA', 'AMD' (None: no GPU, or not known)
+    accel_model: str | None = None           # a non-GPU accelerator: 'Inferentia2', 'Gaudi HL-205'...
+    accel_count: int = 0
+
+    @property
+    def accel_kind(self) -> str | None:
+        """The accelerator's software stack: 'neuron', 'gaudi', 'fpga'... (devices.kind)."""
+        return devices.kind(self.accel_model) if self.accel_count else None
 
     @property
     def key(self) -> tuple[str, str, str]:
         return self.instance_type, self.region, self.market
 
+    def devices(self) -> str:
+        """'1x A10G', '8x Gaudi HL-205', '' for none: the GPUs and accelerators, for people."""
+        parts = [f"{self.gpu_count}x {self.gpu_model or 'GPU'}"] if self.gpu_count else []
+        if self.accel_count:
+            parts.append(f"{self.accel_count}x {self.accel_model or 'accelerator'}")
+        return ", ".join(parts)
+
     def describe(self) -> str:
-        gpu = f", {self.gpu_count}x {self.gpu_model}" if self.gpu_count else ""
+        dev = f", {self.devices()}" if self.gpu_count or self.accel_count else ""
         return (f"{self.instance_type} {self.market} {self.region} ({self.vcpu} vCPU, "
-                f"{self.memory_gib:g} GiB{gpu}, {self.arch}) ${self.price:.4f}/h")
+                f"{self.memory_gib:g} GiB{dev}, {self.arch}) ${self.price:.4f}/h")
 
 
 @dataclass

@@ -56,7 +56,7 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
     print(f"{'type':<18} {'market':<9} {'region':<14} {'vCPU':>5} {'GiB':>8} {'GPU':<12} {'arch':<7} "
           f"{'$/h':>9} {'od $/h':>9} {'int%/mo':>7} {'1-core':>8} {'all-core':>10}")
     for o in shown:
-        gpu = f"{o.gpu_count}x{o.gpu_model}" if o.gpu_count else "-"
+        gpu = o.devices().replace("x ", "x") or "-"
         od = f"{o.ondemand_price:.4f}" if o.ondemand_price else "-"
         ir = f"{o.interruption_rate * 100:.1f}" if o.interruption_rate is not None else "-"
         print(f"{o.instance_type:<18} {o.market:<9} {o.region:<14} {o.vcpu:>5} {o.memory_gib:>8g} "

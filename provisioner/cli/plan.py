@@ -67,7 +67,7 @@ def render(result) -> str:
     lines += [f"  - {r}" for r in plan.reasons]
     lines.append("")
     lines.append(f"Plan: {o.instance_type} ({o.market}, {o.region}) {o.vcpu} vCPU, {o.memory_gib:g} GiB"
-                 + (f", {o.gpu_count}x {o.gpu_model}" if o.gpu_count else ""))
+                 + (f", {o.devices()}" if o.gpu_count or o.accel_count else ""))
     lines.append(f"  price ${o.price:.4f}/h" + (f" (on-demand ${o.ondemand_price:.4f}/h)" if o.ondemand_price else "")
                  + f", perf/price {c.perf_per_price:,.0f}, predicted {format_duration(c.duration_s)}"
                  f" ({c.duration_s:.0f}s), cost ${c.cost_usd:.4f}")

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from provisioner.catalog import devices
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
 from provisioner.clouds.base import (BATCH_NODES_TAG, BATCH_TAG, INSTANCE_TAG_KEYS, OWNER_TAG, CloudError,
                                      LaunchSpec, batch_key)
@@ -34,7 +35,7 @@ MAX_TAGS = 50                     # EC2 tags per resource
 CLIENT_TOKEN_MAX = 64             # EC2 ClientToken length limit
 TEMPLATE_VERSION = "1"            # the content hash names the template, so version 1 is its content
 ANY_REGION = "*"                  # a flat list of subnets/security groups applies to every region
-IMAGE_SLOTS = ("x86_64", "arm64", "gpu_x86_64", "gpu_arm64")
+IMAGE_SLOTS = devices.IMAGE_SLOTS   # x86_64, arm64, then gpu_, amdgpu_, neuron_, gaudi_ + arch
 TAG_VALUE_MAX = 256               # EC2's limit on a tag value
 MAX_BATCH = 50                    # instances per batched CreateFleet (our cap, well under EC2's)
 NODE_TAG = "provisioner:node"
@@ -95,8 +96,10 @@ def _by_region(value: Any, key: str) -> dict[str, tuple[str, ...]]:
 # ---- candidates, images, rounds --------------------------------------------------------------
 
 def image_slot(offer: Offer) -> str:
-    """Which image an offer boots: GPU types need the image with the NVIDIA driver and toolkit."""
-    return f"gpu_{offer.arch}" if offer.gpu_count else offer.arch
+    """Which image an offer boots: the plain one of its architecture, or the one with its devices'
+    drivers (`gpu_` NVIDIA, `amdgpu_` AMD, `neuron_` Inferentia/Trainium, `gaudi_` Habana Gaudi)."""
+    cls = devices.image_class(offer.gpu_count, offer.gpu_manufacturer, offer.accel_model, offer.accel_count)
+    return f"{cls}_{offer.arch}" if cls else offer.arch
 
 
 def image_for(settings: Ec2Settings, offer: Offer) -> str | None:

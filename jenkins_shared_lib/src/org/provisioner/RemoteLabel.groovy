@@ -6,14 +6,16 @@ import com.cloudbees.groovy.cps.NonCPS
  * Renders a requirements map as the label expression that the provisioner daemon reads
  * (CONTRACTS.md "Requirements: filters and labels"; parsed by provisioner/requirements.py).
  *
- * Format: the managed atom, extra plain atoms, then vcpu, mem, gpu, arch, disk, type, family,
- * region, timeout (each only when given), the market atom, then `exact`; joined with ' && '.
+ * Format: the managed atom, extra plain atoms, then vcpu, mem, gpu, accel, arch, disk, type,
+ * family, region, timeout (each only when given), the market atom, then `exact`; joined with ' && '.
+ * `gpu` is a count of NVIDIA GPUs or a GPU's vendor, series or model; Gaudi, Inferentia and
+ * Trainium are accelerators under `accel`, never `gpu` (both checked here as in Python).
  * The order is fixed so that the same map always gives the same label, which the Python test
  * vectors (tests/vectors/labels.json) pin down.
  */
 class RemoteLabel implements Serializable {
     /** Every key a label map may hold; `memory` is an alias of `mem`. */
-    static final List<String> KEYS = ['managedAtom', 'labels', 'vcpu', 'mem', 'memory', 'gpu', 'arch',
+    static final List<String> KEYS = ['managedAtom', 'labels', 'vcpu', 'mem', 'memory', 'gpu', 'accel', 'arch',
                                       'disk', 'type', 'family', 'region', 'timeout', 'market', 'autotune']
     static final List<String> MARKETS = ['any', 'spot', 'on-demand']
     /** The daemon's default managed atom (its config `jenkins.managed_atom`). */
@@ -22,6 +24,10 @@ class RemoteLabel implements Serializable {
     private static final Map<String, String> ARCH = [x86_64: 'x86_64', amd64: 'x86_64', arm64: 'arm64', aarch64: 'arm64']
     // Atoms that other keys own: letting them in through `labels` would bypass validation.
     private static final List<String> RESERVED = ['spot', 'ondemand', 'on-demand', 'exact']
+    // Accelerator families `accel` asks for (a name starting with one of these), and their aliases.
+    static final List<String> ACCELERATORS = ['inferentia', 'trainium', 'neuron', 'gaudi', 'habana']
+    private static final Map<String, String> ACCELERATOR_ALIASES = [habana: 'gaudi']
+    private static final String DEVICE = /([a-z][a-z0-9._-]*)(?::(\d+))?/
 
     /** Problems with the values of `spec` (unknown keys are the caller's check), each naming its key. */
     @NonCPS
@@ -93,6 +99,7 @@ class RemoteLabel implements Serializable {
             case 'mem':
             case 'memory': return Units.memory(value)
             case 'gpu': return gpu(value)
+            case 'accel': return accel(value)
             case 'arch': return arch(value)
             case 'disk': return disk(value)
             case 'type': return matching(value, /[a-z0-9][a-z0-9-]*\.[a-z0-9-]+/, 'an instance type such as m5.2xlarge')
@@ -160,17 +167,52 @@ class RemoteLabel implements Serializable {
         return MARKETS.contains(market) ? market : null
     }
 
+    // gpu: a count of NVIDIA GPUs, or a vendor, series or model (nvidia, amd, radeon, a10g) with an optional count.
     @NonCPS
     private static String gpu(Object value) {
         String text = value.toString().trim().toLowerCase()
+        String what = 'a count of at least 1 (NVIDIA GPUs), a vendor or model (nvidia, radeon, a10g) or model:count (a10g:4)'
         if (text ==~ /\d+(\.0+)?/) {
-            return positiveWhole(value, 'a count of at least 1, a model (a10g) or model:count (a10g:4)')
+            return positiveWhole(value, what)
         }
-        def m = (text =~ /([a-z][a-z0-9._-]*)(?::(\d+))?/)
+        def m = (text =~ DEVICE)
         if (!m.matches() || (m.group(2) != null && Long.parseLong(m.group(2)) < 1)) {
-            throw new IllegalArgumentException("must be a count of at least 1, a model (a10g) or model:count (a10g:4), got '${value}'")
+            throw new IllegalArgumentException("must be ${what}, got '${value}'")
+        }
+        String family = acceleratorFamily(m.group(1))
+        if (family != null) {
+            throw new IllegalArgumentException("names an accelerator, not a GPU: use accel: '${family}${m.group(2) ? ':' + m.group(2) : ''}'")
         }
         return text
+    }
+
+    // accel: a Gaudi, Inferentia or Trainium model (gaudi, inferentia2, trainium2, neuron) with an optional count.
+    @NonCPS
+    private static String accel(Object value) {
+        String text = value.toString().trim().toLowerCase()
+        String what = "a Gaudi, Inferentia or Trainium model (gaudi, inferentia2, neuron) or model:count ('trainium:16')"
+        if (text ==~ /\d+(\.0+)?/) {
+            throw new IllegalArgumentException("must be ${what}, got '${value}' (a count alone names no accelerator)")
+        }
+        def m = (text =~ DEVICE)
+        if (!m.matches() || (m.group(2) != null && Long.parseLong(m.group(2)) < 1)) {
+            throw new IllegalArgumentException("must be ${what}, got '${value}'")
+        }
+        String family = acceleratorFamily(m.group(1))
+        if (family == null) {
+            throw new IllegalArgumentException("must be ${what}, got '${value}' (a GPU goes under gpu)")
+        }
+        return m.group(2) ? "${family}:${m.group(2)}".toString() : family
+    }
+
+    /** The accelerator family a lower-case device name belongs to (aliases resolved), or null. */
+    @NonCPS
+    static String acceleratorFamily(String name) {
+        String plain = name.replaceAll(/[^a-z0-9]/, '')
+        if (!ACCELERATORS.any { plain.startsWith(it) }) {
+            return null
+        }
+        return ACCELERATOR_ALIASES[plain] ?: plain
     }
 
     @NonCPS

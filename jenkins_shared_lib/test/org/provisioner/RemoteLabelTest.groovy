@@ -34,9 +34,33 @@ class RemoteLabelTest {
         assert RemoteLabel.atoms([gpu: 2]) == ['ec2', 'gpu=2']
         assert RemoteLabel.atoms([gpu: 'L40S']) == ['ec2', 'gpu=l40s']
         assert RemoteLabel.atoms([gpu: 'a10g:4']) == ['ec2', 'gpu=a10g:4']
-        assert RemoteLabel.problems([gpu: ':4']) == ["gpu must be a count of at least 1, a model (a10g) or model:count (a10g:4), got ':4'"]
+        assert RemoteLabel.problems([gpu: ':4']) == ["gpu must be a count of at least 1 (NVIDIA GPUs), a vendor or model " +
+                                                     "(nvidia, radeon, a10g) or model:count (a10g:4), got ':4'"]
         assert RemoteLabel.problems([gpu: 'a10g:x']).size() == 1
         assert RemoteLabel.problems([gpu: true]) == ['gpu must be a value, not true']
+    }
+
+    @Test
+    void gpuNamesAVendorSeriesOrModelButNeverAnAccelerator() {
+        assert RemoteLabel.atoms([gpu: 'NVIDIA:4']) == ['ec2', 'gpu=nvidia:4']
+        assert RemoteLabel.atoms([gpu: 'radeon']) == ['ec2', 'gpu=radeon']
+        assert RemoteLabel.problems([gpu: 'gaudi']) == ["gpu names an accelerator, not a GPU: use accel: 'gaudi'"]
+        assert RemoteLabel.problems([gpu: 'Trainium2:16']) == ["gpu names an accelerator, not a GPU: use accel: 'trainium2:16'"]
+        assert RemoteLabel.problems([gpu: 'habana']) == ["gpu names an accelerator, not a GPU: use accel: 'gaudi'"]
+    }
+
+    @Test
+    void accelTakesAGaudiInferentiaOrTrainiumModelWithAnOptionalCount() {
+        assert RemoteLabel.atoms([accel: 'Inferentia2']) == ['ec2', 'accel=inferentia2']
+        assert RemoteLabel.atoms([accel: 'trainium:16']) == ['ec2', 'accel=trainium:16']
+        assert RemoteLabel.render([accel: 'trainium:16']) == 'ec2 && "accel=trainium:16"'
+        assert RemoteLabel.atoms([accel: 'habana:8']) == ['ec2', 'accel=gaudi:8']
+        assert RemoteLabel.atoms([gpu: 1, accel: 'neuron', arch: 'x86_64']) == ['ec2', 'gpu=1', 'accel=neuron', 'arch=x86_64']
+        String what = "accel must be a Gaudi, Inferentia or Trainium model (gaudi, inferentia2, neuron) or model:count ('trainium:16')"
+        assert RemoteLabel.problems([accel: 2]) == ["${what}, got '2' (a count alone names no accelerator)".toString()]
+        assert RemoteLabel.problems([accel: 'a10g']) == ["${what}, got 'a10g' (a GPU goes under gpu)".toString()]
+        assert RemoteLabel.problems([accel: 'gaudi:0']) == ["${what}, got 'gaudi:0'".toString()]
+        assert RemoteLabel.problems([accel: true]) == ['accel must be a value, not true']
     }
 
     @Test

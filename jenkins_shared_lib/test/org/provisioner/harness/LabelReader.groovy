@@ -68,18 +68,20 @@ class LabelReader {
             case 'mem': out.mem_gib = Units.memoryGib(value); break
             case 'disk': out.disk_gib = new BigDecimal(value); break
             case 'timeout': out.timeout_s = Units.durationSeconds(value); break
-            case 'gpu': readGpu(value, out); break
+            case 'gpu': readDevice('gpu', value, out); break
+            case 'accel': readDevice('accel', value, out); break
             default: out[key] = value
         }
     }
 
-    private static void readGpu(String value, Map out) {
+    // gpu=N, gpu=MODEL, gpu=MODEL:N, accel=MODEL, accel=MODEL:N
+    private static void readDevice(String key, String value, Map out) {
         List<String> parts = value.tokenize(':')
         if (parts[0] ==~ /\d+/) {
-            out.gpu_count = parts[0] as Integer
+            out["${key}_count".toString()] = parts[0] as Integer
         } else {
-            out.gpu_model = parts[0]
-            out.gpu_count = parts.size() > 1 ? parts[1] as Integer : 1
+            out["${key}_model".toString()] = parts[0]
+            out["${key}_count".toString()] = parts.size() > 1 ? parts[1] as Integer : 1
         }
     }
 }

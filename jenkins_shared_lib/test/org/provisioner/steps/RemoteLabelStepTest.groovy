@@ -8,7 +8,7 @@ import org.provisioner.harness.PipelineHarness
 class RemoteLabelStepTest {
     // One valid value for every label key, so that both steps must accept every key.
     static final Map EVERY_KEY = [managedAtom: 'ec2', labels: ['linux'], vcpu: 2, mem: 4, memory: null, gpu: 1,
-                                  arch: 'arm64', disk: 20, type: 'm6g.large', family: 'm6g', region: 'us-east-1',
+                                  accel: 'neuron', arch: 'arm64', disk: 20, type: 'm6g.large', family: 'm6g', region: 'us-east-1',
                                   timeout: '1h', market: 'spot', autotune: false]
 
     final PipelineHarness jenkins = new PipelineHarness()
@@ -16,7 +16,7 @@ class RemoteLabelStepTest {
     @Test
     void bothStepsAcceptEveryLabelKey() {
         assert EVERY_KEY.keySet() == RemoteLabel.KEYS as Set
-        String label = 'ec2 && linux && vcpu=2 && mem=4 && gpu=1 && arch=arm64 && disk=20 && type=m6g.large && ' +
+        String label = 'ec2 && linux && vcpu=2 && mem=4 && gpu=1 && accel=neuron && arch=arm64 && disk=20 && type=m6g.large && ' +
                        'family=m6g && region=us-east-1 && timeout=1h && spot && exact'
         assert jenkins.call('remoteLabel', EVERY_KEY) == label
         jenkins.shHandler = jenkins.runner([duration_s: 1])
@@ -30,7 +30,7 @@ class RemoteLabelStepTest {
             jenkins.call('remoteLabel', [vcpus: 2, ram: 4])
             assert false
         } catch (PipelineError e) {
-            assert e.message == "remoteLabel: unknown keys 'vcpus', 'ram' (known keys: arch, autotune, disk, family, " +
+            assert e.message == "remoteLabel: unknown keys 'vcpus', 'ram' (known keys: accel, arch, autotune, disk, family, " +
                 "gpu, labels, managedAtom, market, mem, memory, region, timeout, type, vcpu)"
         }
     }

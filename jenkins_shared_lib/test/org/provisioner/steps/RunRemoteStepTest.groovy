@@ -38,6 +38,17 @@ class RunRemoteStepTest {
     }
 
     @Test
+    void acceleratorsAreAskedForUnderAccelAndNeverUnderGpu() {
+        jenkins.shHandler = jenkins.runner(RECORD + [instance_type: 'inf2.xlarge', gpu_count: 0])
+        jenkins.call('runRemote', [command: 'python infer.py', accel: 'Inferentia2', market: 'spot'])
+        assert jenkins.nodeLabels() == ['ec2 && accel=inferentia2 && spot']
+
+        String message = expectFailure { jenkins.call('runRemote', [command: 'true', gpu: 'trainium:16']) }
+        assert message == "runRemote: gpu names an accelerator, not a GPU: use accel: 'trainium:16'"
+        assert jenkins.nodeLabels() == ['ec2 && accel=inferentia2 && spot']   // no agent asked for
+    }
+
+    @Test
     void theSummaryFileIsEmptiedOnTheAgentBeforeTheRun() {
         jenkins.shHandler = jenkins.runner(RECORD)
         jenkins.call('runRemote', [command: 'true'])
@@ -150,7 +161,7 @@ class RunRemoteStepTest {
     @Test
     void badMapsFailBeforeAnyAgentIsRequested() {
         String message = expectFailure { jenkins.call('runRemote', [command: 'true', cpus: 4, vcpu: 0, market: 'cheap', timeout: '2 days']) }
-        assert message.startsWith("runRemote: unknown key 'cpus' (known keys: arch, autotune, build, command,")
+        assert message.startsWith("runRemote: unknown key 'cpus' (known keys: accel, arch, autotune, build, command,")
         ['vcpu must be a whole number', 'market must be one of any, spot, on-demand', 'timeout must be seconds'].each {
             assert message.contains(it)
         }

@@ -1,0 +1,107 @@
+"""GPUs and accelerators: how the catalog classifies a type's devices and how a request names them.
+
+A **GPU** is a graphics processor with its maker (NVIDIA, AMD). `gpu=N` counts NVIDIA GPUs only
+(what CUDA needs); any other GPU is asked for by its maker, series or model (`gpu=amd`,
+`gpu=radeon`). An **accelerator** is a device with its own software stack, asked for with
+`accel=`: AWS Inferentia and Trainium (the Neuron SDK) and Habana Gaudi (SynapseAI). AWS lists
+Gaudi among a type's GPUs (DescribeInstanceTypes' GpuInfo, so the catalog's gpu_* columns): the
+catalog moves it to the accelerator fields, so a dl1 has no GPU. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Makers whose "GPUs" in AWS's data are accelerators with their own stack.
+ACCELERATOR_GPU_MAKERS = ("habana",)
+# The accelerator families `accel=` asks for, by the prefix of the normalised name, and the
+# software stack (the image) each needs. Other accelerators in the catalog (FPGAs, Qualcomm AI100,
+# video transcoders) have a kind but cannot be asked for by `accel=`.
+REQUESTABLE = {"inferentia": "neuron", "trainium": "neuron", "neuron": "neuron", "gaudi": "gaudi",
+               "habana": "gaudi"}
+_OTHER_KINDS = {"virtex": "fpga", "qualcomm": "qualcomm", "u30": "media"}
+REQUEST_ALIASES = {"habana": "gaudi"}   # the maker's name for its one accelerator family
+NVIDIA = "nvidia"
+
+
+def norm(name: str) -> str:
+    """A device name as requests and the catalog compare it: lower case, letters and digits only."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def kind(model: str | None) -> str | None:
+    """The software stack of an accelerator model: 'neuron', 'gaudi', 'fpga', 'qualcomm', 'media',
+    or 'other'; None for no model."""
+    if not model:
+        return None
+    n = norm(model)
+    for prefix, k in (REQUESTABLE | _OTHER_KINDS).items():
+        if n.startswith(prefix):
+            return k
+    return "other"
+
+
+def classify(gpu_count: int, gpu_model: str | None, gpu_maker: str | None, gpu_memory_gib: float | None,
+             accel_model: str | None, accel_count: int) -> tuple:
+    """(gpu_count, gpu_model, gpu_maker, gpu_memory_gib, accel_model, accel_count) of one catalog row,
+    with GPUs that are accelerators (Gaudi) moved to the accelerator fields."""
+    if gpu_count and gpu_maker and norm(gpu_maker) in ACCELERATOR_GPU_MAKERS and not accel_count:
+        return 0, None, None, None, gpu_model, gpu_count
+    if not gpu_count:
+        gpu_model = gpu_maker = gpu_memory_gib = None
+    if not accel_count:
+        accel_model = None
+    return gpu_count, gpu_model, gpu_maker, gpu_memory_gib, accel_model, accel_count
+
+
+def _words(model: str) -> set[str]:
+    first = model.split()[0] if model.split() else model
+    return {norm(model), norm(first)}
+
+
+def gpu_names(model: str | None, maker: str | None) -> frozenset[str]:
+    """The names a `gpu=NAME` request may use for this GPU: its model, series (first word) and maker."""
+    names = _words(model) if model else set()
+    if maker:
+        names.add(norm(maker))
+    return frozenset(n for n in names if n)
+
+
+def accel_names(model: str | None) -> frozenset[str]:
+    """The names an `accel=NAME` request may use: the model, its first word, and its kind."""
+    if not model:
+        return frozenset()
+    return frozenset(n for n in _words(model) | {kind(model) or ""} if n)
+
+
+def requested_accelerator(name: str) -> str | None:
+    """The accelerator family a requested name belongs to ('gaudi', 'inferentia2'...), None when it
+    names none: the hint for a `gpu=` that names an accelerator, and `accel=`'s check."""
+    n = norm(name)
+    for prefix in REQUESTABLE:
+        if n.startswith(prefix):
+            return REQUEST_ALIASES.get(n, n)
+    return None
+
+
+def is_nvidia(maker: str | None) -> bool:
+    return maker is not None and norm(maker) == NVIDIA
+
+
+# ---- which image an instance type boots -------------------------------------------------------
+# A plain image (per architecture) runs CPU types; a type with devices needs their driver stack:
+# `gpu` the NVIDIA driver and container toolkit, `amdgpu` AMD's driver (ROCm), `neuron` the AWS
+# Neuron driver and runtime (Inferentia, Trainium), `gaudi` Habana's driver (SynapseAI). Other
+# accelerators (FPGAs, Qualcomm AI100, video transcoders) boot the plain image: no slot carries
+# their SDKs, and `accel=` does not ask for them.
+IMAGE_CLASSES = ("gpu", "amdgpu", "neuron", "gaudi")
+IMAGE_ARCHES = ("x86_64", "arm64")
+IMAGE_SLOTS = IMAGE_ARCHES + tuple(f"{c}_{a}" for c in IMAGE_CLASSES for a in IMAGE_ARCHES)
+
+
+def image_class(gpu_count: int, gpu_maker: str | None, accel_model: str | None, accel_count: int) -> str | None:
+    """The driver stack a type needs beyond the plain image (None: the plain image does)."""
+    if gpu_count:
+        return "amdgpu" if gpu_maker and norm(gpu_maker) == "amd" else "gpu"
+    k = kind(accel_model) if accel_count else None
+    return k if k in ("neuron", "gaudi") else None
