@@ -53,7 +53,7 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         print(json.dumps([o._asdict() for o in shown]))
         return 0
-    print(f"{'type':<18} {'market':<9} {'region':<14} {'vCPU':>5} {'GiB':>8} {'GPU':<12} {'arch':<7} "
+    print(f"{'type':<18} {'market':<9} {'region':<14} {'vCPU':>5} {'GiB':>8} {'GPU/accel':<12} {'arch':<7} "
           f"{'$/h':>9} {'od $/h':>9} {'int%/mo':>7} {'1-core':>8} {'all-core':>10}")
     for o in shown:
         gpu = o.devices().replace("x ", "x") or "-"
