@@ -1,16 +1,15 @@
 """Requirements: label expressions and filters read as one predicate over catalog offers.
 
 Semantics are CONTRACTS.md's ('Requirements: filters and labels'): numeric keys with `=` mean at
-least; `vcpu`/`mem` are sizing keys that autotune may replace; `gpu accel arch type family region disk`
-and the market atoms are hard (`gpu=N` counts NVIDIA GPUs; a named vendor, series or model any GPU;
-`accel=` Gaudi, Inferentia and Trainium: provisioner/catalog/devices.py); plain atoms (`linux`, the managed atom) carry no sizing meaning and are
-free booleans the node can carry or not. Pure: no I/O.
+least; `vcpu`/`mem` are sizing keys that autotune may replace; `gpu accel arch type family region
+disk` and the market atoms are hard (what `gpu` and `accel` name: provisioner/catalog/devices.py);
+plain atoms (`linux`, the managed atom) carry no sizing meaning and are free booleans the node can
+carry or not. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import functools
 import itertools
 import re
 from dataclasses import dataclass
@@ -29,11 +28,7 @@ MARKET_ATOMS = {"spot": SPOT, "ondemand": ON_DEMAND, "on-demand": ON_DEMAND}
 ARCHES = {"x86_64": "x86_64", "x86-64": "x86_64", "amd64": "x86_64", "arm64": "arm64",
           "aarch64": "arm64", "arm": "arm64"}
 _COMPARISON = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*(>=|<=|==|!=|=|>|<)\s*(.*?)\s*$")
-_GPU_MODEL = re.compile(r"^([A-Za-z][A-Za-z0-9 _.-]*?)(?::(\d+))?$")
 MAX_FREE_ATOMS = 10  # plain atoms whose truth we search over; more get set true
-
-
-_norm_model = devices.norm
 
 
 @dataclass(frozen=True)
@@ -88,27 +83,9 @@ def _comparison(text: str, key: str, op: str, raw: str) -> Term:
         if key == "disk" and op not in ("=", ">="):
             raise UsageError(f"disk sets the root volume size: write disk=N (GiB), not {text!r}")
         return Term("cmp", text, key, op, value)
-    if key == "gpu":
-        if re.fullmatch(r"\d+", raw):
-            return Term("cmp", text, key, op, None, int(raw))   # NVIDIA GPUs
-        name, count = _device_request(raw, op, "bad GPU request {raw!r}: use gpu=N, gpu=MODEL or gpu=MODEL:N "
-                                      "(a vendor, series or model: nvidia, amd, radeon, a10g)")
-        family = devices.requested_accelerator(name)
-        if family:
-            raise UsageError(f"{name} is an accelerator, not a GPU: write accel={family}"
-                             + (f":{count}" if count != 1 else ""))
-        return Term("cmp", text, key, op, _norm_model(name), count)
-    if key == "accel":
-        if re.fullmatch(r"\d+", raw):
-            raise UsageError(f"accel names a model: accel=inferentia2, accel=trainium:16, accel=gaudi "
-                             f"(a count alone, {raw!r}, names no accelerator)")
-        name, count = _device_request(raw, op, "bad accelerator request {raw!r}: use accel=MODEL or accel=MODEL:N")
-        family = devices.requested_accelerator(name)
-        if not family:
-            raise UsageError(f"unknown accelerator {name!r}: accel names a Gaudi, Inferentia or Trainium "
-                             f"model (gaudi, inferentia, inferentia2, trainium, trainium2, neuron); "
-                             f"for a GPU write gpu={raw}")
-        return Term("cmp", text, key, op, family, count)
+    if key in ("gpu", "accel"):
+        name, count = devices.parse_request(key, op, raw, text)
+        return Term("cmp", text, key, op, name, count)
     if op not in ("=", "==", "!="):
         raise UsageError(f"{key} takes =, == or !=, not {op!r}")
     if key == "arch":
@@ -122,17 +99,6 @@ def _comparison(text: str, key: str, op: str, raw: str) -> Term:
     if key == "team":
         return Term("meta", text, key, op, raw)
     return Term("cmp", text, key, op, raw.lower())  # type, family, region
-
-
-def _device_request(raw: str, op: str, bad: str) -> tuple[str, int]:
-    """(name, count) of `NAME` or `NAME:N` (N at least 1; 1 when not given)."""
-    m = _GPU_MODEL.match(raw)
-    if not m or op not in ("=", "==", "!="):
-        raise UsageError(bad.format(raw=raw))
-    count = int(m.group(2)) if m.group(2) else 1
-    if count < 1:
-        raise UsageError(f"the count in {raw!r} must be at least 1")
-    return m.group(1), count
 
 
 def _number(raw: str, whole: bool = False) -> float:
@@ -185,40 +151,13 @@ def predicate(term: Term, sizing: Sizing | None = None, sizing_positive: bool = 
         attr = "vcpu" if key == "vcpu" else "memory_gib"
         return lambda o: _compare(getattr(o, attr), op, v)
     if key in ("gpu", "accel"):
-        return _device_predicate(key, op, v, term.count)
+        return devices.predicate(key, op, v, term.count)
     attr = {"arch": "arch", "type": "instance_type", "family": "family", "region": "region"}[key]
     if any(c in v for c in "*?["):
         match = lambda o: fnmatch.fnmatchcase(getattr(o, attr).lower(), v)  # noqa: E731
     else:
         match = lambda o: getattr(o, attr).lower() == v  # noqa: E731
     return match if op != "!=" else (lambda o: not match(o))
-
-
-def _nvidia_gpus(o: Offer) -> int:
-    return o.gpu_count if o.gpu_count and devices.is_nvidia(o.gpu_manufacturer) else 0
-
-
-_gpu_names = functools.lru_cache(maxsize=256)(devices.gpu_names)
-_accel_names = functools.lru_cache(maxsize=256)(devices.accel_names)
-
-
-def _device_predicate(key: str, op: str, name: str | None, count: int) -> Callable[[Offer], bool]:
-    """`gpu=N` (NVIDIA GPUs), `gpu=NAME[:N]` (a GPU by vendor, series or model), `accel=NAME[:N]`."""
-    if name is None:
-        if op in ("=", ">="):
-            return lambda o: _nvidia_gpus(o) >= count
-        return lambda o: _compare(_nvidia_gpus(o), op, count)
-    if key == "gpu":
-        def have(o: Offer) -> int:
-            return o.gpu_count if o.gpu_count and name in _gpu_names(o.gpu_model, o.gpu_manufacturer) else 0
-    else:
-        def have(o: Offer) -> int:
-            return o.accel_count if o.accel_count and name in _accel_names(o.accel_model) else 0
-    if op == "!=":
-        return lambda o: not have(o)
-    if op == "==":
-        return lambda o: have(o) == count
-    return lambda o: have(o) >= count
 
 
 Compiled = Callable[[Offer, dict], bool]

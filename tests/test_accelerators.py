@@ -3,6 +3,9 @@ Gaudi, Inferentia and Trainium are accelerators under `accel=<model>[:N]`, never
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from provisioner.catalog.model import Offer
@@ -92,3 +95,20 @@ def test_an_offer_with_only_accelerators_has_no_gpu():
     assert isinstance(INF2, Offer) and INF2.gpu_count == 0 and INF2.accel_count == 1
     assert GAUDI.gpu_count == 0 and GAUDI.accel_kind == "gaudi" and TRN16.accel_kind == "neuron"
     assert T4.gpu_manufacturer == "NVIDIA" and CPU.accel_kind is None
+
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "labels.json").read_text())
+DEVICE_REJECTIONS = [v for v in VECTORS if v.get("invalid") and set(v["map"]) <= {"gpu", "accel"}]
+
+
+@pytest.mark.parametrize("vector", DEVICE_REJECTIONS, ids=lambda v: v["name"])
+def test_what_groovy_rejects_for_gpu_and_accel_python_rejects_too(vector):
+    (key, value), = vector["map"].items()
+    with pytest.raises(InputError):
+        Requirements.parse(f'ec2 && "{key}={value}"')
+
+
+def test_at_least_zero_gpus_is_an_error_and_exactly_zero_a_filter():
+    with pytest.raises(InputError, match="asks for nothing"):
+        Requirements.parse("ec2 && gpu=0")
+    assert chosen("ec2 && gpu==0 && vcpu=64") == ["g4ad.16xlarge", "trn1.32xlarge", "trn2.48xlarge", "dl1.24xlarge"]

@@ -10,7 +10,15 @@ catalog moves it to the accelerator fields, so a dl1 has no GPU. Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
+from typing import TYPE_CHECKING, Callable
+
+from provisioner.errors import UsageError
+
+if TYPE_CHECKING:
+    from provisioner.catalog.model import Offer
 
 # Makers whose "GPUs" in AWS's data are accelerators with their own stack.
 ACCELERATOR_GPU_MAKERS = ("habana",)
@@ -22,6 +30,9 @@ REQUESTABLE = {"inferentia": "neuron", "trainium": "neuron", "neuron": "neuron",
 _OTHER_KINDS = {"virtex": "fpga", "qualcomm": "qualcomm", "u30": "media"}
 REQUEST_ALIASES = {"habana": "gaudi"}   # the maker's name for its one accelerator family
 NVIDIA = "nvidia"
+_NAME_COUNT = re.compile(r"^([A-Za-z][A-Za-z0-9 _.-]*?)(?::(\d+))?$")
+_COMPARE = {"=": operator.ge, ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+            "==": operator.eq, "!=": operator.ne}
 
 
 def norm(name: str) -> str:
@@ -86,6 +97,67 @@ def requested_accelerator(name: str) -> str | None:
 
 def is_nvidia(maker: str | None) -> bool:
     return maker is not None and norm(maker) == NVIDIA
+
+
+# ---- requests: `gpu=N`, `gpu=NAME[:N]`, `accel=NAME[:N]` ----------------------------------------
+
+def parse_request(key: str, op: str, raw: str, text: str) -> tuple[str | None, int]:
+    """(name, count) of a `gpu` or `accel` value: name None for `gpu=N` (NVIDIA GPUs), else the
+    normalised vendor, series or model ('a10g', 'radeon', 'inferentia2'; 'habana' reads 'gaudi').
+    UsageError for an accelerator under `gpu`, a GPU or a bare count under `accel`, a count below 1."""
+    if key == "gpu" and re.fullmatch(r"\d+", raw):
+        if int(raw) == 0 and op in ("=", ">="):
+            raise UsageError(f"{text!r} asks for nothing: gpu=N needs N of at least 1 "
+                             "(gpu==0 or !gpu=1 means no NVIDIA GPU)")
+        return None, int(raw)
+    if key == "accel" and re.fullmatch(r"\d+", raw):
+        raise UsageError(f"accel names a model: accel=inferentia2, accel=trainium:16, accel=gaudi "
+                         f"(a count alone, {raw!r}, names no accelerator)")
+    m = _NAME_COUNT.match(raw)
+    if not m or op not in ("=", "==", "!="):
+        raise UsageError(f"bad GPU request {raw!r}: use gpu=N, gpu=MODEL or gpu=MODEL:N (a vendor, series "
+                         "or model: nvidia, amd, radeon, a10g)" if key == "gpu" else
+                         f"bad accelerator request {raw!r}: use accel=MODEL or accel=MODEL:N")
+    name, count = m.group(1), int(m.group(2)) if m.group(2) else 1
+    if count < 1:
+        raise UsageError(f"the count in {raw!r} must be at least 1")
+    family = requested_accelerator(name)
+    if key == "gpu" and family:
+        raise UsageError(f"{name} is an accelerator, not a GPU: write accel={family}"
+                         + (f":{count}" if count != 1 else ""))
+    if key == "accel" and not family:
+        raise UsageError(f"unknown accelerator {name!r}: accel names a Gaudi, Inferentia or Trainium model "
+                         f"(gaudi, inferentia, inferentia2, trainium, trainium2, neuron); for a GPU write gpu={raw}")
+    return (family if key == "accel" else norm(name)), count
+
+
+_gpu_names = functools.lru_cache(maxsize=256)(gpu_names)
+_accel_names = functools.lru_cache(maxsize=256)(accel_names)
+
+
+def nvidia_gpus(o: "Offer") -> int:
+    return o.gpu_count if o.gpu_count and is_nvidia(o.gpu_manufacturer) else 0
+
+
+def predicate(key: str, op: str, name: str | None, count: int) -> Callable[["Offer"], bool]:
+    """A parsed request as a predicate over offers: how many of the named devices an offer has,
+    compared with `count` (`=` means at least; `!=` with a name: none of them)."""
+    if name is None:
+        if op in ("=", ">="):
+            return lambda o: nvidia_gpus(o) >= count
+        compare = _COMPARE[op]
+        return lambda o: compare(nvidia_gpus(o), count)
+    if key == "gpu":
+        def have(o: "Offer") -> int:
+            return o.gpu_count if o.gpu_count and name in _gpu_names(o.gpu_model, o.gpu_manufacturer) else 0
+    else:
+        def have(o: "Offer") -> int:
+            return o.accel_count if o.accel_count and name in _accel_names(o.accel_model) else 0
+    if op == "!=":
+        return lambda o: not have(o)
+    if op == "==":
+        return lambda o: have(o) == count
+    return lambda o: have(o) >= count
 
 
 # ---- which image an instance type boots -------------------------------------------------------
