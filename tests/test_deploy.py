@@ -49,3 +49,57 @@ def test_the_unit_runs_the_check_first_as_a_dedicated_user():
     assert settings["ProtectSystem"] == "strict" and settings["StateDirectory"] == "provisioner"
     assert settings["ExecStartPre"] == f"{INSTALLED} daemon --check"
     assert settings["ExecStart"] == f"{INSTALLED} daemon"
+
+
+CFN = ROOT / "deploy" / "cloudformation"
+
+
+def test_the_template_is_built_from_the_shipped_policies():
+    done = subprocess.run([sys.executable, str(CFN / "build.py"), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_template_passes_cfn_lint():
+    lint = shutil.which("cfn-lint") or str(Path(sys.executable).with_name("cfn-lint"))
+    if not Path(lint).exists():
+        pytest.skip("cfn-lint is not installed (pip install cfn-lint; the test extras have it)")
+    done = subprocess.run([lint, str(CFN / "provisioner.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.moto
+@pytest.mark.parametrize("bucket", ["", "ckpt-bucket"], ids=["no-checkpoints", "checkpoints"])
+def test_the_template_deploys(moto_env, bucket):
+    """Deployed to moto: the roles carry exactly the shipped policies, the profiles hold them, and
+    the log group exists with its retention."""
+    import json
+
+    from provisioner import aws
+    cfn = aws.client("cloudformation", region="us-east-1")
+    cfn.create_stack(StackName="provisioner", TemplateBody=(CFN / "provisioner.json").read_text(),
+                     Parameters=[{"ParameterKey": "CheckpointBucket", "ParameterValue": bucket}],
+                     Capabilities=["CAPABILITY_NAMED_IAM"])
+    stack = cfn.describe_stacks(StackName="provisioner")["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    iam = aws.client("iam", region="us-east-1")
+    shipped = {name: json.loads((ROOT / "provisioner" / "clouds" / "iam" / f"{name}-policy.json").read_text())
+               for name in ("daemon", "instance")}
+    for name in ("daemon", "instance"):
+        role = f"provisioner-{name}"
+        document = iam.get_role_policy(RoleName=role, PolicyName=role)["PolicyDocument"]
+        if isinstance(document, str):   # moto keeps a policy made by CloudFormation as Python's repr
+            import ast
+            document = ast.literal_eval(document)
+        expected = shipped[name]["Statement"]
+        if name == "instance":
+            expected = [s for s in expected if "CHECKPOINT-BUCKET" not in json.dumps(s)] if not bucket else [
+                json.loads(json.dumps(s).replace("REPLACE-WITH-CHECKPOINT-BUCKET", bucket)) for s in expected]
+        # moto leaves an AWS::NoValue in a list as null where CloudFormation drops it
+        assert [s for s in document["Statement"] if s is not None] == expected
+        profile = iam.get_instance_profile(InstanceProfileName=role)["InstanceProfile"]
+        assert [r["RoleName"] for r in profile["Roles"]] == [role]
+    assert outputs["InstanceProfileArn"].endswith(":instance-profile/provisioner-instance")
+    logs = aws.client("logs", region="us-east-1")
+    group = logs.describe_log_groups(logGroupNamePrefix="/provisioner/jobs")["logGroups"][0]
+    assert group["retentionInDays"] == 30
