@@ -48,8 +48,15 @@ pipelineJob('provisioner-examples/train-model') {
 
 pipelineJob('provisioner-examples/nightly-benchmark') {
     description('A nightly benchmark on arm64 spot capacity, with credentials for the results store.')
-    triggers {
-        cron('H 2 * * *')
+    // Job DSL 1.77+ deprecates `triggers {}` in pipelineJob: triggers are a job property.
+    properties {
+        pipelineTriggers {
+            triggers {
+                cron {
+                    spec('H 2 * * *')
+                }
+            }
+        }
     }
     definition {
         cps {

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from provisioner import __version__
 from provisioner.agent import secrets
 from provisioner.catalog.model import Offer
 from provisioner.records import iso_utc
@@ -119,7 +120,7 @@ def render_user_data(mode: str, plan: Any, spec: BootstrapSpec, cloud: Any) -> s
         raise ValueError("agent mode needs the Jenkins URL (the node name comes with the secret bundle)")
     template = _environment(str(template_dir())).get_template(TEMPLATES[mode])
     return template.render(mode=mode, template=TEMPLATES[mode], cloud=cloud_name, offer=_offer(plan),
-                           spec=spec)
+                           spec=spec, version=__version__)
 
 
 def secret_env(cloud: Any, bundle: Mapping[str, Any]) -> dict[str, str]:

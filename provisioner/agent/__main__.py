@@ -1,4 +1,6 @@
-"""`python3 -m provisioner.agent COMMAND`: the bootstrap's helpers on the instance.
+"""`provisioner-agent COMMAND` (also `python3 -m provisioner.agent`): the bootstrap's helpers on the
+instance. User-data and baked images call this console script, never module paths, so moving
+modules never breaks an image.
 
   secrets --from-env [NAME] | --from-ssm NAME --region R   fetch the secret bundle into 0600 files
           | --for-instance ID --region R                    (the parameter named after instance ID)
@@ -6,6 +8,8 @@
   fetch-agent-jar JENKINS_URL OUT                           GET {JENKINS_URL}/jnlpJars/agent.jar
   plan-env                                                  shell exports that correct the plan
                                                             from instance metadata (EC2 only)
+  watch [WATCHER-OPTIONS]                                   the spot/expiry/idle watcher
+  check-version VERSION                                     exit 125 unless this is provisioner VERSION
 
 Exit codes: the job's own for `job`; 125 when a helper failed before the job ran (CONTRACTS.md).
 """
@@ -107,8 +111,25 @@ def cmd_plan_env(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_version(a: argparse.Namespace) -> int:
+    """The user-data was rendered by one provisioner version; the image must carry the same one, or
+    the helpers' flags and the bundle's format may differ."""
+    from provisioner import __version__
+    if a.version != __version__:
+        print(f"provisioner-agent: error: this image has provisioner {__version__}, but the user-data "
+              f"was rendered by provisioner {a.version}: rebuild the image with provisioner {a.version} "
+              "(agent_bootstrap/packer; on the docker cloud python -m provisioner.agent.image)",
+              file=sys.stderr)
+        return EXIT_BEFORE_JOB
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m provisioner.agent", description=__doc__,
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["watch"]:                     # the watcher parses its own options
+        from provisioner.agent import watcher
+        return watcher.main(args[1:])
+    p = argparse.ArgumentParser(prog="provisioner-agent", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("secrets", help="fetch the secret bundle into 0600 files")
@@ -132,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     f.set_defaults(func=cmd_fetch_agent_jar)
     e = sub.add_parser("plan-env", help="exports correcting the plan from instance metadata")
     e.set_defaults(func=cmd_plan_env)
-    a = p.parse_args(argv)
+    sub.add_parser("watch", help="the spot, expiry and idle watcher (its options: watch --help)")
+    v = sub.add_parser("check-version", help="exit 125 unless this is provisioner VERSION")
+    v.add_argument("version")
+    v.set_defaults(func=cmd_check_version)
+    a = p.parse_args(args)
     return a.func(a)
 
 

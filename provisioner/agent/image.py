@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-RECIPE = "4"
+RECIPE = "5"
 DEFAULT_TAG = "provisioner-agent:latest"
 SITE = "opt/provisioner/site"
 # What `provisioner run`, the watcher and the helpers import on an instance (boto3 is left out:
@@ -55,9 +55,9 @@ def _package_files() -> Iterator[tuple[Path, str]]:
                 yield source, f"{SITE}/{Path(str(entry)).as_posix()}"
 
 
-LAUNCHER = """#!/bin/sh
-exec python3 -m provisioner "$@"
-"""
+# The image's commands: `provisioner` and the bootstrap's stable entry point `provisioner-agent`.
+LAUNCHERS = {"provisioner": 'exec python3 -m provisioner "$@"',
+             "provisioner-agent": 'exec python3 -m provisioner.agent "$@"'}
 
 
 def _digest(files: list[tuple[Path, str]], base_id: str, java: bool, agent_jar: Path | None) -> str:
@@ -126,9 +126,11 @@ def _context(files: list[tuple[Path, str]], base: str, digest: str, jre: Path | 
         tar.addfile(info, io.BytesIO(data))
         for source, target in files:
             tar.add(str(source), arcname=f"root/{target}", recursive=False)
-        info = tarfile.TarInfo("root/usr/local/bin/provisioner")
-        info.size, info.mode = len(LAUNCHER), 0o755
-        tar.addfile(info, io.BytesIO(LAUNCHER.encode()))
+        for command, line in LAUNCHERS.items():
+            script = f"#!/bin/sh\n{line}\n".encode()
+            info = tarfile.TarInfo(f"root/usr/local/bin/{command}")
+            info.size, info.mode = len(script), 0o755
+            tar.addfile(info, io.BytesIO(script))
         if jre is not None:
             tar.add(str(jre), arcname="root/opt/java")
         for lib in libs:

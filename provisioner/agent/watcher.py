@@ -1,6 +1,6 @@
 """The instance's watcher: spot interruption notices and the self-termination limits.
 
-Started in the background by the bootstrap (`python3 -m provisioner.agent.watcher`). Every
+Started in the background by the bootstrap (`provisioner-agent watch`). Every
 `--interval` (5 s) it
 - asks instance metadata (IMDSv2) for `spot/instance-action`. AWS gives a 2-minute notice; the
   watcher sends the job SIGTERM and allows it GRACE seconds (default 90 s of the 120 s: a 5 s poll
@@ -394,7 +394,7 @@ def _epoch(text: str | None) -> float | None:
 def settings_from(argv: list[str] | None, environ: dict[str, str]) -> WatchSettings:
     from provisioner.runner.pricing import on_ec2
     env = environ.get
-    p = argparse.ArgumentParser(prog="python3 -m provisioner.agent.watcher",
+    p = argparse.ArgumentParser(prog="provisioner-agent watch",
                                 description="Spot interruption and self-termination watcher.")
     p.add_argument("--pid-file", type=Path, help="job mode: the pid to send SIGTERM")
     p.add_argument("--agent-pid-file", type=Path, help="agent mode: the java agent's pid")

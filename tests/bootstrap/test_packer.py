@@ -44,3 +44,25 @@ def test_template_builds_both_variants_and_runs_every_script():
         assert subprocess.run(["sh", "-n", str(path)]).returncode == 0, script
     gpu = next(p for p in data["provisioners"] if p["script"].endswith("install-gpu.sh"))
     assert gpu["only"] == ["gpu"]
+
+
+# AWS' names of the DLAMI base images (x86_64 and arm64 spell the architecture differently).
+DLAMI_NAMES = {"x86_64": "Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023) 20241115",
+               "arm64": "Deep Learning ARM64 Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023) 20241115"}
+
+
+@pytest.mark.parametrize("arch", sorted(DLAMI_NAMES))
+def test_gpu_source_filter_matches_the_dlami_of_either_architecture(arch):
+    """EC2's name filter is a glob (`*` any run of characters); the architecture filter picks the arch."""
+    import fnmatch
+    gpu = next(b for b in json.loads(TEMPLATE.read_text())["builders"] if b["name"] == "gpu")
+    filters = gpu["source_ami_filter"]["filters"]
+    assert fnmatch.fnmatchcase(DLAMI_NAMES[arch], filters["name"])
+    assert filters["architecture"] == "{{user `arch`}}"
+
+
+def test_the_image_does_not_take_over_python3():
+    """A build's python3/pip must stay the system's: only provisioner's own commands are linked."""
+    script = (TEMPLATE.parent / "scripts" / "install-base.sh").read_text()
+    links = [line.split()[-1] for line in script.splitlines() if line.startswith("ln -s")]
+    assert links == ["/usr/local/bin/provisioner", "/usr/local/bin/provisioner-agent"]

@@ -9,11 +9,12 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from provisioner import bootstrap
+from provisioner import __version__, bootstrap
 from provisioner.agent import launcher, secrets
 from provisioner.bootstrap import BootstrapSpec, render_user_data
 from provisioner.runner.spec import ContainerSpec
@@ -23,6 +24,7 @@ from tests.factories import offer
 NASTY = ("python3", "-c", "import sys; print('it''s $HOME `x` \"q\" \\\\ ;&|')", "--", "-e", "*", "a b")
 SPEC = BootstrapSpec(run_id="0b6c-run", expires_at="2030-01-01T00:00:00Z",
                      run_args=("--image", "img:1", "--timeout", "60s", "--", *NASTY))
+ROOT = Path(__file__).resolve().parents[2]
 AGENT = BootstrapSpec(run_id="", expires_at="2030-01-01T00:00:00Z", jenkins_url="http://127.0.0.1:8080/",
                       idle_timeout_s=600)
 
@@ -72,18 +74,18 @@ def test_rendering_is_valid_posix_shell(shell, mode, spec, cloud):
 
 
 def fake_python(tmp_path: Path) -> Path:
-    """A `python3` that records each call's argv (NUL-separated) and plays the helpers' parts."""
+    """A `provisioner-agent` that records each call's argv (NUL-separated) and plays the helpers' parts."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python3").write_text(f"""#!/bin/sh
+    (bin_dir / "provisioner-agent").write_text(f"""#!/bin/sh
 printf '%s\\0' "$@" > "{tmp_path}/call-$$"
-case "$3" in
+case "$1" in
   secrets) : > "$PROVISIONER_STATE_DIR/report.env"; echo "PROVISIONER_REPORT_URL=http://x" > "$PROVISIONER_STATE_DIR/report.env" ;;
   job) env > "{tmp_path}/job-env"; exit 7 ;;
 esac
 exit 0
 """)
-    (bin_dir / "python3").chmod(0o755)
+    (bin_dir / "provisioner-agent").chmod(0o755)
     return bin_dir
 
 
@@ -98,8 +100,8 @@ def test_job_script_runs_the_job_with_its_arguments_intact_and_exits_with_its_co
            "PROVISIONER_STATE_DIR": str(tmp_path / "state"), "PROVISIONER_SECRETS": "{}"}
     done = subprocess.run(["sh", "-c", script, "user-data"], env=env, capture_output=True, text=True, timeout=20)
     assert done.returncode == 7, done.stderr                   # the job's exit code, via shutdown_instance
-    job_call = next(c for c in calls(tmp_path) if c[:3] == ["-m", "provisioner.agent", "job"])
-    assert job_call[3:] == ["--", *SPEC.run_args]              # every argument survived the quoting
+    job_call = next(c for c in calls(tmp_path) if c[:1] == ["job"])
+    assert job_call[1:] == ["--", *SPEC.run_args]              # every argument survived the quoting
     job_env = (tmp_path / "job-env").read_text()
     assert "PROVISIONER_INSTANCE_TYPE=c5.large" in job_env and "PROVISIONER_MARKET=spot" in job_env
     assert "PROVISIONER_REPORT_URL=http://x" in job_env        # report.env sourced into the job's env
@@ -110,7 +112,7 @@ def test_job_script_runs_the_job_with_its_arguments_intact_and_exits_with_its_co
 
 def test_a_failing_secret_fetch_stops_with_125(tmp_path):
     bin_dir = fake_python(tmp_path)
-    (bin_dir / "python3").write_text('#!/bin/sh\n[ "$3" = secrets ] && exit 1\nexit 0\n')
+    (bin_dir / "provisioner-agent").write_text('#!/bin/sh\n[ "$1" = secrets ] && exit 1\nexit 0\n')
     script = render_user_data("job", offer(), SPEC, "docker")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PROVISIONER_CLOUD": "docker",
            "PROVISIONER_STATE_DIR": str(tmp_path / "state")}
@@ -163,3 +165,37 @@ def test_templates_come_from_the_override_directory(tmp_path, monkeypatch):
     (tmp_path / "job.sh.j2").write_text("#!/bin/sh\necho {{ offer.instance_type }} {{ cloud }}\n")
     monkeypatch.setenv(bootstrap.TEMPLATE_DIR_ENV, str(tmp_path))
     assert render_user_data("job", offer("m5.xlarge"), SPEC, "ec2") == "#!/bin/sh\necho m5.xlarge ec2\n"
+
+
+@pytest.mark.parametrize("mode,spec", [("job", SPEC), ("agent", AGENT)], ids=["job", "agent"])
+@pytest.mark.parametrize("cloud", ["docker", "ec2"])
+def test_user_data_calls_only_the_stable_entry_point(mode, spec, cloud):
+    """Images bake the `provisioner-agent` console script; module paths may move between versions."""
+    script = render_user_data(mode, offer(), spec, cloud)
+    assert "python3 -m" not in script and "provisioner.agent" not in script
+    assert f"provisioner-agent check-version {__version__}" in script
+
+
+def test_an_image_of_another_version_stops_the_bootstrap_with_a_clear_message(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    agent = bin_dir / "provisioner-agent"     # the real helper, as an image of version 0.0.1 has it
+    agent.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import provisioner, sys; "
+                     "provisioner.__version__ = \"0.0.1\"; from provisioner.agent.__main__ import main; "
+                     "sys.exit(main())' \"$@\"\n")
+    agent.chmod(0o755)
+    script = render_user_data("job", offer(), SPEC, "docker")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PROVISIONER_CLOUD": "docker", "PYTHONPATH": str(ROOT),
+           "PROVISIONER_STATE_DIR": str(tmp_path / "state"), "PROVISIONER_SECRETS": "{}"}
+    done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 125
+    assert (f"this image has provisioner 0.0.1, but the user-data was rendered by provisioner {__version__}"
+            in done.stderr)
+
+
+def test_an_image_without_the_entry_point_stops_the_bootstrap(tmp_path):
+    script = render_user_data("job", offer(), SPEC, "docker")
+    env = {"PATH": "/usr/bin:/bin", "PROVISIONER_CLOUD": "docker", "PROVISIONER_STATE_DIR": str(tmp_path / "s")}
+    done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 125
+    assert f"this image has no provisioner-agent command: rebuild it with provisioner {__version__}" in done.stderr

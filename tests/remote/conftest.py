@@ -12,7 +12,7 @@ import pytest
 from tests.images import busybox_image
 
 AGENT_TAG = "provisioner-agent:test"
-HANGING_TAG = "provisioner-test/never-ready:1"
+HANGING_TAG = "provisioner-test/never-ready:2"
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def agent_image(docker_client: Any, pyimage: str) -> str:
 
 @pytest.fixture(scope="session")
 def never_ready_image(docker_client: Any) -> str:
-    """An instance image whose python3 hangs: the bootstrap never gets to its ready line."""
+    """An instance image whose provisioner-agent hangs: the bootstrap never gets to its ready line."""
     import io
     import tarfile
     base = busybox_image(docker_client)
@@ -32,10 +32,10 @@ def never_ready_image(docker_client: Any) -> str:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo("Dockerfile")
-        dockerfile = f"FROM {base}\nCOPY python3 /usr/bin/python3\n".encode()
+        dockerfile = f"FROM {base}\nCOPY provisioner-agent /usr/local/bin/provisioner-agent\n".encode()
         info.size = len(dockerfile)
         tar.addfile(info, io.BytesIO(dockerfile))
-        info = tarfile.TarInfo("python3")
+        info = tarfile.TarInfo("provisioner-agent")
         info.size, info.mode = len(script), 0o755
         tar.addfile(info, io.BytesIO(script))
     docker_client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=HANGING_TAG, rm=True)

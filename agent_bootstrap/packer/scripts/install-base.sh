@@ -8,9 +8,11 @@ systemctl enable docker
 python3.11 -m venv /opt/provisioner
 /opt/provisioner/bin/pip install -q --upgrade pip
 /opt/provisioner/bin/pip install -q ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} "$PROVISIONER_PIP_SPEC"
-# The bootstrap calls `python3 -m provisioner.agent`: python3 on PATH is the venv's.
-ln -sf /opt/provisioner/bin/python3 /usr/local/bin/python3
+# Only provisioner's own commands lead into its venv: python3 and pip on PATH stay the system's, so
+# a build's `pip install` never lands in (or breaks) provisioner's environment. The bootstrap calls
+# the stable entry point `provisioner-agent`, never a module path.
 ln -sf /opt/provisioner/bin/provisioner /usr/local/bin/provisioner
+ln -sf /opt/provisioner/bin/provisioner-agent /usr/local/bin/provisioner-agent
 install -d -m 0755 /usr/share/provisioner /var/lib/provisioner /var/lib/provisioner/checkpoint /var/lib/jenkins-agent
 if [ -n "$JENKINS_URL" ]; then
   # Baked in: the bootstrap downloads it at boot only when this file is missing.

@@ -13,8 +13,12 @@ class JobDslStub {
         'steps', 'shell', 'wrappers', 'timestamps', 'credentialsBinding', 'string',
         'publishers', 'archiveArtifacts', 'pattern', 'allowEmpty',
         'definition', 'cps', 'script', 'sandbox', 'cpsScm', 'scriptPath', 'lightweight',
-        'properties', 'disableConcurrentBuilds',
+        'properties', 'disableConcurrentBuilds', 'pipelineTriggers', 'spec',
     ] as Set
+    /** Calls Job DSL deprecates directly inside an item of this type (name -> the replacement). */
+    static final Map<String, Map<String, String>> DEPRECATED = [
+        pipelineJob: [triggers: 'properties { pipelineTriggers { triggers { ... } } } (deprecated since Job DSL 1.77)'],
+    ]
     static final List<String> ITEM_TYPES = ['folder', 'job', 'freestyleJob', 'pipelineJob']
 
     /** Created items by full name, in creation order. */
@@ -85,6 +89,10 @@ class DslNode {
         Object[] all = args as Object[]
         if (!JobDslStub.KNOWN.contains(name)) {
             throw new MissingMethodException(name, DslNode, all)
+        }
+        String replacement = JobDslStub.DEPRECATED[dslName]?.get(name)
+        if (replacement != null) {
+            throw new IllegalArgumentException("${dslName} ${dslArgs[0]}: ${name} {} is deprecated, use ${replacement}")
         }
         DslNode child = new DslNode(name, all.findAll { !(it instanceof Closure) } as List)
         dslChildren << child

@@ -13,9 +13,9 @@ class JenkinsfileTest {
     static final List<List<String>> STAGE_COMMANDS = [
         ['Lint', 'python3 -m venv .venv-lint && .venv-lint/bin/pip install -q pyflakes'],
         ['Lint', '.venv-lint/bin/python -m pyflakes provisioner/'],
-        ['Python tests', 'scripts/test --junitxml=build/test-results/pytest.xml'],
-        ['Groovy tests', 'jenkins_shared_lib/test/run'],
-        ['Package', '.venv/bin/python -m pip wheel --no-deps -w dist .'],
+        ['Python tests', 'scripts/in-build-container scripts/test --junitxml=build/test-results/pytest.xml'],
+        ['Groovy tests', 'scripts/in-build-container scripts/test-groovy'],
+        ['Package', 'scripts/in-build-container .venv/bin/python -m pip wheel --no-deps -w dist .'],
     ]
 
     final PipelineHarness jenkins = new PipelineHarness()
@@ -39,7 +39,7 @@ class JenkinsfileTest {
 
     @Test
     void failingPythonTestsStopThePipelineButTheirReportIsKept() {
-        jenkins.shHandler = { String script -> script.startsWith('scripts/test') ? 1 : 0 }
+        jenkins.shHandler = { String script -> script.contains('scripts/test ') ? 1 : 0 }
         try {
             jenkins.runScript(JENKINSFILE)
             assert false: 'expected the build to fail'
@@ -55,7 +55,7 @@ class JenkinsfileTest {
     void aLostAgentRerunsThePipelineOnANewOne() {
         boolean lost = false
         jenkins.shHandler = { String script ->
-            if (script == 'jenkins_shared_lib/test/run' && !lost) {
+            if (script.endsWith('scripts/test-groovy') && !lost) {
                 lost = true
                 throw new AgentLost('agent-1 was terminated')
             }
@@ -69,6 +69,8 @@ class JenkinsfileTest {
     @Test
     void theCommandsItRunsExistInThisRepository() {
         assert Paths.file('scripts/test').canExecute()
+        assert Paths.file('scripts/test-groovy').canExecute()
+        assert Paths.file('scripts/in-build-container').canExecute()
         assert Paths.file('jenkins_shared_lib/test/run').canExecute()
         assert Paths.file('provisioner').isDirectory()
         assert new File(Paths.root(), 'setup.cfg').text.contains('[options.extras_require]')

@@ -52,7 +52,7 @@ class JobDslTest {
         assert train.dslAll('sandbox').size() == 1
         assert train.dslAll('stringParam')*.dslArgs == [['GPUS', '1', 'How many A10G GPUs']]
         assert train.dslAll('choiceParam')[0].dslArgs[1] == ['any', 'spot', 'on-demand']
-        assert dsl.item('provisioner-examples/nightly-benchmark').dslValue('triggers/cron') == 'H 2 * * *'
+        assert dsl.item('provisioner-examples/nightly-benchmark').dslValue('properties/pipelineTriggers/triggers/cron/spec') == 'H 2 * * *'
     }
 
     @Test
@@ -125,6 +125,19 @@ class JobDslTest {
             assert false: 'a misspelt DSL method must fail'
         } catch (MissingMethodException e) {
             assert e.method == 'lable'
+        }
+    }
+
+    @Test
+    void theStubRejectsTriggersDeprecatedInPipelineJobs() {
+        File seed = File.createTempFile('seed', '.groovy')
+        seed.deleteOnExit()
+        seed.text = "pipelineJob('x') { triggers { cron('H 2 * * *') } }"
+        try {
+            new JobDslStub().run(seed)
+            assert false: 'triggers {} in a pipelineJob is deprecated since Job DSL 1.77'
+        } catch (IllegalArgumentException e) {
+            assert e.message.contains('pipelineTriggers')
         }
     }
 }
