@@ -186,7 +186,7 @@ def resolve(label: str | None, filters: list[str] | tuple[str, ...] = (), *, def
                    f"{timeout_s * runtime_target:.0f}s.")
     extra: list[str] = []
     market, forced = market_of(declared), False
-    recent = f"interrupted {interruptions} times in its last {RECENT_RUNS} runs"
+    recent = f"interrupted at least {interruptions} times in its last {RECENT_RUNS} runs"
     if market is not None:
         fail_over = "fails over only to other spot offers" if market == SPOT else "on-demand offers only"
         reasons.append(f"Market: {market} only (a top-level market atom; {fail_over}).")
