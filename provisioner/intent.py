@@ -108,6 +108,12 @@ def names_type(req: Requirements) -> bool:
                and s.terms[a].op != "!=" for s, a, negated in _top_level_atoms(req))
 
 
+def ec2_image_arches(section: Mapping[str, Any]) -> frozenset[str]:
+    """The architectures with an AMI in the `ec2` section's `images` (plain or GPU slot, any region)."""
+    slots = {slot for images in (section.get("images") or {}).values() for slot in (images or {})}
+    return frozenset(a for a in ALL_ARCHES if a in slots or f"gpu_{a}" in slots)
+
+
 def image_arches(config: Any, host_arch: str) -> tuple[frozenset[str] | None, str]:
     """The architectures the configured cloud has an image for, and where that comes from.
 
@@ -117,8 +123,7 @@ def image_arches(config: Any, host_arch: str) -> tuple[frozenset[str] | None, st
     that emulates others says so there; `any` is both)."""
     data = config.data
     if data.get("cloud") == "ec2":
-        slots = {slot for images in (data["ec2"].get("images") or {}).values() for slot in (images or {})}
-        arches = frozenset(a for a in ALL_ARCHES if a in slots or f"gpu_{a}" in slots)
+        arches = ec2_image_arches(data["ec2"])
         if not arches:
             return None, "ec2.images names no image: every architecture is planned"
         return arches, f"ec2.images has images for {', '.join(sorted(arches))}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from provisioner.catalog import Catalog, load_catalog
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
@@ -40,7 +41,7 @@ def host_arch() -> str:
 
 def resolve_for_config(config: Config, label: str | None, filters: list[str] | tuple[str, ...] = (), *,
                        timeout: float | str | None = None, no_autotune: bool = False, lax: bool = False,
-                       arch: ArchRule | None = None, interruptions: int = 0, team: str | None = None,
+                       arch: ArchRule | Callable[[Requirements], ArchRule] | None = None, interruptions: int = 0, team: str | None = None,
                        host: str | None = None) -> Intent:
     """The intent with the config's rules: its architecture rule unless `arch` brings another,
     and (for the daemon, which passes `interruptions`) its on-demand-after-interruptions rule."""
@@ -115,7 +116,7 @@ def plan_intent(catalog: Catalog, intent: Intent, runs: list[dict], settings: Pl
 
 def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, timeout: str | float | None = None,
              policy: str | None = None, regions: list[str] | None = None, max_price: float | None = None,
-             no_autotune: bool = False, arch: ArchRule | None = None, team: str | None = None) -> PlanResult:
+             no_autotune: bool = False, arch: ArchRule | Callable[[Requirements], ArchRule] | None = None, team: str | None = None) -> PlanResult:
     """Everything `provisioner plan` (and `run --remote`, with its own `arch` rule) does before printing."""
     config = ctx.config
     intent = resolve_for_config(config, label, filters, timeout=timeout, no_autotune=no_autotune, arch=arch,
