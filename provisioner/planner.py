@@ -108,8 +108,9 @@ def plan_intent(catalog: Catalog, intent: Intent, runs: list[dict], settings: Pl
         plan = plan_for(catalog, intent.requirements, runs, settings, blocked, managed_atom, pools)
     except NoOfferError as exc:
         if intent.arch and exc.constraint == f"arch={intent.arch}":
-            rule = next((r for r in intent.reasons if r.startswith("Architecture")), "")
-            raise NoOfferError(f"{exc} {rule}", exc.constraint) from None
+            rule = next((r for r in intent.reasons if r.startswith("Architecture: ")), "")
+            raise NoOfferError(f"{exc}: only {intent.arch} can be planned here ({rule[14:].rstrip('.')}; "
+                               "defaults.arch, and ec2.images on EC2, set what can)", exc.constraint) from None
         raise
     return replace(plan, reasons=(*intent.reasons, *plan.reasons), intent=intent)
 

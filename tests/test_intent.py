@@ -52,7 +52,7 @@ def test_interruptions_force_on_demand_unless_the_request_restricts_the_market()
     forced = resolve("ec2 && vcpu=2", defaults=DEFAULTS, interruptions=2, ondemand_after=2)
     assert forced.market == "on-demand" and forced.market_forced and not forced.spot_only
     assert forced.requirements.text == "ec2 && vcpu=2 && ondemand" and forced.declared.text == "ec2 && vcpu=2"
-    assert any("interrupted 2 times" in r for r in forced.reasons)
+    assert any("interrupted at least 2 times" in r for r in forced.reasons)
     assert resolve("ec2 && vcpu=2", defaults=DEFAULTS, interruptions=1, ondemand_after=2).market is None
     assert resolve("ec2 && vcpu=2", defaults=DEFAULTS, interruptions=5, ondemand_after=0).market is None
     spot = resolve("ec2 && spot", defaults=DEFAULTS, interruptions=5, ondemand_after=2)
