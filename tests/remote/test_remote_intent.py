@@ -85,7 +85,7 @@ SPOT_ONLY = [("ec2 && spot", True), ("ec2 && (spot || ondemand)", False), ("ec2 
 
 
 @pytest.mark.parametrize("label, spot_only", SPOT_ONLY, ids=[x[0] for x in SPOT_ONLY])
-def test_run_remote_and_the_daemon_read_the_market_alike(remote, label, spot_only):
+def test_run_remote_the_daemon_and_plan_read_the_market_alike(remote, label, spot_only):
     """Observation 4: `ec2 && (spot || ondemand)` was spot-only for run --remote, not for the daemon."""
     code, out, err, spec = remote(label)
     assert spec.spot_only is spot_only
@@ -98,6 +98,8 @@ def test_run_remote_and_the_daemon_read_the_market_alike(remote, label, spot_onl
                               RecordingCloud(), None, Tokens(b"k" * 32)).spec(
         Provision("prov-t-q1", item, plan, 1, True, "tok"), "ab" * 32, 0.0)
     assert daemon_spec.spot_only is spot_only
+    from provisioner.planner import resolve_for_config                # what `plan` resolves
+    assert resolve_for_config(parse_config(""), label).spot_only is spot_only
 
 
 def test_run_remote_prints_the_plans_reasons_before_starting(remote):
