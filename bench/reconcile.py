@@ -93,7 +93,9 @@ def main() -> int:
     settings = Settings(owner=OWNER, max_agents=5000, budget_usd_per_hour=None)
 
     # -- planning, outside reconcile -----------------------------------------------------------
-    config = parse_config(f"regions: [{args.regions}]\n")
+    # an EC2 config with an image for each architecture (the ticks below launch on EC2)
+    config = parse_config(f"cloud: ec2\nregions: [{args.regions}]\n"
+                          "ec2:\n  images:\n    us-east-1: {x86_64: ami-1, arm64: ami-2}\n")
     catalog = load_catalog()
     runs = {job: history(rng, job, 12) for _, job in pairs}
     planner = Planner(config, catalog, None, BlockedOffers().current)
@@ -116,7 +118,7 @@ def main() -> int:
     # -- the pure step -------------------------------------------------------------------------
     observed = Observed(tuple(items), tuple(nodes), tuple(instances), {i.id: 0.192 for i in instances},
                         plans, {}, {}, Memory())
-    for cache in (R.demand, R._ast, R.satisfies, R.has_market_atom):
+    for cache in (R.demand, R._ast, R.satisfies):
         cache.cache_clear()
     c0 = time.process_time()
     actions = R.reconcile(observed, settings, now)

@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
         "autotune_min_runs": 3,
         "score_source": "composite",  # see provisioner/catalog/load.py
         "catalog_max_age_days": 30,
+        # x86_64 | arm64 | any: what the daemon and `plan` plan unless a label names `arch`
+        # (None: x86_64; on the docker cloud, the host's architecture). See docs/planning.md.
+        "arch": None,
     },
     "docker": {"instance_image": "provisioner-agent:latest", "host_cpus": None, "host_mem_gib": None,
                "network": "host", "imds_url": "", "gc_after_s": 60, "environment": {}},
@@ -170,7 +173,8 @@ SCHEMA: dict[str, Any] = {
                  "boot_s": _positive, "disk_gib": _positive, "mem_headroom": _type(int, float),
                  "autotune_min_runs": _INT,
                  "score_source": _one_of("composite", "sparecores-stressng-div16", "sparecores-geekbench6",
-                                         "ec2instances-coremark"), "catalog_max_age_days": _positive},
+                                         "ec2instances-coremark"), "catalog_max_age_days": _positive,
+                 "arch": _one_of("x86_64", "arm64", "any")},
     "docker": {"instance_image": _STR, "host_cpus": _positive, "host_mem_gib": _positive,
                "network": _STR, "imds_url": _STR, "gc_after_s": _positive, "environment": _DICT},
     "ec2": {"subnets": _ids_by_region, "security_groups": _ids_by_region, "instance_profile": _STR,

@@ -1,17 +1,23 @@
-"""Wiring for a plan: settings from config and flags, the catalog, the job's history, then select.
+"""Wiring for a plan: the job's intent (provisioner/intent.py), settings from config and flags, the
+catalog, the job's history, then select.
 
-`plan_for` takes everything as values (the daemon calls it per queue item); `plan_job` loads them
-for the command line.
+`plan_intent` takes everything as values (the daemon calls it per queue item); `plan_job` loads them
+for the command line. Both return plans that carry their intent, so that launch, the bootstrap and
+the remote `provisioner run` read the timeout, market and team from it, never from the label.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import platform
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from provisioner.catalog import Catalog, load_catalog
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
 from provisioner.config import Config
+from provisioner.errors import NoOfferError
 from provisioner.estimate import estimate
+from provisioner.intent import ArchRule, Intent, config_arch_rule, image_arches, resolve
 from provisioner.requirements import Requirements
 from provisioner.selection import Plan, PlanSettings, select
 from provisioner.units import parse_duration_s
@@ -23,8 +29,39 @@ HISTORY_RUNS = 50   # newest runs that inform a plan
 class PlanResult:
     plan: Plan
     settings: PlanSettings
-    requirements: Requirements
+    requirements: Requirements          # as declared (the intent's `declared`)
     warnings: tuple[str, ...] = ()
+    intent: Intent | None = None
+
+
+def host_arch() -> str:
+    """This machine's architecture in the catalog's words."""
+    return {"aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower(), "x86_64")
+
+
+def resolve_for_config(config: Config, label: str | None, filters: list[str] | tuple[str, ...] = (), *,
+                       timeout: float | str | None = None, no_autotune: bool = False, lax: bool = False,
+                       arch: ArchRule | Callable[[Requirements], ArchRule] | None = None, interruptions: int = 0, team: str | None = None,
+                       host: str | None = None) -> Intent:
+    """The intent with the config's rules: its architecture rule unless `arch` brings another,
+    and (for the daemon, which passes `interruptions`) its on-demand-after-interruptions rule."""
+    rule = arch
+    if rule is None:
+        images, where = image_arches(config, host or host_arch())
+        default = config.defaults.get("arch")
+        rule = lambda req: config_arch_rule(req, default, images, where)  # noqa: E731
+    limit = int(config.section("daemon").get("ondemand_after_interruptions") or 0) if interruptions else 0
+    return resolve(label, filters, defaults=config.defaults, timeout=timeout, no_autotune=no_autotune,
+                   lax=lax, arch=rule, interruptions=interruptions, ondemand_after=limit, team=team)
+
+
+def settings_for(config: Config, intent: Intent, *, policy: str | None = None,
+                 regions: list[str] | None = None, max_price: float | None = None) -> PlanSettings:
+    """PlanSettings from the intent (timeout, target, disk, autotune) and the config and flags."""
+    base = settings_from(config, intent.declared, policy=policy, regions=regions, max_price=max_price,
+                         no_autotune=intent.no_autotune)
+    return replace(base, timeout_s=intent.timeout_s, runtime_target=intent.runtime_target,
+                   disk_gib=intent.disk_gib)
 
 
 def settings_from(config: Config, req: Requirements, *, timeout: str | None = None,
@@ -63,19 +100,34 @@ def plan_for(catalog: Catalog, req: Requirements, runs: list[dict], settings: Pl
     return select(catalog.offers, req, est, settings, blocked, managed_atom, pools)
 
 
-def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, timeout: str | None = None,
+def plan_intent(catalog: Catalog, intent: Intent, runs: list[dict], settings: PlanSettings,
+                blocked: frozenset = frozenset(), managed_atom: str = "ec2", pools: dict | None = None) -> Plan:
+    """`plan_for` over the intent's requirements: the plan carries the intent, and its reasons
+    start with the intent's (timeout, market, architecture)."""
+    try:
+        plan = plan_for(catalog, intent.requirements, runs, settings, blocked, managed_atom, pools)
+    except NoOfferError as exc:
+        if intent.arch and exc.constraint == f"arch={intent.arch}":
+            rule = next((r for r in intent.reasons if r.startswith("Architecture: ")), "")
+            raise NoOfferError(f"{exc}: only {intent.arch} can be planned here ({rule[14:].rstrip('.')}; "
+                               "defaults.arch, and ec2.images on EC2, set what can)", exc.constraint) from None
+        raise
+    return replace(plan, reasons=(*intent.reasons, *plan.reasons), intent=intent)
+
+
+def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, timeout: str | float | None = None,
              policy: str | None = None, regions: list[str] | None = None, max_price: float | None = None,
-             no_autotune: bool = False) -> PlanResult:
-    """Everything `provisioner plan` does before printing."""
+             no_autotune: bool = False, arch: ArchRule | Callable[[Requirements], ArchRule] | None = None, team: str | None = None) -> PlanResult:
+    """Everything `provisioner plan` (and `run --remote`, with its own `arch` rule) does before printing."""
     config = ctx.config
-    req = Requirements.parse(label, filters, no_autotune=no_autotune)
-    settings = settings_from(config, req, timeout=timeout, policy=policy, regions=regions,
-                             max_price=max_price, no_autotune=no_autotune)
+    intent = resolve_for_config(config, label, filters, timeout=timeout, no_autotune=no_autotune, arch=arch,
+                                team=team)
+    settings = settings_for(config, intent, policy=policy, regions=regions, max_price=max_price)
     d = config.defaults
     catalog = load_catalog(score_source=d["score_source"], max_age_days=float(d["catalog_max_age_days"]))
     runs: list[dict] = []
     if job:
         with ctx.open_history() as store:
             runs = store.runs(job, limit=HISTORY_RUNS)
-    plan = plan_for(catalog, req, runs, settings, managed_atom=config.section("jenkins")["managed_atom"])
-    return PlanResult(plan, settings, req, tuple(catalog.warnings))
+    plan = plan_intent(catalog, intent, runs, settings, managed_atom=config.section("jenkins")["managed_atom"])
+    return PlanResult(plan, settings, intent.declared, tuple(catalog.warnings), intent)

@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from provisioner.agent import markers
@@ -85,14 +85,15 @@ class RemoteRun:
         from provisioner.runner.summary import JobInfo
         spec = build_spec(self.args, self.ctx, os.environ)          # env files: 125 when unreadable
         job = JobInfo.from_env(self.args.job, self.args.build, os.environ, self.ctx.config.data.get("teams"))
-        arch = parts.arch_choice(self.args, self.cloud_name, host_arch(), spec.image)
-        if arch is not None:
-            self.console.info(f"Architecture: {arch.reason}")
-            if arch.warning:
-                self.console.warn(arch.warning)
-        result = parts.plan(self.args, self.ctx, job.job, arch)
+        result = parts.plan(self.args, self.ctx, job.job, choose=self._arch_choice(spec.image),
+                            cloud_name=self.cloud_name)
         for warning in result.warnings:
             self.console.warn(warning)
+        from provisioner.cli.plan import reason_lines
+        for line in reason_lines(result):                # what `provisioner plan` prints first
+            self.console.info(line)
+        # the remote `provisioner run` gets the intent's timeout (--timeout > label timeout= > config)
+        spec = replace(spec, timeout_s=result.intent.timeout_s)
         try:
             cloud = parts.make_cloud(self.cloud_name, self.ctx)
         except CloudError as exc:
@@ -118,6 +119,15 @@ class RemoteRun:
             return outcome.exit_code
         raise RemoteFailure(f"no instance became ready within {self.boot_timeout_s:g} s "
                             f"({launches} tried; daemon.boot_timeout_s sets the limit)")
+
+    def _arch_choice(self, image: str) -> Any:
+        """The image-platform rule, asked by the intent's resolver with the declared requirements."""
+        def choose(req: Any) -> Any:
+            choice = parts.arch_choice(req, self.args, self.cloud_name, host_arch(), image)
+            if choice is not None and choice.warning:
+                self.console.warn(choice.warning)
+            return choice
+        return choose
 
     def _signalled_meanwhile(self) -> bool:
         """A signal that came while planning: launch nothing. (Only signals are queued so far;
@@ -147,7 +157,7 @@ class RemoteRun:
                             user_data=parts.user_data(best.offer, bspec, self.cloud_name),
                             tags=parts.tags(owner_id(), job, run_id, bspec.expires_at),
                             client_token=run_id, disk_gib=int(result.plan.disk_gib),
-                            spot_only=parts.spot_only(result.requirements),
+                            spot_only=result.intent.spot_only,
                             secret_env=parts.secret_env(self.cloud_name, bundle))
         instance: Instance | None = None
         started = time.monotonic()

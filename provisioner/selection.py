@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from provisioner.catalog.model import SPOT, Offer
 from provisioner.errors import NoOfferError
@@ -88,6 +88,7 @@ class Plan:
     sizing: Sizing | None = None
     disk_gib: float = 30
     node_labels: tuple[str, ...] = ()
+    intent: Any = None          # the job's intent (provisioner/intent.py), set by the planner
 
     def to_dict(self) -> dict:
         out = self.chosen.to_dict()

@@ -10,7 +10,7 @@ import os
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from provisioner import bootstrap, records
 from provisioner.agent import secrets
@@ -25,15 +25,13 @@ LAUNCHER_PID_TAG, LAUNCHER_STARTED_TAG = "provisioner:launcher-pid", "provisione
 
 # ---- plan and cloud ---------------------------------------------------------------------------
 
-def arch_choice(args: argparse.Namespace, cloud_name: str, host_arch: str, image: str,
+def arch_choice(req: Any, args: argparse.Namespace, cloud_name: str, host_arch: str, image: str,
                 engine: Any = None) -> Any:
-    """The `arch=` the plan gets and why (image_arch.ArchChoice), or None when the request fixes
-    the architecture itself. The docker cloud runs the host's architecture only. On EC2 the job's
-    image decides, unless the request names `arch`, or an instance type or family (the catalog
-    knows each type's architecture)."""
+    """The `arch=` the plan gets and why (image_arch.ArchChoice), or None when the request (`req`,
+    the declared Requirements) fixes the architecture itself. The docker cloud runs the host's
+    architecture only. On EC2 the job's image decides, unless the request names `arch`, or an
+    instance type or family (the catalog knows each type's architecture)."""
     from provisioner.agent import image_arch
-    from provisioner.requirements import Requirements
-    req = Requirements.parse(args.label, list(args.filter or []))
     if req.mentions_arch:
         return None
     if cloud_name == "docker":
@@ -43,22 +41,35 @@ def arch_choice(args: argparse.Namespace, cloud_name: str, host_arch: str, image
     return image_arch.for_image(image, engine)
 
 
-def plan(args: argparse.Namespace, ctx: Any, job: str, arch: Any = None) -> Any:
-    """planner.plan_job with the run's flags; `arch` (an ArchChoice from `arch_choice`) adds its
-    `arch=` filter and its reason; `--instance-type T` means `type=T`."""
-    from dataclasses import replace
+def arch_rule(choice: Any, ec2_arches: frozenset[str] = frozenset()) -> Any:
+    """`run --remote`'s architecture rule for the intent, from an ArchChoice (None: the request
+    names it). On EC2 an unpinned choice keeps to the architecture of the only AMI configured."""
+    from provisioner.intent import ArchRule
+    if choice is not None and choice.arch:
+        return ArchRule(choice.arch, f"Architecture: {choice.reason}")
+    only = sorted(ec2_arches)[0] if len(ec2_arches) == 1 else None
+    why = f"; ec2.images has images for {only} only" if only else ""
+    if choice is not None:
+        return ArchRule(only, f"Architecture: {choice.reason}{why}")
+    return ArchRule(only, f"Architecture: the request names it (arch, a type or family){why}")
+
+
+def plan(args: argparse.Namespace, ctx: Any, job: str, arch: Any = None, *,
+         choose: Callable[[Any], Any] | None = None, cloud_name: str | None = None) -> Any:
+    """planner.plan_job with the run's flags and `run --remote`'s architecture rule: `arch` (an
+    ArchChoice made already) or `choose` (makes it from the declared Requirements, e.g. with
+    `arch_choice`). `--instance-type T` means `type=T`. The result carries the intent."""
+    from provisioner.intent import ec2_image_arches
     from provisioner.planner import plan_job
     filters = list(args.filter or [])
-    if arch is not None and arch.arch:
-        filters.append(f"arch={arch.arch}")
     if args.instance_type:
         filters.append(f"type={args.instance_type}")
-    timeout = f"{args.timeout:g}s" if args.timeout else None
-    result = plan_job(ctx, label=args.label, filters=filters, job=job, timeout=timeout, policy=args.policy,
-                      regions=args.region, max_price=args.max_price, no_autotune=args.no_autotune)
-    if arch is None:
-        return result
-    return replace(result, plan=replace(result.plan, reasons=(arch.reason, *result.plan.reasons)))
+    cloud_name = cloud_name or getattr(args, "cloud", None) or ctx.config.data["cloud"]
+    amis = ec2_image_arches(ctx.config.section("ec2")) if cloud_name == "ec2" else frozenset()
+    rule = (lambda req: arch_rule(choose(req) if choose else arch, amis))  # noqa: E731
+    return plan_job(ctx, label=args.label, filters=filters, job=job, timeout=args.timeout or None,
+                    policy=args.policy, regions=args.region, max_price=args.max_price,
+                    no_autotune=args.no_autotune, arch=rule)
 
 
 def make_cloud(name: str, ctx: Any) -> Cloud:
@@ -74,12 +85,6 @@ def make_cloud(name: str, ctx: Any) -> Cloud:
         raise CloudError("no image configured for ec2: set ec2.images.<region>.<x86_64|arm64|gpu_x86_64|"
                          "gpu_arm64|...> to the pre-warmed AMI (agent_bootstrap/packer)", code="Config", kind="config")
     return Ec2Cloud(None, settings, blocked=BlockedOffers())
-
-
-def spot_only(requirements: Any) -> bool:
-    """A `spot` atom is hard: fail over to other spot offers only (CONTRACTS.md)."""
-    text = (getattr(requirements, "text", "") or "").replace("!spot", "")
-    return bool(getattr(requirements, "has_market_atom", False)) and "spot" in text
 
 
 def starting_line(candidate: Any) -> str:

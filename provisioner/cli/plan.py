@@ -57,14 +57,21 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def render(result) -> str:
-    plan, s = result.plan, result.settings
-    c = plan.chosen
-    o = c.offer
+def reason_lines(result) -> list[str]:
+    """The request, the settings and the plan's reasons: what `plan` prints first, and what
+    `run --remote` prints before `Starting ...`."""
+    s = result.settings
     lines = [f"Requirements: {result.requirements.text or '(none)'}",
              f"Timeout {format_duration(s.timeout_s)}, runtime target {s.target_s:.0f}s, policy {s.policy}, "
              f"regions {', '.join(s.regions)}"]
-    lines += [f"  - {r}" for r in plan.reasons]
+    return lines + [f"  - {r}" for r in result.plan.reasons]
+
+
+def render(result) -> str:
+    plan = result.plan
+    c = plan.chosen
+    o = c.offer
+    lines = reason_lines(result)
     lines.append("")
     lines.append(f"Plan: {o.instance_type} ({o.market}, {o.region}) {o.vcpu} vCPU, {o.memory_gib:g} GiB"
                  + (f", {o.devices()}" if o.gpu_count or o.accel_count else ""))

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from provisioner.catalog.model import SPOT
 from provisioner.clouds.base import OWNER_TAG, Instance, LaunchSpec
 from provisioner.clouds.pacing import grouper
 from provisioner.daemon.jenkins import JenkinsClient, JenkinsError
@@ -27,7 +26,6 @@ from provisioner.daemon.model import InFlight, NodeMeta, Provision
 from provisioner.daemon.state import Attempts, Tokens
 from provisioner.labels import node_label_string
 from provisioner.records import iso_utc
-from provisioner.requirements import Requirements
 
 log = logging.getLogger(__name__)
 SSM_DELETE_BATCH = 10            # DeleteParameters takes at most 10 names
@@ -52,13 +50,6 @@ def launch_tags(owner: str, p: Provision, expires_at: str, team: str | None) -> 
     if team:
         tags["provisioner:team"] = team
     return tags
-
-
-def _requirements(label: str | None) -> Requirements | None:
-    try:
-        return Requirements.parse(label, lax=True)
-    except Exception:
-        return None
 
 
 @dataclass(frozen=True)
@@ -133,10 +124,11 @@ class Launcher:
 
     def spec(self, p: Provision, secret: str, now: float) -> tuple[LaunchSpec, dict]:
         """The LaunchSpec and the secret bundle. The user-data holds neither the secret nor the node
-        (the bundle names it), so agents planned alike share one script and can share one request."""
+        (the bundle names it), so agents planned alike share one script and can share one request.
+        Timeout, team and market come from the plan's intent (the label is not read again)."""
         from provisioner import bootstrap
-        req = _requirements(p.item.label)
-        timeout = (req.timeout_s if req and req.timeout_s else None) or self.s.default_timeout_s
+        intent = p.plan.intent
+        timeout = intent.timeout_s if intent is not None else self.s.default_timeout_s
         lifetime = timeout + self.s.boot_timeout_s + 600   # then the instance stops itself
         expires = iso_utc(_utc(_minute(now) + lifetime))   # whole minutes: one script per tick
         bspec = bootstrap.BootstrapSpec(run_id="", expires_at=expires, jenkins_url=self.s.jenkins_url,
@@ -144,8 +136,8 @@ class Launcher:
         user_data = bootstrap.render_user_data("agent", p.plan, bspec, self.cloud)
         bundle = self.bundle(p.node, secret)
         tags = dict(self.s.extra_tags)
-        tags.update(launch_tags(self.s.owner, p, expires, req.team if req else None))
-        spot_only = bool(req and req.to_dict().get("market") == SPOT)   # `spot` fails over to spot only
+        tags.update(launch_tags(self.s.owner, p, expires, intent.team if intent is not None else None))
+        spot_only = bool(intent is not None and intent.spot_only)   # `spot` fails over to spot only
         spec = LaunchSpec(candidates=tuple(c.offer for c in p.plan.candidates) or (p.plan.chosen.offer,),
                           user_data=user_data, tags=tags, client_token=p.token,
                           disk_gib=int(p.plan.disk_gib), spot_only=spot_only,

@@ -160,11 +160,12 @@ class Memory:
 
 @dataclass(frozen=True)
 class PlanKey:
-    """Plans are made once per (label, job, forced on-demand) per tick, outside reconcile."""
+    """Plans are made once per (label, job, interrupted) per tick, outside reconcile."""
 
     label: str
     job: str
-    ondemand: bool = False
+    ondemand: bool = False      # the job was interrupted repeatedly: on demand, unless the label
+    #                             restricts the market itself (provisioner/intent.py decides)
 
 
 @dataclass(frozen=True)

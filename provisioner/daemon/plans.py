@@ -1,8 +1,10 @@
-"""Plans for the loop, made once per distinct (label, job, on-demand) and cached across ticks.
+"""Plans for the loop, made once per distinct (label, job, interrupted) and cached across ticks.
 
-A cached plan stays valid while its inputs do: the blocked-offer set and the job's history (its
-newest run). History is read once per job per `history_ttl_s`, and again as soon as the agent API
-stores a new record for the job.
+Each label's intent (provisioner/intent.py: requirements, timeout, market, architecture, team) is
+resolved once per (label, interrupted) and carried by its plans to the launch; nothing after this
+reads the label again. A cached plan stays valid while its inputs do: the blocked-offer set and the
+job's history (its newest run). History is read once per job per `history_ttl_s`, and again as soon
+as the agent API stores a new record for the job.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import Any, Callable, Iterable
 from provisioner.catalog import Catalog
 from provisioner.config import Config
 from provisioner.daemon.model import NoPlan, PlanKey, PlanOrError
-from provisioner.errors import ProvisionerError
-from provisioner.planner import HISTORY_RUNS, plan_for, settings_from
-from provisioner.requirements import Requirements
+from provisioner.selection import Plan
+from provisioner.errors import NoOfferError, ProvisionerError
+from provisioner.intent import RECENT_RUNS, Intent, recent_interruptions
+from provisioner.planner import HISTORY_RUNS, plan_intent, resolve_for_config, settings_for
 
-RECENT_RUNS = 10             # interruptions are counted among the job's newest runs
+__all__ = ["Planner", "RECENT_RUNS"]
 
 
 class Planner:
@@ -37,6 +40,7 @@ class Planner:
         self._clock = clock
         self._runs: dict[str, tuple[float, list[dict]]] = {}
         self._plans: dict[tuple, PlanOrError] = {}
+        self._intents: dict[tuple[str, bool], Intent] = {}
         # offers that fit, by label and sizing, per catalog (`select`'s memo): many jobs share a label
         self._pools: dict[int, dict] = {id(self.catalog): {}, id(self.regional): {}}
         self._lock = threading.Lock()           # invalidate() comes from HTTP threads
@@ -61,13 +65,14 @@ class Planner:
             return {j: self._runs[j][1] for j in set(jobs) if j in self._runs}
 
     def interruptions(self, runs: dict[str, list[dict]]) -> dict[str, int]:
-        return {job: sum(1 for r in rs[-RECENT_RUNS:] if r.get("interrupted")) for job, rs in runs.items()}
+        return {job: recent_interruptions(rs) for job, rs in runs.items()}
 
     def plans(self, keys: Iterable[PlanKey], runs: dict[str, list[dict]]) -> dict[PlanKey, PlanOrError]:
         blocked = self._blocked()
         out: dict[PlanKey, PlanOrError] = {}
         if len(self._plans) > 20000:
             self._plans.clear()
+            self._intents.clear()
             for pools in self._pools.values():
                 pools.clear()
         for key in keys:
@@ -79,12 +84,31 @@ class Planner:
             out[key] = self._plans[sig]
         return out
 
+    def intent(self, label: str, interrupted: bool = False) -> Intent:
+        """The intent of a queue item's label (read as Jenkins does); `interrupted`: its job was
+        interrupted at least `daemon.ondemand_after_interruptions` times recently."""
+        key = (label, interrupted)
+        found = self._intents.get(key)
+        if found is None:
+            limit = int(self.config.section("daemon")["ondemand_after_interruptions"] or 0)
+            found = self._intents[key] = resolve_for_config(self.config, label, lax=True,
+                                                            interruptions=limit if interrupted else 0)
+        return found
+
     def _plan(self, key: PlanKey, runs: list[dict], blocked: frozenset) -> PlanOrError:
         try:
-            req = Requirements.parse(key.label, ["ondemand"] if key.ondemand else [], lax=True)
-            settings = settings_from(self.config, req)
-            catalog = self.catalog if req.mentions_region else self.regional
-            return plan_for(catalog, req, runs, settings, blocked, self.managed_atom,
-                            self._pools[id(catalog)])
+            intent = self.intent(key.label, key.ondemand)
+            try:
+                return self._plan_intent(intent, runs, blocked)
+            except NoOfferError:
+                if not intent.market_forced:
+                    raise
+                # on demand is only the interruption rule's preference: the request allows spot
+                return self._plan_intent(self.intent(key.label), runs, blocked)
         except ProvisionerError as exc:     # no offer, or a label we cannot read: the item waits
             return NoPlan(str(exc))
+
+    def _plan_intent(self, intent: Intent, runs: list[dict], blocked: frozenset) -> Plan:
+        settings = settings_for(self.config, intent)
+        catalog = self.catalog if intent.requirements.mentions_region else self.regional
+        return plan_intent(catalog, intent, runs, settings, blocked, self.managed_atom, self._pools[id(catalog)])

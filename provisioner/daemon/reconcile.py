@@ -36,7 +36,7 @@ from provisioner.daemon.model import (DRAIN_MESSAGES, GONE_STATES, Action, Block
                                       InFlight, Item, ItemKey, Memory, Node, NoPlan, Observed, PlanKey,
                                       Provision, Settings, Terminate, client_token, node_name)
 from provisioner.errors import ProvisionerError
-from provisioner.requirements import Requirements, is_demand
+from provisioner.requirements import is_demand
 
 LOST_CONFIRMATIONS = 2      # observations in a row of a busy node without its machine, then it was interrupted
 
@@ -67,23 +67,14 @@ def satisfies(label: str | None, node_labels: frozenset[str]) -> bool:
     return ast is not None and labels.evaluate(ast, lambda atom: atom.name in node_labels)
 
 
-@lru_cache(maxsize=4096)
-def has_market_atom(label: str) -> bool:
-    try:
-        return Requirements.parse(label, lax=True).has_market_atom
-    except ProvisionerError:
-        return False
-
-
 def plan_key(item: Item, settings: Settings, interruptions: dict | None = None) -> PlanKey | None:
-    """The plan an item needs: on-demand only once its job was interrupted repeatedly (unless the
-    label names a market itself)."""
+    """The plan an item needs: marked once its job was interrupted repeatedly (the planner's intent
+    then plans on demand, unless the label itself restricts the market)."""
     if not item.label:
         return None
     limit = settings.ondemand_after_interruptions
-    ondemand = (limit > 0 and (interruptions or {}).get(item.job, 0) >= limit
-                and not has_market_atom(item.label))
-    return PlanKey(item.label, item.job, ondemand)
+    interrupted = limit > 0 and (interruptions or {}).get(item.job, 0) >= limit
+    return PlanKey(item.label, item.job, interrupted)
 
 
 def is_demand_item(item: Item, settings: Settings) -> bool:

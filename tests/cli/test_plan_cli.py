@@ -75,3 +75,28 @@ def test_config_regions_and_timeout_apply(cli, tmp_path):
     plan = json.loads(out.stdout)
     assert plan["region"] == "us-west-2"
     assert all(c["predicted_duration_s"] <= 5760 for c in plan["candidates"])
+
+
+def test_plan_keeps_to_defaults_arch_and_the_configured_images(cli, tmp_path):
+    """Observation 7: `ec2 && vcpu=2 && mem=2` was planned on arm64 (c8g.large) though nothing said
+    the images run there. The catalog knows each type's architecture; the plan keeps to x86_64."""
+    from provisioner.catalog import load_catalog
+    arch_of = {o.instance_type: o.arch for o in load_catalog().offers}
+    both = tmp_path / "both.yaml"
+    both.write_text("cloud: ec2\nec2:\n  images:\n    us-east-1: {x86_64: ami-1, arm64: ami-2}\n")
+    out = cli("plan", "--config", str(both), "--label", "ec2 && vcpu=2 && mem=2", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert {arch_of[c["instance_type"]] for c in plan["candidates"]} == {"x86_64"}, plan["candidates"]
+    assert any("Architecture: x86_64 (defaults.arch x86_64; ec2.images has images for arm64, x86_64)" in r
+               for r in plan["reasons"])
+    arm = tmp_path / "arm.yaml"
+    arm.write_text("cloud: ec2\ndefaults: {arch: arm64}\nec2:\n  images:\n    us-east-1: {x86_64: ami-1, arm64: ami-2}\n")
+    chosen = json.loads(cli("plan", "--config", str(arm), "--label", "ec2 && vcpu=2 && mem=2", "--json").stdout)
+    assert arch_of[chosen["instance_type"]] == "arm64"
+    from provisioner.planner import host_arch
+    default = json.loads(cli("plan", "--label", "ec2 && vcpu=2 && mem=2", "--json").stdout)
+    assert any(f"the docker cloud runs the host's architecture, {host_arch()}" in r for r in default["reasons"])
+    (tmp_path / "x86.yaml").write_text("cloud: ec2\nec2:\n  images:\n    us-east-1: {x86_64: ami-1}\n")
+    missing = cli("plan", "--config", str(tmp_path / "x86.yaml"), "--label", "ec2 && arch=arm64")
+    assert missing.returncode == 3 and "ec2.images has images for x86_64" in missing.stderr

@@ -6,7 +6,10 @@ import json
 
 import pytest
 
+from dataclasses import replace
+
 from provisioner.catalog.model import SPOT
+from provisioner.config import parse_config
 from provisioner.daemon.launch import AgentSettings, Launcher
 from provisioner.daemon.model import Item, Provision, client_token
 from provisioner.daemon.state import Tokens
@@ -21,8 +24,12 @@ class Named:
 
 
 def provision(label: str = "ec2 && vcpu=2 && team=ml", market: str = "on-demand") -> Provision:
+    """A provision whose plan carries the label's intent, as the daemon's Planner makes them."""
+    from provisioner.planner import resolve_for_config
     item = Item(42, 1700000000000, label, "ml/train")
-    return Provision("prov-t-q42", item, plan(market=market), 1, True, client_token("t", "prov-t-q42", item.since, 1))
+    intent = resolve_for_config(parse_config(""), label, lax=True)
+    return Provision("prov-t-q42", item, replace(plan(market=market), intent=intent), 1, True,
+                     client_token("t", "prov-t-q42", item.since, 1))
 
 
 @pytest.mark.parametrize("cloud", ["docker", "ec2"])
@@ -50,6 +57,21 @@ def test_spec_tags_token_and_no_secret_in_user_data(cloud):
     assert not spec.spot_only
     spot = launcher.spec(provision("ec2 && spot", SPOT), SECRET, 0)[0]
     assert spot.spot_only
+    assert not launcher.spec(provision("ec2 && (spot || ondemand)", SPOT), SECRET, 0)[0].spot_only
+
+
+def test_launch_reads_timeout_team_and_market_from_the_plans_intent_not_the_label():
+    launcher = Launcher(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"), None, Named("ec2"),
+                        None, Tokens(b"k" * 32))
+    p = provision("ec2 && spot && team=ml && timeout=2h", SPOT)
+    spec, _ = launcher.spec(p, SECRET, 1700000000.0)
+    assert spec.spot_only and spec.tags["provisioner:team"] == "ml"
+    assert spec.tags["provisioner:expires-at"] == "2023-11-15T00:34:00Z"   # 22:14 + 2 h + boot 600 s + 600 s
+    from provisioner.intent import resolve
+    other = replace(p, plan=replace(p.plan, intent=resolve("ec2", defaults={"timeout": "1h"}, team="web")))
+    spec, _ = launcher.spec(other, SECRET, 1700000000.0)              # the item's label is not read again
+    assert not spec.spot_only and spec.tags["provisioner:team"] == "web"
+    assert spec.tags["provisioner:expires-at"] == "2023-11-14T23:34:00Z"
 
 
 @pytest.mark.moto

@@ -157,11 +157,14 @@ def test_a_busy_node_is_not_lost_while_its_machine_is_described_or_in_flight_or_
     assert m.lost_seen == {}
 
 
-def test_repeatedly_interrupted_job_plans_on_demand_unless_its_label_names_a_market():
+def test_repeatedly_interrupted_job_gets_the_interrupted_plan_key():
+    # whether that plan is on demand is the intent's market rule (tests/daemon/test_plans.py):
+    # reconcile no longer reads the label for market atoms
     s = replace(SETTINGS, ondemand_after_interruptions=2)
     assert plan_key(item(1), s, {"train": 2}) == PlanKey(LABEL, "train", True)
     assert plan_key(item(1), s, {"train": 1}) == PlanKey(LABEL, "train", False)
-    assert plan_key(item(1, label="ec2 && spot"), s, {"train": 5}).ondemand is False
+    assert plan_key(item(1, label="ec2 && spot"), s, {"train": 5}).ondemand is True
+    assert plan_key(item(1), replace(s, ondemand_after_interruptions=0), {"train": 5}).ondemand is False
     od = {PlanKey(LABEL, "train", True): plan(market="on-demand")}
     [p] = kinds(reconcile(observed([item(1)], plans=od, interruptions={"train": 3}), s, NOW), Provision)
     assert p.plan.chosen.offer.market == "on-demand"

@@ -108,6 +108,16 @@ def run_args(*extra: str, label: str = "ec2 && vcpu=1 && mem=1"):
     return build_parser(argv).parse_args(argv)
 
 
+def declared(args):
+    """The declared requirements the intent's resolver hands to the architecture rule."""
+    from provisioner.requirements import Requirements
+    return Requirements.parse(args.label, list(args.filter or []))
+
+
+def arch_choice(args, *rest):
+    return launcher.arch_choice(declared(args), args, *rest)
+
+
 class AskedEngine:
     """Records that the image was asked about; answers amd64 only."""
 
@@ -129,20 +139,20 @@ class AskedEngine:
 ])
 def test_on_ec2_a_request_naming_arch_type_or_family_is_not_second_guessed(extra, label):
     engine = AskedEngine()
-    assert launcher.arch_choice(run_args(*extra, label=label), "ec2", "x86_64", "app:1", engine) is None
+    assert arch_choice(run_args(*extra, label=label), "ec2", "x86_64", "app:1", engine) is None
     assert engine.asked == []
 
 
 def test_on_ec2_the_image_decides_otherwise():
     engine = AskedEngine()
-    choice = launcher.arch_choice(run_args(label="ec2 && research"), "ec2", "x86_64", "app:1", engine)
+    choice = arch_choice(run_args(label="ec2 && research"), "ec2", "x86_64", "app:1", engine)
     assert engine.asked == ["app:1"] and choice.arch == "x86_64"
 
 
 def test_the_docker_cloud_runs_the_host_architecture_unless_arch_is_named():
-    choice = launcher.arch_choice(run_args(label="ec2 && research"), "docker", "arm64", "app:1")
+    choice = arch_choice(run_args(label="ec2 && research"), "docker", "arm64", "app:1")
     assert choice == ArchChoice("arm64", "the docker cloud runs the host's architecture: arch=arm64")
-    assert launcher.arch_choice(run_args(label="ec2 && arch=x86_64"), "docker", "arm64", "app:1") is None
+    assert arch_choice(run_args(label="ec2 && arch=x86_64"), "docker", "arm64", "app:1") is None
 
 
 def test_the_plan_gets_the_pin_and_its_reason_first(tmp_path):
@@ -150,5 +160,6 @@ def test_the_plan_gets_the_pin_and_its_reason_first(tmp_path):
     args.history = str(tmp_path / "h.sqlite3")
     choice = image_arch.choose("app:1", [AMD64])
     result = launcher.plan(args, Context(args), "job", choice)
-    assert result.plan.reasons[0] == "image app:1 is linux/amd64 only: arch=x86_64"
+    assert "Architecture: image app:1 is linux/amd64 only: arch=x86_64" in result.plan.reasons
+    assert result.intent.arch == "x86_64"
     assert {c.offer.arch for c in result.plan.candidates} == {"x86_64"}
