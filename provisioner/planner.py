@@ -72,7 +72,7 @@ def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, tim
     settings = settings_from(config, req, timeout=timeout, policy=policy, regions=regions,
                              max_price=max_price, no_autotune=no_autotune)
     d = config.defaults
-    catalog = load_catalog(score_source=d["score_source"], max_age_days=float(d["catalog_max_age_days"]))
+    catalog = load_catalog(score_source=d["score_source"], max_age_days=d["catalog_max_age_days"])
     runs: list[dict] = []
     if job:
         with ctx.open_history() as store:

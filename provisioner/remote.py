@@ -91,7 +91,8 @@ class RemoteRun:
             if arch.warning:
                 self.console.warn(arch.warning)
         result = parts.plan(self.args, self.ctx, job.job, arch)
-        for warning in result.warnings:
+        from provisioner.catalog.notice import due
+        for warning in due(result.warnings):
             self.console.warn(warning)
         try:
             cloud = parts.make_cloud(self.cloud_name, self.ctx)
