@@ -98,6 +98,10 @@ def _fraction(v: Any) -> str | None:
         f"must be a number in (0, 1], got {v!r}"
 
 
+def _days_or_never(v: Any) -> str | None:
+    return None if v == "never" else _positive(v)
+
+
 def _positive(v: Any) -> str | None:
     if v is None:
         return None
@@ -173,7 +177,7 @@ SCHEMA: dict[str, Any] = {
                  "boot_s": _positive, "disk_gib": _positive, "mem_headroom": _type(int, float),
                  "autotune_min_runs": _INT,
                  "score_source": _one_of("composite", "sparecores-stressng-div16", "sparecores-geekbench6",
-                                         "ec2instances-coremark"), "catalog_max_age_days": _positive,
+                                         "ec2instances-coremark"), "catalog_max_age_days": _days_or_never,
                  "arch": _one_of("x86_64", "arm64", "any")},
     "docker": {"instance_image": _STR, "host_cpus": _positive, "host_mem_gib": _positive,
                "network": _STR, "imds_url": _STR, "gc_after_s": _positive, "environment": _DICT},

@@ -124,7 +124,7 @@ def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, tim
                                 team=team)
     settings = settings_for(config, intent, policy=policy, regions=regions, max_price=max_price)
     d = config.defaults
-    catalog = load_catalog(score_source=d["score_source"], max_age_days=float(d["catalog_max_age_days"]))
+    catalog = load_catalog(score_source=d["score_source"], max_age_days=d["catalog_max_age_days"])
     runs: list[dict] = []
     if job:
         with ctx.open_history() as store:

@@ -87,7 +87,8 @@ class RemoteRun:
         job = JobInfo.from_env(self.args.job, self.args.build, os.environ, self.ctx.config.data.get("teams"))
         result = parts.plan(self.args, self.ctx, job.job, choose=self._arch_choice(spec.image),
                             cloud_name=self.cloud_name)
-        for warning in result.warnings:
+        from provisioner.catalog.notice import due
+        for warning in due(result.warnings):
             self.console.warn(warning)
         from provisioner.cli.plan import reason_lines
         for line in reason_lines(result):                # what `provisioner plan` prints first

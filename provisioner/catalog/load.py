@@ -198,23 +198,27 @@ def build_catalog(data_dirs: list[Path], score_source: str = DEFAULT_SCORE_SOURC
 
 
 def load_catalog(cache: Path | None = None, score_source: str = DEFAULT_SCORE_SOURCE,
-                 max_age_days: float = 30, now: float | None = None) -> Catalog:
-    """The refreshed cache where present (warning when stale), else the bundled data (warning)."""
+                 max_age_days: float | str | None = 30, now: float | None = None) -> Catalog:
+    """The refreshed cache where present (warning when stale), else the bundled data (warning).
+
+    `max_age_days` "never" (or None): whatever the catalog's age, no warning (a site without AWS
+    credentials lives on the bundled prices on purpose)."""
+    never = max_age_days is None or max_age_days == "never"
     from provisioner import paths
     cache = cache if cache is not None else paths.catalog_cache()
     warnings: list[str] = []
     dirs = [bundled_dir()]
     source = "bundled data (see provisioner/catalog/data/SOURCES.md)"
     meta = _read_meta(cache)
-    if meta is None:
+    if meta is None and not never:
         warnings.append("catalog: no refreshed cache; using the bundled prices (on-demand 2025-04, "
                         "spot 2026-08). Run `provisioner catalog refresh` for current prices.")
-    else:
+    elif meta is not None:
         dirs.insert(0, cache)
         fetched = meta.get("fetched_at", "")
         source = f"cache {cache} (fetched {fetched})"
         age_days = _age_days(fetched, now)
-        if age_days is None or age_days > max_age_days:
+        if not never and (age_days is None or age_days > float(max_age_days)):
             warnings.append(f"catalog: the cache at {cache} is stale (fetched {fetched or 'unknown'}); "
                             "run `provisioner catalog refresh`.")
     offers = _built_offers(dirs, score_source, source)

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     settings_flags = {"timeout": args.timeout, "policy": args.policy, "regions": args.region,
                       "max_price": args.max_price, "no_autotune": args.no_autotune}
     result = plan_job(ctx, label=args.label, filters=args.filter, job=args.job, **settings_flags)
-    for w in result.warnings:
+    from provisioner.catalog.notice import due
+    for w in due(result.warnings):
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.plan.to_dict()))

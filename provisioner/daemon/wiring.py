@@ -87,7 +87,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
         from provisioner.catalog import load_catalog
         defaults = config.defaults
         catalog = load_catalog(score_source=defaults["score_source"],
-                               max_age_days=float(defaults["catalog_max_age_days"]))
+                               max_age_days=defaults["catalog_max_age_days"])
     location = state_location(history_location)
 
     def store():
