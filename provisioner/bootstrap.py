@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from provisioner import __version__
+from provisioner import __version__, init_scripts
 from provisioner.agent import secrets
 from provisioner.catalog.model import Offer
 from provisioner.records import iso_utc
@@ -45,6 +45,7 @@ class BootstrapSpec:
     grace_s: float = DEFAULT_GRACE_S
     log_group: str | None = None                 # EC2: CloudWatch Logs group for the job's output
     checkpoint_s3: str | None = None             # s3://bucket/prefix synced on a spot notice
+    init_script: str | None = None               # the admin's (provisioner/init_scripts.py)
 
     @property
     def secret_parameter(self) -> str:
@@ -119,8 +120,11 @@ def render_user_data(mode: str, plan: Any, spec: BootstrapSpec, cloud: Any) -> s
     if mode == "agent" and not spec.jenkins_url:
         raise ValueError("agent mode needs the Jenkins URL (the node name comes with the secret bundle)")
     template = _environment(str(template_dir())).get_template(TEMPLATES[mode])
-    return template.render(mode=mode, template=TEMPLATES[mode], cloud=cloud_name, offer=_offer(plan),
-                           spec=spec, version=__version__)
+    text = template.render(mode=mode, template=TEMPLATES[mode], cloud=cloud_name, offer=_offer(plan),
+                           spec=spec, version=__version__, init_delimiter=init_scripts.DELIMITER)
+    if spec.init_script:
+        init_scripts.check_size(text, cloud_name)
+    return text
 
 
 def secret_env(cloud: Any, bundle: Mapping[str, Any]) -> dict[str, str]:

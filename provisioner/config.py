@@ -16,6 +16,7 @@ from provisioner import paths
 from provisioner.alerts.validate import validate_rules, validate_sinks, validate_teams
 from provisioner.catalog.devices import IMAGE_SLOTS
 from provisioner.errors import ConfigError, UsageError
+from provisioner.init_scripts import script_problem, size_problems, validate_labels
 from provisioner.units import parse_duration_s
 
 POLICIES = ("cheapest", "fastest", "deadline")
@@ -42,8 +43,9 @@ DEFAULTS: dict[str, Any] = {
         "arch": None,
     },
     "docker": {"instance_image": "provisioner-agent:latest", "host_cpus": None, "host_mem_gib": None,
-               "network": "host", "imds_url": "", "gc_after_s": 60, "environment": {}},
-    "ec2": {"subnets": [], "security_groups": [], "instance_profile": None, "images": {},
+               "network": "host", "imds_url": "", "gc_after_s": 60, "environment": {},
+               "init_script": None},             # run by every instance after the base bootstrap
+    "ec2": {"subnets": [], "security_groups": [], "instance_profile": None, "images": {}, "init_script": None,
             "extra_tags": {}, "key_name": None,
             "spot_allocation_strategy": "price-capacity-optimized",
             "ondemand_allocation_strategy": "lowest-price", "encrypt_root_volume": True},
@@ -63,6 +65,8 @@ DEFAULTS: dict[str, Any] = {
                "launch_workers": 8,         # launches run in parallel within a tick
                "drain_poll_s": 1},          # between ticks: drain agents that started their one build (0: off)
     "teams": {},
+    # per label expression (canonical form decides): {init_script: ...}; see provisioner/init_scripts.py
+    "labels": {},
     "alerts": {"sinks": [], "rules": [], "rate_limit_s": 900},
 }
 
@@ -96,6 +100,10 @@ def _duration(v: Any) -> str | None:
 def _fraction(v: Any) -> str | None:
     return None if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 else \
         f"must be a number in (0, 1], got {v!r}"
+
+
+def _init_script(v: Any) -> str | None:
+    return None if v is None else script_problem(v)
 
 
 def _days_or_never(v: Any) -> str | None:
@@ -179,9 +187,9 @@ SCHEMA: dict[str, Any] = {
                  "score_source": _one_of("composite", "sparecores-stressng-div16", "sparecores-geekbench6",
                                          "ec2instances-coremark"), "catalog_max_age_days": _days_or_never,
                  "arch": _one_of("x86_64", "arm64", "any")},
-    "docker": {"instance_image": _STR, "host_cpus": _positive, "host_mem_gib": _positive,
+    "docker": {"init_script": _init_script, "instance_image": _STR, "host_cpus": _positive, "host_mem_gib": _positive,
                "network": _STR, "imds_url": _STR, "gc_after_s": _positive, "environment": _DICT},
-    "ec2": {"subnets": _ids_by_region, "security_groups": _ids_by_region, "instance_profile": _STR,
+    "ec2": {"init_script": _init_script, "subnets": _ids_by_region, "security_groups": _ids_by_region, "instance_profile": _STR,
             "images": _images, "extra_tags": _DICT, "key_name": _STR,
             "spot_allocation_strategy": _one_of("price-capacity-optimized", "capacity-optimized",
                                                 "lowest-price", "diversified"),
@@ -197,6 +205,7 @@ SCHEMA: dict[str, Any] = {
                "remote_fs": _STR, "ondemand_after_interruptions": _count, "blocked_offer_ttl_s": _positive,
                "lease_ttl_s": _positive, "launch_workers": _count, "drain_poll_s": _non_negative},
     "teams": validate_teams,
+    "labels": validate_labels,
     "alerts": {"sinks": validate_sinks, "rules": validate_rules, "rate_limit_s": _positive},
 }
 
@@ -272,6 +281,9 @@ def parse_config(text: str, where: str = "<config>") -> Config:
             merged[name].update(value)
         elif value is not None:
             merged[name] = value
+    too_large = size_problems(merged)
+    if too_large:
+        raise ConfigError(where, [(path, None, msg) for path, msg in too_large])
     return Config(merged, where)
 
 

@@ -151,8 +151,10 @@ class RemoteRun:
         self.console.info(parts.starting_line(best))
         run_id = str(uuid.uuid4())
         timeout_total = parts.job_budget_s(self.args, spec)
+        from provisioner.init_scripts import InitScripts
+        init = InitScripts.from_config(self.ctx.config.data, self.cloud_name).for_label(self.args.label)
         bspec = parts.bootstrap_spec(self.args, spec, job, run_id,
-                                     lifetime_s=self.boot_timeout_s + timeout_total + 300)
+                                     lifetime_s=self.boot_timeout_s + timeout_total + 300, init_script=init)
         bundle = parts.secret_bundle(spec, os.environ)
         launch = LaunchSpec(candidates=tuple(c.offer for c in candidates),
                             user_data=parts.user_data(best.offer, bspec, self.cloud_name),

@@ -24,6 +24,7 @@ from provisioner.clouds.pacing import grouper
 from provisioner.daemon.jenkins import JenkinsClient, JenkinsError
 from provisioner.daemon.model import InFlight, NodeMeta, Provision
 from provisioner.daemon.state import Attempts, Tokens
+from provisioner.init_scripts import InitScripts
 from provisioner.labels import node_label_string
 from provisioner.records import iso_utc
 
@@ -41,6 +42,7 @@ class AgentSettings:
     boot_timeout_s: float = 600
     idle_timeout_s: float | None = 900
     extra_tags: tuple[tuple[str, str], ...] = ()
+    init_scripts: InitScripts = InitScripts()       # the admin's, per cloud and label
 
 
 def launch_tags(owner: str, p: Provision, expires_at: str, team: str | None) -> dict[str, str]:
@@ -132,7 +134,8 @@ class Launcher:
         lifetime = timeout + self.s.boot_timeout_s + 600   # then the instance stops itself
         expires = iso_utc(_utc(_minute(now) + lifetime))   # whole minutes: one script per tick
         bspec = bootstrap.BootstrapSpec(run_id="", expires_at=expires, jenkins_url=self.s.jenkins_url,
-                                        work_dir=self.s.remote_fs, idle_timeout_s=self.s.idle_timeout_s)
+                                        work_dir=self.s.remote_fs, idle_timeout_s=self.s.idle_timeout_s,
+                                        init_script=self.s.init_scripts.for_label(p.item.label))
         user_data = bootstrap.render_user_data("agent", p.plan, bspec, self.cloud)
         bundle = self.bundle(p.node, secret)
         tags = dict(self.s.extra_tags)

@@ -24,6 +24,7 @@ from provisioner.daemon.model import Settings
 from provisioner.daemon.plans import Planner
 from provisioner.daemon.queue import QueueReader
 from provisioner.daemon.state import Attempts, Tokens, load_secret
+from provisioner.init_scripts import InitScripts
 from provisioner.units import parse_duration_s
 
 log = logging.getLogger("provisioner.daemon")
@@ -126,7 +127,8 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               boot_timeout_s=settings.boot_timeout_s,
                               idle_timeout_s=settings.boot_timeout_s + settings.orphan_grace_s,
                               extra_tags=tuple(sorted((config.section("ec2").get("extra_tags") or {}).items()))
-                              if getattr(cloud, "name", "") == "ec2" else ())
+                              if getattr(cloud, "name", "") == "ec2" else (),
+                              init_scripts=InitScripts.from_config(config.data, getattr(cloud, "name", "docker")))
         launcher = Launcher(agent, client, cloud, attempts, tokens, after_launch=after_launch,
                             after_terminate=after_terminate)
         parts.daemon = Daemon(settings=settings, client=client, reader=reader, cloud=cloud, planner=planner,

@@ -1,0 +1,127 @@
+"""An admin's own init scripts: one per cloud (`ec2.init_script`, `docker.init_script`) and one per
+label (`labels: {EXPRESSION: {init_script: ...}}`), run by the bootstrap as root after the base
+bootstrap (secrets in place) and before the agent or job starts; a failure stops the instance
+(exit 125). Pure: no I/O. EC2 takes at most 16 KiB of user-data, checked when the config is read
+(`daemon --check`) and again at every rendering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from provisioner import labels
+from provisioner.errors import InputError
+
+USER_DATA_LIMIT = 16384          # EC2: bytes of user-data before base64
+DELIMITER = "PROVISIONER_INIT_SCRIPT_EOF"   # the heredoc that carries a script into the user-data
+
+
+def canonical(expression: str) -> str:
+    """A label expression as Jenkins names it (`ec2&&gpu=1` for `ec2 && gpu=1`): the key by which
+    a queue item's label finds its entry."""
+    return labels.canonical(labels.parse_jenkins(expression))
+
+
+def script_problem(text: Any) -> str | None:
+    """Why `text` cannot be an init script, or None."""
+    if not isinstance(text, str) or not text.strip():
+        return "must be a non-empty shell script"
+    if any(line.strip() == DELIMITER for line in text.splitlines()):
+        return f"must not contain a line {DELIMITER} (it ends the script in the user-data)"
+    return None
+
+
+def validate_labels(value: Any) -> str | None:
+    """The config's `labels:` section: {label expression: {init_script: SCRIPT}}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return "must map label expressions to settings, e.g. {'ec2 && gpu=1': {init_script: ...}}"
+    seen: dict[str, str] = {}
+    for expression, entry in value.items():
+        where = f"{expression!r}"
+        if not isinstance(expression, str):
+            return f"{where}: a label expression must be a string"
+        try:
+            key = canonical(expression)
+            labels.parse(labels.unquote(expression))
+        except InputError as exc:
+            return f"{where}: not a label expression Jenkins can parse ({exc})"
+        if key in seen:
+            return f"{where}: the same label as {seen[key]!r}"
+        seen[key] = expression
+        if not isinstance(entry, dict):
+            return f"{where}: must be a mapping with init_script"
+        unknown = sorted(set(entry) - {"init_script"})
+        if unknown:
+            return f"{where}: unknown key {unknown[0]!r} (known: init_script)"
+        problem = script_problem(entry.get("init_script"))
+        if problem:
+            return f"{where}.init_script: {problem}"
+    return None
+
+
+@dataclass(frozen=True)
+class InitScripts:
+    """The init scripts of one config, for one cloud."""
+
+    cloud: str | None = None
+    by_label: dict[str, str] = field(default_factory=dict)     # canonical expression -> script
+
+    @classmethod
+    def from_config(cls, data: dict, cloud_name: str) -> "InitScripts":
+        section = data.get(cloud_name) or {}
+        by_label = {canonical(e): entry["init_script"] for e, entry in (data.get("labels") or {}).items()
+                    if isinstance(entry, dict) and entry.get("init_script")}
+        return cls(section.get("init_script") or None, by_label)
+
+    def for_label(self, expression: str | None) -> str | None:
+        """The cloud's script, then the label's: what an instance for this label runs."""
+        parts = [self.cloud]
+        if expression:
+            try:
+                parts.append(self.by_label.get(canonical(expression)))
+            except InputError:
+                pass
+        scripts = [p.rstrip("\n") for p in parts if p]
+        return "\n".join(scripts) + "\n" if scripts else None
+
+
+def check_size(user_data: str, cloud_name: str, source: str = "the init script") -> None:
+    """EC2's limit on user-data; `source` names what made it large."""
+    size = len(user_data.encode())
+    if cloud_name == "ec2" and size > USER_DATA_LIMIT:
+        raise InputError(f"the user-data would be {size} bytes, over EC2's {USER_DATA_LIMIT}: "
+                         f"shorten {source} (or have it fetch a longer script)")
+
+
+def sample_user_data(script: str | None, cloud_name: str) -> str:
+    """The agent user-data of a typical launch carrying `script`: what the size check measures."""
+    from types import SimpleNamespace
+
+    from provisioner import bootstrap
+    offer = SimpleNamespace(instance_type="m7i-flex.48xlarge", market="on-demand", region="ap-southeast-2",
+                            price=12.3456)
+    spec = bootstrap.BootstrapSpec(run_id="", expires_at="2030-01-01T00:00:00Z",
+                                   jenkins_url="https://jenkins.example.com/", idle_timeout_s=900,
+                                   init_script=script)
+    return bootstrap.render_user_data("agent", offer, spec, cloud_name)
+
+
+def size_problems(data: dict) -> list[tuple[str, str]]:
+    """(config path, problem) for each init script that makes EC2 user-data too large."""
+    if data.get("cloud") != "ec2":
+        return []
+    scripts = InitScripts.from_config(data, "ec2")
+    out = []
+    for path, expression in [("ec2.init_script", None)] + [
+            (f"labels.{e!r}.init_script", e) for e in (data.get("labels") or {})]:
+        script = scripts.for_label(expression)
+        if script is None or (expression is None and scripts.cloud is None):
+            continue
+        try:
+            check_size(sample_user_data(script, "ec2"), "ec2", path)
+        except InputError as exc:
+            out.append((path, exc.message))
+    return out
