@@ -66,3 +66,69 @@ def test_the_image_does_not_take_over_python3():
     script = (TEMPLATE.parent / "scripts" / "install-base.sh").read_text()
     links = [line.split()[-1] for line in script.splitlines() if line.startswith("ln -s")]
     assert links == ["/usr/local/bin/provisioner", "/usr/local/bin/provisioner-agent"]
+
+
+STAND_INS = {
+    # each records its argv in /calls, then plays its part
+    "dnf": "", "apt-get": "", "systemctl": "", "usermod": "", "curl": "",
+    "useradd": 'echo "jenkins:x:990:990::/home/jenkins:/bin/bash" >> /etc/passwd',
+    "install": 'while [ $# -gt 0 ]; do case "$1" in -d) ;; -m) shift ;; *) mkdir -p "$1" ;; esac; shift; done',
+    "python3.11": 'mkdir -p "$3/bin"; for c in pip provisioner provisioner-agent; do '
+                  'printf "#!/bin/sh\\necho %s \\"\\$@\\" >> /calls\\n" "$c" > "$3/bin/$c"; chmod +x "$3/bin/$c"; done',
+}
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("distro", ["al2023-dnf", "debian-apt"])
+def test_install_base_on_either_package_manager(distro, docker_client, busybox, tmp_path):
+    """AL2023 itself cannot be fetched here: the script runs in a container with stand-ins for the
+    package managers and system tools, and what it asked of them is checked (unverified on a real
+    AL2023, as docs say)."""
+    import io
+    import tarfile
+    stand_ins = dict(STAND_INS)
+    if distro == "debian-apt":
+        del stand_ins["dnf"]
+        stand_ins["python3"] = stand_ins.pop("python3.11")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        def add(name: str, text: str, mode: int = 0o755) -> None:
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+        add("Dockerfile", f"FROM {busybox}\nCOPY fake/ /usr/local/bin/\nCOPY install-base.sh /\n", 0o644)
+        for name, body in stand_ins.items():
+            add(f"fake/{name}", f'#!/bin/sh\necho {name} "$@" >> /calls\n{body}\nexit 0\n')
+        add("install-base.sh", (TEMPLATE.parent / "scripts" / "install-base.sh").read_text())
+    tag = f"provisioner-test/install-base-{distro}:1"
+    docker_client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True)
+    script = ("sh -eu /install-base.sh && cat /calls && echo --- && ls -l /usr/local/bin/provisioner "
+              "/usr/local/bin/provisioner-agent && echo --- && readlink /usr/local/bin/python3 || true")
+    out = docker_client.containers.run(tag, ["sh", "-c", script], remove=True, network_mode="none",
+                                       environment={"PROVISIONER_PIP_SPEC": "provisioner==0.1.0", "PIP_INDEX_URL": "",
+                                                    "JENKINS_URL": "https://jenkins.example.com/"}).decode()
+    calls, links, python3 = out.split("---\n")
+    lines = calls.splitlines()
+    if distro == "al2023-dnf":
+        assert lines[0].startswith("dnf install -y -q docker java-17-amazon-corretto-headless python3.11")
+        assert not any(line.startswith("apt-get") for line in lines)
+    else:
+        assert lines[:2] == ["apt-get update -q", lines[1]] and "openjdk-17-jre-headless" in lines[1]
+    assert "systemctl enable docker" in lines
+    assert "pip install -q provisioner==0.1.0" in lines
+    assert any(line.startswith("useradd --system") and line.endswith(" jenkins") for line in lines)
+    assert "usermod -aG docker jenkins" in lines
+    assert "curl -fsSL https://jenkins.example.com/jnlpJars/agent.jar -o /usr/share/provisioner/agent.jar" in lines
+    assert "-> /opt/provisioner/bin/provisioner" in links and "-> /opt/provisioner/bin/provisioner-agent" in links
+    assert "/opt/provisioner" not in python3                        # python3 stays the system's
+
+
+def test_the_image_scripts_pass_shellcheck():
+    if not shutil.which("shellcheck"):
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is missing: scripts/test installs it")
+        pytest.skip("shellcheck is not installed")
+    scripts = sorted((TEMPLATE.parent / "scripts").glob("*.sh"))
+    done = subprocess.run(["shellcheck", "-s", "sh", *map(str, scripts)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout

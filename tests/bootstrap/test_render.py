@@ -141,7 +141,7 @@ def test_the_job_environment_travels_in_the_bundle_never_in_user_data():
 
 def test_agent_mode_runs_agent_jar_with_the_secret_from_a_file():
     text = render_user_data("agent", offer(), AGENT, "ec2")
-    assert "-secret @\"$PROVISIONER_STATE_DIR/agent-secret\"" in text
+    assert 'secret_file="$PROVISIONER_STATE_DIR/agent-secret"' in text and '-secret @"$secret_file"' in text
     assert "-url http://127.0.0.1:8080/" in text and '-name "$PROVISIONER_NODE_NAME"' in text and "-webSocket" in text
     assert "PROVISIONER_RUN_ID" not in text.split("# --- secret source ---")[0]   # the bundle names the run
     assert "fetch-agent-jar http://127.0.0.1:8080/" in text and "--idle-timeout 600" in text
@@ -199,3 +199,17 @@ def test_an_image_without_the_entry_point_stops_the_bootstrap(tmp_path):
     done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 125
     assert f"this image has no provisioner-agent command: rebuild it with provisioner {__version__}" in done.stderr
+
+
+@pytest.mark.parametrize("mode,spec", [("job", SPEC), ("agent", AGENT)], ids=["job", "agent"])
+@pytest.mark.parametrize("cloud", ["docker", "ec2"])
+def test_renderings_pass_shellcheck(mode, spec, cloud):
+    if not shutil.which("shellcheck"):
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is missing: scripts/test installs it")
+        pytest.skip("shellcheck is not installed")
+    from dataclasses import replace
+    script = render_user_data(mode, offer(), replace(spec, init_script="echo prepared\n"), cloud)
+    done = subprocess.run(["shellcheck", "-s", "sh", "--severity=warning", "-"], input=script,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
