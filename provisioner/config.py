@@ -15,6 +15,7 @@ from typing import Any, Callable
 from provisioner import paths
 from provisioner.alerts.validate import validate_rules, validate_sinks, validate_teams
 from provisioner.catalog.devices import IMAGE_SLOTS
+from provisioner.clouds.ec2_selectors import problem as selector_problem
 from provisioner.errors import ConfigError, UsageError
 from provisioner.init_scripts import script_problem, size_problems, validate_labels
 from provisioner.units import parse_duration_s
@@ -122,12 +123,20 @@ def _str_list(v: Any) -> str | None:
         "must be a list of strings"
 
 
+def _id_list(v: Any) -> str | None:
+    """A list of ids or selectors ({tags: {...}} / {name: PATTERN}: clouds/ec2_selectors.py)."""
+    if not isinstance(v, list):
+        return "must be a list of ids or selectors"
+    return next((f"item {i + 1}: {msg}" for i, x in enumerate(v) if (msg := selector_problem(x))), None)
+
+
 def _ids_by_region(v: Any) -> str | None:
-    """A list of ids for every region, or {region: [ids]}."""
+    """A list of ids (or selectors) for every region, or {region: [ids]}."""
     if isinstance(v, dict):
-        bad = [k for k, ids in v.items() if _str_list(ids)]
-        return f"must map each region to a list of ids ({', '.join(map(str, bad))} do not)" if bad else None
-    return None if _str_list(v) is None else "must be a list of ids, or a mapping of region to a list of ids"
+        bad = [f"{k}: {msg}" for k, ids in v.items() if (msg := _id_list(ids))]
+        return f"must map each region to a list of ids or selectors ({'; '.join(bad)})" if bad else None
+    msg = _id_list(v)
+    return None if msg is None else f"must be a list of ids or selectors, or a mapping of region to one ({msg})"
 
 
 def _images(v: Any) -> str | None:
@@ -135,8 +144,11 @@ def _images(v: Any) -> str | None:
     if not isinstance(v, dict):
         return f"must map region to {{{'|'.join(slots)}: ami-...}}"
     for region, images in v.items():
-        if not isinstance(images, dict) or any(k not in slots or not isinstance(a, str) for k, a in images.items()):
-            return f"{region}: must map {', '.join(slots)} to an AMI id"
+        if not isinstance(images, dict) or any(k not in slots for k in images):
+            return f"{region}: must map {', '.join(slots)} to an AMI id or selector"
+        bad = [f"{slot}: {msg}" for slot, a in images.items() if (msg := selector_problem(a, image=True))]
+        if bad:
+            return f"{region}.{bad[0]}"
     return None
 
 

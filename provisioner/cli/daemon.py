@@ -47,8 +47,15 @@ def check(path: str | None) -> int:
     else:
         config = load_config(None)
     problems = daemon_problems(config)
+    resolved = []
+    if not problems:
+        resolved, more = _selector_problems(config)
+        problems += more
     if problems:
         raise ConfigError(config.path or "<defaults>", problems)
+    for r in resolved:
+        named = f" ({r.detail})" if r.detail else ""
+        print(f"{r.path}: {r.selector.describe()} -> {', '.join(r.ids)}{named}")
     token_env = config.section("jenkins")["token_env"]
     if not config.section("jenkins")["token_file"] and not os.environ.get(token_env or ""):
         print(f"note: ${token_env} is not set here; the daemon needs it (or jenkins.token_file)", file=sys.stderr)
@@ -69,6 +76,29 @@ def daemon_problems(config) -> list[tuple[str, int | None, str]]:
         if not j["user"]:
             problems.append(("jenkins.user", lines.get("jenkins"), "is required with an API token"))
     return problems
+
+
+def _selector_problems(config) -> tuple[list, list[tuple[str, int | None, str]]]:
+    """EC2 selectors (tags / name patterns) resolved with the Describe* calls the daemon makes:
+    (what each matched, problems). Without AWS credentials they are left for the daemon (a note)."""
+    if config.data["cloud"] != "ec2":
+        return [], []
+    from provisioner.clouds.base import CloudError
+    from provisioner.clouds.ec2 import Ec2Cloud
+    from provisioner.clouds.ec2_params import Ec2Settings
+    from provisioner.clouds.ec2_selectors import has_selectors
+    settings = Ec2Settings.from_config(config.section("ec2"), config.regions)
+    if not has_selectors(settings):
+        return [], []
+    try:
+        return Ec2Cloud(settings=settings).resolve_selectors()[1], []
+    except CloudError as exc:
+        if exc.kind == "auth":
+            print(f"note: the ec2 selectors were not resolved here: {exc}", file=sys.stderr)
+            return [], []
+        text = str(exc).removesuffix(f" [{exc.code}]")
+        path, message = text.split(": ", 1) if text.startswith("ec2.") else ("ec2", text)
+        return [], [(path, _key_lines(config.path).get(".".join(path.split(".")[:2])), message)]
 
 
 def _key_lines(path: str | None) -> dict[str, int]:

@@ -33,6 +33,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
 from provisioner.catalog.model import Offer
 from provisioner.clouds import ec2_params as P
 from provisioner.clouds import ec2_responses as R
+from provisioner.clouds import ec2_selectors as selectors
 from provisioner.clouds.base import BATCH_TAG, OWNER_TAG, BlockedOffers, CloudError, Instance, LaunchSpec
 from provisioner.clouds.pacing import Backoff, grouper
 
@@ -44,6 +45,7 @@ TERMINATE_BATCH = 1000          # TerminateInstances takes at most 1000 ids per 
 DESCRIBE_PAGE = 1000            # DescribeInstances' largest page
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")  # 'stopped' still bills EBS
 MAX_ROUNDS = 4                  # requests per launch: spot, on-demand, and another region's pair
+SELECTOR_TTL_S = 600.0          # image/subnet/security-group selectors are looked up again after this
 FILTER_VALUES = 200             # DescribeInstances takes at most 200 values per filter
 
 
@@ -61,7 +63,9 @@ class Ec2Cloud:
                  blocked: BlockedOffers | None = None, backoff: Backoff = Backoff(),
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
                  workers: int = 8):
-        self.settings = settings or P.Ec2Settings()
+        self._configured = settings or P.Ec2Settings()   # may hold selectors (ec2_selectors.py)
+        self._resolved: tuple[float, P.Ec2Settings, list] | None = None
+        self._selecting = threading.Lock()
         self.workers = max(1, workers)              # batches of one launch_many sent side by side
         self._count = threading.Lock()              # counters and clients are shared by those threads
         self._setup = threading.Lock()              # and so are the template and image look-ups
@@ -77,6 +81,26 @@ class Ec2Cloud:
         self._templates: set[tuple[str, str]] = set()           # (region, template name) known to exist
         self._image_info: dict[tuple[str, str], tuple[str, int]] = {}  # (region, ami) -> (root device, GiB)
         self._region_of: dict[str, str] = {}                    # instance id -> region
+
+    # ---- settings ----------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> P.Ec2Settings:
+        """The configured settings with every selector resolved to ids (looked up again after
+        SELECTOR_TTL_S: a newly baked image or a new subnet is picked up without a restart)."""
+        if not selectors.has_selectors(self._configured):
+            return self._configured
+        return self.resolve_selectors()[0]
+
+    def resolve_selectors(self) -> tuple[P.Ec2Settings, list]:
+        """(resolved settings, what each selector matched); CloudError(kind=config) when one matches nothing."""
+        with self._selecting:
+            now = time.monotonic()
+            if self._resolved is None or now - self._resolved[0] > SELECTOR_TTL_S:
+                settings, found = selectors.resolve(
+                    self._configured, lambda region, op, request: self._call(region, op, **request))
+                self._resolved = (now, settings, found)
+            return self._resolved[1], self._resolved[2]
 
     # ---- launch ------------------------------------------------------------------------------
 

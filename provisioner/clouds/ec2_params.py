@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from provisioner.catalog import devices
+from provisioner.clouds import ec2_selectors as selectors
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
 from provisioner.clouds.base import (BATCH_NODES_TAG, BATCH_TAG, INSTANCE_TAG_KEYS, OWNER_TAG, CloudError,
                                      LaunchSpec, batch_key)
@@ -50,6 +51,7 @@ class Ec2Settings:
     security_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     instance_profile: str | None = None         # a name, or an ARN ('arn:...')
     images: Mapping[str, Mapping[str, str]] = field(default_factory=dict)   # region -> slot -> AMI
+    # (subnets, security groups and images may hold ec2_selectors.Selector until Ec2Cloud resolves them)
     extra_tags: Mapping[str, str] = field(default_factory=dict)
     key_name: str | None = None
     spot_allocation_strategy: str = "price-capacity-optimized"
@@ -69,7 +71,8 @@ class Ec2Settings:
         return cls(regions=tuple(regions) or ("us-east-1",),
                    subnets=_by_region(section.get("subnets"), "subnets"),
                    security_groups=_by_region(section.get("security_groups"), "security_groups"),
-                   images={r: dict(m or {}) for r, m in images.items()},
+                   images={r: {slot: selectors.parse(v) for slot, v in (m or {}).items()}
+                           for r, m in images.items()},
                    extra_tags={str(k): str(v) for k, v in (section.get("extra_tags") or {}).items()},
                    **{k: v for k, v in section.items()
                       if k in known - {"subnets", "security_groups", "images", "extra_tags"}
@@ -86,9 +89,9 @@ def _by_region(value: Any, key: str) -> dict[str, tuple[str, ...]]:
     if not value:
         return {}
     if isinstance(value, (list, tuple)):
-        return {ANY_REGION: tuple(value)}
+        return {ANY_REGION: tuple(selectors.parse(v) for v in value)}
     if isinstance(value, Mapping):
-        return {str(r): tuple(v) for r, v in value.items()}
+        return {str(r): tuple(selectors.parse(x) for x in v) for r, v in value.items()}
     raise CloudError(f"ec2.{key} must be a list of ids or a mapping of region to ids", code="Config",
                      kind="config")
 
