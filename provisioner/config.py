@@ -249,6 +249,11 @@ def parse_config(text: str, where: str = "<config>") -> Config:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(where, [("", mark.line + 1 if mark else None,
                                    f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError(where, [("", None, "nested too deeply to be a configuration")]) from None
+    duplicates = _duplicate_keys(node) if node is not None else []
+    if duplicates:
+        raise ConfigError(where, duplicates)
     if data is None:
         return Config(copy.deepcopy(DEFAULTS), where)
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
@@ -271,8 +276,45 @@ def load_config(flag: str | None = None) -> Config:
     path = paths.resolve_config_path(flag)
     if path is None:
         return Config(copy.deepcopy(DEFAULTS), None)
+    return parse_config(read_config_text(path), str(path))
+
+
+def read_config_text(path: str | Path) -> str:
+    """The file's text; ConfigError (exit 2) when it cannot be read or is not UTF-8."""
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), [("", None, f"cannot read: {exc.strerror}")]) from None
-    return parse_config(text, str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(str(path), [("", line, f"not UTF-8 text (byte 0x{data[exc.start]:02x} "
+                                                 f"at offset {exc.start})")]) from None
+
+
+def _duplicate_keys(root) -> list[tuple[str, int | None, str]]:
+    """Every key given twice in one mapping, anywhere in the file (YAML would keep the last one
+    silently). Walks the node tree with a stack: a deep file cannot exhaust the recursion limit."""
+    import yaml
+    problems: list[tuple[str, int | None, str]] = []
+    stack, seen_nodes = [(root, "")], set()
+    while stack:
+        node, prefix = stack.pop()
+        if id(node) in seen_nodes:  # an alias: the anchored node was checked once
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for knode, vnode in node.value:
+                name = knode.value if isinstance(knode, yaml.ScalarNode) else None
+                if name is not None and name in first and name != "<<":
+                    problems.append((f"{prefix}{name}", _line(knode),
+                                     f"duplicate key (first given at line {first[name]})"))
+                elif name is not None:
+                    first[name] = _line(knode)
+                stack.append((vnode, f"{prefix}{name}." if name is not None else prefix))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{prefix.rstrip('.')}[{i}]." if prefix else f"[{i}].")
+                         for i, item in enumerate(node.value))
+    return sorted(problems, key=lambda p: p[1] or 0)

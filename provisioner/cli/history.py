@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                      "time, a date (2026-01-05) or a duration back from now (7d)")
     exp.add_argument("--s3", metavar="s3://BUCKET/PREFIX",
                      help="write PREFIX/dt=YYYY-MM-DD/<run_id>.json objects instead of stdout (idempotent)")
-    exp.add_argument("--workers", type=int, default=16, metavar="N", help="S3 uploads in flight (default 16)")
+    exp.add_argument("--workers", type=_workers, default=16, metavar="N", help="S3 uploads in flight (default 16)")
     exp.set_defaults(func=run_export)
     mig = hs.add_parser("migrate", parents=[common],
                         help="copy every usage record into another store, e.g. a team postgresql:// store")
@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     show.add_argument("job", metavar="JOB")
     show.add_argument("--json", action="store_true", help="print the records as a JSON list")
     show.set_defaults(func=run_show)
+
+
+def _workers(text: str) -> int:
+    raw = text.strip()
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw[:4]) <= 256 or len(raw) > 3:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 256, got {text[:40]!r}")
+    return int(raw)
 
 
 def read_jsonl(lines, result) -> list[dict]:

@@ -76,8 +76,8 @@ class RunSession:
 
     def run(self, spec: ContainerSpec, job: JobInfo, policy: RetryPolicy, pricing: Pricing,
             summary_json: str | None = None) -> Outcome:
-        if summary_json and os.path.exists(summary_json):
-            os.unlink(summary_json)  # never leave a stale summary for the Groovy step to read
+        if summary_json:
+            self._remove_stale_summary(summary_json)
         events: queue.SimpleQueue = queue.SimpleQueue()
         with SignalWatch(events):
             self._reap()
@@ -102,8 +102,21 @@ class RunSession:
                     break
                 attempt_no += 1
         if summary_json:
-            self._write_summary(summary_json, outcome.records[-1])
+            try:
+                self._write_summary(summary_json, outcome.records[-1])
+            except OSError as exc:  # a warning: the job's exit code stands
+                self.console.warn(f"--summary-json {summary_json} not written: "
+                                  f"{exc.strerror or exc}")
         return outcome
+
+    def _remove_stale_summary(self, path: str) -> None:
+        """Never leave a stale summary for the Groovy step to read."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.console.warn(f"--summary-json {path}: old file not removed: {exc.strerror or exc}")
 
     # -- steps -----------------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -233,5 +246,9 @@ class RunSession:
         body = dict(record, summary_line=summary_line(record))
         target = Path(path)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, target)
+        try:
+            tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
