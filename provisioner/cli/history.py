@@ -66,11 +66,13 @@ def read_jsonl(lines, result) -> list[dict]:
         if not line.strip():
             continue
         try:
-            good.append(records.normalise(json.loads(line)))
+            good.append(records.normalise(records.loads(line)))
         except json.JSONDecodeError as exc:
             result.rejected.append((number, f"not JSON ({exc.msg} at column {exc.colno})"))
         except records.RecordError as exc:
             result.rejected.append((number, str(exc)))
+        except ValueError as exc:  # NaN, nesting too deep, a number too long to convert
+            result.rejected.append((number, f"not strict JSON ({str(exc)[:80]})"))
     return good
 
 
@@ -102,7 +104,7 @@ def run_export(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.open_history(create=False) as store:
         out = sys.stdout
         for record in store.records(since=since, job=args.job):
-            out.write(json.dumps(record) + "\n")
+            out.write(records.dumps(record) + "\n")
     return 0
 
 
@@ -146,7 +148,7 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
                 " (the history is empty)"
             raise UsageError(f"no runs of job {args.job!r} in {ctx.history_location}{hint}")
     if args.json:
-        print(json.dumps(runs))
+        print(records.dumps(runs))
         return 0
     print(f"{'start':<21} {'build':<7} {'type':<14} {'market':<9} {'exit':>4} {'duration':>9} "
           f"{'cpu avg/max %':>14} {'mem max':>9} {'cost $':>8}")

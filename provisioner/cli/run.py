@@ -310,6 +310,11 @@ def _after_record(ctx: Context, usage_s3: str | None, standalone: bool,
     return after
 
 
+def _spool(location: str, record: dict) -> Any:
+    from provisioner.history.spool import spool_record
+    return spool_record(location, record)
+
+
 def _handle(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner.runner.console import Console
     from provisioner.runner.pricing import resolve_pricing
@@ -326,7 +331,8 @@ def _handle(args: argparse.Namespace, ctx: Context) -> int:
     services = Services(
         client=docker_engine(environ), console=console, store_factory=ctx.open_history,
         reporter=reporter, sink_factories=make_sink_factories(args.log_group, region, console.warn),
-        on_record=_after_record(ctx, args.usage_s3, reporter is None, console.warn))
+        on_record=_after_record(ctx, args.usage_s3, reporter is None, console.warn),
+        spool=lambda record: _spool(ctx.history_location, record))
     pricing = resolve_pricing(args.instance_type, environ, default_region=region)
     outcome = RunSession(services).run(spec, job, policy, pricing, args.summary_json)
     return outcome.exit_code

@@ -51,6 +51,7 @@ class Services:
     owner: Owner | None = None
     sample_every_s: float = 15.0                        # live samples to the reporter
     on_record: Callable[[dict], Any] | None = None      # after storing, e.g. alerts for standalone runs
+    spool: Callable[[dict], Any] | None = None          # keeps a record the store refused -> where
 
 
 @dataclass
@@ -213,7 +214,7 @@ class RunSession:
                     self._store = self.s.store_factory()
                 self._store.add(record)
             except Exception as exc:
-                self.console.warn(f"usage record not written to the history store: {exc}")
+                self._spool(record, exc)
         if self.s.reporter is not None:
             try:
                 self.s.reporter.report(record)
@@ -224,6 +225,28 @@ class RunSession:
                 self.s.on_record(record)
             except Exception as exc:
                 self.console.warn(f"after-run hook failed: {exc}")
+
+    def _spool(self, record: dict, exc: Exception) -> None:
+        """The record of a run is never lost to a locked store or a full disk: spooled, merged
+        by the next command; where even that fails, the record itself is printed."""
+        from provisioner.history.spool import describe, record_text
+        if self._store is not None and getattr(self._store, "read_only", False) is False:
+            try:  # a store left in a failed state is opened afresh for the next attempt
+                self._store.close()
+            except Exception:
+                pass
+            self._store = None
+        if self.s.spool is None:
+            self.console.warn(f"usage record not written to the history store: {exc}")
+            return
+        try:
+            where = self.s.spool(record)
+        except Exception as spool_exc:
+            self.console.warn(f"usage record not written to the history store ({exc}) nor "
+                              f"spooled ({spool_exc}); keep it with `provisioner history import`: "
+                              f"{record_text(record)}")
+            return
+        self.console.warn(f"usage record not written to the history store ({exc}): {describe(where)}")
 
     @staticmethod
     def _pause(events: queue.SimpleQueue, seconds: float) -> int | None:
