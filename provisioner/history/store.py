@@ -191,8 +191,10 @@ def store_error(where: str, exc: sqlite3.Error, read_only: bool = False) -> Stor
     if "locked" in low or "busy" in low:
         return StoreBusy(f"{where} is locked by another writer ({text}) for more than "
                          f"{BUSY_TIMEOUT_S:g} s")
-    if "full" in low:
-        return StoreBusy(f"{where}: the disk is full ({text})")
+    if "full" in low or (("i/o error" in low or "unable to open" in low) and _disk_full(where)):
+        return StoreBusy(f"{where} cannot be written: the disk is full ({text})")
+    if "i/o error" in low:
+        return StoreBusy(f"{where} cannot be read or written now ({text})")
     if read_only or "readonly" in low or "read-only" in low:
         return StoreError(f"{where} is read-only here ({text})")
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError) \
@@ -242,6 +244,14 @@ def _open_sqlite(location: str, create: bool) -> HistoryStore:
         raise
     conn.isolation_level = ""  # implicit BEGIN for writes; `with conn` commits or rolls back
     return HistoryStore(conn, str(path))
+
+
+def _disk_full(where: str) -> bool:
+    try:
+        stat = os.statvfs(Path(where).parent)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 64 * 1024  # less than a few pages left
 
 
 def _writable(path: Path) -> bool:

@@ -230,7 +230,7 @@ class RunSession:
         """The record of a run is never lost to a locked store or a full disk: spooled, merged
         by the next command; where even that fails, the record itself is printed."""
         from provisioner.history.spool import describe, record_text
-        if self._store is not None and getattr(self._store, "read_only", False) is False:
+        if self._store is not None:
             try:  # a store left in a failed state is opened afresh for the next attempt
                 self._store.close()
             except Exception:
