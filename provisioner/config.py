@@ -243,8 +243,7 @@ def parse_config(text: str, where: str = "<config>") -> Config:
     """Validate YAML text and merge it over DEFAULTS; ConfigError lists every problem."""
     import yaml  # only when there is a file: keeps `plan` start-up short
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(where, [("", mark.line + 1 if mark else None,
@@ -291,6 +290,67 @@ def read_config_text(path: str | Path) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(str(path), [("", line, f"not UTF-8 text (byte 0x{data[exc.start]:02x} "
                                                  f"at offset {exc.start})")]) from None
+
+
+MAX_YAML_DEPTH = 64  # a configuration is a few levels deep; PyYAML slows quadratically with depth
+
+
+def _load_yaml(text: str) -> tuple[Any, Any]:
+    """The YAML node tree (for lines and duplicate keys) and its data, parsed once, with nesting
+    bounded before PyYAML's recursive composer and its per-level scanner get to the depth."""
+    import yaml
+
+    depth, line = _flow_depth(text)
+    if depth > MAX_YAML_DEPTH:  # PyYAML's scanner would spend seconds on it before any check
+        raise yaml.MarkedYAMLError(problem=f"brackets nested deeper than {MAX_YAML_DEPTH} levels",
+                                   problem_mark=yaml.Mark("", 0, line - 1, 0, None, None))
+
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+            self.depth += 1
+            try:
+                if self.depth > MAX_YAML_DEPTH:
+                    raise yaml.MarkedYAMLError(problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                               problem_mark=self.peek_event().start_mark)
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+
+
+def _flow_depth(text: str) -> tuple[int, int]:
+    """The deepest nesting of [ and { outside quotes and comments, and the line where it is."""
+    depth = deepest = 0
+    deepest_line = line = 1
+    quote = ""
+    comment = False
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            line, comment = line + 1, False
+        elif comment:
+            continue
+        elif quote:
+            if ch == quote and not (quote == '"' and text[i - 1] == "\\"):
+                quote = ""
+        elif ch in "\"'" and (i == 0 or text[i - 1] in " \t\n[{,:-"):
+            quote = ch
+        elif ch == "#" and (i == 0 or text[i - 1] in " \t\n"):
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, deepest_line = depth, line
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest, deepest_line
 
 
 def _duplicate_keys(root) -> list[tuple[str, int | None, str]]:

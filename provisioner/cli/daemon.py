@@ -83,8 +83,9 @@ def _key_lines(path: str | None) -> dict[str, int]:
         return out
     import yaml
     try:
-        node = yaml.compose(Path(path).read_text(), Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        from provisioner.config import _load_yaml
+        node, _data = _load_yaml(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except (yaml.YAMLError, RecursionError):
         return out
     for k, v in getattr(node, "value", []) if isinstance(node, yaml.MappingNode) else []:
         out[k.value] = k.start_mark.line + 1

@@ -63,7 +63,7 @@ def read_jsonl(lines, result) -> list[dict]:
         except UnicodeDecodeError as exc:
             result.rejected.append((number, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
             continue
-        if not line.strip():
+        if not line.strip(" \t\r\n"):  # JSON's whitespace only: "\x1c" is not a blank line
             continue
         try:
             good.append(records.normalise(records.loads(line)))
