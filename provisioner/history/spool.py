@@ -26,11 +26,16 @@ log = logging.getLogger(__name__)
 
 def spool_dirs(location: str) -> list[Path]:
     """Where records for the store at `location` are spooled, in order of preference."""
+    if location.startswith(("postgresql://", "postgres://")):
+        from provisioner.history.postgres import redact  # the store's own name for itself
+        location = redact(location)
+    else:  # one name however the path was written (relative, with ~)
+        location = str(Path(location).expanduser().resolve())
     digest = hashlib.sha256(location.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     fallback = paths.state_dir() / "spool" / digest
     if location.startswith(("postgresql://", "postgres://")):
         return [fallback]
-    beside = Path(location).expanduser()
+    beside = Path(location)
     return [beside.with_name(beside.name + ".spool"), fallback]
 
 

@@ -37,8 +37,13 @@ class Console:
         # one lock per stream: a slow reader of stdout must not hold up a warning on stderr
         self._locks = {id(out): threading.Lock(), id(err): threading.Lock()}
         self._dead: set[int] = set()  # streams whose reader went away (broken pipe)
-        self.writing = 0              # writes in progress: > 0 while a slow reader holds one up
+        self._busy: dict[int, bool] = {}  # per stream (set under its lock): a write in progress
         self.dropped = 0              # output lines not shown because their reader went away
+
+    @property
+    def writing(self) -> bool:
+        """Whether a write is in progress (a slow reader holds it up)."""
+        return any(self._busy.values())
 
     def _paint(self, text: str, code: str) -> str:
         return f"{code}{text}{RESET}" if self.colour else text
@@ -54,7 +59,7 @@ class Console:
         if id(stream) in self._dead:
             return False
         with self._locks.setdefault(id(stream), threading.Lock()):
-            self.writing += 1
+            self._busy[id(stream)] = True
             try:
                 stream.write(text)
                 stream.flush()
@@ -64,7 +69,7 @@ class Console:
                 _silence(stream)
                 return False
             finally:
-                self.writing -= 1
+                self._busy[id(stream)] = False
 
     def info(self, text: str) -> None:
         self._write(self.out, text + "\n")
