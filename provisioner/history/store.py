@@ -291,9 +291,10 @@ def _open_read_only(path: Path) -> HistoryStore:
 
 def _check_ours(conn: sqlite3.Connection, where: str) -> int:
     """The schema version, after checking the file is a store of ours this version understands."""
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+    # one statement, one snapshot: read apart, another process's migration could commit between
+    app_id, version, tables = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id),"
+        " (SELECT user_version FROM pragma_user_version), (SELECT COUNT(*) FROM sqlite_master)").fetchone()
     if app_id != APPLICATION_ID and (tables or version):
         raise StoreError(f"{where} is an SQLite file but not a provisioner history store")
     if version > SCHEMA_VERSION:

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,13 +133,16 @@ def test_spool_falls_back_to_the_state_directory(tmp_path):
 
 def test_twenty_processes_creating_one_new_store_lose_nothing(tmp_path):
     hist = tmp_path / "new" / "h.sqlite3"
-    code = ("import sys\nfrom provisioner.history import open_store\nfrom tests.factories import run\n"
-            "i = int(sys.argv[1])\n"
+    # every process imports first, then all open the store at one agreed moment
+    code = ("import sys, time\nfrom provisioner.history import open_store\nfrom tests.factories import run\n"
+            "i, start_at = int(sys.argv[1]), float(sys.argv[3])\n"
+            "time.sleep(max(0.0, start_at - time.time()))\n"
             "with open_store(sys.argv[2]) as s:\n"
             "    s.add_many(run('train', i * 5 + k) | {'run_id': f'r{i}-{k}'} for k in range(5))\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(hist)], cwd=ROOT, env=env,
-                              stderr=subprocess.PIPE, text=True) for i in range(20)]
+    start_at = str(time.time() + 3)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(hist), start_at], cwd=ROOT,
+                              env=env, stderr=subprocess.PIPE, text=True) for i in range(20)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 20, [e for e in errors if e][:2]
     with open_store(str(hist)) as store:
