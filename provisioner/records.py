@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timezone
 from typing import Any
@@ -15,6 +16,9 @@ _STRING = ("job", "run_id", "start", "build", "instance_type", "region", "image"
            "triggered_by", "team", "node", "queue_id")
 _BOOL = ("timed_out", "oom_killed", "interrupted")
 MARKETS = ("spot", "on-demand")
+INT32 = 2 ** 31         # exit_code and gpu_count fit a 32-bit column (SQLite and PostgreSQL alike)
+BIG = 2 ** 63           # a larger whole number in a numeric field is not a measurement
+MAX_DEPTH = 32          # nesting of an extra field's value (a record is flat; this bounds hostility)
 FIELDS = REQUIRED + tuple(f for f in _NUMBER + _INT + _STRING + _BOOL + ("market",) if f not in REQUIRED)
 
 
@@ -61,10 +65,11 @@ def validate(record: Any) -> dict:
         v = record.get(field)
         if v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise RecordError(field, f"must be a number, not {v!r}")
-        if field in _INT and v != int(v):
-            raise RecordError(field, f"must be a whole number, not {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                (isinstance(v, float) and not math.isfinite(v)) or (isinstance(v, int) and abs(v) >= BIG):
+            raise RecordError(field, f"must be a number, not {_shown(v)}")
+        if field in _INT and (v != int(v) or not -INT32 <= v < INT32):
+            raise RecordError(field, f"must be a whole number from {-INT32} to {INT32 - 1}, not {_shown(v)}")
         if field != "exit_code" and v < 0:
             raise RecordError(field, f"must not be negative ({v!r})")
     for field in _BOOL:
@@ -77,7 +82,75 @@ def validate(record: Any) -> dict:
         parse_iso_utc(record["start"])
     except ValueError as exc:
         raise RecordError("start", str(exc)) from None
+    _check_values(record)
     return record
+
+
+def _shown(v: Any) -> str:
+    text = repr(v) if not isinstance(v, int) or abs(v) < 10 ** 30 else f"a {len(str(abs(v)))}-digit number"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_values(record: dict) -> None:
+    """Every value, extra fields included: text that is valid Unicode (no lone surrogates, which
+    no UTF-8 store can hold), finite numbers (strict JSON has no NaN), nesting of at most
+    MAX_DEPTH. Iterative: a hostile depth cannot exhaust the recursion limit."""
+    stack: list[tuple[str, Any, int]] = [(k, v, 1) for k, v in record.items()]
+    for k in record:
+        _check_text(str(k), k)
+    while stack:
+        field, v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RecordError(field, f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(v, str):
+            _check_text(field, v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise RecordError(field, f"must be a finite number, not {v!r}")
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                _check_text(field, k)
+                stack.append((field, item, depth + 1))
+        elif isinstance(v, list):
+            stack.extend((field, item, depth + 1) for item in v)
+
+
+def _check_text(field: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RecordError(field.encode("utf-8", "backslashreplace").decode(),
+                          f"not valid Unicode text (lone surrogate at character {exc.start})") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    """One JSON value, strictly: NaN and Infinity refused; ValueError for any bad text, also for
+    nesting too deep for the parser (RecursionError) or a number too long to convert."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def dumps(record: Any, **kwargs: Any) -> str:
+    """Strict JSON text: a non-finite number (kept by an older version) is written as null."""
+    try:
+        return json.dumps(record, allow_nan=False, **kwargs)
+    except ValueError:
+        return json.dumps(_finite(record), allow_nan=False, **kwargs)
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
 
 
 def normalise(record: dict) -> dict:

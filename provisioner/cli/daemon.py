@@ -30,20 +30,25 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="validate the configuration (CONFIG, else the one --config/PROVISIONER_CONFIG "
                         "finds) and exit: 0 valid, 2 invalid")
     p.add_argument("--once", action="store_true", help="run one tick, then exit")
-    p.add_argument("--listen", metavar="HOST:PORT", help="HTTP address (default: config daemon.listen)")
+    p.add_argument("--listen", metavar="HOST:PORT", type=_listen, help="HTTP address (default: config daemon.listen)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     p.set_defaults(func=run)
 
 
+def _listen(text: str) -> str:
+    """HOST:PORT with a port from 0 to 65535 (the config's own rule), checked before anything starts."""
+    from provisioner.config import _listen as listen_problem
+    problem = listen_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def check(path: str | None) -> int:
     """Validate a configuration file; every problem named by key and line (exit 2)."""
-    from provisioner.config import load_config, parse_config
+    from provisioner.config import load_config, parse_config, read_config_text
     if path:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(path, [("", None, f"cannot read: {exc.strerror}")]) from None
-        config = parse_config(text, path)
+        config = parse_config(read_config_text(path), path)
     else:
         config = load_config(None)
     problems = daemon_problems(config)
@@ -108,8 +113,9 @@ def _key_lines(path: str | None) -> dict[str, int]:
         return out
     import yaml
     try:
-        node = yaml.compose(Path(path).read_text(), Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        from provisioner.config import _load_yaml
+        node, _data = _load_yaml(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except (yaml.YAMLError, RecursionError):
         return out
     for k, v in getattr(node, "value", []) if isinstance(node, yaml.MappingNode) else []:
         out[k.value] = k.start_mark.line + 1

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                      "time, a date (2026-01-05) or a duration back from now (7d)")
     exp.add_argument("--s3", metavar="s3://BUCKET/PREFIX",
                      help="write PREFIX/dt=YYYY-MM-DD/<run_id>.json objects instead of stdout (idempotent)")
-    exp.add_argument("--workers", type=int, default=16, metavar="N", help="S3 uploads in flight (default 16)")
+    exp.add_argument("--workers", type=_workers, default=16, metavar="N", help="S3 uploads in flight (default 16)")
     exp.set_defaults(func=run_export)
     mig = hs.add_parser("migrate", parents=[common],
                         help="copy every usage record into another store, e.g. a team postgresql:// store")
@@ -47,6 +47,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     show.set_defaults(func=run_show)
 
 
+def _workers(text: str) -> int:
+    raw = text.strip()
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw[:4]) <= 256 or len(raw) > 3:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 256, got {text[:40]!r}")
+    return int(raw)
+
+
 def read_jsonl(lines, result) -> list[dict]:
     """Valid records from JSONL lines; bad lines go to `result.rejected` with their numbers."""
     good = []
@@ -56,14 +63,16 @@ def read_jsonl(lines, result) -> list[dict]:
         except UnicodeDecodeError as exc:
             result.rejected.append((number, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
             continue
-        if not line.strip():
+        if not line.strip(" \t\r\n"):  # JSON's whitespace only: "\x1c" is not a blank line
             continue
         try:
-            good.append(records.normalise(json.loads(line)))
+            good.append(records.normalise(records.loads(line)))
         except json.JSONDecodeError as exc:
             result.rejected.append((number, f"not JSON ({exc.msg} at column {exc.colno})"))
         except records.RecordError as exc:
             result.rejected.append((number, str(exc)))
+        except ValueError as exc:  # NaN, nesting too deep, a number too long to convert
+            result.rejected.append((number, f"not strict JSON ({str(exc)[:80]})"))
     return good
 
 
@@ -95,7 +104,7 @@ def run_export(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.open_history(create=False) as store:
         out = sys.stdout
         for record in store.records(since=since, job=args.job):
-            out.write(json.dumps(record) + "\n")
+            out.write(records.dumps(record) + "\n")
     return 0
 
 
@@ -139,7 +148,7 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
                 " (the history is empty)"
             raise UsageError(f"no runs of job {args.job!r} in {ctx.history_location}{hint}")
     if args.json:
-        print(json.dumps(runs))
+        print(records.dumps(runs))
         return 0
     print(f"{'start':<21} {'build':<7} {'type':<14} {'market':<9} {'exit':>4} {'duration':>9} "
           f"{'cpu avg/max %':>14} {'mem max':>9} {'cost $':>8}")

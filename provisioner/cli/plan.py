@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 
 from provisioner.cli.context import Context
@@ -35,11 +36,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def _price(text: str) -> float:
     try:
-        value = float(text)
+        value = float(text) if len(text) <= 40 else float("nan")
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a price in USD per hour: {text!r}") from None
+        value = float("nan")
+    if not math.isfinite(value):  # nan would pass every comparison below and mean "no cap"
+        raise argparse.ArgumentTypeError(f"not a price in USD per hour: {text[:40]!r}")
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than zero: {text!r}")
+        raise argparse.ArgumentTypeError(f"must be greater than zero: {text[:40]!r}")
     return value
 
 

@@ -45,24 +45,40 @@ def _duration_or_zero(text: str) -> float:
     return 0.0 if text.strip() in ("0", "0s") else parse_duration_s(text)
 
 
+MAX_COUNT = 1000          # --retry, --max-concurrent: beyond this it is a typo, not a plan
+MIN_CPUS, MAX_CPUS = 0.01, 4096.0   # Docker's smallest CPU quota; far above any host
+MIN_MEMORY = 6 * 1024 ** 2          # Docker refuses a memory limit below 6 MiB
+
+
 def _count(text: str) -> int:
-    if not text.isdigit():
-        raise UsageError(f"expected a whole number >= 0, got {text!r}")
-    return int(text)
+    raw = text.strip()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or int(raw) > MAX_COUNT:
+        raise UsageError(f"expected a whole number from 0 to {MAX_COUNT}, got {text[:40]!r}")
+    return int(raw)
 
 
 def _cpus(text: str) -> float:
     try:
-        value = float(text)
+        value = float(text) if len(text) <= 40 else float("nan")
     except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise UsageError(f"bad --cpus {text!r}: use a number of vCPUs greater than 0, e.g. 1.5")
+        value = float("nan")
+    if not MIN_CPUS <= value <= MAX_CPUS:  # NaN fails both comparisons
+        raise UsageError(f"bad --cpus {text[:40]!r}: use a number of vCPUs from {MIN_CPUS:g} "
+                         f"to {MAX_CPUS:g}, e.g. 1.5")
     return value
 
 
 def _memory_bytes(text: str) -> int:
-    return int(parse_memory_gib(text) * GIB)
+    value = int(parse_memory_gib(text) * GIB)
+    if value < MIN_MEMORY:  # 0 would mean "no limit" to Docker: never what the user wrote
+        raise UsageError(f"bad memory limit {text[:40]!r}: at least 6 MiB (Docker's minimum)")
+    return value
+
+
+def _image(text: str) -> str:
+    if not text.strip():  # an empty --image would silently mean the config's default
+        raise UsageError("--image must not be empty")
+    return text
 
 
 def _fill(text: str, width: int) -> str:
@@ -89,7 +105,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        epilog=EPILOG.format(docker_args=_fill(names, 90)),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        usage="%(prog)s [options] [--image IMAGE] -- COMMAND...")
-    p.add_argument("--image", help="the image (default: the config's defaults.image)")
+    p.add_argument("--image", type=_arg(_image), help="the image (default: the config's defaults.image)")
     p.add_argument("--timeout", type=_arg(parse_duration_s), metavar="DURATION",
                    help="stop the container after this long, exit 124 (default: config, 6h)")
     p.add_argument("--grace", type=_arg(parse_duration_s), default=10.0, metavar="DURATION",
@@ -294,6 +310,11 @@ def _after_record(ctx: Context, usage_s3: str | None, standalone: bool,
     return after
 
 
+def _spool(location: str, record: dict) -> Any:
+    from provisioner.history.spool import spool_record
+    return spool_record(location, record)
+
+
 def _handle(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner.runner.console import Console
     from provisioner.runner.pricing import resolve_pricing
@@ -310,7 +331,8 @@ def _handle(args: argparse.Namespace, ctx: Context) -> int:
     services = Services(
         client=docker_engine(environ), console=console, store_factory=ctx.open_history,
         reporter=reporter, sink_factories=make_sink_factories(args.log_group, region, console.warn),
-        on_record=_after_record(ctx, args.usage_s3, reporter is None, console.warn))
+        on_record=_after_record(ctx, args.usage_s3, reporter is None, console.warn),
+        spool=lambda record: _spool(ctx.history_location, record))
     pricing = resolve_pricing(args.instance_type, environ, default_region=region)
     outcome = RunSession(services).run(spec, job, policy, pricing, args.summary_json)
     return outcome.exit_code

@@ -3,18 +3,30 @@
 Each record is kept whole as JSON (unknown fields survive export); a few columns are copied out of
 it for indexing. Writes of one import happen in one transaction, so a killed import leaves all or
 none of its records.
+
+Every SQLite failure leaves as a StoreError naming the store: StoreBusy for what passes (another
+writer holding the lock past the busy timeout, a full disk), the plain StoreError for a damaged or
+foreign file. A store that this process cannot write (read-only file, directory or file system) is
+opened read-only: it can be shown, exported and planned from. Creation and migration run under
+SQLite's write lock and read the version again inside it, so processes opening a new store at
+once do not race.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
+from urllib.parse import quote
 
 from provisioner import records
 from provisioner.errors import StoreError
+
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another writer's lock
 
 # 'PRVS' as a big-endian int: marks the file as ours (PRAGMA application_id).
 APPLICATION_ID = 0x50525653
@@ -60,6 +72,10 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+class StoreBusy(StoreError):
+    """A transient failure: the store is locked by another writer, or the disk is full."""
+
+
 @dataclass
 class ImportResult:
     added: int = 0
@@ -70,20 +86,30 @@ class ImportResult:
 class HistoryStore:
     """Usage records in SQLite. Open with `open_store`."""
 
-    def __init__(self, conn: sqlite3.Connection, location: str):
+    def __init__(self, conn: sqlite3.Connection, location: str, read_only: bool = False):
         self._conn = conn
         self.location = location
+        self.read_only = read_only
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """SQLite's errors as StoreErrors that name the store (one line, no traceback)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise store_error(self.location, exc, self.read_only) from None
 
     # -- writing -----------------------------------------------------------------------------
     def add(self, record: dict) -> bool:
         """Store one record; False when its key is already present (the first one is kept)."""
-        with self._conn:
-            return self._insert(records.normalise(record))
+        r = records.normalise(record)
+        with self._guard(), self._conn:
+            return self._insert(r)
 
     def add_many(self, batch: Iterable[dict]) -> tuple[int, int]:
         """Store records in one transaction; returns (added, already present)."""
         added = present = 0
-        with self._conn:
+        with self._guard(), self._conn:
             for record in batch:
                 if self._insert(records.normalise(record)):
                     added += 1
@@ -98,7 +124,7 @@ class HistoryStore:
             " instance_type, market, cost_usd, record) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (job, build, run_id, r["start"], float(r["duration_s"]), r["exit_code"],
              r.get("instance_type"), r.get("market"), r.get("cost_usd"),
-             json.dumps(r, separators=(",", ":"), sort_keys=False)))
+             records.dumps(r, separators=(",", ":"), sort_keys=False)))
         return cur.rowcount == 1
 
     # -- reading -----------------------------------------------------------------------------
@@ -109,8 +135,9 @@ class HistoryStore:
         if limit:
             sql += " LIMIT ?"
             params += (limit,)
-        rows = self._conn.execute(sql, params).fetchall()
-        return [json.loads(r[0]) for r in reversed(rows)]
+        with self._guard():
+            rows = self._conn.execute(sql, params).fetchall()
+            return [self._load(r[0]) for r in reversed(rows)]
 
     def records(self, since: str | None = None, job: str | None = None) -> Iterator[dict]:
         """Every record (optionally from `since`, an ISO time, and for one job), oldest first."""
@@ -124,17 +151,28 @@ class HistoryStore:
             params.append(job)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        for (text,) in self._conn.execute(sql + " ORDER BY start, job, build, run_id", params):
-            yield json.loads(text)
+        with self._guard():
+            for (text,) in self._conn.execute(sql + " ORDER BY start, job, build, run_id", params):
+                yield self._load(text)
+
+    def _load(self, text: str) -> dict:
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise StoreError(f"{self.location} holds a damaged record ({exc}); "
+                             "move the file away or point --history elsewhere") from None
 
     def jobs(self) -> list[str]:
-        return [r[0] for r in self._conn.execute("SELECT DISTINCT job FROM runs ORDER BY job")]
+        with self._guard():
+            return [r[0] for r in self._conn.execute("SELECT DISTINCT job FROM runs ORDER BY job")]
 
     def count(self) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        with self._guard():
+            return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
     def schema_version(self) -> int:
-        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+        with self._guard():
+            return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
     def close(self) -> None:
         self._conn.close()
@@ -146,39 +184,160 @@ class HistoryStore:
         self.close()
 
 
+def store_error(where: str, exc: sqlite3.Error, read_only: bool = False) -> StoreError:
+    """The StoreError for an SQLite error at `where`: StoreBusy when it passes."""
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return StoreBusy(f"{where} is locked by another writer ({text}) for more than "
+                         f"{BUSY_TIMEOUT_S:g} s")
+    if "full" in low or (("i/o error" in low or "unable to open" in low) and _disk_full(where)):
+        return StoreBusy(f"{where} cannot be written: the disk is full ({text})")
+    if "i/o error" in low:
+        return StoreBusy(f"{where} cannot be read or written now ({text})")
+    if read_only or "readonly" in low or "read-only" in low:
+        return StoreError(f"{where} is read-only here ({text})")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError) \
+            or "malformed" in low or "not a database" in low:
+        return StoreError(f"{where} is damaged ({text}); move it away or point --history elsewhere")
+    return StoreError(f"{where}: history store error ({text})")
+
+
 def open_store(location: str, *, create: bool = True) -> HistoryStore:
-    """Open (creating and migrating as needed) the store at `location` (a SQLite path or postgresql:// URL)."""
+    """Open (creating and migrating as needed) the store at `location` (a SQLite path or postgresql:// URL).
+
+    Records spooled beside the store by an earlier command (history/spool.py) are merged in."""
     if location.startswith(("postgresql://", "postgres://")):
         from provisioner.history.postgres import open_postgres_store  # psycopg only when asked for
-        return open_postgres_store(location, create=create)  # type: ignore[return-value]  # same interface
+        store = open_postgres_store(location, create=create)
+    else:
+        store = _open_sqlite(location, create)
+    from provisioner.history.spool import merge_spool
+    merge_spool(store)
+    return store  # type: ignore[return-value]  # the PostgreSQL store has the same interface
+
+
+def _open_sqlite(location: str, create: bool) -> HistoryStore:
     path = Path(location).expanduser()
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a history store")
     if not path.exists():
         if not create:
             raise StoreError(f"no history store at {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the history store {path}: {exc.strerror}") from None
+    if path.exists() and not _writable(path):
+        return _open_read_only(path)
     try:
-        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-        conn.isolation_level = ""  # implicit BEGIN for writes; `with conn` commits or rolls back
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the history store {path} ({exc})") from None
+    try:
         _migrate(conn, str(path))
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is not a usable history store ({exc}); "
-                         "move it away or point --history elsewhere") from None
+    except sqlite3.Error as exc:
+        conn.close()
+        raise _open_error(path, exc) from None
+    except StoreError:
+        conn.close()
+        raise
+    conn.isolation_level = ""  # implicit BEGIN for writes; `with conn` commits or rolls back
     return HistoryStore(conn, str(path))
 
 
-def _migrate(conn: sqlite3.Connection, where: str) -> None:
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+def _disk_full(where: str) -> bool:
+    try:
+        stat = os.statvfs(Path(where).parent)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 64 * 1024  # less than a few pages left
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the store and its journal files (false on a read-only file
+    system even for root)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def _open_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    error = store_error(str(path), exc)
+    if not isinstance(error, StoreBusy):
+        return StoreError(f"{path} is not a usable history store ({exc}); "
+                          "move it away or point --history elsewhere")
+    return error
+
+
+def _open_read_only(path: Path) -> HistoryStore:
+    """A store this process cannot write: read it in place. `mode=ro` needs to create the WAL's
+    shared-memory file; where even that is impossible (a read-only directory) `immutable=1`
+    reads the file as it is, without locks."""
+    last: sqlite3.Error | None = None
+    for flags in ("mode=ro", "immutable=1"):
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(path))}?{flags}", uri=True,
+                                   timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            version = _check_ours(conn, str(path))
+        except sqlite3.Error as exc:
+            last = exc
+            continue
+        if version == 0:
+            conn.close()
+            raise StoreError(f"{path} is read-only here and holds no history yet")
+        conn.isolation_level = ""
+        return HistoryStore(conn, str(path), read_only=True)
+    raise _open_error(path, last) from None  # type: ignore[arg-type]
+
+
+def _check_ours(conn: sqlite3.Connection, where: str) -> int:
+    """The schema version, after checking the file is a store of ours this version understands."""
+    # one statement, one snapshot: read apart, another process's migration could commit between
+    app_id, version, tables = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id),"
+        " (SELECT user_version FROM pragma_user_version), (SELECT COUNT(*) FROM sqlite_master)").fetchone()
     if app_id != APPLICATION_ID and (tables or version):
         raise StoreError(f"{where} is an SQLite file but not a provisioner history store")
     if version > SCHEMA_VERSION:
         raise StoreError(f"{where} has schema version {version}, newer than this provisioner "
                          f"understands ({SCHEMA_VERSION}); upgrade provisioner")
-    if version == SCHEMA_VERSION:
+    return version
+
+
+def _migrate(conn: sqlite3.Connection, where: str) -> None:
+    """Bring the store to SCHEMA_VERSION. The version is read again under the write lock (BEGIN
+    IMMEDIATE): of processes creating one new store at once, one migrates and the others find it
+    done. Each step and its version number commit together."""
+    if _check_ours(conn, where) == SCHEMA_VERSION:
         return
     conn.execute("PRAGMA journal_mode=WAL")
-    for number in range(version + 1, SCHEMA_VERSION + 1):
-        # executescript commits first; wrap each step so a crash leaves the previous version intact
-        conn.executescript(f"BEGIN; {MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; "
-                           f"PRAGMA application_id = {APPLICATION_ID}; COMMIT;")
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = _check_ours(conn, where)
+            if version == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
+            number = version + 1
+            # statement by statement (executescript would commit first): the step, the version
+            # and the application id land in this transaction together
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a migration script, one by one."""
+    out, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                out.append(current.strip())
+            current = ""
+    return out

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from datetime import datetime, timezone
-from typing import TextIO
+from typing import Callable, TextIO
 
 DIM, RED, BOLD, RESET = "\x1b[2m", "\x1b[31m", "\x1b[1m", "\x1b[0m"
 MAX_LINE = 64 * 1024  # a longer unterminated line is written out in pieces
@@ -34,24 +34,42 @@ class Console:
     def __init__(self, out: TextIO, err: TextIO, colour: bool | None = None):
         self.out, self.err = out, err
         self.colour = wants_colour(out) if colour is None else colour
-        self._lock = threading.Lock()
+        # one lock per stream: a slow reader of stdout must not hold up a warning on stderr
+        self._locks = {id(out): threading.Lock(), id(err): threading.Lock()}
         self._dead: set[int] = set()  # streams whose reader went away (broken pipe)
+        self._busy: dict[int, bool] = {}  # per stream (set under its lock): a write in progress
+        self.dropped = 0              # output lines not shown because their reader went away
+
+    @property
+    def writing(self) -> bool:
+        """Whether a write is in progress (a slow reader holds it up)."""
+        return any(self._busy.values())
 
     def _paint(self, text: str, code: str) -> str:
         return f"{code}{text}{RESET}" if self.colour else text
 
-    def _write(self, stream: TextIO, text: str) -> None:
-        """Write and flush; a reader that went away (`| head`) silences the console instead of
-        failing the run: the job goes on and its exit code stays the job's."""
+    def reader_gone(self) -> bool:
+        """Whether the reader of the job's stdout went away (`| head`)."""
+        return id(self.out) in self._dead
+
+    def _write(self, stream: TextIO, text: str) -> bool:
+        """Write and flush (waiting for a slow reader as long as it takes); False when not written.
+        A reader that went away (`| head`) silences the console instead of failing the run: the
+        job goes on and its exit code stays the job's."""
         if id(stream) in self._dead:
-            return
-        with self._lock:
+            return False
+        with self._locks.setdefault(id(stream), threading.Lock()):
+            self._busy[id(stream)] = True
             try:
                 stream.write(text)
                 stream.flush()
+                return True
             except (OSError, ValueError):
                 self._dead.add(id(stream))
                 _silence(stream)
+                return False
+            finally:
+                self._busy[id(stream)] = False
 
     def info(self, text: str) -> None:
         self._write(self.out, text + "\n")
@@ -67,7 +85,8 @@ class Console:
         """Container output lines received at `ts` (stderr lines go to err, painted red)."""
         stamp = self._paint(timestamp(ts), DIM)
         body = "".join(f"{stamp} {self._paint(line, RED) if is_stderr else line}\n" for line in lines)
-        self._write(self.err if is_stderr else self.out, body)
+        if not self._write(self.err if is_stderr else self.out, body):
+            self.dropped += len(lines)
 
 
 def _silence(stream: TextIO) -> None:
@@ -109,6 +128,7 @@ class LogPump:
         self._stream, self._console, self._sinks, self._clock = stream, console, list(sinks), clock
         self._split = (LineSplitter(), LineSplitter())
         self.lines = 0
+        self.bytes_in = 0  # read from the engine so far: the drain's measure of progress
         self.thread = threading.Thread(target=self._run, name="provisioner-logs", daemon=True)
 
     def start(self) -> "LogPump":
@@ -132,6 +152,7 @@ class LogPump:
     def _run(self) -> None:
         try:
             for out, err in self._stream:
+                self.bytes_in += len(out or b"") + len(err or b"")
                 if out:
                     self._emit(self._split[0].feed(out), False)
                 if err:
@@ -147,9 +168,34 @@ class LogPump:
         """Wait for the stream's end; close it when it has not ended by then."""
         self.thread.join(timeout)
         if self.thread.is_alive():
-            self._closing = True
-            try:
-                self._stream.close()
-            except Exception:
-                pass
-            self.thread.join(1.0)
+            self._close()
+
+    def drain(self, idle_s: float, gone_s: float, stop: Callable[[], bool] = lambda: False,
+              monotonic: Callable[[], float] = time.monotonic) -> bool:
+        """Wait for the end of the output after the job's exit; True when it was all copied.
+
+        The exit does not end the copy: as long as output arrives or the console is taking it
+        (a slow reader: a write is in progress), this waits, however long it takes. The wait is
+        bounded only when nothing moves: `gone_s` once the console's reader is gone (the rest is
+        counted as dropped), `idle_s` while the engine sends nothing yet keeps the stream open;
+        and `stop()` (a signal) ends it."""
+        last, quiet_since = None, monotonic()
+        while True:
+            self.thread.join(0.2)
+            if not self.thread.is_alive():
+                return True
+            progress = (self.bytes_in, self.lines)
+            if progress != last or self._console.writing:
+                last, quiet_since = progress, monotonic()
+            limit = gone_s if self._console.reader_gone() else idle_s
+            if stop() or monotonic() - quiet_since >= limit:
+                self._close()
+                return False
+
+    def _close(self) -> None:
+        self._closing = True
+        try:
+            self._stream.close()
+        except Exception:
+            pass
+        self.thread.join(1.0)

@@ -26,7 +26,8 @@ from provisioner.runner.spec import ContainerSpec, gpu_selection
 
 log = LazyLogger(__name__)
 
-LOG_DRAIN_S = 5.0      # how long the output may keep arriving after the exit
+LOG_DRAIN_S = 5.0      # after the exit, with the console's reader gone: how long to drain
+LOG_IDLE_S = 30.0      # after the exit: how long the engine may send nothing yet keep the stream
 WAIT_CHUNK_S = 3600.0  # the engine's wait is re-issued after this long (socket timeout)
 
 
@@ -46,6 +47,7 @@ class Attempt:
     killed_externally: bool = False      # died by a signal nobody here sent (not OOM)
     usage: dict[str, Any] = field(default_factory=dict)
     log_lines: int = 0
+    console_lines_dropped: int = 0       # output lines not shown: the console's reader went away
 
     @property
     def interrupted(self) -> bool:
@@ -123,6 +125,7 @@ class ContainerRunner:
     def _run_created(self, spec: ContainerSpec, cid: str, run_id: str, events: Any, sinks: list,
                      reporter: Any) -> Attempt:
         stream = self.engine.attach(cid)
+        dropped_at_start = self.console.dropped
         pump = LogPump(stream, self.console, sinks, clock=self.clock).start()
         selection = gpu_selection(spec.gpus)
         gpu = self.gpu_factory(selection) if selection is not None else None
@@ -141,8 +144,15 @@ class ContainerRunner:
                           start=iso_utc_ts(started_wall), duration_s=0.0, exit_code=-1)
         status = self._follow(spec, cid, run_id, events, attempt, started, stats, gpu, reporter)
         ended = self.monotonic()
-        pump.join(LOG_DRAIN_S)
+        dropped_before = self.console.dropped - dropped_at_start
+        if not pump.drain(LOG_IDLE_S, LOG_DRAIN_S, stop=_signal_seen(events)):
+            self.console.warn("the job's output stream did not end after its exit: stopped reading it")
         attempt.log_lines = pump.lines
+        attempt.console_lines_dropped = self.console.dropped - dropped_at_start
+        if attempt.console_lines_dropped:
+            after = attempt.console_lines_dropped - dropped_before
+            self.console.warn(f"{attempt.console_lines_dropped} lines of output not shown: the "
+                              f"console's reader went away ({after} of them after the job's exit)")
         attempt.usage = stats.stop()
         if has_gpu:
             attempt.usage.update(gpu.stop())
@@ -264,6 +274,22 @@ def _send_sample(sample: Callable[[dict], Any], run_id: str, now: float, stats: 
         sample(payload)
     except Exception as exc:  # reporting never affects the job
         log.warning("live sample not sent: %s", exc)
+
+
+def _signal_seen(events: Any) -> Callable[[], bool]:
+    """For the output drain: True once SIGINT/SIGTERM arrived. The event is put back, so the
+    session still sees it (no retry after an interrupt) and the exit code stays the job's."""
+    def seen() -> bool:
+        pending = []
+        try:
+            while True:
+                pending.append(events.get_nowait())
+        except queue.Empty:
+            pass
+        for event in pending:
+            events.put(event)
+        return any(event[0] == "signal" for event in pending)
+    return seen
 
 
 def _nvml_sampler(selection: Any) -> Any:

@@ -51,6 +51,7 @@ class Services:
     owner: Owner | None = None
     sample_every_s: float = 15.0                        # live samples to the reporter
     on_record: Callable[[dict], Any] | None = None      # after storing, e.g. alerts for standalone runs
+    spool: Callable[[dict], Any] | None = None          # keeps a record the store refused -> where
 
 
 @dataclass
@@ -76,8 +77,8 @@ class RunSession:
 
     def run(self, spec: ContainerSpec, job: JobInfo, policy: RetryPolicy, pricing: Pricing,
             summary_json: str | None = None) -> Outcome:
-        if summary_json and os.path.exists(summary_json):
-            os.unlink(summary_json)  # never leave a stale summary for the Groovy step to read
+        if summary_json:
+            self._remove_stale_summary(summary_json)
         events: queue.SimpleQueue = queue.SimpleQueue()
         with SignalWatch(events):
             self._reap()
@@ -102,8 +103,21 @@ class RunSession:
                     break
                 attempt_no += 1
         if summary_json:
-            self._write_summary(summary_json, outcome.records[-1])
+            try:
+                self._write_summary(summary_json, outcome.records[-1])
+            except OSError as exc:  # a warning: the job's exit code stands
+                self.console.warn(f"--summary-json {summary_json} not written: "
+                                  f"{exc.strerror or exc}")
         return outcome
+
+    def _remove_stale_summary(self, path: str) -> None:
+        """Never leave a stale summary for the Groovy step to read."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.console.warn(f"--summary-json {path}: old file not removed: {exc.strerror or exc}")
 
     # -- steps -----------------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -200,7 +214,7 @@ class RunSession:
                     self._store = self.s.store_factory()
                 self._store.add(record)
             except Exception as exc:
-                self.console.warn(f"usage record not written to the history store: {exc}")
+                self._spool(record, exc)
         if self.s.reporter is not None:
             try:
                 self.s.reporter.report(record)
@@ -211,6 +225,28 @@ class RunSession:
                 self.s.on_record(record)
             except Exception as exc:
                 self.console.warn(f"after-run hook failed: {exc}")
+
+    def _spool(self, record: dict, exc: Exception) -> None:
+        """The record of a run is never lost to a locked store or a full disk: spooled, merged
+        by the next command; where even that fails, the record itself is printed."""
+        from provisioner.history.spool import describe, record_text
+        if self._store is not None:
+            try:  # a store left in a failed state is opened afresh for the next attempt
+                self._store.close()
+            except Exception:
+                pass
+            self._store = None
+        if self.s.spool is None:
+            self.console.warn(f"usage record not written to the history store: {exc}")
+            return
+        try:
+            where = self.s.spool(record)
+        except Exception as spool_exc:
+            self.console.warn(f"usage record not written to the history store ({exc}) nor "
+                              f"spooled ({spool_exc}); keep it with `provisioner history import`: "
+                              f"{record_text(record)}")
+            return
+        self.console.warn(f"usage record not written to the history store ({exc}): {describe(where)}")
 
     @staticmethod
     def _pause(events: queue.SimpleQueue, seconds: float) -> int | None:
@@ -233,5 +269,9 @@ class RunSession:
         body = dict(record, summary_line=summary_line(record))
         target = Path(path)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, target)
+        try:
+            tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()

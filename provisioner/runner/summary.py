@@ -88,6 +88,7 @@ def build_record(attempt: Attempt, job: JobInfo, spec: ContainerSpec, image: Ima
         "image_digest": image.digest or image.id, "attempt": attempt_no,
         "signal": attempt.signal, "log_lines": attempt.log_lines,
         "log_lines_dropped": log_lines_dropped,
+        "console_lines_dropped": getattr(attempt, "console_lines_dropped", 0) or None,
     }
     return records.normalise(record)
 
@@ -138,6 +139,9 @@ def summary_lines(record: Mapping[str, Any], timeout_s: float | None = None) -> 
         lines.append("Estimated cost: unknown (no instance type: use --instance-type)")
     if record.get("log_lines_dropped"):
         lines.append(f"Log lines dropped by log sinks: {record['log_lines_dropped']}")
+    if record.get("console_lines_dropped"):
+        lines.append(f"Lines not shown on the console (its reader went away): "
+                     f"{record['console_lines_dropped']} of {record.get('log_lines')}")
     return lines
 
 
