@@ -22,6 +22,7 @@ COMMANDS = {
     "report": "cost, memory, spot savings, incidents and right-sizing",
     "daemon": "provision ephemeral Jenkins agents for queued builds",
     "alerts": "test alert sinks; alert on recent runs and budgets",
+    "completion": "print a shell completion script (bash, zsh)",
 }
 _GLOBAL_WITH_VALUE = ("--config", "--history")
 
