@@ -194,3 +194,31 @@ def test_key_and_the_sizing_the_predicates_use():
     assert Requirements.parse("ec2 && mem=16").sizing_used(sizing) == (None, 6)
     assert Requirements.parse("ec2 && !mem=16 && vcpu=2").sizing_used(sizing) == (1, None)   # a cap
     assert a.sizing_used(None) == (None, None)
+
+
+@pytest.mark.parametrize("label", ["ec2 && vcpu=nan", "ec2 && vcpu=inf", "ec2 && vcpu=1e400", "ec2 && mem=1e400",
+                                   "ec2 && mem=" + "9" * 400, "ec2 && disk=" + "9" * 400, "ec2 && vcpu=-inf",
+                                   "ec2 && timeout=" + "9" * 400, "ec2 && vcpu>=nan"])
+def test_non_finite_numbers_are_refused_clearly(label):
+    with pytest.raises(InputError) as info:
+        Requirements.parse(label)
+    assert "number" in str(info.value) or "finite" in str(info.value)
+
+
+def test_free_plain_atoms_are_limited_to_twelve():
+    twelve = " && ".join(f"(a{i} || vcpu=2)" for i in range(12))
+    assert Requirements.parse(f"ec2 && {twelve}").matcher()(SMALL)
+    with pytest.raises(InputError) as info:
+        Requirements.parse(f"ec2 && {twelve} && (b || spot)")
+    assert info.value.reason == "label-too-complex" and "12" in str(info.value)
+
+
+def test_a_long_chain_plans_and_deep_labels_are_rejected_not_crashed():
+    req = Requirements.parse("ec2&&" + "&&".join(["linux"] * 600 + ["vcpu=2"] * 100))
+    assert req.matcher()(SMALL) and req.node_labels(SMALL) == ["ec2", "linux", "vcpu=2"]
+    assert len(req.narrowing_steps()) == 701 and req.key == req.key
+    deep = "ec2 && " + "(" * 165 + "vcpu=2" + ")" * 165
+    assert is_demand(deep)
+    with pytest.raises(InputError) as info:
+        Requirements.parse(deep, lax=True)
+    assert info.value.reason == "label-too-complex"

@@ -75,3 +75,16 @@ def test_config_regions_and_timeout_apply(cli, tmp_path):
     plan = json.loads(out.stdout)
     assert plan["region"] == "us-west-2"
     assert all(c["predicted_duration_s"] <= 5760 for c in plan["candidates"])
+
+
+def test_labels_too_complex_or_not_finite_are_exit_2(cli):
+    deep = "ec2 && " + "(" * 165 + "vcpu=2" + ")" * 165
+    out = cli("plan", "--label", deep, "--json")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    error = json.loads(out.stdout)
+    assert "depth" in error["error"] and set(error) == {"error", "constraint"}
+    out = cli("plan", "--label", "ec2 && vcpu=nan")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "number" in out.stderr
+    chain = cli("plan", "--label", "ec2&&" + "&&".join(["linux"] * 600 + ["vcpu=2"] * 100), "--json")
+    assert chain.returncode == 0, chain.stderr
+    assert json.loads(chain.stdout)["vcpu"] >= 2
