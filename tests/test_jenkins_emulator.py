@@ -388,6 +388,7 @@ def test_pipeline_node_block_survives_a_restart(emu, tmp_path):
     ('"a\\"b" \'c\\\'d\'', ['a"b', "c'd"]),
     ('a\\\\b', ['a\\b']),
     (' \r\n ', []),
+    ('a "', ['a']),
 ], ids=repr)
 def test_label_string_splits_as_quoted_string_tokenizer(text, tokens):
     assert L.split_label_string(text) == tokens

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
+from provisioner import labels
 from provisioner.errors import InputError
 from provisioner.labels import LabelSyntaxError
-from provisioner.requirements import Requirements, Sizing, _compile, always_true, interpret, is_demand
+from provisioner.requirements import Requirements, Sizing, always_true, interpret, is_demand, predicate
 from tests.factories import offer
 
 SMALL = offer("m5.large", vcpu=2, mem=8)
@@ -161,9 +163,19 @@ FOLD_CASES = ["ec2", "ec2 && vcpu=8", "ec2 && (vcpu=2 || mem=64) && ondemand", "
 
 
 def _by_assignment(req: Requirements, sizing: Sizing | None):
-    """The expression evaluated as before folding: nested closures tried under every assignment."""
-    fns = [(_compile(s.ast, s, sizing), s.assignments()) for s in req.sources]
-    return lambda o: all(any(fn(o, a) for a in assigns) for fn, assigns in fns)
+    """The expression evaluated atom by atom under every assignment of its free plain atoms."""
+    def truth(s, o, assign):
+        def atom(a):
+            t = s.terms[a]
+            if t.kind == "plain":
+                return a.name in s.forced or assign[a.name]
+            return predicate(t, sizing, s.positive[a])(o)
+        return atom
+
+    def source(s, o):
+        return any(labels.evaluate(s.ast, truth(s, o, dict(zip(s.free, values))))
+                   for values in itertools.product([False, True], repeat=len(s.free)))
+    return lambda o: all(source(s, o) for s in req.sources)
 
 
 @pytest.mark.parametrize("label", FOLD_CASES)
@@ -198,7 +210,7 @@ def test_key_and_the_sizing_the_predicates_use():
 
 @pytest.mark.parametrize("label", ["ec2 && vcpu=nan", "ec2 && vcpu=inf", "ec2 && vcpu=1e400", "ec2 && mem=1e400",
                                    "ec2 && mem=" + "9" * 400, "ec2 && disk=" + "9" * 400, "ec2 && vcpu=-inf",
-                                   "ec2 && timeout=" + "9" * 400, "ec2 && vcpu>=nan"])
+                                   "ec2 && timeout=" + "9" * 400, 'ec2 && "vcpu>=nan"'])
 def test_non_finite_numbers_are_refused_clearly(label):
     with pytest.raises(InputError) as info:
         Requirements.parse(label)
@@ -214,9 +226,9 @@ def test_free_plain_atoms_are_limited_to_twelve():
 
 
 def test_a_long_chain_plans_and_deep_labels_are_rejected_not_crashed():
-    req = Requirements.parse("ec2&&" + "&&".join(["linux"] * 600 + ["vcpu=2"] * 100))
+    req = Requirements.parse("ec2&&" + "&&".join(["linux"] * 400 + ["vcpu=2"] * 100))
     assert req.matcher()(SMALL) and req.node_labels(SMALL) == ["ec2", "linux", "vcpu=2"]
-    assert len(req.narrowing_steps()) == 701 and req.key == req.key
+    assert len(req.narrowing_steps()) == 501 and req.key == req.key
     deep = "ec2 && " + "(" * 165 + "vcpu=2" + ")" * 165
     assert is_demand(deep)
     with pytest.raises(InputError) as info:
