@@ -15,9 +15,10 @@ types only there. Pure, iterative (no recursion at any depth).
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, Sequence
+from functools import cached_property, lru_cache
+from typing import Callable, Hashable, Sequence
 
 from provisioner import labels
 
@@ -25,7 +26,7 @@ CONST, CMP, FREE, NOT, AND, OR, IMPLIES, IFF = range(8)
 _OPS = {"&&": AND, "||": OR, "->": IMPLIES, "<->": IFF}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Program:
     """The expression in postfix form over numbered comparisons and free atoms."""
 
@@ -61,34 +62,41 @@ class Program:
     def run(self, vector: Sequence[bool]) -> tuple[int, int]:
         """(truth, named) bit sets over the free-atom assignments, for one comparison vector."""
         full = (1 << (1 << self.free)) - 1
-        patterns = _patterns(self.free)
-        naming = self.naming
-        stack: list[tuple[int, int]] = []
-        push, pop = stack.append, stack.pop
-        for op, arg in self.code:
+        return self._function(vector, full, _patterns(self.free))
+
+    @cached_property
+    def _function(self) -> Callable:
+        """The program as one straight-line Python function (a large expression is evaluated
+        once per vector, and an interpreter loop costs ~10x the bytecode of one line per node).
+        The generated text holds only register names and integer indices, never label text."""
+        lines = ["def run(v, F, P):"]
+        naming = bool(self.naming)
+        stack: list[int] = []
+        for r, (op, arg) in enumerate(self.code):
             if op == CMP:
-                t = full if vector[arg] else 0
-                push((t, t if arg in naming else 0))
+                t, n = f"F if v[{arg}] else 0", (f"t{r}" if arg in self.naming else "0")
             elif op == FREE:
-                push((patterns[arg], 0))
+                t, n = f"P[{arg}]", "0"
             elif op == CONST:
-                push((full if arg else 0, 0))
+                t, n = ("F" if arg else "0"), "0"
             elif op == NOT:
-                push((pop()[0] ^ full, 0))          # a negated branch names nothing
+                a = stack.pop()
+                t, n = f"t{a} ^ F", "0"
             else:
-                bt, bn = pop()
-                at, an = pop()
-                if op == AND:
-                    t = at & bt
-                    push((t, t & (an | bn)))
-                elif op == OR:
-                    push((at | bt, an | bn))
-                elif op == IMPLIES:
-                    push(((at ^ full) | bt, bn))
-                else:
-                    t = (at ^ bt) ^ full
-                    push((t, t & (an | bn)))
-        return stack[0]
+                b, a = stack.pop(), stack.pop()
+                t = {AND: f"t{a} & t{b}", OR: f"t{a} | t{b}", IMPLIES: f"(t{a} ^ F) | t{b}",
+                     IFF: f"t{a} ^ t{b} ^ F"}[op]
+                n = {AND: f"t{r} & (n{a} | n{b})", OR: f"n{a} | n{b}", IMPLIES: f"n{b}",
+                     IFF: f"t{r} & (n{a} | n{b})"}[op]
+            lines.append(f"    t{r} = {t}")
+            if naming:
+                lines.append(f"    n{r} = {n}")
+            stack.append(r)
+        last = len(self.code) - 1
+        lines.append(f"    return t{last}, {f'n{last}' if naming else '0'}")
+        namespace: dict = {}
+        exec(compile("\n".join(lines), "<label expression>", "exec"), namespace)  # noqa: S102
+        return namespace["run"]
 
 
 @lru_cache(maxsize=16)
@@ -104,23 +112,61 @@ def fewest_true_first(k: int) -> tuple[int, ...]:
     return tuple(sorted(range(1 << k), key=lambda j: (bin(j).count("1"), j)))
 
 
-class Decider:
-    """A program with its comparison predicates (for one sizing): answers per offer, memoized
-    per truth vector. The memo holds at most one entry per distinct vector of the offers asked."""
+def groups(reads: Sequence[tuple[str, ...] | None]) -> list[tuple[Callable[[object], Hashable], list[int]]]:
+    """`Decider`'s groups from the offer attributes each comparison reads (None: unknown, the
+    whole offer): the market, the region, and one group for the rest (what the type decides)."""
+    by_reads: dict[tuple[str, ...] | None, list[int]] = {}
+    for i, r in enumerate(reads):
+        by_reads.setdefault(r if r in (None, ("market",), ("region",)) else ("hardware",), []).append(i)
+    out = []
+    for r, indices in by_reads.items():
+        if r is None:
+            out.append((_whole, indices))
+        else:
+            attrs = sorted({a for i in indices for a in reads[i]})
+            out.append((operator.attrgetter(*attrs), indices))
+    return out
 
-    def __init__(self, program: Program, predicates: Sequence[Callable]):
+
+def _whole(offer: object) -> object:
+    return offer
+
+
+class Decider:
+    """A program with its comparison predicates (for one sizing): answers per offer, memoized.
+
+    `groups` splits the comparisons by what they read: (key, indices), where `key(offer)`
+    captures everything those comparisons read (the market; the region; vCPUs and memory...).
+    Each group's truths are memoized by its key, and the answer by the group truths together, so
+    a catalog of 15k offers costs a few dictionary look-ups per offer and one evaluation per vector.
+    """
+
+    def __init__(self, program: Program, predicates: Sequence[Callable],
+                 groups: Sequence[tuple[Callable[[object], Hashable], Sequence[int]]]):
         self.program = program
         self.predicates = tuple(predicates)
-        self._memo: dict[tuple[bool, ...], tuple[int, int]] = {}
+        self.groups = [(key, tuple(indices), {}) for key, indices in groups]
+        self._answers: dict[tuple, tuple[int, int]] = {}
 
     def vector(self, offer) -> tuple[bool, ...]:
         return tuple(p(offer) for p in self.predicates)
 
     def masks(self, offer) -> tuple[int, int]:
-        v = self.vector(offer)
-        got = self._memo.get(v)
+        parts = []
+        for key, indices, memo in self.groups:
+            k = key(offer)
+            part = memo.get(k)
+            if part is None:
+                part = memo[k] = tuple(self.predicates[i](offer) for i in indices)
+            parts.append(part)
+        whole = tuple(parts)
+        got = self._answers.get(whole)
         if got is None:
-            got = self._memo[v] = self.program.run(v)
+            vector = [False] * len(self.predicates)
+            for (_, indices, _), part in zip(self.groups, parts):
+                for i, truth in zip(indices, part):
+                    vector[i] = truth
+            got = self._answers[whole] = self.program.run(vector)
         return got
 
     def satisfied(self, offer) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable
 
@@ -200,7 +200,7 @@ class Source:
 
     text: str
     kind: str                      # 'label' or 'filter'
-    ast: labels.Node
+    ast: labels.Node = field(repr=False)     # may be 1,000 deep: repr would recurse
     terms: dict[labels.Atom, Term]
     positive: dict[labels.Atom, bool]   # True unless an atom of that name occurs (also) negated
     forced: frozenset[str]              # plain atoms that are positive top-level conjuncts
@@ -209,7 +209,7 @@ class Source:
     @cached_property
     def program(self) -> decide.Program:
         """The expression over its comparisons and free atoms (`decide`)."""
-        meaning = {a.name: t for a, t in self.terms.items()}
+        meaning = {name: term for name, (term, _) in self.by_name.items()}
 
         def classify(atom: labels.Atom) -> tuple[int, object]:
             term = meaning[atom.name]
@@ -221,10 +221,30 @@ class Source:
 
         return decide.Program.compile(self.ast, classify, lambda name: _names_type(meaning[name]), self.free)
 
+    @cached_property
+    def by_name(self) -> dict[str, tuple[Term, bool]]:
+        """Each atom name's meaning and whether it is positive."""
+        return {a.name: (t, self.positive[a]) for a, t in self.terms.items()}
+
+    @cached_property
+    def _deciders(self) -> dict:
+        return {}
+
     def decider(self, sizing: Sizing | None) -> decide.Decider:
-        by_name = {a.name: (t, self.positive[a]) for a, t in self.terms.items()}
-        return decide.Decider(self.program, [predicate(by_name[n][0], sizing, by_name[n][1])
-                                             for n in self.program.comparisons])
+        """The source over offers for one sizing (kept: matcher and type_named share its memo)."""
+        if sizing not in self._deciders:
+            terms = [self.by_name[n] for n in self.program.comparisons]
+            self._deciders[sizing] = decide.Decider(
+                self.program, [predicate(t, sizing, positive) for t, positive in terms],
+                decide.groups([("market",) if t.kind == "market" else _READS.get(t.key) for t, _ in terms]))
+        return self._deciders[sizing]
+
+
+# What a comparison of each key reads, so that offers alike in it share one answer (a GPU
+# comparison also reads the type: what the catalog knows of a GPU is the type's). A key not
+# listed here, or one added later, is read per offer.
+_READS = {"vcpu": ("vcpu",), "mem": ("memory_gib",), "arch": ("arch",), "type": ("instance_type",),
+          "family": ("family",), "region": ("region",), "gpu": ("gpu_count", "gpu_model", "instance_type")}
 
 
 def _source(text: str, kind: str, ast: labels.Node, where: str) -> Source:
@@ -241,10 +261,8 @@ def _source(text: str, kind: str, ast: labels.Node, where: str) -> Source:
                        if isinstance(a, labels.Atom) and terms[a].kind == "plain")
     free = tuple(dict.fromkeys(a.name for a, t in terms.items() if t.kind == "plain" and a.name not in forced))
     if len(free) > MAX_FREE_ATOMS:
-        raise labels.LabelTooComplex(
-            f"{len(free)} plain atoms that the node may carry or not ({', '.join(free[:3])}, ...): at most "
-            f"{MAX_FREE_ATOMS} (a plain atom that is a top-level '&&' operand does not count)",
-            where=where, expression=text)
+        raise labels.LabelTooComplex(f"{len(free)} plain atoms not '&&'-ed at the top level ({', '.join(free[:3])}"
+                                     f", ...): at most {MAX_FREE_ATOMS}", where=where, expression=text)
     return Source(text, kind, ast, terms, positive, forced, free)
 
 
@@ -334,8 +352,7 @@ class Requirements:
     @property
     def names_type(self) -> bool:
         """Does a positive `type=` or `family=` atom pick instance types by name?"""
-        return any(t.kind == "cmp" and t.key in ("type", "family") and t.op != "!="
-                   for t in self._positive_terms())
+        return any(_names_type(t) for t in self._positive_terms())
 
     @property
     def text(self) -> str:
@@ -447,14 +464,20 @@ class Requirements:
         return list(dict.fromkeys(names))
 
     def narrowing_steps(self, sizing: Sizing | None = None) -> list[tuple[str, Callable[[Offer], bool]]]:
-        """Top-level conjuncts as (description, predicate), to name the one that empties the set."""
-        steps = []
+        """Top-level conjuncts as (description, predicate), to name the one that empties the set
+        (a conjunct written again, `linux && ... && linux`, is one step)."""
+        steps, seen = [], set()
         for s in self.sources:
             for part in labels.conjuncts(s.ast):
-                names = {a.name for a in labels.atoms(part)}
-                sub = Source(s.text, s.kind, part, s.terms, s.positive, s.forced & names,
-                             tuple(n for n in s.free if n in names))
                 desc = s.text if s.kind == "filter" else labels.canonical(part)
+                if desc in seen:
+                    continue
+                seen.add(desc)
+                atoms = labels.atoms(part)
+                names = {a.name for a in atoms}
+                sub = Source(s.text, s.kind, part, {a: s.terms[a] for a in atoms},
+                             {a: s.positive[a] for a in atoms}, s.forced & names,
+                             tuple(n for n in s.free if n in names))
                 steps.append((desc, self._source_test(sub, sizing)))
         return steps
 

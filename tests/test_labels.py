@@ -188,7 +188,7 @@ def test_deep_parentheses_are_too_complex_not_a_crash():
 
 
 def test_any_depth_is_read_without_recursion_when_limits_are_off():
-    deep = "ec2 && " + "(" * 100_000 + "a" + ")" * 100_000
+    deep = "ec2 && " + "(" * 20_000 + "a" + ")" * 20_000
     ast = labels.parse_jenkins(deep, limited=False)
     assert [a.name for a in labels.atoms(ast)] == ["ec2", "a"]
     assert labels.evaluate(ast, lambda atom: True)

@@ -228,7 +228,7 @@ def test_free_plain_atoms_are_limited_to_twelve():
 def test_a_long_chain_plans_and_deep_labels_are_rejected_not_crashed():
     req = Requirements.parse("ec2&&" + "&&".join(["linux"] * 400 + ["vcpu=2"] * 100))
     assert req.matcher()(SMALL) and req.node_labels(SMALL) == ["ec2", "linux", "vcpu=2"]
-    assert len(req.narrowing_steps()) == 501 and req.key == req.key
+    assert len(req.narrowing_steps()) == 3 and req.key == req.key
     deep = "ec2 && " + "(" * 165 + "vcpu=2" + ")" * 165
     assert is_demand(deep)
     with pytest.raises(InputError) as info:
