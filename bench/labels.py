@@ -133,9 +133,15 @@ def fuzz(rng: random.Random, n: int, catalog, config) -> tuple[int, int, int, fl
     """(cases, tracebacks, accepted demand planned, worst plan seconds)."""
     tracebacks, planned, worst = 0, 0, 0.0
     for _ in range(n):
-        text = "".join(rng.choice(TOKENS) for _ in range(rng.randint(0, 80)))
-        if rng.random() < 0.3:
-            text = "ec2 && " + text
+        if rng.random() < 0.5:
+            text = "".join(rng.choice(TOKENS) for _ in range(rng.randint(0, 80)))
+            if rng.random() < 0.3:
+                text = "ec2 && " + text
+        else:                               # a valid expression, perhaps damaged by one edit
+            text = random_label(rng, rng.choice([40, 200, 1000, 4000]))
+            if rng.random() < 0.5:
+                at = rng.randrange(len(text))
+                text = text[:at] + rng.choice(TOKENS + [""]) + text[at + 1:]
         for fn in (labels.parse, labels.parse_jenkins, is_demand, Requirements.parse,
                    lambda t: Requirements.parse(t, lax=True)):
             try:
@@ -145,7 +151,7 @@ def fuzz(rng: random.Random, n: int, catalog, config) -> tuple[int, int, int, fl
             except Exception:               # noqa: BLE001 - counting what escapes
                 tracebacks += 1
                 print(f"traceback for {text!r}:\n{traceback.format_exc()}", file=sys.stderr)
-        if planned < 300 and is_demand(text):
+        if planned < 200 and is_demand(text):
             try:
                 seconds, _ = plan_time(catalog, config, text)
             except InputError:
