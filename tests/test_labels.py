@@ -171,8 +171,18 @@ def test_canonical_names_round_trip_any_atom(ast):
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=30))
 def test_lax_parse_accepts_anything(text):
-    ast = labels.parse_jenkins(text)
+    try:
+        ast = labels.parse_jenkins(text)
+    except LabelSyntaxError:            # Jenkins' unquote throws on a bad \\u escape, nothing else
+        assert "\\u" in text
+        return
     assert labels.atoms(ast)
+
+
+def test_lax_parse_reads_unicode_escapes_and_rejects_bad_ones():
+    assert labels.parse_jenkins('"\\u0041 && b"') == Binary("&&", Atom("A", 0), Atom("b", 5))
+    with pytest.raises(LabelSyntaxError):
+        labels.parse_jenkins('"\\u00"')
 
 
 # ---- limits: never a crash, `label-too-complex` beyond them (CONTRACTS: 4 KB, depth 64) ------
