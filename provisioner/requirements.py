@@ -233,6 +233,8 @@ class Source:
     def decider(self, sizing: Sizing | None) -> decide.Decider:
         """The source over offers for one sizing (kept: matcher and type_named share its memo)."""
         if sizing not in self._deciders:
+            if len(self._deciders) >= 8:        # a long-lived value planned for many sizings
+                self._deciders.clear()
             terms = [self.by_name[n] for n in self.program.comparisons]
             self._deciders[sizing] = decide.Decider(
                 self.program, [predicate(t, sizing, positive) for t, positive in terms],
@@ -428,9 +430,7 @@ class Requirements:
 
     def type_named(self, sizing: Sizing | None = None) -> Callable[[Offer], bool]:
         """Does the branch an offer satisfies name its instance type or family (`type=`, `family=`)?
-
-        Per offer, not per expression: in `ec2 && (arch=arm64 || type=c7i.*)` a t4g offer is
-        there through `arch=arm64`, which names no type."""
+        Per offer: in `ec2 && (arch=arm64 || type=c7i.*)` a t4g offer is there by `arch=arm64`."""
         deciders = [s.decider(sizing) for s in self.sources
                     if any(_names_type(t) for t in s.terms.values())]
         if not deciders:
