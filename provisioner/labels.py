@@ -10,7 +10,7 @@ reading an unparseable expression as one atom. Pure: no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 from provisioner.errors import InputError
 
@@ -24,12 +24,29 @@ _UNQUOTE_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': 
                     "\\": "\\"}
 
 
+MAX_BYTES = 4096      # CONTRACTS.md 'Label limits': size of an expression in UTF-8
+MAX_DEPTH = 64        # parentheses nested at most this deep
+
+
 class LabelSyntaxError(InputError):
     """An expression Jenkins' parser rejects; `position` is the 0-based column."""
+
+    reason = "unparseable"      # what the daemon counts a rejected queue item under
 
     def __init__(self, message: str, position: int, expression: str):
         self.expression = expression
         super().__init__(message, where="label expression", position=position)
+
+
+class LabelTooComplex(InputError):
+    """An expression beyond the label limits (size, nesting, free plain atoms)."""
+
+    reason = "label-too-complex"
+
+    def __init__(self, message: str, *, position: int | None = None, expression: str = "",
+                 where: str = "label expression"):
+        self.expression = expression
+        super().__init__(f"too complex: {message}", where=where, position=position)
 
 
 # ---- AST -----------------------------------------------------------------------------------
@@ -126,114 +143,150 @@ def _string_literal(src: str, start: int) -> tuple[str, int]:
 
 
 # ---- parser --------------------------------------------------------------------------------
+# Iterative operator precedence (no recursion: a 1,000-atom chain or 100,000 parentheses cost
+# memory, never the stack). It builds what the recursive grammar builds: left-deep `&& || <->`
+# chains, `->` not chainable, `!` on a primary only, user parentheses kept as Paren nodes.
 
-class _Parser:
-    def __init__(self, src: str):
-        self.src = src
-        self.toks = list(_tokens(src))
-        self.i = 0
-
-    @property
-    def tok(self) -> _Token:
-        return self.toks[self.i]
-
-    def take(self) -> _Token:
-        t = self.toks[self.i]
-        self.i += 1
-        return t
-
-    def fail(self, expected: str) -> LabelSyntaxError:
-        t = self.tok
-        what = "end of expression" if t.kind == "eof" else repr(t.text if t.kind != "string" else f'"{t.text}"')
-        return LabelSyntaxError(f"unexpected {what}, expected {expected}", t.pos, self.src)
-
-    def expression(self) -> Node:
-        node = self.iff()
-        if self.tok.kind != "eof":
-            raise self.fail("an operator (&& || -> <->) or the end of the expression")
-        return node
-
-    def iff(self) -> Node:
-        node = self.implies()
-        while self.tok.kind == "<->":
-            self.take()
-            node = Binary("<->", node, self.implies())
-        return node
-
-    def implies(self) -> Node:
-        node = self.disjunction()
-        if self.tok.kind == "->":
-            self.take()
-            node = Binary("->", node, self.disjunction())
-            if self.tok.kind == "->":
-                raise LabelSyntaxError("'->' cannot be chained; add parentheses", self.tok.pos, self.src)
-        return node
-
-    def disjunction(self) -> Node:
-        node = self.conjunction()
-        while self.tok.kind == "||":
-            self.take()
-            node = Binary("||", node, self.conjunction())
-        return node
-
-    def conjunction(self) -> Node:
-        node = self.negation()
-        while self.tok.kind == "&&":
-            self.take()
-            node = Binary("&&", node, self.negation())
-        return node
-
-    def negation(self) -> Node:
-        if self.tok.kind == "!":
-            self.take()
-            if self.tok.kind == "!":
-                raise LabelSyntaxError("'!!' is not allowed; write !(!x)", self.tok.pos, self.src)
-            return Not(self.primary())
-        return self.primary()
-
-    def primary(self) -> Node:
-        t = self.tok
-        if t.kind == "(":
-            self.take()
-            inner = self.iff()
-            if self.tok.kind != ")":
-                raise self.fail("')'")
-            self.take()
-            return Paren(inner)
-        if t.kind in ("atom", "string"):
-            self.take()
-            return Atom(t.text, t.pos, t.kind == "string")
-        raise self.fail("a label, a quoted label, '!' or '('")
+_BINARY = {"<->": 1, "->": 2, "||": 3, "&&": 4}
+_OPEN = "("
 
 
-def parse(expression: str) -> Node:
-    """Parse strictly, as Jenkins' `Label.parseExpression`; raises LabelSyntaxError."""
-    return _Parser(expression).expression()
+def _parse(src: str) -> tuple[Node, int]:
+    """The expression and its parenthesis nesting depth; raises LabelSyntaxError."""
+    operands: list[Node] = []
+    ops: list[tuple[str, int]] = []         # ('(' | '!' | binary operator, position)
+    depth = max_depth = 0
+    tokens = _tokens(src)
+    want_operand = True
+    for tok in tokens:
+        if want_operand:
+            if tok.kind == "!":
+                if ops and ops[-1][0] == "!":
+                    raise LabelSyntaxError("'!!' is not allowed; write !(!x)", tok.pos, src)
+                ops.append(("!", tok.pos))
+            elif tok.kind == "(":
+                ops.append((_OPEN, tok.pos))
+                depth += 1
+                max_depth = max(max_depth, depth)
+            elif tok.kind in ("atom", "string"):
+                operands.append(_negated(Atom(tok.text, tok.pos, tok.kind == "string"), ops))
+                want_operand = False
+            else:
+                raise _unexpected(tok, src, "a label, a quoted label, '!' or '('")
+        elif tok.kind in _BINARY:
+            if tok.kind == "->":                      # binds looser than ||, and only once
+                _reduce(operands, ops, _BINARY["||"])
+                if ops and ops[-1][0] == "->":
+                    raise LabelSyntaxError("'->' cannot be chained; add parentheses", tok.pos, src)
+            else:
+                _reduce(operands, ops, _BINARY[tok.kind])
+            ops.append((tok.kind, tok.pos))
+            want_operand = True
+        elif tok.kind == ")" and depth:
+            _reduce(operands, ops, 0)
+            ops.pop()                                   # the '('
+            depth -= 1
+            operands.append(_negated(Paren(operands.pop()), ops))
+        elif tok.kind == "eof" and not depth:
+            _reduce(operands, ops, 0)
+            return operands[0], max_depth
+        else:
+            expected = "an operator (&& || -> <->) or ')'" if depth else \
+                "an operator (&& || -> <->) or the end of the expression"
+            raise _unexpected(tok, src, expected)
+    raise AssertionError("the lexer always ends with eof")     # pragma: no cover
+
+
+def _negated(node: Node, ops: list[tuple[str, int]]) -> Node:
+    """A finished primary: the pending `!` before it (at most one) applies to it alone."""
+    if ops and ops[-1][0] == "!":
+        ops.pop()
+        return Not(node)
+    return node
+
+
+def _reduce(operands: list[Node], ops: list[tuple[str, int]], floor: int) -> None:
+    """Apply pending binary operators binding at least as tight as `floor` (left-associative)."""
+    while ops and ops[-1][0] in _BINARY and _BINARY[ops[-1][0]] >= floor:
+        op = ops.pop()[0]
+        right = operands.pop()
+        operands.append(Binary(op, operands.pop(), right))
+
+
+def _unexpected(tok: _Token, src: str, expected: str) -> LabelSyntaxError:
+    what = "end of expression" if tok.kind == "eof" else repr(tok.text if tok.kind != "string" else f'"{tok.text}"')
+    return LabelSyntaxError(f"unexpected {what}, expected {expected}", tok.pos, src)
+
+
+def _check_size(expression: str) -> None:
+    size = len(expression.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise LabelTooComplex(f"{size} bytes: a label expression may have at most {MAX_BYTES}",
+                              position=min(len(expression), MAX_BYTES), expression=expression)
+
+
+def parse(expression: str, *, limited: bool = True) -> Node:
+    """Parse strictly, as Jenkins' `Label.parseExpression`; raises LabelSyntaxError, and
+    LabelTooComplex beyond MAX_BYTES or MAX_DEPTH unless `limited` is False."""
+    if limited:
+        _check_size(expression)
+    node, depth = _parse(expression)
+    if limited and depth > MAX_DEPTH:
+        raise LabelTooComplex(f"parentheses nested to depth {depth}; at most {MAX_DEPTH} are allowed",
+                              position=_deepest(expression), expression=expression)
+    return node
+
+
+def _deepest(expression: str) -> int:
+    depth = 0
+    for i, c in enumerate(expression):
+        depth += c == "("
+        if depth > MAX_DEPTH:
+            return i
+    return 0
 
 
 def unquote(text: str) -> str:
-    """Jenkins' QuotedStringTokenizer.unquote: strip one pair of matching outer quotes."""
+    """Jenkins' QuotedStringTokenizer.unquote: strip one pair of matching outer quotes, reading
+    \\n \\r \\t \\f \\b and \\uXXXX; any other escaped character stands for itself."""
     if len(text) < 2 or text[0] != text[-1] or text[0] not in "\"'":
         return text
-    out, escape = [], False
-    for c in text[1:-1]:
+    out, escape, i, end = [], False, 1, len(text) - 1
+    while i < end:
+        c = text[i]
         if escape:
-            out.append(_UNQUOTE_ESCAPES.get(c, c))
             escape = False
+            if c == "u":
+                digits = text[i + 1:i + 5]
+                if i + 4 >= end or not all(d in "0123456789abcdefABCDEF" for d in digits):
+                    raise LabelSyntaxError("bad \\u escape in a quoted label", i - 1, text)
+                out.append(chr(int(digits, 16)))
+                i += 4
+            else:
+                out.append(_UNQUOTE_ESCAPES.get(c, c))
         elif c == "\\":
             escape = True
         else:
             out.append(c)
+        i += 1
     return "".join(out)
 
 
-def parse_jenkins(expression: str) -> Node:
-    """What `Jenkins#getLabel(expr)` schedules on: unquote, parse, else the whole text as one atom."""
+def parse_jenkins(expression: str, *, limited: bool = True) -> Node:
+    """What `Jenkins#getLabel(expr)` schedules on: unquote, parse, else the whole text as one atom.
+
+    `limited` applies MAX_BYTES and MAX_DEPTH as `parse` does (Jenkins has no such limits)."""
+    if limited:
+        _check_size(expression)
     text = unquote(expression)
     try:
-        return parse(text)
+        node, depth = _parse(text)
     except LabelSyntaxError:
         return Atom(text, 0, False)
+    if limited and depth > MAX_DEPTH:
+        raise LabelTooComplex(f"parentheses nested to depth {depth}; at most {MAX_DEPTH} are allowed",
+                              position=_deepest(text), expression=expression)
+    return node
 
 
 # ---- printing ------------------------------------------------------------------------------
@@ -261,20 +314,46 @@ def _precedence(node: Node) -> int:
     return _PRECEDENCE["!" if isinstance(node, Not) else "atom"]
 
 
+def postorder(node: Node) -> Iterator[Node]:
+    """Every node, children (left to right) before their parent; no recursion, any depth."""
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:
+        n, expanded = stack.pop()
+        if expanded or isinstance(n, Atom):
+            yield n
+            continue
+        stack.append((n, True))
+        if isinstance(n, Binary):
+            stack.append((n.right, False))
+            stack.append((n.left, False))
+        else:
+            stack.append((n.inner if isinstance(n, Paren) else n.operand, False))
+
+
+def fold(node: Node, leaf: Callable[[Atom], Any], combine: Callable[[Node, list], Any]) -> Any:
+    """Bottom-up value of the tree: `leaf(atom)`, then `combine(node, child values)`."""
+    values: list = []
+    for n in postorder(node):
+        if isinstance(n, Atom):
+            values.append(leaf(n))
+        else:
+            k = 2 if isinstance(n, Binary) else 1
+            args = values[-k:]
+            del values[-k:]
+            values.append(combine(n, args))
+    return values[0]
+
+
 def canonical(node: Node) -> str:
     """Jenkins' `Label#getName()` / `getExpression()`: no spaces, user parentheses kept."""
-    def wrap(op_prec: int, child: Node) -> str:
-        text = canonical(child)
-        return f"({text})" if _precedence(child) < op_prec else text
+    def combine(n: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
+        if isinstance(n, Paren):
+            return f"({args[0][0]})", _PRECEDENCE["atom"]
+        prec = _precedence(n)
+        texts = [f"({t})" if p < prec else t for t, p in args]
+        return ("!" + texts[0] if isinstance(n, Not) else n.op.join(texts)), prec
 
-    if isinstance(node, Atom):
-        return atom_expression(node.name)
-    if isinstance(node, Paren):
-        return f"({canonical(node.inner)})"
-    if isinstance(node, Not):
-        return "!" + wrap(_PRECEDENCE["!"], node.operand)
-    prec = _PRECEDENCE[node.op]
-    return wrap(prec, node.left) + node.op + wrap(prec, node.right)
+    return fold(node, lambda a: (atom_expression(a.name), _PRECEDENCE["atom"]), combine)[0]
 
 
 def label_name(node: Node) -> str:
@@ -284,68 +363,78 @@ def label_name(node: Node) -> str:
 
 # ---- evaluation ----------------------------------------------------------------------------
 
+_APPLY = {"&&": lambda a, b: a and b, "||": lambda a, b: a or b, "->": lambda a, b: (not a) or b,
+          "<->": lambda a, b: a == b}
+
+
 def evaluate(node: Node, truth: Callable[[Atom], bool]) -> bool:
-    """Boolean value of the expression, asking `truth` for each atom (short-circuiting)."""
-    if isinstance(node, Atom):
-        return truth(node)
-    if isinstance(node, Paren):
-        return evaluate(node.inner, truth)
-    if isinstance(node, Not):
-        return not evaluate(node.operand, truth)
-    if node.op == "&&":
-        return evaluate(node.left, truth) and evaluate(node.right, truth)
-    if node.op == "||":
-        return evaluate(node.left, truth) or evaluate(node.right, truth)
-    if node.op == "->":
-        return (not evaluate(node.left, truth)) or evaluate(node.right, truth)
-    return evaluate(node.left, truth) == evaluate(node.right, truth)
+    """Boolean value of the expression, asking `truth` for each atom (each once)."""
+    def combine(n: Node, args: list[bool]) -> bool:
+        if isinstance(n, Paren):
+            return args[0]
+        if isinstance(n, Not):
+            return not args[0]
+        return _APPLY[n.op](args[0], args[1])
+
+    return bool(fold(node, truth, combine))
 
 
 def atoms(node: Node) -> list[Atom]:
     """Every atom, left to right."""
-    if isinstance(node, Atom):
-        return [node]
-    if isinstance(node, Paren):
-        return atoms(node.inner)
-    if isinstance(node, Not):
-        return atoms(node.operand)
-    return atoms(node.left) + atoms(node.right)
+    return [n for n in postorder(node) if isinstance(n, Atom)]
 
 
 def conjuncts(node: Node) -> list[Node]:
     """The top-level `&&` operands (through parentheses), left to right."""
-    if isinstance(node, Paren):
-        return conjuncts(node.inner)
-    if isinstance(node, Binary) and node.op == "&&":
-        return conjuncts(node.left) + conjuncts(node.right)
-    return [node]
+    out, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Paren):
+            stack.append(n.inner)
+        elif isinstance(n, Binary) and n.op == "&&":
+            stack.append(n.right)
+            stack.append(n.left)
+        else:
+            out.append(n)
+    return out
 
 
 def polarity(node: Node) -> dict[int, set[bool]]:
     """For each atom (by id), the polarities it occurs under: True positive, False negated."""
     out: dict[int, set[bool]] = {}
-
-    def walk(n: Node, positive: bool, both: bool) -> None:
+    stack = [(node, True, False)]
+    while stack:
+        n, positive, both = stack.pop()
         if isinstance(n, Atom):
             out.setdefault(id(n), set()).update({True, False} if both else {positive})
         elif isinstance(n, Paren):
-            walk(n.inner, positive, both)
+            stack.append((n.inner, positive, both))
         elif isinstance(n, Not):
-            walk(n.operand, not positive, both)
+            stack.append((n.operand, not positive, both))
         elif n.op == "->":
-            walk(n.left, not positive, both)
-            walk(n.right, positive, both)
-        elif n.op == "<->":
-            walk(n.left, positive, True)
-            walk(n.right, positive, True)
+            stack.append((n.right, positive, both))
+            stack.append((n.left, not positive, both))
         else:
-            walk(n.left, positive, both)
-            walk(n.right, positive, both)
-
-    walk(node, True, False)
+            stack.append((n.right, positive, both or n.op == "<->"))
+            stack.append((n.left, positive, both or n.op == "<->"))
     return out
 
 
+# Jenkins splits a node's labelString with QuotedStringTokenizer: blank, tab, newline and CR
+# separate; ' and " quote (also mid-token); a backslash escapes only a backslash, a quote or a
+# blank, and is literal at the start of a token. A name is written bare only where none of that
+# can touch it, else in double quotes with just \\ and \" escaped (a tab or newline stays raw:
+# the tokenizer would keep `\t` as two characters).
+_LABEL_STRING_SPECIAL = set(" \t\n\r'\"\\")
+
+
+def label_string_atom(name: str) -> str:
+    """One name as written in a node's labelString so that Jenkins reads it back unchanged."""
+    if name and not any(c in _LABEL_STRING_SPECIAL for c in name):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def node_label_string(names: list[str]) -> str:
-    """A node's `labelString`: names split on whitespace, quoted where they contain blanks."""
-    return " ".join(quote(n) if (not n or any(c in " \t\n\"" for c in n)) else n for n in names)
+    """A node's `labelString` that Jenkins' `Label.parse` splits back into exactly `names`."""
+    return " ".join(label_string_atom(n) for n in names)

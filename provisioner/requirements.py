@@ -10,12 +10,13 @@ carry or not. Pure: no I/O.
 from __future__ import annotations
 
 import fnmatch
-import itertools
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
-from provisioner import labels
+from provisioner import decide, labels
 from provisioner.catalog import devices
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
 from provisioner.errors import InputError, UsageError
@@ -28,7 +29,7 @@ MARKET_ATOMS = {"spot": SPOT, "ondemand": ON_DEMAND, "on-demand": ON_DEMAND}
 ARCHES = {"x86_64": "x86_64", "x86-64": "x86_64", "amd64": "x86_64", "arm64": "arm64",
           "aarch64": "arm64", "arm": "arm64"}
 _COMPARISON = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*(>=|<=|==|!=|=|>|<)\s*(.*?)\s*$")
-MAX_FREE_ATOMS = 10  # plain atoms whose truth we search over; more get set true
+MAX_FREE_ATOMS = 12  # plain atoms whose truth the node may choose (CONTRACTS.md 'Label limits')
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ def _number(raw: str, whole: bool = False) -> float:
         value = float(raw)
     except ValueError:
         raise UsageError(f"{raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{raw!r} is not a finite number")
     if whole and value != int(value):
         raise UsageError(f"{raw!r} is not a whole number")
     return value
@@ -160,35 +163,6 @@ def predicate(term: Term, sizing: Sizing | None = None, sizing_positive: bool = 
     return match if op != "!=" else (lambda o: not match(o))
 
 
-Compiled = Callable[[Offer, dict], bool]
-
-
-def _compile(node: labels.Node, s: "Source", sizing: Sizing | None) -> Compiled:
-    """The expression as nested closures over (offer, plain-atom assignment)."""
-    if isinstance(node, labels.Atom):
-        term = s.terms[node]
-        if term.kind == "plain":
-            name = node.name
-            if name in s.forced:
-                return lambda o, a: True
-            return lambda o, a: a.get(name, True)
-        test = predicate(term, sizing, s.positive[node])
-        return lambda o, a: test(o)
-    if isinstance(node, labels.Paren):
-        return _compile(node.inner, s, sizing)
-    if isinstance(node, labels.Not):
-        inner = _compile(node.operand, s, sizing)
-        return lambda o, a: not inner(o, a)
-    left, right = _compile(node.left, s, sizing), _compile(node.right, s, sizing)
-    if node.op == "&&":
-        return lambda o, a: left(o, a) and right(o, a)
-    if node.op == "||":
-        return lambda o, a: left(o, a) or right(o, a)
-    if node.op == "->":
-        return lambda o, a: (not left(o, a)) or right(o, a)
-    return lambda o, a: left(o, a) == right(o, a)
-
-
 def always_true(offer: Offer) -> bool:
     """The predicate of a part no offer can fail (the managed atom, `exact`, `timeout=`...)."""
     return True
@@ -198,48 +172,8 @@ def _never(offer: Offer) -> bool:
     return False
 
 
-def _fold(node: labels.Node, s: "Source", sizing: Sizing | None,
-          assign: dict[str, bool]) -> Callable[[Offer], bool] | bool:
-    """`_compile` under one fixed assignment of the plain atoms: a predicate over offers, or a
-    constant where no offer changes the outcome.
-
-    Its result runs for every offer of the catalog, so a forced atom should cost nothing and a
-    lone comparison one call, not four nested ones. The parts are pure booleans, which makes
-    folding exact (`x && true` is `x`, `x || true` is true...).
-    """
-    if isinstance(node, labels.Atom):
-        term = s.terms[node]
-        if term.kind == "plain":
-            return node.name in s.forced or assign.get(node.name, True)
-        if term.kind in ("exact", "meta") or term.key == "disk":
-            return True     # as `predicate` has it
-        return predicate(term, sizing, s.positive[node])
-    if isinstance(node, labels.Paren):
-        return _fold(node.inner, s, sizing, assign)
-    if isinstance(node, labels.Not):
-        return _negate(_fold(node.operand, s, sizing, assign))
-    left, right = _fold(node.left, s, sizing, assign), _fold(node.right, s, sizing, assign)
-    op = node.op
-    if op == "->":      # l -> r is !l || r
-        op, left = "||", _negate(left)
-    if isinstance(left, bool) and isinstance(right, bool):
-        return {"&&": left and right, "||": left or right, "<->": left == right}[op]
-    if isinstance(left, bool) or isinstance(right, bool):
-        const, fn = (left, right) if isinstance(left, bool) else (right, left)
-        if op == "&&":
-            return fn if const else False
-        if op == "||":
-            return True if const else fn
-        return fn if const else _negate(fn)     # <->
-    if op == "&&":
-        return lambda o: left(o) and right(o)
-    if op == "||":
-        return lambda o: left(o) or right(o)
-    return lambda o: left(o) == right(o)
-
-
-def _negate(part: Callable[[Offer], bool] | bool) -> Callable[[Offer], bool] | bool:
-    return (not part) if isinstance(part, bool) else (lambda o: not part(o))
+def _names_type(term: Term) -> bool:
+    return term.kind == "cmp" and term.key in ("type", "family") and term.op != "!="
 
 
 @dataclass(frozen=True)
@@ -248,33 +182,79 @@ class Source:
 
     text: str
     kind: str                      # 'label' or 'filter'
-    ast: labels.Node
+    ast: labels.Node = field(repr=False)     # may be 1,000 deep: repr would recurse
     terms: dict[labels.Atom, Term]
-    positive: dict[labels.Atom, bool]   # True unless the atom occurs (also) negated
+    positive: dict[labels.Atom, bool]   # True unless an atom of that name occurs (also) negated
     forced: frozenset[str]              # plain atoms that are positive top-level conjuncts
     free: tuple[str, ...]               # the other plain atoms (truth chosen per offer)
 
-    def assignments(self) -> list[dict[str, bool]]:
-        """Truth values to try for the free plain atoms, fewest true first."""
-        free = self.free[:MAX_FREE_ATOMS]
-        rest = {a: True for a in self.free[MAX_FREE_ATOMS:]}
-        out = []
-        for k in range(len(free) + 1):
-            for chosen in itertools.combinations(free, k):
-                out.append({a: (a in chosen) for a in free} | rest)
-        return out
+    @cached_property
+    def program(self) -> decide.Program:
+        """The expression over its comparisons and free atoms (`decide`)."""
+        meaning = {name: term for name, (term, _) in self.by_name.items()}
+
+        def classify(atom: labels.Atom) -> tuple[int, object]:
+            term = meaning[atom.name]
+            if term.kind == "plain":
+                return (decide.CONST, True) if atom.name in self.forced else (decide.FREE, None)
+            if term.kind in ("exact", "meta") or term.key == "disk":
+                return decide.CONST, True       # flags, metadata, a root volume any type can have
+            return decide.CMP, None
+
+        return decide.Program.compile(self.ast, classify, lambda name: _names_type(meaning[name]), self.free)
+
+    @cached_property
+    def by_name(self) -> dict[str, tuple[Term, bool]]:
+        """Each atom name's meaning and whether it is positive."""
+        return {a.name: (t, self.positive[a]) for a, t in self.terms.items()}
+
+    @cached_property
+    def _deciders(self) -> dict:
+        return {}
+
+    def decider(self, sizing: Sizing | None) -> decide.Decider:
+        """The source over offers for one sizing (kept: matcher and type_named share its memo)."""
+        if sizing not in self._deciders:
+            if len(self._deciders) >= 8:        # a long-lived value planned for many sizings
+                self._deciders.clear()
+            terms = [self.by_name[n] for n in self.program.comparisons]
+            self._deciders[sizing] = decide.Decider(
+                self.program, [predicate(t, sizing, positive) for t, positive in terms],
+                decide.groups([("market",) if t.kind == "market" else _READS.get(t.key) for t, _ in terms]))
+        return self._deciders[sizing]
+
+
+# What a comparison of each key reads, so that offers alike in it share one answer (a GPU
+# comparison also reads the type: what the catalog knows of a GPU is the type's). A key not
+# listed here, or one added later, is read per offer.
+_READS = {"vcpu": ("vcpu",), "mem": ("memory_gib",), "arch": ("arch",), "type": ("instance_type",),
+          "family": ("family",), "region": ("region",), "gpu": ("gpu_count", "gpu_model", "instance_type")}
 
 
 def _source(text: str, kind: str, ast: labels.Node, where: str) -> Source:
     polarity = labels.polarity(ast)
-    terms, positive = {}, {}
+    by_name: dict[str, set[bool]] = {}
+    terms = {}
     for atom in labels.atoms(ast):
-        terms[atom] = interpret(atom.name, where, atom.position + (1 if atom.quoted else 0))
-        positive[atom] = polarity[id(atom)] == {True}
+        terms[atom] = _finite(interpret(atom.name, where, atom.position + (1 if atom.quoted else 0)), where, atom)
+        by_name.setdefault(atom.name, set()).update(polarity[id(atom)])
+    # Jenkins decides an atom by its name: every occurrence has one truth, so an atom is positive
+    # only where each occurrence of its name is (`mem=64 || spot) && !mem=64` has none positive).
+    positive = {atom: by_name[atom.name] == {True} for atom in terms}
     forced = frozenset(a.name for a in labels.conjuncts(ast)
                        if isinstance(a, labels.Atom) and terms[a].kind == "plain")
     free = tuple(dict.fromkeys(a.name for a, t in terms.items() if t.kind == "plain" and a.name not in forced))
+    if len(free) > MAX_FREE_ATOMS:
+        raise labels.LabelTooComplex(f"{len(free)} plain atoms not '&&'-ed at the top level ({', '.join(free[:3])}"
+                                     f", ...): at most {MAX_FREE_ATOMS}", where=where, expression=text)
     return Source(text, kind, ast, terms, positive, forced, free)
+
+
+def _finite(term: Term, where: str, atom: labels.Atom) -> Term:
+    if isinstance(term.value, float) and not math.isfinite(term.value):
+        raise InputError(f"{term.text!r} is not a finite number", where=where, position=atom.position,
+                         token=term.text)
+    return term
 
 
 @dataclass(frozen=True)
@@ -356,8 +336,7 @@ class Requirements:
     @property
     def names_type(self) -> bool:
         """Does a positive `type=` or `family=` atom pick instance types by name?"""
-        return any(t.kind == "cmp" and t.key in ("type", "family") and t.op != "!="
-                   for t in self._positive_terms())
+        return any(_names_type(t) for t in self._positive_terms())
 
     @property
     def text(self) -> str:
@@ -396,8 +375,9 @@ class Requirements:
     # -- evaluation --------------------------------------------------------------------------
     @property
     def key(self) -> tuple:
-        """What the predicates over offers depend on (the parsed sources), hashable: a memo key."""
-        return tuple((s.kind, s.ast) for s in self.sources)
+        """What the predicates over offers depend on (the parsed sources), hashable: a memo key
+        (canonical text, not the tree: a tree 1,000 atoms deep is not hashed without recursion)."""
+        return tuple((s.kind, labels.canonical(s.ast)) for s in self.sources)
 
     def sizing_used(self, sizing: Sizing | None) -> tuple[float | None, float | None]:
         """The floors of `sizing` the predicates apply: a floor replaces only a positive at-least
@@ -417,49 +397,69 @@ class Requirements:
     def _source_test(s: Source, sizing: Sizing | None) -> Callable[[Offer], bool]:
         """Is there a truth assignment of the free plain atoms that makes the source true?
 
-        `always_true` itself where no offer can fail it (narrowing then skips the step)."""
-        folded = [_fold(s.ast, s, sizing, a) for a in s.assignments()]
-        if any(f is True for f in folded):
-            return always_true
-        tests = [f for f in folded if f is not False]
-        if not tests:
-            return _never
-        if len(tests) == 1:
-            return tests[0]
-        return lambda offer: any(test(offer) for test in tests)
+        Decided once per truth vector of the comparisons (`decide`); `always_true` itself where
+        no offer can fail it (narrowing then skips the step), a lone comparison's own predicate."""
+        d = s.decider(sizing)
+        if len(d.predicates) <= 1:
+            outcomes = [s.program.run(v)[0] != 0 for v in ([(False,), (True,)] if d.predicates else [()])]
+            if all(outcomes):
+                return always_true
+            if not any(outcomes):
+                return _never
+            test = d.predicates[0]
+            return test if outcomes[1] else (lambda offer: not test(offer))
+        return d.satisfied
 
-    @staticmethod
-    def _assignment(s: Source, offer: Offer, sizing: Sizing | None) -> dict | None:
-        fn = _compile(s.ast, s, sizing)
-        return next((a for a in s.assignments() if fn(offer, a)), None)
+    def type_named(self, sizing: Sizing | None = None) -> Callable[[Offer], bool]:
+        """Does the branch an offer satisfies name its instance type or family (`type=`, `family=`)?
+        Per offer: in `ec2 && (arch=arm64 || type=c7i.*)` a t4g offer is there by `arch=arm64`."""
+        deciders = [s.decider(sizing) for s in self.sources
+                    if any(_names_type(t) for t in s.terms.values())]
+        if not deciders:
+            return _never
+        return lambda offer: any(d.named(offer) for d in deciders)
 
     def node_labels(self, offer: Offer, sizing: Sizing | None = None, managed_atom: str = "ec2") -> list[str]:
-        """The labels of the node for this plan: the expression's atoms true for it, plus the managed atom."""
+        """The labels of the node for this plan: the expression's atoms true for it, plus the managed atom.
+
+        Jenkins decides atoms by name, so each name gets one truth: its comparison's for the
+        offer, the assignment of free atoms that satisfies with fewest true, and a sizing atom that
+        only occurs positively counts as true (the plan serves the declaration; the expression
+        cannot turn false by it)."""
         names = [managed_atom]
         for s in self.sources:
             if s.kind != "label":
                 continue
-            assign = self._assignment(s, offer, sizing) or {}
+            d = s.decider(sizing)
+            vector = dict(zip(s.program.comparisons, d.vector(offer)))
+            chosen = d.assignment(offer)
+            free = {name: chosen is None or bool(chosen >> i & 1) for i, name in enumerate(s.free)}
             for atom, term in s.terms.items():
                 if term.kind == "plain":
-                    true = atom.name in s.forced or assign.get(atom.name, True)
+                    true = atom.name in s.forced or free[atom.name]
                 elif term.kind == "cmp" and term.key in SIZING and s.positive[atom]:
-                    true = True   # sizing atoms count as true: the plan serves the declaration
+                    true = True
                 else:
-                    true = predicate(term, sizing, s.positive[atom])(offer)
+                    true = vector.get(atom.name, True)     # flags and metadata: true
                 if true:
                     names.append(atom.name)
         return list(dict.fromkeys(names))
 
     def narrowing_steps(self, sizing: Sizing | None = None) -> list[tuple[str, Callable[[Offer], bool]]]:
-        """Top-level conjuncts as (description, predicate), to name the one that empties the set."""
-        steps = []
+        """Top-level conjuncts as (description, predicate), to name the one that empties the set
+        (a conjunct written again, `linux && ... && linux`, is one step)."""
+        steps, seen = [], set()
         for s in self.sources:
             for part in labels.conjuncts(s.ast):
-                names = {a.name for a in labels.atoms(part)}
-                sub = Source(s.text, s.kind, part, s.terms, s.positive, s.forced & names,
-                             tuple(n for n in s.free if n in names))
                 desc = s.text if s.kind == "filter" else labels.canonical(part)
+                if desc in seen:
+                    continue
+                seen.add(desc)
+                atoms = labels.atoms(part)
+                names = {a.name for a in atoms}
+                sub = Source(s.text, s.kind, part, {a: s.terms[a] for a in atoms},
+                             {a: s.positive[a] for a in atoms}, s.forced & names,
+                             tuple(n for n in s.free if n in names))
                 steps.append((desc, self._source_test(sub, sizing)))
         return steps
 
@@ -470,8 +470,11 @@ class Requirements:
 
 
 def is_demand(expression: str | None, managed_atom: str = "ec2") -> bool:
-    """Is a queue item's label ours: the managed atom a positive top-level conjunct (lax parse)?"""
+    """Is a queue item's label ours: the managed atom a positive top-level conjunct (lax parse)?
+
+    Read without the label limits: an item of ours beyond them is still ours, and is rejected as
+    `label-too-complex` when its requirements are parsed."""
     if not expression:
         return False
-    ast = labels.parse_jenkins(expression)
+    ast = labels.parse_jenkins(expression, limited=False)
     return any(isinstance(c, labels.Atom) and c.name == managed_atom for c in labels.conjuncts(ast))

@@ -170,10 +170,12 @@ def _narrow(offers: list[Offer], req: Requirements, sizing: Sizing | None, setti
         pool = [o for o in pool if whole(o)]
         if not pool:
             raise NoOfferError(f"no offer satisfies the whole expression {req.text!r}", req.text)
-    if not req.names_type:  # a type or family named by the user is always allowed
-        usual = [o for o in pool if (settings.allow_burstable or not o.burstable)
-                 and (settings.allow_previous_generation or o.current_generation)]
-        pool = usual or pool
+    # A type or family the user named is always allowed: per offer, where the branch it
+    # satisfies names it (`arch=arm64 || type=c7i.*` does not name t4g.nano).
+    named = req.type_named(sizing)
+    usual = [o for o in pool if ((settings.allow_burstable or not o.burstable)
+             and (settings.allow_previous_generation or o.current_generation)) or named(o)]
+    pool = usual or pool
     if blocked:
         pool = [o for o in pool if o.key not in blocked]
         if not pool:
@@ -194,7 +196,7 @@ def _narrowed(offers: list[Offer], req: Requirements, sizing: Sizing | None, set
     if pools is None:
         return _narrow(offers, req, sizing, settings, blocked)
     key = (req.key, req.sizing_used(sizing), None if req.mentions_region else settings.regions,
-           None if req.names_type else (settings.allow_burstable, settings.allow_previous_generation),
+           (settings.allow_burstable, settings.allow_previous_generation),
            blocked, settings.max_price)
     pool = pools.get(key)
     if pool is None:

@@ -366,3 +366,34 @@ def test_pipeline_node_block_survives_a_restart(emu, tmp_path):
         assert emu.delete_node('p-1') and agent.wait(30) == 0
     finally:
         agent.kill()
+
+
+# Node labelString splitting as hudson.util.QuotedStringTokenizer does it (Label.parse): delimiters
+# are blank, tab, newline and CR only; quotes may start mid-token; a backslash escapes only
+# backslash, quotes and blank (others stay as written), is literal at a token's start, and a
+# trailing one is dropped.
+@pytest.mark.parametrize('text,tokens', [
+    ("ec2 it's", ['ec2', 'its']),
+    ('a\\ b', ['a b']),
+    ('"a\\tb"', ['a\\tb']),
+    ('"a\tb" c', ['a\tb', 'c']),
+    ('x\\', ['x']),
+    ('"x\\', ['x']),
+    ('a\fb c', ['a\fb', 'c']),
+    ('\\"a"', ['\\a']),
+    ('a"b c"d', ['ab cd']),
+    ('""', ['']),
+    ("'a\\x'", ['a\\x']),
+    ('"\\u0041"', ['\\u0041']),
+    ('"a\\"b" \'c\\\'d\'', ['a"b', "c'd"]),
+    ('a\\\\b', ['a\\b']),
+    (' \r\n ', []),
+    ('a "', ['a']),
+], ids=repr)
+def test_label_string_splits_as_quoted_string_tokenizer(text, tokens):
+    assert L.split_label_string(text) == tokens
+
+
+@pytest.mark.parametrize('text,value', [('"a\\"', 'a'), ('"\\u0041b"', 'Ab'), ('"a\\qb"', 'aqb'), ("'x'", 'x')])
+def test_unquote_as_jenkins(text, value):
+    assert L.unquote(text) == value

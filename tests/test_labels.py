@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provisioner import labels
+from provisioner.errors import InputError
 from provisioner.labels import Atom, Binary, LabelSyntaxError, Not, Paren
 
 VALID = [  # (expression, canonical name) from core's LabelExpressionTest and the spec
@@ -170,5 +171,76 @@ def test_canonical_names_round_trip_any_atom(ast):
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=30))
 def test_lax_parse_accepts_anything(text):
-    ast = labels.parse_jenkins(text)
+    try:
+        ast = labels.parse_jenkins(text)
+    except LabelSyntaxError:            # Jenkins' unquote throws on a bad \\u escape, nothing else
+        assert "\\u" in text
+        return
     assert labels.atoms(ast)
+
+
+def test_lax_parse_reads_unicode_escapes_and_rejects_bad_ones():
+    assert labels.parse_jenkins('"\\u0041 && b"') == Binary("&&", Atom("A", 0), Atom("b", 5))
+    with pytest.raises(LabelSyntaxError):
+        labels.parse_jenkins('"\\u00"')
+
+
+# ---- limits: never a crash, `label-too-complex` beyond them (CONTRACTS: 4 KB, depth 64) ------
+
+def test_deep_parentheses_are_too_complex_not_a_crash():
+    deep = "(" * 165 + "a" + ")" * 165
+    with pytest.raises(labels.LabelTooComplex) as info:
+        labels.parse(deep)
+    assert info.value.reason == "label-too-complex" and isinstance(info.value, InputError)
+    assert "depth" in str(info.value)
+    ok = "(" * 64 + "a" + ")" * 64
+    assert labels.canonical(labels.parse(ok)) == ok
+
+
+def test_any_depth_is_read_without_recursion_when_limits_are_off():
+    deep = "ec2 && " + "(" * 20_000 + "a" + ")" * 20_000
+    ast = labels.parse_jenkins(deep, limited=False)
+    assert [a.name for a in labels.atoms(ast)] == ["ec2", "a"]
+    assert labels.evaluate(ast, lambda atom: True)
+    assert len(labels.canonical(ast)) == len(deep) - 2
+
+
+def test_a_thousand_atom_chain_parses_and_every_helper_walks_it():
+    chain = "&&".join(f"a{i % 7}" for i in range(1000))
+    assert len(chain) < 4096
+    ast = labels.parse(chain)
+    assert len(labels.atoms(ast)) == 1000 and len(labels.conjuncts(ast)) == 1000
+    assert labels.canonical(ast) == chain
+    assert labels.evaluate(ast, lambda atom: True) and not labels.evaluate(ast, lambda atom: atom.name != "a3")
+    assert all(p == {True} for p in labels.polarity(ast).values())
+    chain_or = "||".join(["!a"] * 1000)
+    assert not labels.evaluate(labels.parse(chain_or), lambda atom: True)
+
+
+def test_more_than_4_kb_is_too_complex():
+    with pytest.raises(labels.LabelTooComplex) as info:
+        labels.parse("a&&" * 1400 + "a")
+    assert "4096" in str(info.value)
+    with pytest.raises(labels.LabelTooComplex):
+        labels.parse_jenkins('"' + "a" * 5000 + '"')
+    with pytest.raises(labels.LabelTooComplex):
+        labels.parse("é" * 2049)          # bytes count, not characters
+
+
+FUZZ_ALPHABET = st.sampled_from(list("ab-=>!&|()<\" \t:\\'") + ["&&", "||", "->", "<->", "vcpu=8", "((", "))",
+                                                                "ec2", "spot", "mem=1e400", "vcpu=nan", "((((((((((((((((",
+                                                                "))))))))))))))))"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(FUZZ_ALPHABET, max_size=60).map("".join))
+def test_fuzz_parse_and_requirements_raise_only_input_errors(text):
+    from provisioner.requirements import Requirements, is_demand
+    for fn in (labels.parse, labels.parse_jenkins, lambda t: Requirements.parse(t, lax=True),
+               lambda t: Requirements.parse(t), is_demand):
+        try:
+            fn(text)
+        except InputError as exc:       # a clear error at a place; a syntax or size one says which
+            assert str(exc)
+            if isinstance(exc, labels.LabelSyntaxError):
+                assert exc.reason == "unparseable"

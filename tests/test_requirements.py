@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
+from provisioner import labels
 from provisioner.errors import InputError
 from provisioner.labels import LabelSyntaxError
-from provisioner.requirements import Requirements, Sizing, _compile, always_true, interpret, is_demand
+from provisioner.requirements import Requirements, Sizing, always_true, interpret, is_demand, predicate
 from tests.factories import offer
 
 SMALL = offer("m5.large", vcpu=2, mem=8)
@@ -161,9 +163,19 @@ FOLD_CASES = ["ec2", "ec2 && vcpu=8", "ec2 && (vcpu=2 || mem=64) && ondemand", "
 
 
 def _by_assignment(req: Requirements, sizing: Sizing | None):
-    """The expression evaluated as before folding: nested closures tried under every assignment."""
-    fns = [(_compile(s.ast, s, sizing), s.assignments()) for s in req.sources]
-    return lambda o: all(any(fn(o, a) for a in assigns) for fn, assigns in fns)
+    """The expression evaluated atom by atom under every assignment of its free plain atoms."""
+    def truth(s, o, assign):
+        def atom(a):
+            t = s.terms[a]
+            if t.kind == "plain":
+                return a.name in s.forced or assign[a.name]
+            return predicate(t, sizing, s.positive[a])(o)
+        return atom
+
+    def source(s, o):
+        return any(labels.evaluate(s.ast, truth(s, o, dict(zip(s.free, values))))
+                   for values in itertools.product([False, True], repeat=len(s.free)))
+    return lambda o: all(source(s, o) for s in req.sources)
 
 
 @pytest.mark.parametrize("label", FOLD_CASES)
@@ -194,3 +206,31 @@ def test_key_and_the_sizing_the_predicates_use():
     assert Requirements.parse("ec2 && mem=16").sizing_used(sizing) == (None, 6)
     assert Requirements.parse("ec2 && !mem=16 && vcpu=2").sizing_used(sizing) == (1, None)   # a cap
     assert a.sizing_used(None) == (None, None)
+
+
+@pytest.mark.parametrize("label", ["ec2 && vcpu=nan", "ec2 && vcpu=inf", "ec2 && vcpu=1e400", "ec2 && mem=1e400",
+                                   "ec2 && mem=" + "9" * 400, "ec2 && disk=" + "9" * 400, "ec2 && vcpu=-inf",
+                                   "ec2 && timeout=" + "9" * 400, 'ec2 && "vcpu>=nan"'])
+def test_non_finite_numbers_are_refused_clearly(label):
+    with pytest.raises(InputError) as info:
+        Requirements.parse(label)
+    assert any(word in str(info.value) for word in ("number", "finite", "too long"))
+
+
+def test_free_plain_atoms_are_limited_to_twelve():
+    twelve = " && ".join(f"(a{i} || vcpu=2)" for i in range(12))
+    assert Requirements.parse(f"ec2 && {twelve}").matcher()(SMALL)
+    with pytest.raises(InputError) as info:
+        Requirements.parse(f"ec2 && {twelve} && (b || spot)")
+    assert info.value.reason == "label-too-complex" and "12" in str(info.value)
+
+
+def test_a_long_chain_plans_and_deep_labels_are_rejected_not_crashed():
+    req = Requirements.parse("ec2&&" + "&&".join(["linux"] * 400 + ["vcpu=2"] * 100))
+    assert req.matcher()(SMALL) and req.node_labels(SMALL) == ["ec2", "linux", "vcpu=2"]
+    assert len(req.narrowing_steps()) == 3 and req.key == req.key
+    deep = "ec2 && " + "(" * 165 + "vcpu=2" + ")" * 165
+    assert is_demand(deep)
+    with pytest.raises(InputError) as info:
+        Requirements.parse(deep, lax=True)
+    assert info.value.reason == "label-too-complex"

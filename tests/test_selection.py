@@ -318,3 +318,25 @@ def test_ranking_keeps_near_ties_around_the_tenth_place(runs, policy):
     settings = PlanSettings(policy=policy)
     expected, _ = _every_offer_ranked(table, req, est, settings)
     assert list(select(table, req, est, settings).candidates) == expected
+
+
+# The burstable / previous-generation exclusion is lifted per offer, where the branch the offer
+# satisfies names its type or family, not for the whole expression (issue 11, observation 6).
+NANO = offer("t4g.nano", vcpu=2, mem=0.5, arch="arm64", price=0.004)._replace(burstable=True)
+T3 = offer("t3.small", vcpu=2, mem=2, price=0.02)._replace(burstable=True)
+ARM_C = offer("c7g.large", vcpu=2, mem=4, arch="arm64", price=0.07)
+C7I = offer("c7i.large", vcpu=2, mem=4, price=0.09)
+BURST_TABLE = [NANO, T3, ARM_C, C7I]
+
+
+@pytest.mark.parametrize("label,chosen", [
+    ("ec2 && (arch=arm64 || type=c7i.*)", "c7g.large"),
+    ("ec2 && arch=arm64", "c7g.large"),
+    ("ec2 && type=t3.*", "t3.small"),
+    ("ec2 && (type=t4g.* || arch=x86_64)", "t4g.nano"),
+    ("ec2 && ((type=t4g.* && vcpu=64) || arch=arm64)", "c7g.large"),
+    ("ec2 && !type=c7i.*", "c7g.large"),
+], ids=str)
+def test_burstable_exclusion_follows_the_satisfied_branch(label, chosen):
+    p = select(BURST_TABLE, Requirements.parse(label), Estimate(), PlanSettings(policy="cheapest"), pools={})
+    assert p.chosen.offer.instance_type == chosen

@@ -100,3 +100,16 @@ def test_plan_keeps_to_defaults_arch_and_the_configured_images(cli, tmp_path):
     (tmp_path / "x86.yaml").write_text("cloud: ec2\nec2:\n  images:\n    us-east-1: {x86_64: ami-1}\n")
     missing = cli("plan", "--config", str(tmp_path / "x86.yaml"), "--label", "ec2 && arch=arm64")
     assert missing.returncode == 3 and "ec2.images has images for x86_64" in missing.stderr
+
+
+def test_labels_too_complex_or_not_finite_are_exit_2(cli):
+    deep = "ec2 && " + "(" * 165 + "vcpu=2" + ")" * 165
+    out = cli("plan", "--label", deep, "--json")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    error = json.loads(out.stdout)
+    assert "depth" in error["error"] and set(error) == {"error", "constraint"}
+    out = cli("plan", "--label", "ec2 && vcpu=nan")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "number" in out.stderr
+    chain = cli("plan", "--label", "ec2&&" + "&&".join(["linux"] * 400 + ["vcpu=2"] * 100), "--json")
+    assert chain.returncode == 0, chain.stderr
+    assert json.loads(chain.stdout)["vcpu"] >= 2

@@ -165,3 +165,21 @@ def test_a_controller_restart_drops_id_keyed_caches_and_the_crumb(emu):
     assert seen == [(before, c.jenkins_session)] and before != c.jenkins_session
     assert reader._labels == {items[0].key: items[0].label}       # dropped, then learnt again
     assert c.delete_node("prov-t-q1")                             # works with a new crumb
+
+
+def test_a_node_label_with_a_quote_reaches_jenkins_intact_and_the_build_runs_there(emu, tmp_path):
+    from provisioner.labels import node_label_string
+    from provisioner.requirements import Requirements
+    from tests.factories import offer
+    expr = 'ec2 && "it\'s" && "tab\\there"'
+    names = Requirements.parse(expr).node_labels(offer("c5.large"))
+    c = client(emu)
+    meta = NodeMeta("t", 6, 1234, "odd", expr, 1, ("c5.large", "us-east-1", "on-demand"), 0.085, 10.0)
+    c.create_node("prov-t-q6", node_label_string(names), meta.description(), str(tmp_path))
+    [node], _ = c.computers("prov-t-")
+    assert node.labels == {"ec2", "it's", "tab\there", "prov-t-q6"}
+    emu.create_job("odd", label=expr, script="true")
+    emu.schedule("odd")
+    emu.run_agent("prov-t-q6", tmp_path)
+    emu.wait_for(lambda: any(b["result"] == "SUCCESS" for b in emu.builds("odd")), timeout=20)
+    assert emu.builds("odd")[0]["builtOn"] == "prov-t-q6"

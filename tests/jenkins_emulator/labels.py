@@ -15,6 +15,7 @@ from dataclasses import dataclass
 UNSAFE_CHARS = '?*/\\%!@#$^&|<>[]:;'
 _NOT_ATOM = set('&|!<>() \t"\'')
 _ESCAPES = {'b': '\b', 't': '\t', 'n': '\n', 'f': '\f', 'r': '\r', '"': '"', "'": "'", '\\': '\\'}
+_UNQUOTE = {'b': '\b', 't': '\t', 'n': '\n', 'f': '\f', 'r': '\r'}
 _QUOTE = {'"': '\\"', '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\f': '\\f', '\b': '\\b'}
 
 
@@ -51,18 +52,25 @@ def escape(name: str) -> str:
 
 
 def unquote(s: str) -> str:
-    """`QuotedStringTokenizer.unquote`: strip one pair of matching ' or " quotes and unescape."""
+    """`QuotedStringTokenizer.unquote`: strip one pair of matching ' or " quotes and unescape
+    (n r t f b, uXXXX; any other escaped character is itself; a dangling backslash is dropped)."""
     if len(s) < 2 or s[0] != s[-1] or s[0] not in '"\'':
         return s
     out, i, body = [], 0, s[1:-1]
     while i < len(body):
         c = body[i]
-        if c == '\\' and i + 1 < len(body):
-            i += 1
-            out.append(_ESCAPES.get(body[i], body[i]))
-        else:
-            out.append(c)
         i += 1
+        if c != '\\':
+            out.append(c)
+        elif i < len(body) and body[i] == 'u':
+            digits = body[i + 1:i + 5]
+            if len(digits) < 4 or any(d not in '0123456789abcdefABCDEF' for d in digits):
+                raise ValueError(f'Incomplete or invalid Unicode escape sequence in {s}')
+            out.append(chr(int(digits, 16)))
+            i += 5
+        elif i < len(body):
+            out.append(_UNQUOTE.get(body[i], body[i]))
+            i += 1
     return ''.join(out)
 
 
@@ -280,34 +288,54 @@ def assigned_label_string(assigned_node: str | None) -> str | None:
         return escape(assigned_node)
 
 
+_DELIMITERS = ' \t\n\r'          # QuotedStringTokenizer's default: no form feed
+_TOKEN_ESCAPABLE = '\\"\' '       # after a backslash these stand for themselves; others keep it
+
+
 def split_label_string(label_string: str | None) -> list[str]:
-    """`Label.parse`: split a node's labelString on whitespace, quotes (' or ") respected."""
+    """`Label.parse`: a node's labelString split by QuotedStringTokenizer.
+
+    A token starts at a non-delimiter; ' or " switch quoting on and off anywhere in it (the quotes
+    are dropped, delimiters inside are kept); outside the start of a token a backslash escapes the
+    next character, which loses the backslash only when it is a backslash, a quote or a blank; a
+    backslash that starts a token is an ordinary character and one at the very end is dropped.
+    (Jenkins first looks the whole string up as a label it already knows; not modelled here.)
+    """
     out: list[str] = []
-    cur: list[str] = []
-    quote_ch: str | None = None
-    has_token = False
     text = label_string or ''
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if quote_ch:
-            if c == '\\' and i + 1 < len(text):
-                i += 1
-                cur.append(_ESCAPES.get(text[i], text[i]))
-            elif c == quote_ch:
-                quote_ch = None
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in _DELIMITERS:
+            i += 1
+            continue
+        cur: list[str] = []
+        quote_ch: str | None = None
+        if text[i] in '"\'':
+            quote_ch = text[i]
+        else:
+            cur.append(text[i])         # even a backslash: the tokenizer's start state keeps it
+        i += 1
+        if quote_ch and i == n:
+            break                       # a lone opening quote at the very end makes no token
+        while i < n:
+            c = text[i]
+            i += 1
+            if c == '\\':
+                if i < n:
+                    if text[i] not in _TOKEN_ESCAPABLE:
+                        cur.append('\\')
+                    cur.append(text[i])
+                    i += 1
+            elif quote_ch:
+                if c == quote_ch:
+                    quote_ch = None
+                else:
+                    cur.append(c)
+            elif c in '"\'':
+                quote_ch = c
+            elif c in _DELIMITERS:
+                break
             else:
                 cur.append(c)
-        elif c in '"\'':
-            quote_ch, has_token = c, True
-        elif c in ' \t\n\r\f':
-            if has_token:
-                out.append(''.join(cur))
-            cur, has_token = [], False
-        else:
-            cur.append(c)
-            has_token = True
-        i += 1
-    if has_token:
         out.append(''.join(cur))
     return out
