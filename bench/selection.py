@@ -176,11 +176,11 @@ def make_jobs(rng: random.Random, n: int) -> list[Job]:
     for i in range(n):
         threads = rng.choice([1, 1, 1, 2, 4, 4, 8, 8, 16, 32])
         serial = 1.0 if threads == 1 else rng.uniform(0.02, 0.5)
-        mem = min(max(round(rng.lognormvariate(math.log(4), 1.0), 2), 0.3), 300)
+        mem = min(max(round(rng.lognormvariate(math.log(4), 0.9), 2), 0.3), 300)
         declared_vcpu = min(64, 2 ** math.ceil(math.log2(max(threads, 1) * rng.uniform(1.0, 4.0))))
         declared_mem = min(512, 2 ** math.ceil(math.log2(mem * rng.uniform(1.5, 6.0) + 1)))
         declared_mem = max(declared_mem, declared_vcpu * 2)  # people ask in instance-shaped pairs
-        work = rng.lognormvariate(math.log(3600), 1.3) * max(1.0, threads * 0.5)
+        work = rng.lognormvariate(math.log(1.5 * 3600), 1.0) * max(1.0, threads * 0.5)
         cold = rng.random() < 0.15
         form = rng.choice(["cold-label", "cold-filters"]) if cold else rng.choices(forms, weights)[0]
         if form == "peak-over":   # the declaration is below the true peak: half to 90% of it
@@ -217,7 +217,7 @@ def set_timeouts(jobs: list[Job], offers: list[Offer], scores, rng: random.Rando
         usual = min((o for o in fits if o.family in ("m5", "m6i", "r5", "c5", "r6i")), key=lambda o: o.price,
                     default=None) or min(fits, key=lambda o: o.price)
         t = true_runtime(job, usual, scores)
-        job.timeout_s = max(600.0, math.ceil(t * rng.uniform(1.6, 3.0) / 600) * 600)
+        job.timeout_s = max(1800.0, math.ceil(t * rng.uniform(1.6, 3.0) / 1800) * 1800)
 
 
 def history_records(job: Job, offers_by_type: dict[str, Offer], scores, rng: random.Random) -> list[dict]:
@@ -233,9 +233,10 @@ def history_records(job: Job, offers_by_type: dict[str, Offer], scores, rng: ran
         t_name = rng.choice(favourites)
         o = offers_by_type[t_name]
         t = true_runtime(job, o, scores) * rng.lognormvariate(0, 0.05)
-        if rng.random() < 0.05:
-            t *= rng.uniform(3, 6)  # a stuck run, a bad node
         avg, peak = cpu_profile(job, o, t, scores)
+        if rng.random() < 0.05:     # a stuck run, a bad node: longer, the same CPU work spread thinner
+            stuck = rng.uniform(3, 6)
+            t, avg = t * stuck, avg / stuck
         records.append({
             "job": job.name, "build": str(i + 1), "run_id": f"{job.name}-{i + 1}",
             "start": f"2026-10-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", "duration_s": round(t, 1),
@@ -353,6 +354,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=240)
     ap.add_argument("--speed-runs", type=int, default=15)
     ap.add_argument("--sample", type=int, default=12, help="plans checked against `provisioner plan --json`")
+    ap.add_argument("--worst", type=int, default=0, help="print the N jobs with history farthest above the oracle")
     ap.add_argument("--truth", choices=("geekbench-coremark", "coremark"), default="coremark",
                     help="the true runtimes' scores: Geekbench 6 single-core with CoreMark all-core, "
                          "or CoreMark alone")
@@ -443,6 +445,13 @@ def main() -> int:
     print("targets: " + "; ".join(f"{k} {got[k]:.3f} <= {v:.2f} {'PASS' if got[k] <= v else 'FAIL'}"
                                   for k, v in TARGETS.items()))
 
+    by_job = {j.name: j for j in jobs}
+    gaps = sorted(with_h, key=lambda n: results.by["any:oracle"][n].cost - results.by["any:plan"][n].cost)
+    for n in gaps[:args.worst]:
+        j, pl, orc = by_job[n], results.by["any:plan"][n], results.by["any:oracle"][n]
+        print(f"  {n} {j.form:<9} threads {j.threads:>2} serial {j.serial:.2f} mem {j.mem_gib:6.2f} "
+              f"{'membound ' if j.memory_bound else ''}timeout {j.timeout_s:.0f}s: plan {pl.choice} ${pl.cost:.3f}"
+              f"{' ' + pl.miss if pl.miss else ''}, oracle {orc.choice} ${orc.cost:.3f}")
     # the console script gives the same answers as the in-process entry
     sample = rng.sample(sorted(chosen), min(args.sample, len(chosen)))
     same = 0

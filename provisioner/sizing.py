@@ -86,5 +86,6 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 def implausible_reason(implausible: tuple[str, ...], shown: int = 5) -> str:
     more = f"; and {len(implausible) - shown} more" if len(implausible) > shown else ""
-    return (f"Ignored {len(implausible)} implausible records (no machine of their type could have shown "
+    n = len(implausible)
+    return (f"Ignored {n} implausible record{'s' if n != 1 else ''} (no machine of their type could have shown "
             f"them): {'; '.join(implausible[:shown])}{more}.")
