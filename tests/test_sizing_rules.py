@@ -213,3 +213,22 @@ def test_cold_start_never_costs_more_than_the_cheapest_declared_fit_of_its_marke
                                  req.disk_gib or settings.disk_gib)
         assert chosen.cost_usd <= fit_cost * (1 + 1e-9), (label, filters, timeout, chosen.offer, cheapest)
         assert not any("offers dropped" in r for r in p.reasons)
+
+
+@pytest.mark.parametrize("label", [None, "ec2", "ec2 && spot"], ids=["job-alone", "ec2", "ec2-spot"])
+def test_run_remote_planning_keeps_the_floor_for_a_label_without_mem(tmp_path, label):
+    from types import SimpleNamespace
+
+    from provisioner.agent.launcher import plan as remote_plan
+    from provisioner.cli.context import Context
+    from provisioner.history import open_store
+    hist = tmp_path / "h.sqlite3"
+    store = open_store(str(hist))
+    store.add_many(run("J", i, instance_type="r5.4xlarge", duration=200, cpu_avg=100, cpu_max=100,
+                       mem_gib=62.7, vcpu=16) for i in range(4))
+    store.close()
+    args = SimpleNamespace(label=label, filter=[], instance_type=None, timeout=600.0, policy=None, region=None,
+                           max_price=None, no_autotune=False)
+    result = remote_plan(args, Context(SimpleNamespace(config=None, history=str(hist))), "J")
+    assert result.plan.chosen.offer.memory_gib >= 76
+    assert any("no memory was declared" in r for r in result.plan.reasons)
