@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -190,7 +191,8 @@ def _no_history_runtimes(pool: list[Offer], req: Requirements, settings: PlanSet
         if threads > 1:  # all-core throughput of the vCPUs the job asked for
             return o.score_multi * min(threads, o.vcpu) / o.vcpu
         return o.score_single
-    ref_score = score(ref) or 1.0
+    # an offer without a score runs at the reference's speed; an unscored reference at the median's
+    ref_score = score(ref) or statistics.median([score(o) for o in pool if score(o)] or [1.0])
     prior = min(settings.default_runtime_s, settings.target_s)
     runtime, scores = {}, {}
     for o in pool:

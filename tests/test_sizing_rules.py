@@ -232,3 +232,13 @@ def test_run_remote_planning_keeps_the_floor_for_a_label_without_mem(tmp_path, l
     result = remote_plan(args, Context(SimpleNamespace(config=None, history=str(hist))), "J")
     assert result.plan.chosen.offer.memory_gib >= 76
     assert any("no memory was declared" in r for r in result.plan.reasons)
+
+
+def test_cold_start_with_an_unscored_cheapest_fit_does_not_make_the_others_look_instant():
+    unscored = offer("new.xlarge", vcpu=4, mem=16, price=0.05, market=SPOT, single=0.0, multi=0.0)
+    a = offer("a.xlarge", vcpu=4, mem=16, price=0.10, market=SPOT, single=1000)
+    b = offer("b.xlarge", vcpu=4, mem=16, price=0.20, market=SPOT, single=1000)
+    p = plan("ec2", table=[unscored, a, b], timeout_s=7200)
+    d = {c.offer.instance_type: c.duration_s for c in p.candidates}
+    assert d == {"new.xlarge": 3600, "a.xlarge": 3600, "b.xlarge": 3600}
+    assert p.chosen.offer.instance_type == "new.xlarge"
