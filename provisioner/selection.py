@@ -25,7 +25,7 @@ HOURS_PER_MONTH = 730.0
 SCALED_MARGIN = 0.25
 EBS_GP3_USD_PER_GIB_MONTH = 0.08
 MIN_BILLED_S = 60
-COLD_NEAR_TIE = 0.02         # without history, predicted costs this close count as equal
+NEAR_TIE = 0.02              # predictions this close count as equal (costs cold, runtimes in a fallback)
 TOP_CANDIDATES = 10          # a plan keeps the chosen offer and its runners-up
 MAX_POOLS = 256              # narrowed offer lists a `pools` memo keeps (references, ~12 KB each)
 
@@ -321,13 +321,14 @@ def _rank(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gib: fl
                            f"need a {SCALED_MARGIN:.0%} margin).")
         if meet:
             return _cheapest(meet, rt, boot_s, disk_gib, keep), reasons
-        reasons.append("No offer is predicted to meet the runtime target: choosing the fastest.")
-        return _fastest(rows, rt, boot_s, disk_gib, keep), reasons
+        reasons.append("No offer is predicted to meet the runtime target: choosing the fastest "
+                       f"(the cheapest of those within {NEAR_TIE:.0%} of it).")
+        return _fastest_fallback(rows, rt, boot_s, disk_gib, keep), reasons
     feasible = rt.within(settings.timeout_s)
     if not feasible:
         reasons.append(f"No offer is predicted to finish within the timeout of {settings.timeout_s:.0f}s: "
-                       "choosing the fastest.")
-        return _fastest(rows, rt, boot_s, disk_gib, keep), reasons
+                       f"choosing the fastest (the cheapest of those within {NEAR_TIE:.0%} of it).")
+        return _fastest_fallback(rows, rt, boot_s, disk_gib, keep), reasons
     feasible_rows = _of_types(rows, feasible)
     if len(feasible_rows) < len(rows):
         reasons.append(f"{len(rows) - len(feasible_rows)} offers dropped: predicted to exceed the timeout.")
@@ -341,7 +342,7 @@ def _rank_cold(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gi
     """Ranking on the cold-start prior: nothing is dropped for a deadline on an invented runtime.
 
     `fastest` sorts by the prior. Otherwise the cheapest predicted cost wins, except that among
-    the offers within COLD_NEAR_TIE of it the cheapest per hour is chosen: scores disagree by
+    the offers within NEAR_TIE of it the cheapest per hour is chosen: scores disagree by
     more than that, so a small predicted saving on a dearer type is noise, and the cheaper hour
     is the one a job of unknown shape cannot lose on.
     """
@@ -351,12 +352,12 @@ def _rank_cold(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gi
     costed = [(o, lo[o.instance_type], True, expected_cost(o, lo[o.instance_type], settings.boot_s, disk_gib))
               for o in rows]
     best = min(r[3] for r in costed)
-    near = [r for r in costed if r[3] <= best * (1 + COLD_NEAR_TIE) + 1e-12]
+    near = [r for r in costed if r[3] <= best * (1 + NEAR_TIE) + 1e-12]
     chosen = min(near, key=lambda r: (r[0].price, *_by_cost(r)))
     rest = heapq.nsmallest(keep - 1, [r for r in costed if r is not chosen], key=_by_cost)
     reasons = []
     if round(chosen[3], 9) > round(best, 9):
-        reasons.append(f"{len(near)} offers within {COLD_NEAR_TIE:.0%} of the lowest predicted cost "
+        reasons.append(f"{len(near)} offers within {NEAR_TIE:.0%} of the lowest predicted cost "
                        f"(${best:.4f}): the cheapest per hour is chosen.")
     return [chosen, *rest], reasons
 
@@ -371,6 +372,19 @@ def _fastest(rows: list[Offer], rt: _Runtimes, boot_s: float, disk_gib: float, k
     d, measured = rt.lo, rt.measured
     best = heapq.nsmallest(keep, [(o, d[o.instance_type]) for o in rows], key=_by_speed)
     return [(o, t, o.instance_type in measured, expected_cost(o, t, boot_s, disk_gib)) for o, t in best]
+
+
+def _fastest_fallback(rows: list[Offer], rt: _Runtimes, boot_s: float, disk_gib: float, keep: int) -> list[Row]:
+    """`_fastest`, except that the offer chosen is the cheapest of those within NEAR_TIE of the
+    fastest runtime: when nothing meets the deadline, 0.2% of predicted speed must not buy a
+    type ten times the price."""
+    top = _fastest(rows, rt, boot_s, disk_gib, keep)
+    limit = top[0][1] * (1 + NEAR_TIE) + 1e-9
+    d = rt.lo
+    near = [(o, d[o.instance_type], o.instance_type in rt.measured) for o in rows if d[o.instance_type] <= limit]
+    chosen = min(((o, t, m, expected_cost(o, t, boot_s, disk_gib)) for o, t, m in near), key=_by_cost)
+    rest = [r for r in top if r[0] != chosen[0]]
+    return [chosen, *rest[:keep - 1]]
 
 
 def _cheapest(rows: list[Offer], rt: _Runtimes, boot_s: float, disk_gib: float, keep: int) -> list[Row]:

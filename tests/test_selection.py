@@ -247,12 +247,17 @@ def _every_offer_ranked(table, req, est, settings):
         best = min(c.cost_usd for c in cands)
         chosen = min((c for c in cands if c.cost_usd <= best * 1.02 + 1e-12), key=lambda c: (c.offer.price, *by_cost(c)))
         return [chosen] + sorted((c for c in cands if c is not chosen), key=by_cost)[:9], None
+    def fallback():     # the fastest, but the cheapest of those within 2% of its runtime is chosen
+        fast = sorted(cands, key=by_speed)[:10]
+        chosen = min((c for c in cands if c.duration_s <= fast[0].duration_s * 1.02 + 1e-9), key=by_cost)
+        return [chosen] + [c for c in fast if c.offer != chosen.offer][:9]
+
     feasible = [c for c in cands if c.deadline_s <= settings.timeout_s]
     if settings.policy == "deadline":
         meet = [c for c in feasible if c.deadline_s <= settings.target_s]
-        return sorted(meet, key=by_cost)[:10] if meet else sorted(cands, key=by_speed)[:10], len(cands) - len(meet)
+        return sorted(meet, key=by_cost)[:10] if meet else fallback(), len(cands) - len(meet)
     if not feasible:
-        return sorted(cands, key=by_speed)[:10], None
+        return fallback(), None
     key = by_cost if settings.policy == "cheapest" else by_speed
     return sorted(feasible, key=key)[:10], len(cands) - len(feasible)
 

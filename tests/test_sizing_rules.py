@@ -242,3 +242,17 @@ def test_cold_start_with_an_unscored_cheapest_fit_does_not_make_the_others_look_
     d = {c.offer.instance_type: c.duration_s for c in p.candidates}
     assert d == {"new.xlarge": 3600, "a.xlarge": 3600, "b.xlarge": 3600}
     assert p.chosen.offer.instance_type == "new.xlarge"
+
+
+def test_when_nothing_meets_the_target_a_hair_of_speed_does_not_buy_a_type_ten_times_the_price():
+    small = offer("i7ie.xlarge", vcpu=4, mem=32, price=0.15, single=1000, multi=3600)
+    big = offer("i7ie.12xlarge", vcpu=48, mem=384, price=1.50, single=1002, multi=43300)
+    runs = [run("slow", i, instance_type="m5.large", duration=10000, cpu_avg=100, cpu_max=100, vcpu=2)
+            for i in range(3)]
+    req = Requirements.parse("ec2")
+    est = estimate(runs, lambda t, r: M2 if t == "m5.large" else None, req.vcpu)
+    for policy in ("deadline", "cheapest"):
+        p = select([small, big], req, est, PlanSettings(timeout_s=3600, policy=policy))
+        assert p.chosen.offer.instance_type == "i7ie.xlarge", policy
+        assert [c.offer.instance_type for c in p.candidates] == ["i7ie.xlarge", "i7ie.12xlarge"]
+        assert any("choosing the fastest (the cheapest of those within 2% of it)" in r for r in p.reasons)
