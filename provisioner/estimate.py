@@ -24,6 +24,9 @@ MEM_OVERHEAD_GIB = 0.5       # the agent, Docker and the OS beside the job
 OUTLIER_MADS = 3.0
 OUTLIER_MIN_RATIO = 1.5
 CROSS_TYPE_MIN_RATIO = 2.5
+# A record can only be believed if its type could have shown it: sampling jitters a little around
+# the limits, a forged or corrupted record does not stay near them.
+PLAUSIBLE_SLACK = 1.05
 BOUND_SLACK = 1e-9           # relative widening of runtime bounds (rounding is ~1e-15)
 
 
@@ -67,6 +70,8 @@ class Estimate:
     cpu_peak_pct: float | None = None
     parallel: bool = False                 # did the job use more than one vCPU on average?
     ignored: int = 0                       # runs whose type is unknown to the catalog
+    implausible: tuple[str, ...] = ()      # "run_id: why" of records not believed (left out entirely)
+    oom_peak_gib: float | None = None      # 1.5x the highest peak of an OOM-killed run
 
     def runtime_on(self, offer: Offer) -> tuple[float, bool] | None:
         """Predicted seconds on this offer's type, and whether runs on that type measured it."""
@@ -185,7 +190,19 @@ def reduce_run(record: dict, offer: Offer, declared_vcpu: float | None) -> RunWo
 
 def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | None],
              declared_vcpu: float | None = None) -> Estimate:
-    """Summarise a job's history. `lookup(type, region)` gives the catalog offer of a past run."""
+    """Summarise a job's history. `lookup(type, region)` gives the catalog offer of a past run.
+
+    Records no machine of their type could have produced (a memory peak above the type's memory,
+    CPU use above its vCPUs) are left out and named in `implausible`."""
+    believed, implausible = [], []
+    for r in records:
+        why = implausibility(r, lookup(r.get("instance_type") or "", r.get("region"))
+                             if r.get("instance_type") else None)
+        if why:
+            implausible.append(f"{r.get('run_id')}: {why}")
+        else:
+            believed.append(r)
+    records = believed
     ok = [r for r in records if succeeded(r)]
     works, ignored = [], 0
     for r in ok:
@@ -201,7 +218,8 @@ def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | No
 
     peaks = [r["mem_max_bytes"] / GIB for r in ok if r.get("mem_max_bytes")]
     # A run killed for memory needed more than it had: half again on top of what it reached.
-    peaks += [r["mem_max_bytes"] * 1.5 / GIB for r in records if r.get("oom_killed") and r.get("mem_max_bytes")]
+    oom = [r["mem_max_bytes"] * 1.5 / GIB for r in records if r.get("oom_killed") and r.get("mem_max_bytes")]
+    peaks += oom
     cpu_peaks = [r["cpu_max_pct"] for r in ok if r.get("cpu_max_pct") is not None]
     avgs = [r["cpu_avg_pct"] for r in ok if r.get("cpu_avg_pct") is not None]
     useful = None
@@ -212,7 +230,27 @@ def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | No
         mem_peak_gib=max(peaks) if peaks else None, useful_vcpu=useful,
         mem_peaks=tuple(r["mem_max_bytes"] / GIB for r in ok if r.get("mem_max_bytes")),
         cpu_peak_pct=max(cpu_peaks) if cpu_peaks else None,
-        parallel=bool(avgs) and statistics.median(avgs) > 150, ignored=ignored)
+        parallel=bool(avgs) and statistics.median(avgs) > 150, ignored=ignored,
+        implausible=tuple(implausible), oom_peak_gib=max(oom) if oom else None)
+
+
+def implausibility(record: dict, offer: Offer | None) -> str | None:
+    """Why a record cannot be true on its instance type (its catalog offer), or None.
+
+    Without a known type, only the CPU use against the record's own vCPU count can be checked."""
+    vcpu = offer.vcpu if offer is not None else record.get("vcpu")
+    where = f"{offer.instance_type}'s" if offer is not None else "its"
+    peak = record.get("mem_max_bytes")
+    if offer is not None and _number(peak) and peak / GIB > offer.memory_gib * PLAUSIBLE_SLACK:
+        return f"peak {peak / GIB:.0f} GiB above {where} {offer.memory_gib:g} GiB"
+    cpu = max((v for v in (record.get("cpu_max_pct"), record.get("cpu_avg_pct")) if _number(v)), default=None)
+    if _number(vcpu) and vcpu > 0 and cpu is not None and cpu > vcpu * 100 * PLAUSIBLE_SLACK:
+        return f"CPU {cpu:.0f}% above {where} {vcpu:g} vCPUs"
+    return None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _split_outliers(works: list[RunWork]) -> tuple[list[RunWork], list[RunWork]]:

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import heapq
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from provisioner.catalog.model import SPOT, Offer
 from provisioner.errors import NoOfferError
-from provisioner.estimate import Estimate, memory_floor
+from provisioner.estimate import Estimate
 from provisioner.requirements import Requirements, Sizing, always_true
+from provisioner.sizing import autotune, implausible_reason
 from provisioner.units import format_duration, format_gib
 
 HOURS_PER_MONTH = 730.0
 # A runtime scaled from other types by CPU score must fit the target with this much to spare:
 # benchmark suites disagree by 10-30% on the same pair of types, more across CPU vendors.
 SCALED_MARGIN = 0.25
-MIN_MEM_HEADROOM = 0.1
 EBS_GP3_USD_PER_GIB_MONTH = 0.08
 MIN_BILLED_S = 60
+NEAR_TIE = 0.02              # predictions this close count as equal (costs cold, runtimes in a fallback)
 TOP_CANDIDATES = 10          # a plan keeps the chosen offer and its runners-up
 MAX_POOLS = 256              # narrowed offer lists a `pools` memo keeps (references, ~12 KB each)
 
@@ -112,42 +114,6 @@ def expected_cost(offer: Offer, duration_s: float, boot_s: float, disk_gib: floa
     return cost
 
 
-def autotune(req: Requirements, est: Estimate, settings: PlanSettings) -> tuple[Sizing | None, dict | None, list[str]]:
-    """Sizing floors from history, when allowed (>= N successful runs, not exact, not disabled)."""
-    reasons: list[str] = []
-    if req.exact or not settings.autotune:
-        return None, None, ["Autotune off: the declared vCPU and memory are kept as hard limits."]
-    if est.runs < settings.autotune_min_runs:
-        if est.runs:
-            reasons.append(f"Autotune needs {settings.autotune_min_runs} successful runs; the job has "
-                           f"{est.runs}: the declared requirements are kept.")
-        return None, None, reasons
-    vcpu = est.useful_vcpu
-    # Steady peaks earn a smaller headroom (3 standard deviations, at least 10%), never above the setting.
-    spread = est.mem_spread()
-    headroom = settings.mem_headroom if spread is None else min(settings.mem_headroom,
-                                                                 max(MIN_MEM_HEADROOM, 3 * spread))
-    mem = memory_floor(est.mem_peak_gib, headroom) if est.mem_peak_gib else None
-    if vcpu is None and mem is None:
-        return None, None, ["History has no CPU or memory samples: nothing to autotune."]
-    if vcpu is not None:
-        peak = f"peak {est.cpu_peak_pct:.0f}%" if est.cpu_peak_pct is not None else "no samples"
-        reasons.append(f"Autotuned vCPU: {vcpu} (declared {_fmt(req.vcpu)}; useful vCPUs from CPU use, {peak}); "
-                       "fewer are considered where the runtime model says they meet the target.")
-    if mem is not None:
-        reasons.append(f"Autotuned memory: {format_gib(mem)} (declared {_fmt(req.mem_gib, ' GiB')}; "
-                       f"peak {format_gib(round(est.mem_peak_gib, 2))} + {headroom:.0%} headroom "
-                       f"+ 0.5 GiB).")
-    auto = {"vcpu": vcpu, "memory_gib": mem, "from_runs": est.runs}
-    # The vCPU count is not a floor: the runtime model already slows a type down to the vCPUs it
-    # has, and the deadline drops what would be too slow; a floor would only cost money.
-    return Sizing(vcpu=1 if vcpu is not None else None, mem_gib=mem), auto, reasons
-
-
-def _fmt(v: float | None, unit: str = "") -> str:
-    return "nothing" if v is None else f"{v:g}{unit}"
-
-
 def _narrow(offers: list[Offer], req: Requirements, sizing: Sizing | None, settings: PlanSettings,
             blocked: frozenset) -> list[Offer]:
     """Apply every filter in order; NoOfferError names the step that left nothing."""
@@ -165,6 +131,7 @@ def _narrow(offers: list[Offer], req: Requirements, sizing: Sizing | None, setti
         if not kept:
             raise NoOfferError(f"no offer satisfies {desc!r} ({len(pool)} offers before it)", desc)
         pool = kept
+    pool = _memory_floor(pool, sizing)
     if not req.conjunctive:  # free plain atoms: each conjunct alone may have used another truth value
         whole = req.matcher(sizing)
         pool = [o for o in pool if whole(o)]
@@ -190,12 +157,25 @@ def _narrow(offers: list[Offer], req: Requirements, sizing: Sizing | None, setti
     return pool
 
 
+def _memory_floor(pool: list[Offer], sizing: Sizing | None) -> list[Offer]:
+    """The memory floor from history holds for every offer, whatever the label says about memory."""
+    floor = sizing.mem_gib if sizing is not None else None
+    if floor is None:
+        return pool
+    kept = [o for o in pool if o.memory_gib >= floor]
+    if not kept:
+        raise NoOfferError(f"no offer has the memory floor from history, {format_gib(floor)} "
+                           f"({len(pool)} offers before it)", f"mem>={floor:g} (history)")
+    return kept
+
+
 def _narrowed(offers: list[Offer], req: Requirements, sizing: Sizing | None, settings: PlanSettings,
               blocked: frozenset, pools: dict | None) -> list[Offer]:
     """`_narrow`, memoized in `pools` by everything it reads (failures are not kept)."""
     if pools is None:
         return _narrow(offers, req, sizing, settings, blocked)
-    key = (req.key, req.sizing_used(sizing), None if req.mentions_region else settings.regions,
+    key = (req.key, req.sizing_used(sizing), sizing.mem_gib if sizing else None,
+           None if req.mentions_region else settings.regions,
            (settings.allow_burstable, settings.allow_previous_generation),
            blocked, settings.max_price)
     pool = pools.get(key)
@@ -207,23 +187,28 @@ def _narrowed(offers: list[Offer], req: Requirements, sizing: Sizing | None, set
 
 
 def _no_history_runtimes(pool: list[Offer], req: Requirements, settings: PlanSettings) -> tuple[dict[str, float], dict[str, float], list[str]]:
-    """1 h on the cheapest offer that fits, scaled by CPU score, capped at the target."""
+    """The cold-start prior: min(default runtime, runtime target) on the cheapest offer that meets
+    the declaration, scaled to every other offer by CPU score (not capped: a faster type finishes
+    sooner, a slower one later)."""
     ref = min(pool, key=lambda o: (o.price, o.instance_type))
     threads = int(req.vcpu or 1)
     def score(o: Offer) -> float:
         if threads > 1:  # all-core throughput of the vCPUs the job asked for
             return o.score_multi * min(threads, o.vcpu) / o.vcpu
         return o.score_single
-    ref_score = score(ref) or 1.0
+    # an offer without a score runs at the reference's speed; an unscored reference at the median's
+    ref_score = score(ref) or statistics.median([score(o) for o in pool if score(o)] or [1.0])
+    prior = min(settings.default_runtime_s, settings.target_s)
     runtime, scores = {}, {}
     for o in pool:
         s = score(o) or ref_score
         scores[o.instance_type] = s
-        runtime[o.instance_type] = min(settings.default_runtime_s * ref_score / s, settings.target_s)
-    kind = "all-core" if threads > 1 else "single-core"
-    reasons = [f"No history: assuming {format_duration(settings.default_runtime_s)} on the cheapest "
-               f"offer that fits ({ref.instance_type} {ref.market}), scaled by {kind} score, capped at "
-               f"the runtime target."]
+        runtime[o.instance_type] = prior * ref_score / s
+    kind = f"all-core score of the {threads} vCPUs asked for" if threads > 1 else "single-core score"
+    reasons = [f"No history: assuming min({format_duration(settings.default_runtime_s)}, runtime target "
+               f"{settings.target_s:.0f}s) = {prior:.0f}s on the cheapest offer that meets the declaration "
+               f"({ref.instance_type} {ref.market} at ${ref.price:.4f}/h), scaled to other offers by {kind}; "
+               "no offer is dropped for the deadline on this assumption."]
     return runtime, scores, reasons
 
 
@@ -235,6 +220,8 @@ def select(offers: list[Offer], req: Requirements, est: Estimate, settings: Plan
     calls: the daemon plans the same few labels for many jobs.
     """
     sizing, auto, reasons = autotune(req, est, settings)
+    if est.implausible:
+        reasons.insert(0, implausible_reason(est.implausible))
     pool = _narrowed(offers, req, sizing, settings, blocked, pools)
     disk = req.disk_gib or settings.disk_gib
     if est.works:
@@ -247,7 +234,7 @@ def select(offers: list[Offer], req: Requirements, est: Estimate, settings: Plan
                        f"{work / settings.target_s:.0f} ({kind} weighted).")
     else:
         runtime, scores, more = _no_history_runtimes(pool, req, settings)
-        runtimes = _Runtimes.exact(runtime)   # already capped at the target: measured
+        runtimes = _Runtimes.exact(runtime)   # a prior, not a measurement: never checked against the deadline
         score = scores.__getitem__
         reasons.extend(more)
 
@@ -255,7 +242,10 @@ def select(offers: list[Offer], req: Requirements, est: Estimate, settings: Plan
         [o for o in pool if o.instance_type in runtimes.lo]
     if not rows:
         raise NoOfferError("no offer that fits has a CPU score to predict the runtime", "cpu score")
-    top, more = _rank(rows, runtimes, settings, disk)
+    if est.works:
+        top, more = _rank(rows, runtimes, settings, disk)
+    else:
+        top, more = _rank_cold(rows, runtimes, settings, disk)
     reasons.extend(more)
     ranked = [Candidate(o, d, cost, score(o.instance_type), m) for o, d, m, cost in top]
     chosen = ranked[0]
@@ -336,19 +326,45 @@ def _rank(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gib: fl
                            f"need a {SCALED_MARGIN:.0%} margin).")
         if meet:
             return _cheapest(meet, rt, boot_s, disk_gib, keep), reasons
-        reasons.append("No offer is predicted to meet the runtime target: choosing the fastest.")
-        return _fastest(rows, rt, boot_s, disk_gib, keep), reasons
+        reasons.append("No offer is predicted to meet the runtime target: choosing the fastest "
+                       f"(the cheapest of those within {NEAR_TIE:.0%} of it).")
+        return _fastest_fallback(rows, rt, boot_s, disk_gib, keep), reasons
     feasible = rt.within(settings.timeout_s)
     if not feasible:
         reasons.append(f"No offer is predicted to finish within the timeout of {settings.timeout_s:.0f}s: "
-                       "choosing the fastest.")
-        return _fastest(rows, rt, boot_s, disk_gib, keep), reasons
+                       f"choosing the fastest (the cheapest of those within {NEAR_TIE:.0%} of it).")
+        return _fastest_fallback(rows, rt, boot_s, disk_gib, keep), reasons
     feasible_rows = _of_types(rows, feasible)
     if len(feasible_rows) < len(rows):
         reasons.append(f"{len(rows) - len(feasible_rows)} offers dropped: predicted to exceed the timeout.")
     if settings.policy == "cheapest":
         return _cheapest(feasible_rows, rt, boot_s, disk_gib, keep), reasons
     return _fastest(feasible_rows, rt, boot_s, disk_gib, keep), reasons
+
+
+def _rank_cold(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gib: float,
+               keep: int = TOP_CANDIDATES) -> tuple[list[Row], list[str]]:
+    """Ranking on the cold-start prior: nothing is dropped for a deadline on an invented runtime.
+
+    `fastest` sorts by the prior. Otherwise the cheapest predicted cost wins, except that among
+    the offers within NEAR_TIE of it the cheapest per hour is chosen: scores disagree by
+    more than that, so a small predicted saving on a dearer type is noise, and the cheaper hour
+    is the one a job of unknown shape cannot lose on.
+    """
+    if settings.policy == "fastest":
+        return _fastest(rows, rt, settings.boot_s, disk_gib, keep), []
+    lo = rt.lo
+    costed = [(o, lo[o.instance_type], True, expected_cost(o, lo[o.instance_type], settings.boot_s, disk_gib))
+              for o in rows]
+    best = min(r[3] for r in costed)
+    near = [r for r in costed if r[3] <= best * (1 + NEAR_TIE) + 1e-12]
+    chosen = min(near, key=lambda r: (r[0].price, *_by_cost(r)))
+    rest = heapq.nsmallest(keep - 1, [r for r in costed if r is not chosen], key=_by_cost)
+    reasons = []
+    if round(chosen[3], 9) > round(best, 9):
+        reasons.append(f"{len(near)} offers within {NEAR_TIE:.0%} of the lowest predicted cost "
+                       f"(${best:.4f}): the cheapest per hour is chosen.")
+    return [chosen, *rest], reasons
 
 
 def _of_types(rows: list[Offer], types: set[str]) -> list[Offer]:
@@ -361,6 +377,19 @@ def _fastest(rows: list[Offer], rt: _Runtimes, boot_s: float, disk_gib: float, k
     d, measured = rt.lo, rt.measured
     best = heapq.nsmallest(keep, [(o, d[o.instance_type]) for o in rows], key=_by_speed)
     return [(o, t, o.instance_type in measured, expected_cost(o, t, boot_s, disk_gib)) for o, t in best]
+
+
+def _fastest_fallback(rows: list[Offer], rt: _Runtimes, boot_s: float, disk_gib: float, keep: int) -> list[Row]:
+    """`_fastest`, except that the offer chosen is the cheapest of those within NEAR_TIE of the
+    fastest runtime: when nothing meets the deadline, 0.2% of predicted speed must not buy a
+    type ten times the price."""
+    top = _fastest(rows, rt, boot_s, disk_gib, keep)
+    limit = top[0][1] * (1 + NEAR_TIE) + 1e-9
+    d = rt.lo
+    near = [(o, d[o.instance_type], o.instance_type in rt.measured) for o in rows if d[o.instance_type] <= limit]
+    chosen = min(((o, t, m, expected_cost(o, t, boot_s, disk_gib)) for o, t, m in near), key=_by_cost)
+    rest = [r for r in top if r[0] != chosen[0]]
+    return [chosen, *rest[:keep - 1]]
 
 
 def _cheapest(rows: list[Offer], rt: _Runtimes, boot_s: float, disk_gib: float, keep: int) -> list[Row]:
@@ -419,4 +448,3 @@ def _history_reason(est: Estimate) -> str:
     if est.ignored:
         text += f" {est.ignored} runs on types unknown to the catalog ignored."
     return text
-

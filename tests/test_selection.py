@@ -63,9 +63,12 @@ def test_no_history_single_vcpu_request_scales_by_single_core_score():
     assert p.chosen.duration_s == pytest.approx(1800)
 
 
-def test_no_history_is_capped_at_the_runtime_target():
+def test_no_history_prior_is_the_runtime_target_when_under_an_hour_and_not_capped():
+    # (was: every runtime capped at the target; now the prior alone is, and it scales freely)
     p = plan("ec2 && vcpu=2", timeout_s=1800)
-    assert all(c.duration_s <= 1440 for c in p.candidates)
+    by_type = {(c.offer.instance_type, c.offer.market): c.duration_s for c in p.candidates}
+    assert by_type[("m5.large", "on-demand")] == pytest.approx(1440)     # the cheapest fit
+    assert by_type[("c7i.2xlarge", "on-demand")] == pytest.approx(1440 / 2)
 
 
 def test_policies_rank_by_their_objective_and_ties_break_by_price_then_name():
@@ -238,12 +241,23 @@ def _every_offer_ranked(table, req, est, settings):
     def by_speed(c):
         return (round(c.duration_s, 6), c.offer.price, c.offer.instance_type, c.offer.region, c.offer.market)
 
+    if not est.works:   # the cold-start prior: nothing dropped; the cheaper hour within 2% of the best cost
+        if settings.policy == "fastest":
+            return sorted(cands, key=by_speed)[:10], None
+        best = min(c.cost_usd for c in cands)
+        chosen = min((c for c in cands if c.cost_usd <= best * 1.02 + 1e-12), key=lambda c: (c.offer.price, *by_cost(c)))
+        return [chosen] + sorted((c for c in cands if c is not chosen), key=by_cost)[:9], None
+    def fallback():     # the fastest, but the cheapest of those within 2% of its runtime is chosen
+        fast = sorted(cands, key=by_speed)[:10]
+        chosen = min((c for c in cands if c.duration_s <= fast[0].duration_s * 1.02 + 1e-9), key=by_cost)
+        return [chosen] + [c for c in fast if c.offer != chosen.offer][:9]
+
     feasible = [c for c in cands if c.deadline_s <= settings.timeout_s]
     if settings.policy == "deadline":
         meet = [c for c in feasible if c.deadline_s <= settings.target_s]
-        return sorted(meet, key=by_cost)[:10] if meet else sorted(cands, key=by_speed)[:10], len(cands) - len(meet)
+        return sorted(meet, key=by_cost)[:10] if meet else fallback(), len(cands) - len(meet)
     if not feasible:
-        return sorted(cands, key=by_speed)[:10], None
+        return fallback(), None
     key = by_cost if settings.policy == "cheapest" else by_speed
     return sorted(feasible, key=key)[:10], len(cands) - len(feasible)
 
@@ -297,9 +311,10 @@ def test_pools_memo_gives_the_same_plans_and_is_shared_across_jobs():
             est = estimate(runs, lookup, req.vcpu)
             for settings in (PlanSettings(), PlanSettings(policy="cheapest", max_price=0.5)):
                 assert select(TABLE, req, est, settings, pools=pools) == select(TABLE, req, est, settings)
-    # a label without mem= narrows alike for every memory floor: one pool per label and settings
+    # the memory floor applies to a label without mem= too (it used not to): one pool per label,
+    # floor and settings
     keys = [k for k in pools if k[0] == Requirements.parse("ec2 && vcpu=8").key]
-    assert len(keys) == 4      # (autotuned or declared sizing) x the two settings
+    assert len(keys) == 8      # (three floors or the declared sizing) x the two settings
 
 
 @pytest.mark.parametrize("runs", [0, 5], ids=["no-history", "history"])

@@ -74,7 +74,8 @@ def test_config_regions_and_timeout_apply(cli, tmp_path):
     out = cli("plan", "--json", env={"PROVISIONER_CONFIG": str(cfg)})
     plan = json.loads(out.stdout)
     assert plan["region"] == "us-west-2"
-    assert all(c["predicted_duration_s"] <= 5760 for c in plan["candidates"])
+    # no history: the prior is min(1 h, the 2 h timeout's 5760 s target) on the cheapest fit
+    assert any("min(1h, runtime target 5760s) = 3600s" in r for r in plan["reasons"])
 
 
 def test_plan_keeps_to_defaults_arch_and_the_configured_images(cli, tmp_path):

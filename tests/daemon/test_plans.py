@@ -34,10 +34,10 @@ def test_plans_for_many_jobs_equal_planning_each_alone_and_share_the_offers_that
             continue
         assert plans[key] == alone and plans[key].intent == intent
     pools = planner._pools[id(planner.regional)]
-    # 'vcpu=2' narrows alike for every job (the memory floor is not its key), 'mem=8' once per job's
-    # floor (2, 3, 4.5, 5.5 GiB), and a failure is not kept
+    # the memory floor from history applies with or without mem= in the label: each label narrows
+    # once per job's floor (2, 3, 4.5, 5.5 GiB), and a failure is not kept
     by_label = [sum(1 for k in pools if k[0] == planner.intent(label).requirements.key) for label in labels]
-    assert by_label == [1, 4, 0]
+    assert by_label == [4, 4, 0]
 
 
 def test_the_daemon_plans_only_defaults_arch_where_the_config_has_images():

@@ -116,7 +116,7 @@ def test_run_remote_prints_the_plans_reasons_before_starting(remote):
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Starting "))
     before = lines[:start]
-    assert any("Autotuned" in line and "declared 64 GiB" in line for line in before), out
+    assert any("Autotuned memory" in line and "declared mem=64" in line for line in before), out
     assert f"Requirements: {label}" in before
 
 

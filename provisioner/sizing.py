@@ -1,0 +1,91 @@
+"""Sizing from history (pure): the memory floor that replaces or adds a memory requirement, and
+the reasons a plan gives for it.
+
+With autotune on (no `exact`, no --no-autotune) and at least `autotune_min_runs` successful runs,
+the memory floor from history (peak x (1 + headroom) + 0.5 GiB; an OOM-killed run counts as 1.5x
+its peak) replaces a declared `mem=`, lower or higher, and applies just the same where none is
+declared. vCPUs are the runtime model's matter: with history the declared `vcpu=` is not a floor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from provisioner.estimate import Estimate, memory_floor
+from provisioner.requirements import Requirements, Sizing
+from provisioner.units import format_gib
+
+if TYPE_CHECKING:
+    from provisioner.selection import PlanSettings
+
+MIN_MEM_HEADROOM = 0.1
+
+
+def autotune(req: Requirements, est: Estimate, settings: PlanSettings) -> tuple[Sizing | None, dict | None, list[str]]:
+    """Sizing from history, when allowed (>= N successful runs, not exact, not disabled).
+
+    The memory floor from history replaces a declared `mem=` (lower or higher) and applies as much
+    when none is declared. vCPUs are no floor: the runtime model slows a type down to the vCPUs it
+    has and the deadline drops what would be too slow (Sizing.vcpu = 1 lifts a declared `vcpu=`).
+    """
+    if req.exact or not settings.autotune:
+        return None, None, ["Autotune off: the declared vCPU and memory are kept as hard limits; "
+                            "no memory floor from history."]
+    if est.runs < settings.autotune_min_runs:
+        reasons = []
+        if est.runs:
+            reasons.append(f"Autotune needs {settings.autotune_min_runs} successful runs; the job has "
+                           f"{est.runs}: the declared requirements are kept, no memory floor from history.")
+        return None, None, reasons
+    vcpu = est.useful_vcpu
+    # Steady peaks earn a smaller headroom (3 standard deviations, at least 10%), never above the setting.
+    spread = est.mem_spread()
+    headroom = settings.mem_headroom if spread is None else min(settings.mem_headroom,
+                                                                 max(MIN_MEM_HEADROOM, 3 * spread))
+    mem = memory_floor(est.mem_peak_gib, headroom) if est.mem_peak_gib else None
+    reasons = [_vcpu_reason(req, est), _memory_reason(req, est, mem, headroom)]
+    auto = {"vcpu": vcpu, "memory_gib": mem, "from_runs": est.runs}
+    return Sizing(vcpu=1, mem_gib=mem), auto, reasons
+
+
+def _vcpu_reason(req: Requirements, est: Estimate) -> str:
+    if est.useful_vcpu is None:
+        return (f"vCPUs: no CPU samples in history; the runtime model assumes the job uses "
+                f"{f'{req.vcpu:g} vCPUs' if req.vcpu else 'every vCPU'} (the declared vcpu= is not a floor "
+                "with history).")
+    peak = f"peak {est.cpu_peak_pct:.0f}%" if est.cpu_peak_pct is not None else "no samples"
+    return (f"Autotuned vCPU: {est.useful_vcpu} (declared {_fmt(req.vcpu)}; useful vCPUs from CPU use, {peak}); "
+            "not a floor: fewer are considered where the runtime model says they meet the target.")
+
+
+def _memory_reason(req: Requirements, est: Estimate, mem: float | None, headroom: float) -> str:
+    declared = req.mem_gib
+    if mem is None:
+        kept = f"the declared mem={declared:g} is kept" if declared is not None else "no memory floor"
+        return f"History has no memory samples: {kept}."
+    peak = est.mem_peak_gib or 0.0
+    if est.oom_peak_gib is not None and est.oom_peak_gib >= peak:
+        basis = f"1.5x the {est.oom_peak_gib / 1.5:.2f} GiB an OOM-killed run reached = {est.oom_peak_gib:.2f} GiB"
+    else:
+        basis = f"peak {peak:.2f} GiB over {est.runs} successful runs"
+    if declared is None:
+        rule = "applies although no memory was declared"
+    elif declared < mem:
+        rule = f"raises the declared mem={declared:g}"
+    elif declared > mem:
+        rule = f"lowers the declared mem={declared:g}"
+    else:
+        rule = f"equals the declared mem={declared:g}"
+    return (f"Autotuned memory: {format_gib(mem)}, the memory floor from history ({basis} + {headroom:.0%} "
+            f"headroom + 0.5 GiB), {rule}.")
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    return "nothing" if v is None else f"{v:g}{unit}"
+
+
+def implausible_reason(implausible: tuple[str, ...], shown: int = 5) -> str:
+    more = f"; and {len(implausible) - shown} more" if len(implausible) > shown else ""
+    n = len(implausible)
+    return (f"Ignored {n} implausible record{'s' if n != 1 else ''} (no machine of their type could have shown "
+            f"them): {'; '.join(implausible[:shown])}{more}.")

@@ -1,0 +1,258 @@
+"""The sizing rules a plan applies: the memory floor from history, honest cold starts, and records
+the planner refuses to believe. Inline tables, plus the real catalog for the cold-start property."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from provisioner.catalog import load_catalog
+from provisioner.catalog.model import SPOT
+from provisioner.estimate import estimate, memory_floor
+from provisioner.requirements import Requirements
+from provisioner.selection import PlanSettings, _narrow, _no_history_runtimes, expected_cost, select
+from tests.factories import offer, run
+
+# Small, cheap types first; big memory costs more. Spot twins make the market matter.
+C1 = offer("c7g.medium", vcpu=1, mem=2, price=0.036, single=1100, multi=1000)
+M2 = offer("m7i.large", vcpu=2, mem=8, price=0.10, single=1500, multi=2800)
+R4 = offer("r7i.xlarge", vcpu=4, mem=32, price=0.26, single=1500, multi=5600)
+R8 = offer("r7i.2xlarge", vcpu=8, mem=64, price=0.53, single=1500, multi=11200)
+R16 = offer("r7i.4xlarge", vcpu=16, mem=128, price=1.06, single=1500, multi=22400)
+X16 = offer("x2iedn.xlarge", vcpu=4, mem=128, price=0.83, single=1400, multi=5000)
+C1S = offer("c7g.medium", vcpu=1, mem=2, price=0.012, market=SPOT, single=1100, multi=1000)
+R8S = offer("r7i.2xlarge", vcpu=8, mem=64, price=0.17, market=SPOT, single=1500, multi=11200)
+R16S = offer("r7i.4xlarge", vcpu=16, mem=128, price=0.35, market=SPOT, single=1500, multi=22400)
+TABLE = [C1, M2, R4, R8, R16, X16, C1S, R8S, R16S]
+ON_DEMAND = {o.instance_type: o for o in TABLE if o.market == "on-demand"}
+
+
+def lookup(instance_type, region):
+    return ON_DEMAND.get(instance_type)
+
+
+def big_job(n=4, peak=62.7, **extra):
+    """A job that peaked at `peak` GiB, run on r7i.4xlarge (128 GiB)."""
+    return [run("big", i, instance_type="r7i.4xlarge", duration=300, cpu_avg=100, cpu_max=100,
+                mem_gib=peak - 0.1 * (i % 2), vcpu=16, **extra) for i in range(n)]
+
+
+def plan(label=None, runs=(), filters=(), table=TABLE, **settings):
+    req = Requirements.parse(label, list(filters))
+    return select(table, req, estimate(list(runs), lookup, req.vcpu), PlanSettings(**settings))
+
+
+# ---- the memory floor from history --------------------------------------------------------------
+
+@pytest.mark.parametrize("label,filters", [(None, ()), ("ec2", ()), ("ec2 && spot", ()),
+                                           ("ec2 && vcpu=1", ()), (None, ("vcpu>=1",))],
+                         ids=["job-alone", "ec2", "ec2-spot", "vcpu-only", "filter-without-mem"])
+def test_memory_floor_from_history_applies_when_no_memory_is_declared(label, filters):
+    floor = memory_floor(62.7, 0.2)
+    p = plan(label, big_job(), filters, timeout_s=600)
+    assert p.autotuned["memory_gib"] == floor == 76
+    assert p.chosen.offer.memory_gib >= floor, p.chosen.offer
+    assert all(c.offer.memory_gib >= floor for c in p.candidates)
+    assert any(r.startswith("Autotuned memory: 76 GiB") and "no memory was declared" in r for r in p.reasons)
+
+
+@pytest.mark.parametrize("declared", [16, 512], ids=["lower", "higher"])
+def test_memory_floor_replaces_a_declared_mem_lower_or_higher(declared):
+    p = plan(f"ec2 && mem={declared}", big_job(peak=40), timeout_s=600)
+    floor = memory_floor(40, 0.2)
+    assert p.chosen.offer.memory_gib >= floor
+    assert p.chosen.offer.instance_type == "r7i.2xlarge"       # 64 GiB: neither 16 nor 512
+    word = "raises" if declared < floor else "lowers"
+    assert any(f"{word} the declared mem={declared}" in r for r in p.reasons), p.reasons
+
+
+def test_oom_killed_runs_keep_raising_the_floor_without_a_declaration():
+    runs = big_job(peak=20) + [run("big", 9, instance_type="r7i.xlarge", exit_code=137, oom_killed=True,
+                                   mem_gib=31.8, vcpu=4)]
+    p = plan("ec2", runs, timeout_s=600)
+    assert p.autotuned["memory_gib"] == memory_floor(31.8 * 1.5, 0.2)
+    assert p.chosen.offer.memory_gib >= 31.8 * 1.5
+    assert any("OOM-killed" in r for r in p.reasons)
+
+
+def test_vcpu_is_not_a_floor_with_history_but_is_without():
+    runs = big_job(peak=1)
+    assert plan("ec2 && vcpu=16", runs).chosen.offer.vcpu < 16
+    assert plan("ec2 && vcpu=16").chosen.offer.vcpu >= 16
+    assert plan("ec2 && vcpu=16 && exact", runs).chosen.offer.vcpu >= 16
+
+
+def test_no_floor_with_autotune_off_or_too_few_runs():
+    assert plan("ec2", big_job(n=2), timeout_s=600).chosen.offer.memory_gib < 62.7
+    off = plan("ec2", big_job(), timeout_s=600, autotune=False)
+    assert off.autotuned is None and off.chosen.offer.memory_gib < 62.7
+    assert any("no memory floor from history" in r for r in off.reasons)
+
+
+def test_a_floor_above_every_offer_names_itself():
+    from provisioner.errors import NoOfferError
+    with pytest.raises(NoOfferError) as info:
+        plan("ec2", big_job(peak=100), table=[C1, M2, R4, R8, R8S])
+    assert "memory floor from history" in str(info.value) and info.value.constraint == "mem>=120.5 (history)"
+
+
+def test_plan_with_job_alone_on_the_real_catalog_keeps_the_floor(cli, tmp_path):
+    hist = tmp_path / "h.sqlite3"
+    records = [run("J", i, instance_type="r5.4xlarge", duration=200, cpu_avg=100, cpu_max=100,
+                   mem_gib=62.7, vcpu=16) for i in range(4)]
+    (tmp_path / "h.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    assert cli("history", "import", str(tmp_path / "h.jsonl"), "--history", str(hist)).returncode == 0
+    for extra in ([], ["--label", "ec2"], ["--label", "ec2 && spot"]):
+        out = cli("plan", "--job", "J", "--timeout", "10m", "--history", str(hist), "--json", *extra)
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+        assert got["memory_gib"] >= 76, (extra, got["instance_type"], got["memory_gib"])
+        assert any("no memory was declared" in r for r in got["reasons"])
+
+
+# ---- implausible records --------------------------------------------------------------------------
+
+def test_implausible_records_are_ignored_and_named():
+    forged = [run("big", 20 + i, instance_type="m7i.large", mem_gib=2048, vcpu=2) for i in range(3)]
+    busy = [run("big", 30, instance_type="m7i.large", cpu_avg=1500, cpu_max=1600, mem_gib=1, vcpu=2)]
+    runs = big_job(peak=3) + forged + busy
+    est = estimate(runs, lookup)
+    assert est.runs == 4 and est.mem_peak_gib == pytest.approx(3)
+    assert [i.split(":")[0] for i in est.implausible] == ["big-20", "big-21", "big-22", "big-30"]
+    p = plan("ec2", runs)
+    assert p.autotuned["memory_gib"] == memory_floor(3, 0.2)
+    line = next(r for r in p.reasons if r.startswith("Ignored 4 implausible records"))
+    assert "big-20: peak 2048 GiB above m7i.large's 8 GiB" in line
+    assert "big-30: CPU 1600% above m7i.large's 2 vCPUs" in line
+
+
+def test_implausible_records_alone_leave_a_cold_start():
+    forged = [run("victim", i, instance_type="m7i.large", mem_gib=2048, vcpu=2) for i in range(3)]
+    p = plan("ec2", forged)
+    assert p.autotuned is None and p.chosen.offer.memory_gib < 64
+    assert any(r.startswith("Ignored 3 implausible records") for r in p.reasons)
+
+
+# ---- cold starts ----------------------------------------------------------------------------------
+
+COLD = [offer("c6g.4xlarge", vcpu=16, mem=32, price=0.1772, market=SPOT, single=1000, multi=14000),
+        offer("c8g.4xlarge", vcpu=16, mem=32, price=0.2272, market=SPOT, single=1400, multi=20000),
+        offer("c6i.16xlarge", vcpu=64, mem=128, price=0.60, market=SPOT, single=1300, multi=70000),
+        offer("m5zn.metal", vcpu=48, mem=192, price=0.50, market=SPOT, single=1700, multi=60000),
+        offer("c6g.4xlarge", vcpu=16, mem=32, price=0.544, single=1000, multi=14000)]
+
+
+def test_cold_start_prior_is_the_runtime_target_on_the_cheapest_fit_scaled_not_capped():
+    p = plan("ec2 && vcpu=16", table=COLD, timeout_s=600)       # target 480 s < 1 h
+    d = {(c.offer.instance_type, c.offer.market): c.duration_s for c in p.candidates}
+    assert d[("c6g.4xlarge", "spot")] == pytest.approx(480)
+    assert d[("c8g.4xlarge", "spot")] == pytest.approx(480 * 14000 / 20000)
+    # 16 of 64 vCPUs: all-core score per vCPU times the 16 asked for
+    assert d[("c6i.16xlarge", "spot")] == pytest.approx(480 * 14000 / (70000 * 16 / 64))
+    assert any("min(1h, runtime target 480s)" in r for r in p.reasons)
+
+
+def test_cold_start_drops_nothing_for_the_deadline():
+    slow = offer("m4.4xlarge", vcpu=16, mem=64, price=0.30, market=SPOT, single=500, multi=5000)
+    p = plan("ec2 && vcpu=16", table=COLD + [slow], timeout_s=600)
+    assert not any("offers dropped" in r for r in p.reasons)
+    assert "m4.4xlarge" in {c.offer.instance_type for c in p.candidates}
+    assert all("No offer is predicted" not in r for r in p.reasons)
+
+
+def test_cold_start_prefers_the_cheaper_hourly_price_within_two_percent():
+    a = offer("a.xlarge", vcpu=4, mem=16, price=0.100, market=SPOT, single=1000, interruption=0.03)
+    b = offer("b.xlarge", vcpu=4, mem=16, price=0.105, market=SPOT, single=1060, interruption=0.03)
+    p = plan("ec2 && vcpu=2", table=[a, b], timeout_s=7200)
+    costs = {c.offer.instance_type: c.cost_usd for c in p.candidates}
+    assert costs["b.xlarge"] < costs["a.xlarge"] <= costs["b.xlarge"] * 1.02
+    assert p.chosen.offer.instance_type == "a.xlarge"
+    assert any("within 2%" in r for r in p.reasons)
+    c = offer("c.xlarge", vcpu=4, mem=16, price=0.105, market=SPOT, single=1300, interruption=0.03)
+    assert plan("ec2 && vcpu=2", table=[a, c], timeout_s=7200).chosen.offer.instance_type == "c.xlarge"
+
+
+def test_cold_start_on_a_16_thread_request_does_not_buy_a_metal_type_on_noise():
+    p = plan("ec2 && vcpu=16", table=COLD, timeout_s=600)
+    assert p.chosen.offer.vcpu == 16
+
+
+LABELS = ["ec2", "ec2 && vcpu=2", "ec2 && vcpu=4 && mem=16", "ec2 && vcpu=16", "ec2 && mem=64",
+          "ec2 && vcpu=8 && spot", "ec2 && vcpu=8 && ondemand", "ec2 && family=c7i", "ec2 && arch=arm64 && vcpu=4",
+          "ec2 && (vcpu=32 || mem=256)", "ec2 && !spot && vcpu=2", "ec2 && type=m5.*", "ec2 && vcpu=64 && mem=512",
+          "ec2 && gpu=1", "ec2 && disk=200 && vcpu=4"]
+FILTERS = [(), ("vcpu>=4",), ("memory>=32", "vcpu>=2"), ("vcpu<=4",), ("memory<=16",)]
+
+
+@pytest.fixture(scope="module")
+def real_offers():
+    return load_catalog().offers
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cold_start_never_costs_more_than_the_cheapest_declared_fit_of_its_market(real_offers, seed):
+    rng = random.Random(seed)
+    for _ in range(12):
+        label, filters = rng.choice(LABELS), rng.choice(FILTERS)
+        timeout = rng.choice([300, 600, 1800, 3600, 7200, 6 * 3600, 48 * 3600])
+        settings = PlanSettings(timeout_s=timeout, policy=rng.choice(["deadline", "cheapest"]))
+        req = Requirements.parse(label, list(filters))
+        try:
+            p = select(real_offers, req, estimate([], lookup), settings)
+        except Exception as exc:   # an empty declaration is fine; nothing else is
+            assert type(exc).__name__ == "NoOfferError", (label, filters, exc)
+            continue
+        pool = _narrow(real_offers, req, None, settings, frozenset())
+        runtime, _, _ = _no_history_runtimes(pool, req, settings)
+        chosen = p.chosen
+        same = [o for o in pool if o.market == chosen.offer.market]
+        cheapest = min(same, key=lambda o: (o.price, o.instance_type))
+        fit_cost = expected_cost(cheapest, runtime[cheapest.instance_type], settings.boot_s,
+                                 req.disk_gib or settings.disk_gib)
+        assert chosen.cost_usd <= fit_cost * (1 + 1e-9), (label, filters, timeout, chosen.offer, cheapest)
+        assert not any("offers dropped" in r for r in p.reasons)
+
+
+@pytest.mark.parametrize("label", [None, "ec2", "ec2 && spot"], ids=["job-alone", "ec2", "ec2-spot"])
+def test_run_remote_planning_keeps_the_floor_for_a_label_without_mem(tmp_path, label):
+    from types import SimpleNamespace
+
+    from provisioner.agent.launcher import plan as remote_plan
+    from provisioner.cli.context import Context
+    from provisioner.history import open_store
+    hist = tmp_path / "h.sqlite3"
+    store = open_store(str(hist))
+    store.add_many(run("J", i, instance_type="r5.4xlarge", duration=200, cpu_avg=100, cpu_max=100,
+                       mem_gib=62.7, vcpu=16) for i in range(4))
+    store.close()
+    args = SimpleNamespace(label=label, filter=[], instance_type=None, timeout=600.0, policy=None, region=None,
+                           max_price=None, no_autotune=False)
+    result = remote_plan(args, Context(SimpleNamespace(config=None, history=str(hist))), "J")
+    assert result.plan.chosen.offer.memory_gib >= 76
+    assert any("no memory was declared" in r for r in result.plan.reasons)
+
+
+def test_cold_start_with_an_unscored_cheapest_fit_does_not_make_the_others_look_instant():
+    unscored = offer("new.xlarge", vcpu=4, mem=16, price=0.05, market=SPOT, single=0.0, multi=0.0)
+    a = offer("a.xlarge", vcpu=4, mem=16, price=0.10, market=SPOT, single=1000)
+    b = offer("b.xlarge", vcpu=4, mem=16, price=0.20, market=SPOT, single=1000)
+    p = plan("ec2", table=[unscored, a, b], timeout_s=7200)
+    d = {c.offer.instance_type: c.duration_s for c in p.candidates}
+    assert d == {"new.xlarge": 3600, "a.xlarge": 3600, "b.xlarge": 3600}
+    assert p.chosen.offer.instance_type == "new.xlarge"
+
+
+def test_when_nothing_meets_the_target_a_hair_of_speed_does_not_buy_a_type_ten_times_the_price():
+    small = offer("i7ie.xlarge", vcpu=4, mem=32, price=0.15, single=1000, multi=3600)
+    big = offer("i7ie.12xlarge", vcpu=48, mem=384, price=1.50, single=1002, multi=43300)
+    runs = [run("slow", i, instance_type="m5.large", duration=10000, cpu_avg=100, cpu_max=100, vcpu=2)
+            for i in range(3)]
+    req = Requirements.parse("ec2")
+    est = estimate(runs, lambda t, r: M2 if t == "m5.large" else None, req.vcpu)
+    for policy in ("deadline", "cheapest"):
+        p = select([small, big], req, est, PlanSettings(timeout_s=3600, policy=policy))
+        assert p.chosen.offer.instance_type == "i7ie.xlarge", policy
+        assert [c.offer.instance_type for c in p.candidates] == ["i7ie.xlarge", "i7ie.12xlarge"]
+        assert any("choosing the fastest (the cheapest of those within 2% of it)" in r for r in p.reasons)
