@@ -1,6 +1,12 @@
-# Shared by scripts/setup and scripts/test: idempotent steps that install and start what provisioner
-# and its tests need on a bare Debian machine. Each "start" records what it started so that
+# Shared by scripts/setup-and-run and scripts/test: idempotent steps that install and start what
+# provisioner, its demo and its tests need on a bare Debian 12 machine (scripts/check-bare-debian
+# proves it on a debootstrapped minimal root). Each "start" records what it started so that
 # cleanup stops only that.
+#
+# Debian packages, by step: python3 python3-venv (the .venv), docker.io (the engine), busybox-static
+# (the local test and demo images copy its static /usr/bin/busybox), default-jdk-headless (javac,
+# jar: the Jenkins emulator's agent.jar), packer, postgresql (tests), groovy default-jre-headless
+# junit4 (the Groovy suite). Everything else the scripts use is in Debian's essential set.
 STARTED_DOCKERD_PID=""
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -17,7 +23,11 @@ apt_install() {  # apt_install PKG... : install missing Debian packages (root on
 
 ensure_venv() {  # .venv with provisioner installed in editable mode (plus test extras if $1 = test)
   local extras=${1:-}
-  [ -x .venv/bin/python ] || python3 -m venv .venv
+  if [ ! -x .venv/bin/python ]; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    # Debian's python3 makes no venv (no ensurepip wheels) until python3-venv is installed
+    python3 -m venv .venv >/dev/null 2>&1 || { rm -rf .venv; apt_install python3-venv; python3 -m venv .venv; }
+  fi
   local spec=.
   [ -n "$extras" ] && spec=".[$extras]"
   .venv/bin/pip install -q --disable-pip-version-check -e "$spec"
@@ -37,6 +47,11 @@ ensure_docker() {  # reuse an engine that answers; else start one (and remember 
     STARTED_DOCKERD_PID=""
   done
   log "could not start dockerd (see /tmp/provisioner-dockerd.log)"; return 1
+}
+
+ensure_busybox() {  # tests/images builds the local job images from Debian's static busybox
+  [ -x /usr/bin/busybox ] && ! ldd /usr/bin/busybox >/dev/null 2>&1 && return 0
+  apt_install busybox-static
 }
 
 ensure_jdk() {  # javac + jar build the Jenkins emulator's stand-in agent.jar

@@ -69,6 +69,17 @@ def load_records(store, since: str | None, jobs: list[str] | None, location: str
     return records
 
 
+def _catalog(defaults: dict):
+    """The catalog that sizes and prices the types runs paid for; None (with a warning) if unreadable."""
+    from provisioner.catalog import load_catalog
+    try:
+        return load_catalog(score_source=defaults["score_source"],
+                            max_age_days=float(defaults["catalog_max_age_days"]))
+    except (ProvisionerError, OSError, ValueError) as exc:
+        print(f"report: no catalog ({exc}); right-sizing is against requests only", file=sys.stderr)
+        return None
+
+
 def run_report(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner.report import ReportOptions, build_report, parse_since
     from provisioner.report.aggregate import gc_paused
@@ -80,9 +91,16 @@ def run_report(args: argparse.Namespace, ctx: Context) -> int:
                             min_runs=int(defaults["autotune_min_runs"]))
     with ctx.open_history(create=False) as store, gc_paused():  # one dict per record, no cycles
         records = load_records(store, since, args.job, redact(ctx.history_location))
-    report = build_report(records, options)
-    note = (f"memory: peak x {1 + options.mem_headroom:g} + 0.5 GiB, rounded up; advice needs "
-            f"{options.min_runs} successful runs")
+    catalog = _catalog(defaults)
+    report = build_report(records, options, catalog)
+    if catalog is not None and (report["spot"]["ondemand_from_catalog"]
+                                or any(r["paid_vcpu"] is not None for r in report["rightsizing"])):
+        for warning in catalog.warnings:
+            print(warning, file=sys.stderr)
+    note = (f"as planned: memory = peak x (1 + {options.mem_headroom:.0%} headroom, or 3 standard "
+            f"deviations of 5+ steady peaks, at least 10%) + 0.5 GiB, rounded up; advice needs "
+            f"{options.min_runs} successful runs; types from the catalog, same region, market and "
+            "architecture")
     text = render(report, args.format, note)
     if args.plot:
         from provisioner.report.plot import write_plot

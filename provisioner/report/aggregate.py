@@ -10,7 +10,6 @@ sums, and the run is counted in `runs_without_cost` so a total that misses runs 
 from __future__ import annotations
 
 import gc
-import math
 import statistics
 from collections import defaultdict
 from contextlib import contextmanager
@@ -18,8 +17,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Iterable
 
-from provisioner.estimate import memory_floor
+from provisioner.catalog.model import ON_DEMAND, Catalog
 from provisioner.records import succeeded
+from provisioner.report.rightsizing import rightsizing
 
 GIB = 1024 ** 3
 
@@ -42,11 +42,20 @@ def run_cost(r: dict) -> float | None:
     return None
 
 
-def ondemand_cost(r: dict) -> float | None:
-    """What the run would have cost on demand: `ondemand_usd_per_hour` x duration."""
-    if r.get("ondemand_usd_per_hour") is None:
-        return None
-    return r["ondemand_usd_per_hour"] * r["duration_s"] / 3600
+def ondemand_cost(r: dict, catalog: Catalog | None = None) -> tuple[float | None, bool]:
+    """What the run would have cost on demand: `ondemand_usd_per_hour` x duration, else (with a
+    catalog) the catalog's on-demand price of its type and region; and whether the catalog priced it."""
+    if r.get("ondemand_usd_per_hour") is not None:
+        return r["ondemand_usd_per_hour"] * r["duration_s"] / 3600, False
+    if catalog is None or not r.get("instance_type"):
+        return None, False
+    region = r.get("region") or "us-east-1"
+    offer = catalog.find(r["instance_type"], region, ON_DEMAND)
+    hourly = offer.price if offer is not None else None
+    if hourly is None:
+        spot = catalog.find(r["instance_type"], region, "spot")
+        hourly = spot.ondemand_price if spot is not None else None
+    return (None, False) if hourly is None else (hourly * r["duration_s"] / 3600, True)
 
 
 def incident_kinds(r: dict) -> list[str]:
@@ -167,24 +176,26 @@ def weekly_costs(records: Iterable[dict]) -> list[dict]:
     return [{"week": w, "job": j, "runs": n, "cost_usd": _r(c)} for (w, j), (n, c) in sorted(acc.items())]
 
 
-def spot_savings(records: Iterable[dict]) -> dict:
+def spot_savings(records: Iterable[dict], catalog: Catalog | None = None) -> dict:
     """Spot runs priced both ways: paid (spot price x duration) against on-demand x duration.
 
-    Only spot runs that know both prices count; interrupted runs are included, since their cost is
-    part of what spot really cost.
+    The on-demand price is the record's, else the catalog's for the run's type and region (counted in
+    `ondemand_from_catalog`). Only spot runs with both prices count; interrupted runs are included,
+    since their cost is part of what spot really cost.
     """
     paid = ondemand = 0.0
-    runs = interrupted = 0
+    runs = interrupted = from_catalog = 0
     by_job: dict[str, list[float]] = {}
     for r in records:
         if r.get("market") != "spot":
             continue
-        od = ondemand_cost(r)
+        od, priced = ondemand_cost(r, catalog)
         cost = r["price_usd_per_hour"] * r["duration_s"] / 3600 if r.get("price_usd_per_hour") is not None \
             else run_cost(r)
         if od is None or cost is None:
             continue
         runs += 1
+        from_catalog += priced
         interrupted += bool(r.get("interrupted"))
         paid += cost
         ondemand += od
@@ -196,7 +207,8 @@ def spot_savings(records: Iterable[dict]) -> dict:
              "savings_usd": _r(o - p), "savings_pct": _r(100 * (o - p) / o, 1) if o else None}
             for job, (n, p, o) in by_job.items()]
     jobs.sort(key=lambda j: (-j["savings_usd"], j["job"]))
-    return {"runs": runs, "interrupted": interrupted, "spot_cost_usd": _r(paid),
+    return {"runs": runs, "interrupted": interrupted, "ondemand_from_catalog": from_catalog,
+            "spot_cost_usd": _r(paid),
             "ondemand_cost_usd": _r(ondemand), "savings_usd": _r(ondemand - paid),
             "savings_pct": _r(100 * (ondemand - paid) / ondemand, 1) if ondemand else None, "jobs": jobs}
 
@@ -215,61 +227,6 @@ def incidents(records: Iterable[dict], top: int) -> dict:
                            "instance_type": r.get("instance_type"), "market": r.get("market")})
     recent.sort(key=lambda i: (i["start"], i["run_id"]), reverse=True)
     return {"totals": totals, "recent": recent[:top]}
-
-
-def rightsizing(records: Iterable[dict], mem_headroom: float = 0.2, min_runs: int = 3) -> list[dict]:
-    """Requested against used, per job, with advice where the declaration is far from the use.
-
-    The rule is autotune's (provisioner.estimate): memory = peak of successful runs x (1 + headroom)
-    + 0.5 GiB, here rounded up to a whole GiB for a label; a run killed for memory counts as having
-    needed 1.5x what it reached. vCPUs = the median of the runs' CPU peaks in whole busy vCPUs
-    (100% = one), with 15 points of slack. Advice needs `min_runs` successful runs with samples; it
-    is given when the suggestion is below the request (money left on the table), or when memory is
-    above it (runs were killed for memory).
-    """
-    by_job: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        by_job[r["job"]].append(r)
-    rows = []
-    for job, runs in sorted(by_job.items()):
-        latest = runs[-1]  # oldest first: the newest declaration is the one to change
-        req_mem, req_vcpu = latest.get("requested_mem_gib"), latest.get("requested_vcpu")
-        if req_mem is None and req_vcpu is None:
-            continue
-        ok = [r for r in runs if succeeded(r)]
-        peaks = [r["mem_max_bytes"] / GIB for r in ok if r.get("mem_max_bytes")]
-        ooms = [r for r in runs if r.get("oom_killed")]
-        need = peaks + [r["mem_max_bytes"] * 1.5 / GIB for r in ooms if r.get("mem_max_bytes")]
-        cpu_peaks = [r["cpu_max_pct"] for r in ok if r.get("cpu_max_pct") is not None]
-        row = {"job": job, "runs": len(ok), "oom_kills": len(ooms),
-               "requested_mem_gib": req_mem, "peak_mem_gib": _r(max(peaks), 2) if peaks else None,
-               "suggested_mem_gib": None, "requested_vcpu": req_vcpu,
-               "peak_cpu_pct": _r(statistics.median(cpu_peaks), 1) if cpu_peaks else None,
-               "suggested_vcpu": None, "advice": []}
-        if len(ok) < min_runs:
-            row["advice"].append(f"job {job} has {len(ok)} successful runs; advice needs {min_runs}")
-            rows.append(row)
-            continue
-        if need:
-            mem = math.ceil(memory_floor(max(need), mem_headroom))
-            row["suggested_mem_gib"] = mem
-            if req_mem is not None and mem < req_mem:
-                counted = f" ({len(ooms)} OOM kill{'s' if len(ooms) > 1 else ''} counted at 1.5x " \
-                    "their peak)" if ooms else ""
-                row["advice"].append(f"job {job} asked for {req_mem:g} GiB and peaked at "
-                                     f"{max(peaks):.3g} GiB over {len(ok)} runs{counted}: use mem={mem}")
-            elif req_mem is not None and mem > req_mem and ooms:
-                row["advice"].append(f"job {job} asked for {req_mem:g} GiB and was OOM-killed in "
-                                     f"{len(ooms)} of {len(runs)} runs: use mem={mem}")
-        if cpu_peaks:
-            vcpu = max(1, math.ceil(max(statistics.median(cpu_peaks), 0) / 100 - 0.15))
-            row["suggested_vcpu"] = vcpu
-            if req_vcpu is not None and vcpu < req_vcpu:
-                row["advice"].append(f"job {job} asked for {req_vcpu:g} vCPUs and kept "
-                                     f"{row['peak_cpu_pct'] / 100:.2g} busy at its median peak over "
-                                     f"{len(ok)} runs: use vcpu={vcpu}")
-        rows.append(row)
-    return rows
 
 
 def totals(records: list[dict]) -> dict:
@@ -296,19 +253,23 @@ def gc_paused():
             gc.enable()
 
 
-def build_report(records: list[dict], options: ReportOptions = ReportOptions()) -> dict:
-    """Every section of the report over `records` (oldest first, as the store returns them)."""
+def build_report(records: list[dict], options: ReportOptions = ReportOptions(),
+                 catalog: Catalog | None = None) -> dict:
+    """Every section of the report over `records` (oldest first, as the store returns them).
+
+    The catalog (optional) sizes and prices the instance types the runs paid for: right-sizing
+    against the type where nothing was requested, and on-demand prices the records lack."""
     with gc_paused():
-        return _build_report(records, options)
+        return _build_report(records, options, catalog)
 
 
-def _build_report(records: list[dict], options: ReportOptions) -> dict:
+def _build_report(records: list[dict], options: ReportOptions, catalog: Catalog | None) -> dict:
     jobs = job_summaries(records)[:options.top]
     # Weekly rows for the ranked jobs only: jobs x weeks grows past reading quickly.
     shown = {j["job"] for j in jobs}
     weekly = [w for w in weekly_costs(records) if w["job"] in shown]
     return {"totals": totals(records), "jobs": jobs,
             "builds": top_builds(records, options.top), "memory": top_memory(records, options.top),
-            "weekly": weekly, "spot": spot_savings(records),
+            "weekly": weekly, "spot": spot_savings(records, catalog),
             "incidents": incidents(records, options.top),
-            "rightsizing": rightsizing(records, options.mem_headroom, options.min_runs)}
+            "rightsizing": rightsizing(records, options.mem_headroom, options.min_runs, catalog)}

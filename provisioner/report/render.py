@@ -88,7 +88,9 @@ def _spot_lines(s: dict) -> list[str]:
         return ["(no spot runs with both prices known)"]
     lines = [f"{s['runs']} spot runs ({s['interrupted']} interrupted): paid ${_money(s['spot_cost_usd'])}, "
              f"on demand ${_money(s['ondemand_cost_usd'])}, saved ${_money(s['savings_usd'])} "
-             f"({_num(s['savings_pct'])}%)"]
+             f"({_num(s['savings_pct'])}%)"
+             + (f"; on-demand prices of {s['ondemand_from_catalog']} runs from the catalog"
+                if s.get("ondemand_from_catalog") else "")]
     return lines + table(s["jobs"], [
         ("job", lambda r: r["job"], "<"), ("runs", lambda r: str(r["runs"]), ">"),
         ("paid $", lambda r: _money(r["spot_cost_usd"]), ">"),
@@ -111,14 +113,24 @@ def _incident_lines(i: dict) -> list[str]:
 
 def _rightsizing_lines(rows: list[dict]) -> list[str]:
     if not rows:
-        return ["(no runs record requested_vcpu or requested_mem_gib)"]
+        return ["(no job records a request or a known instance type, or has enough runs for advice)"]
     lines = table(rows, [
         ("job", lambda r: r["job"], "<"), ("runs", lambda r: str(r["runs"]), ">"),
-        ("mem asked", lambda r: _num(r["requested_mem_gib"]), ">"), ("peak", lambda r: _num(r["peak_mem_gib"]), ">"),
-        ("use", lambda r: _num(r["suggested_mem_gib"]), ">"), ("vcpu asked", lambda r: _num(r["requested_vcpu"]), ">"),
-        ("peak %", lambda r: _num(r["peak_cpu_pct"]), ">"), ("use", lambda r: _num(r["suggested_vcpu"]), ">")])
+        ("against", lambda r: {"requested": "asked", "paid": r["instance_type"]}.get(r["basis"], "-"), "<"),
+        ("mem", lambda r: _num(_basis(r, "mem")), ">"), ("peak", lambda r: _num(r["peak_mem_gib"]), ">"),
+        ("use", lambda r: _num(r["suggested_mem_gib"]), ">"), ("vcpu", lambda r: _num(_basis(r, "vcpu")), ">"),
+        ("peak %", lambda r: _num(r["peak_cpu_pct"]), ">"), ("use", lambda r: _num(r["suggested_vcpu"]), ">"),
+        ("fits", lambda r: r["suggested_type"] or "-", "<"),
+        ("saved $/run", lambda r: _money(r["saving_usd_per_run"]), ">")])
     advice = [a for r in rows for a in r["advice"]]
     return lines + ([""] + [f"- {a}" for a in advice] if advice else [])
+
+
+def _basis(r: dict, what: str) -> float | None:
+    """The size a job is measured against: what it asked for, else what its type has."""
+    if r["basis"] == "requested":
+        return r["requested_mem_gib"] if what == "mem" else r["requested_vcpu"]
+    return r["paid_mem_gib"] if what == "mem" else r["paid_vcpu"]
 
 
 # -- csv -------------------------------------------------------------------------------------------

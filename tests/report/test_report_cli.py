@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from provisioner.catalog import load_catalog
 from provisioner.history import open_store
 
 from tests.factories import run
@@ -32,7 +33,7 @@ def test_table_report_with_advice(cli, hist):
     out = cli("report", "--history", hist)
     assert out.returncode == 0, out.stderr
     assert "10 runs of 2 jobs from 2026-01-01T10:00:00Z to 2026-01-09T00:00:00Z" in out.stdout
-    assert "job build asked for 64 GiB and peaked at 9 GiB over 6 runs: use mem=12" in out.stdout
+    assert "job build asked for 64 GiB and peaked at 9 GiB over 6 runs: use mem=11" in out.stdout
     assert "job build asked for 8 vCPUs" in out.stdout and "use vcpu=2" in out.stdout
     assert "0 failed, 0 timed out, 1 OOM-killed, 0 interrupted" in out.stdout
 
@@ -79,3 +80,31 @@ def test_bad_stores_are_clear_messages(cli, tmp_path):
         assert out.returncode == 1, (path, out.stderr)
         assert message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "missing.sqlite3").exists()
+
+
+def test_rightsizing_against_the_type_paid_for_with_the_catalog(cli, tmp_path):
+    """No run recorded a request or an on-demand price: the catalog sizes and prices the type."""
+    path = str(tmp_path / "h.sqlite3")
+    records = [run("team/costly", n, instance_type="r5.8xlarge", market="spot", price_usd_per_hour=0.6,
+                   mem_gib=9, cpu_max=110, duration=1800) | {"start": f"2026-02-{1 + n:02d}T10:00:00Z"}
+               for n in range(10)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cli("history", "import", str(tmp_path / "in.jsonl"), "--history", path).returncode == 0
+
+    catalog = load_catalog()  # what the command reads too (same environment)
+    paid = catalog.find("r5.8xlarge", "us-east-1", "on-demand")
+    fits = [o for o in catalog.offers if o.region == "us-east-1" and o.market == "spot" and o.arch == "x86_64"
+            and not o.gpu_count and o.current_generation and not o.burstable and o.memory_gib >= 11]
+    best = min(fits, key=lambda o: o.price)
+
+    out = cli("report", "--history", path)
+    assert out.returncode == 0, out.stderr
+    assert (f"job team/costly ran on r5.8xlarge (32 vCPU, 256 GiB) and peaked at 1.1 vCPU and 9 GiB over "
+            f"10 runs: mem=11 would fit {best.instance_type} ({best.vcpu} vCPU, {best.memory_gib:g} GiB, "
+            f"${best.price:.4f}/h spot), saving ${(0.6 - best.price) / 2:.4f}/run") in out.stdout
+    assert "on-demand prices of 10 runs from the catalog" in out.stdout
+    data = json.loads(cli("report", "--history", path, "--json").stdout)
+    (row,) = data["rightsizing"]
+    assert (row["basis"], row["suggested_type"], row["paid_usd_per_hour"]) == ("paid", best.instance_type, 0.6)
+    assert data["spot"]["ondemand_cost_usd"] == pytest.approx(paid.price * 5)
+    assert data["spot"]["savings_usd"] == pytest.approx((paid.price - 0.6) * 5)
