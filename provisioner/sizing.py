@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 MIN_MEM_HEADROOM = 0.1
 
 
+def history_memory(est: Estimate, headroom: float) -> tuple[float | None, float]:
+    """(the memory floor from history in GiB, or None without memory samples; the headroom used):
+    steady peaks earn a smaller headroom (3 standard deviations, at least 10%), never above the
+    setting. The planner and the report's right-sizing both size memory by this rule."""
+    spread = est.mem_spread()
+    if spread is not None:
+        headroom = min(headroom, max(MIN_MEM_HEADROOM, 3 * spread))
+    return (memory_floor(est.mem_peak_gib, headroom) if est.mem_peak_gib else None), headroom
+
+
 def autotune(req: Requirements, est: Estimate, settings: PlanSettings) -> tuple[Sizing | None, dict | None, list[str]]:
     """Sizing from history, when allowed (>= N successful runs, not exact, not disabled).
 
@@ -38,11 +48,7 @@ def autotune(req: Requirements, est: Estimate, settings: PlanSettings) -> tuple[
                            f"{est.runs}: the declared requirements are kept, no memory floor from history.")
         return None, None, reasons
     vcpu = est.useful_vcpu
-    # Steady peaks earn a smaller headroom (3 standard deviations, at least 10%), never above the setting.
-    spread = est.mem_spread()
-    headroom = settings.mem_headroom if spread is None else min(settings.mem_headroom,
-                                                                 max(MIN_MEM_HEADROOM, 3 * spread))
-    mem = memory_floor(est.mem_peak_gib, headroom) if est.mem_peak_gib else None
+    mem, headroom = history_memory(est, settings.mem_headroom)
     reasons = [_vcpu_reason(req, est), _memory_reason(req, est, mem, headroom)]
     auto = {"vcpu": vcpu, "memory_gib": mem, "from_runs": est.runs}
     return Sizing(vcpu=1, mem_gib=mem), auto, reasons

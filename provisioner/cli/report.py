@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="table (default), json (one object) or csv (long format: section,job,build,"
                         "week,metric,value)")
     p.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
-    p.add_argument("--plot", metavar="FILE.svg", help="also draw cost over time, one line per job, as SVG")
+    p.add_argument("--plot", metavar="FILE.svg|FILE.png",
+                   help="also draw cost over time, one line per job (SVG or PNG, by the extension)")
     p.add_argument("--top", type=_positive_int, default=10, metavar="N",
                    help="rows in each ranked section and lines in the plot (default 10)")
     p.set_defaults(func=run_report)

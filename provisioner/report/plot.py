@@ -1,13 +1,16 @@
-"""`report --plot FILE.svg`: cost over time, one line per job, drawn by matplotlib (Agg, no display).
+"""`report --plot FILE.svg|FILE.png`: cost over time, one line per job, drawn by matplotlib (Agg,
+no display); the format follows the file's extension.
 
-The series are computed by a pure function (`cost_series`) and only drawn here. Each job's line is
-an SVG group with id `series-<job>`, so a test (or a person) can find the lines in the file.
+The series are computed by pure functions (`cost_series`, `with_gaps`) and only drawn here. A day
+(or week) without runs is a gap in its job's line, not a straight line to the next run. Each job's
+line is an SVG group with id `series-<job>`, so a test (or a person) can find the lines in the file.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from datetime import date
+from datetime import date, timedelta
 
 from provisioner.errors import UsageError
 from provisioner.report.aggregate import run_cost, week_of
@@ -37,10 +40,28 @@ def cost_series(records: list[dict], top: int) -> tuple[str, dict[str, list[tupl
     return bucket, {job: sorted(sums[job].items()) for job in order}
 
 
+FORMATS = ("svg", "png")
+
+
+def with_gaps(points: list[tuple[str, float]], bucket: str) -> list[tuple[str, float | None]]:
+    """The points with None for every day (or week) between them that has no runs: drawn as a gap."""
+    if not points:
+        return []
+    step = timedelta(days=7 if bucket == "week" else 1)
+    have = dict(points)
+    day, last = date.fromisoformat(points[0][0]), date.fromisoformat(points[-1][0])
+    out: list[tuple[str, float | None]] = []
+    while day <= last:
+        out.append((day.isoformat(), have.get(day.isoformat())))
+        day += step
+    return out
+
+
 def write_plot(records: list[dict], path: str, top: int = 10, title: str = "Cost per job") -> int:
-    """Draw the SVG at `path`; returns the number of series drawn."""
-    if not path.lower().endswith(".svg"):
-        raise UsageError(f"--plot {path}: the plot is an SVG file; name it FILE.svg")
+    """Draw the plot at `path` (SVG or PNG, by its extension); returns the number of series drawn."""
+    fmt = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    if fmt not in FORMATS:
+        raise UsageError(f"--plot {path}: name the file FILE.svg or FILE.png (the extension sets the format)")
     import matplotlib
     matplotlib.use("Agg")  # no display on CI machines and servers
     from matplotlib import pyplot as plt
@@ -52,8 +73,10 @@ def write_plot(records: list[dict], path: str, top: int = 10, title: str = "Cost
     fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
     try:
         for job, points in series.items():
-            xs = [date.fromisoformat(d) for d, _ in points]
-            (line,) = ax.plot(xs, [c for _, c in points], marker="o", markersize=3, linewidth=1.2, label=job)
+            full = with_gaps(points, bucket)
+            xs = [date.fromisoformat(d) for d, _ in full]
+            ys = [math.nan if c is None else c for _, c in full]     # NaN breaks the line
+            (line,) = ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=job)
             line.set_gid(f"series-{job}")
         locator = AutoDateLocator()
         ax.xaxis.set_major_locator(locator)
@@ -64,7 +87,10 @@ def write_plot(records: list[dict], path: str, top: int = 10, title: str = "Cost
         if series:
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
         try:
-            fig.savefig(path, format="svg", metadata={"Date": None})
+            if fmt == "svg":
+                fig.savefig(path, format="svg", metadata={"Date": None})
+            else:
+                fig.savefig(path, format="png", dpi=120, metadata={"Software": None})
         except OSError as exc:
             raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     finally:

@@ -22,21 +22,16 @@ from collections import defaultdict
 from typing import Iterable
 
 from provisioner.catalog.model import ON_DEMAND, Catalog, Offer
-from provisioner.estimate import Estimate, estimate, memory_floor
+from provisioner.estimate import Estimate, estimate
 from provisioner.records import succeeded
-from provisioner.selection import MIN_MEM_HEADROOM
+from provisioner.sizing import history_memory
 
 DEFAULT_REGION = "us-east-1"
 
 
 def planner_memory_gib(est: Estimate, headroom: float) -> float | None:
-    """The planner's memory floor for a job's estimate (selection.autotune's rule), in GiB."""
-    if not est.mem_peak_gib:
-        return None
-    spread = est.mem_spread()
-    if spread is not None:  # steady peaks earn a smaller headroom, never above the setting
-        headroom = min(headroom, max(MIN_MEM_HEADROOM, 3 * spread))
-    return memory_floor(est.mem_peak_gib, headroom)
+    """The planner's memory floor for a job's estimate (sizing.history_memory's rule), in GiB."""
+    return history_memory(est, headroom)[0]
 
 
 class CheapestFit:

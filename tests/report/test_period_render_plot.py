@@ -13,7 +13,7 @@ import pytest
 from provisioner.errors import UsageError
 from provisioner.report.aggregate import ReportOptions, build_report
 from provisioner.report.period import parse_since
-from provisioner.report.plot import OTHER, cost_series, write_plot
+from provisioner.report.plot import OTHER, cost_series, with_gaps, write_plot
 from provisioner.report.render import CSV_COLUMNS, render
 from tests.factories import run
 
@@ -87,6 +87,24 @@ def test_plot_draws_one_series_per_job(tmp_path):
     assert "deploy &lt;prod&gt;" in path.read_text() or "deploy <prod>" not in path.read_text()
 
 
-def test_plot_wants_an_svg_name(tmp_path):
-    with pytest.raises(UsageError, match="SVG"):
-        write_plot([run()], str(tmp_path / "x.png"))
+def test_plot_format_follows_the_extension(tmp_path):
+    records = [run("a", n, cost_usd=1.0 + n) | {"start": f"2026-01-{1 + n:02d}T10:00:00Z"} for n in range(3)]
+    assert write_plot(records, str(tmp_path / "x.png")) == 1
+    assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for bad in ("x.pdf", "x"):
+        with pytest.raises(UsageError, match="FILE.svg or FILE.png"):
+            write_plot(records, str(tmp_path / bad))
+
+
+def test_days_without_runs_are_gaps_not_lines(tmp_path):
+    records = [run("a", 1, cost_usd=1.0) | {"start": "2026-01-01T10:00:00Z"},
+               run("a", 2, cost_usd=2.0) | {"start": "2026-01-02T10:00:00Z"},
+               run("a", 3, cost_usd=3.0) | {"start": "2026-01-06T10:00:00Z"}]
+    bucket, series = cost_series(records, top=5)
+    assert with_gaps(series["a"], bucket) == [("2026-01-01", 1.0), ("2026-01-02", 2.0), ("2026-01-03", None),
+                                              ("2026-01-04", None), ("2026-01-05", None), ("2026-01-06", 3.0)]
+    path = tmp_path / "gaps.svg"
+    write_plot(records, str(path))
+    group = next(g for g in ET.parse(path).getroot().iter(f"{SVG}g") if g.get("id") == "series-a")
+    line = group.find(f"{SVG}path").get("d")
+    assert line.count("M ") == 2            # two pieces: Jan 1-2, then Jan 6 alone

@@ -57,8 +57,8 @@ def test_json_csv_since_job_top_and_plot(cli, hist, tmp_path):
     (["--since", "2030-01-01"], 1, "no runs since 2030-01-01T00:00:00Z"),
     (["--since", "last tuesday"], 2, "bad --since"),
     (["--top", "0"], 2, "must be at least 1"),
-    (["--plot", "x.png"], 2, "name it FILE.svg"),
-], ids=["unknown-job", "empty-period", "bad-since", "bad-top", "plot-not-svg"])
+    (["--plot", "x.pdf"], 2, "name the file FILE.svg or FILE.png"),
+], ids=["unknown-job", "empty-period", "bad-since", "bad-top", "plot-not-svg-or-png"])
 def test_bad_input_is_a_clear_message(cli, hist, args, code, message):
     out = cli("report", "--history", hist, *args)
     assert out.returncode == code and message in out.stderr and "Traceback" not in out.stderr
