@@ -57,6 +57,7 @@ class Response:
     ctype: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     close: bool = False
+    unread: Request | None = None          # answered from the head: its body is still on the wire
 
 
 class App(Protocol):
@@ -136,6 +137,8 @@ class Server:
                 if resp is None:
                     break
                 await self._write(writer, resp)
+                if resp.unread is not None and not await _drop_body(reader, resp.unread, self.limits):
+                    resp.close = True
                 if resp.close:
                     await _linger(reader, writer)
                     break
@@ -168,15 +171,9 @@ class Server:
             return error(r.code, r.message)
         answer = self.app.head(req)
         if answer is not None:
-            if _declares_body(req.headers):                 # read and dropped if small, else closed
-                try:
-                    async with asyncio.timeout(lim.body_timeout_s):
-                        await _body(reader, req, lim.max_body_bytes)
-                except _Refuse as r:
-                    answer.close = answer.close or not r.keep
-                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-                    answer.close = True
             answer.close = answer.close or not keep
+            if _declares_body(req.headers) and not answer.close:
+                answer.unread = req                         # after the answer: dropped, or closed
             return answer
         try:
             async with asyncio.timeout(lim.body_timeout_s):
@@ -207,6 +204,19 @@ class Server:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + resp.body)
         async with asyncio.timeout(self.limits.body_timeout_s):
             await writer.drain()
+
+
+async def _drop_body(reader: asyncio.StreamReader, req: Request, lim: Limits) -> bool:
+    """Read and drop the body of a request answered from its head; False: close the connection
+    (a body over the cap, a broken or slow one)."""
+    try:
+        async with asyncio.timeout(lim.body_timeout_s):
+            await _body(reader, req, lim.max_body_bytes)
+        return True
+    except _Refuse as r:
+        return r.keep
+    except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+        return False
 
 
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
