@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import socket
@@ -62,11 +63,20 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Attack:
-    def __init__(self, host: str, port: int, token: str, rng: random.Random):
+    """The attackers' threads, run in a process of their own (`attack_process`), so that their
+    work never delays this process' /healthz probes: the figures are the daemon's."""
+
+    def __init__(self, host: str, port: int, token: str, rng: random.Random, stop, sent):
         self.host, self.port, self.token, self.rng = host, port, token, rng
-        self.stop = threading.Event()
+        self.stop = stop
         self.threads: list[threading.Thread] = []
-        self.sent = 0
+        self._sent = sent
+        self.block = bytes(rng.getrandbits(8) for _ in range(4096)) * 256          # 1 MiB
+        self.chunk = b"%x\r\n%s\r\n" % (len(self.block), self.block)
+
+    @property
+    def sent(self) -> int:
+        return self._sent.value
 
     def _sock(self) -> socket.socket:
         return socket.create_connection((self.host, self.port), timeout=30)
@@ -92,16 +102,17 @@ class Attack:
 
     def big_body(self, head: bytes, total: int = 300 * MIB, chunked: bool = False) -> None:
         def run() -> None:
-            block = bytes(self.rng.getrandbits(8) for _ in range(4096)) * 256        # 1 MiB
+            data = self.chunk if chunked else self.block
             while not self.stop.is_set():
                 try:
                     with self._sock() as s:
                         s.sendall(head)
                         sent = 0
                         while sent < total and not self.stop.is_set():
-                            s.sendall(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
-                            sent += len(block)
-                            self.sent += len(block)
+                            s.sendall(data)
+                            sent += len(self.block)
+                            with self._sent.get_lock():
+                                self._sent.value += len(self.block)
                 except OSError:
                     pass                                 # refused and closed: try again
         self._spawn(run)
@@ -111,10 +122,19 @@ class Attack:
         t.start()
         self.threads.append(t)
 
-    def end(self) -> None:
-        self.stop.set()
+    def join(self) -> None:
         for t in self.threads:
             t.join(timeout=30)
+
+
+def attack_process(host: str, port: int, token: str, seed: int, stop, sent) -> None:
+    attack = Attack(host, port, token, random.Random(seed), stop, sent)
+    attack.slowloris(40)
+    attack.big_body(head(None, Content_Length=str(300 * MIB)))
+    attack.big_body(head(None, Transfer_Encoding="chunked"), chunked=True)
+    attack.big_body(head(token, Transfer_Encoding="chunked"), chunked=True)
+    attack.big_body(head(token, Content_Length="-1"))
+    attack.join()
 
 
 def head(token: str | None, **headers: str) -> bytes:
@@ -162,7 +182,9 @@ def main() -> int:
             probe(url + "/healthz", 50, session)                          # warm up
             idle_rss = server.memory_info().rss
             idle = probe(url + "/healthz", args.probes, session)
-            attack = Attack(host, port, info["token"], rng)
+            stop, sent = multiprocessing.Event(), multiprocessing.Value("q", 0)
+            attacker = multiprocessing.Process(target=attack_process, daemon=True,
+                                               args=(host, port, info["token"], rng.randrange(2 ** 31), stop, sent))
             peak = [idle_rss]
             sampling = threading.Event()
 
@@ -171,25 +193,23 @@ def main() -> int:
                     peak[0] = max(peak[0], server.memory_info().rss)
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            attack.slowloris(40)
-            attack.big_body(head(None, Content_Length=str(300 * MIB)))
-            attack.big_body(head(None, Transfer_Encoding="chunked"), chunked=True)
-            attack.big_body(head(info["token"], Transfer_Encoding="chunked"), chunked=True)
-            attack.big_body(head(info["token"], Content_Length="-1"))
-            time.sleep(1.0)                                                # the attack is under way
+            attacker.start()
+            time.sleep(1.5)                                                # the attack is under way
             started = time.monotonic()
             busy: list[float] = []
             while len(busy) < args.probes or time.monotonic() - started < args.min_attack_s:
                 busy += probe(url + "/healthz", 20, session)
-            attack.end()
+            attack_s = time.monotonic() - started
+            stop.set()
+            attacker.join(timeout=60)
             sampling.set()
             sampler.join()
             growth = (peak[0] - idle_rss) / 1e6
             print(f"idle:   RSS {idle_rss / 1e6:.1f} MB, /healthz p50 {pct(idle, 50) * 1e3:.2f} ms "
                   f"p99 {pct(idle, 99) * 1e3:.2f} ms ({len(idle)} probes)")
             print(f"attack: 40 slowloris + 300 MiB bodies (no token: Content-Length and chunked; token: "
-                  f"chunked and Content-Length -1), {attack.sent / MIB:.0f} MiB sent in "
-                  f"{time.monotonic() - started:.1f} s")
+                  f"chunked and Content-Length -1), {sent.value / MIB:.0f} MiB offered in "
+                  f"{attack_s:.1f} s")
             print(f"attack: RSS peak {peak[0] / 1e6:.1f} MB, growth {growth:.1f} MB (target < 20 MB); "
                   f"/healthz p50 {pct(busy, 50) * 1e3:.2f} ms p99 {pct(busy, 99) * 1e3:.2f} ms "
                   f"(target < 100 ms), {pct(busy, 99) / pct(idle, 99):.2f}x idle p99 ({len(busy)} probes)")

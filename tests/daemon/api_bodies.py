@@ -20,13 +20,17 @@ json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dicti
 
 
 def near(base: dict) -> st.SearchStrategy[dict]:
-    """`base` with some fields replaced by any value, some dropped, some added."""
+    """`base` with a fresh run_id, another job or kind, some fields replaced by any value, some
+    dropped, some added (often none: most bodies stay close to valid and reach the store)."""
     keys = sorted(base)
     return st.builds(
-        lambda swaps, drops, extra: {**{k: v for k, v in base.items() if k not in drops}, **swaps, **extra},
-        st.dictionaries(st.sampled_from(keys), json_values, max_size=3),
-        st.sets(st.sampled_from(keys), max_size=2),
-        st.dictionaries(st.text(max_size=12), json_values, max_size=2))
+        lambda run, job, swaps, drops, extra: {**{k: v for k, v in base.items() if k not in drops},
+                                               "run_id": run, **({"job": job} if "job" in base else {}),
+                                               **swaps, **extra},
+        st.text(min_size=1, max_size=20), st.sampled_from(["app", "app/x", "application", "victim", "app/"]),
+        st.dictionaries(st.sampled_from(keys), json_values, max_size=2),
+        st.sets(st.sampled_from(keys), max_size=1),
+        st.dictionaries(st.text(max_size=12), json_values, max_size=1))
 
 
 def _dump(value) -> bytes:
@@ -34,7 +38,7 @@ def _dump(value) -> bytes:
 
 
 bodies = st.one_of(
-    near(RECORD).map(_dump), near(SAMPLE).map(_dump), json_values.map(_dump),
+    near(RECORD).map(_dump), near(RECORD).map(_dump), near(SAMPLE).map(_dump), json_values.map(_dump),
     st.binary(max_size=300), st.integers(1, 3000).map(lambda n: b"[" * n), st.just(b""))
 paths = st.sampled_from(["/v1/usage", "/v1/samples"])
 ALLOWED = {200, 201, 204, 400, 403, 413, 429}

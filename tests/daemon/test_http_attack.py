@@ -104,7 +104,6 @@ def test_a_post_without_length_is_411_and_chunked_bodies_are_bounded(port):
     with connect(port) as s:                                  # an endless one is cut at the cap
         s.sendall(head(token=port["token"], Transfer_Encoding="chunked"))
         chunk = b"100000\r\n" + b"x" * MIB + b"\r\n"
-        got = b""
         try:
             for _ in range(300):
                 s.sendall(chunk)

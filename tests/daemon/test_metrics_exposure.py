@@ -8,7 +8,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from provisioner.config import parse_config
-from provisioner.daemon.http import DaemonHttpServer, Health, metrics_server
+from provisioner.daemon.http import DaemonHttpServer, Health
 from provisioner.daemon.metrics import LABEL_SERIES_MAX, LABEL_VALUE_MAX, OTHER, DaemonMetrics, Snapshot, capped
 from provisioner.errors import ConfigError
 
