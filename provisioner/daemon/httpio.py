@@ -107,6 +107,10 @@ class Server:
         return self
 
     def stop(self) -> None:
+        """Close the port and every connection (a second call does nothing)."""
+        if self._loop.is_closed():
+            return
+
         async def close() -> None:
             self._server.close()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
