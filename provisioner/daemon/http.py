@@ -231,6 +231,11 @@ class AgentApi:
                                   or not _finite(v) or v < 0):
                 return 400, {"error": f"{name}: must be a number >= 0 or null", "field": name}
             values[name] = None if v is None else float(v)
+        if not self.book.builds(node):               # the build starts: note it for the records to come
+            try:
+                self._builds(node)
+            except Refused:
+                pass
         self.metrics.samples.put(node, Sample(body["run_id"], body["at"], values["cpu_pct"],
                                               values["mem_bytes"], values["gpu_util_pct"], time.time()))
         self.metrics.samples_received.inc()

@@ -136,6 +136,21 @@ def test_a_record_before_the_loop_saw_the_build_asks_jenkins_for_the_node(tmp_pa
         d.http.stop()
 
 
+def test_the_first_sample_of_a_build_notes_the_build_for_its_records(tmp_path):
+    """A build shorter than the loop's reads: its start (a sample) asks Jenkins once, while it runs."""
+    running = [[url("app", 3)]]
+    d = Daemon(tmp_path, node_builds=lambda node: running[0])
+    try:
+        token = d.tokens.for_node("prov-t-q6")
+        d.observe({"prov-t-q6": ()})
+        assert d.post("/v1/samples", {"run_id": "r", "at": "2026-01-01T00:00:00Z"}, token).status_code == 204
+        running[0] = []                                          # the build has ended
+        assert d.post("/v1/usage", RECORD, token).status_code == 201
+        assert d.runs("app")[0]["build"] == "3"
+    finally:
+        d.http.stop()
+
+
 def test_no_build_seen_on_the_node_is_403(daemon):
     token = daemon.tokens.for_node("prov-t-q5")
     daemon.observe({"prov-t-q5": ()})
