@@ -136,7 +136,7 @@ class Server:
         try:
             first = True
             while True:
-                resp = await self._one(reader, f"{peer[0]}" if peer else "", first)
+                resp = await self._one(reader, writer, f"{peer[0]}" if peer else "", first)
                 first = False
                 if resp is None:
                     break
@@ -159,7 +159,8 @@ class Server:
             except Exception:
                 pass
 
-    async def _one(self, reader: asyncio.StreamReader, peer: str, first: bool) -> Response | None:
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
+                   first: bool) -> Response | None:
         """Read and answer one request; None when the client went away or was too slow."""
         lim = self.limits
         try:
@@ -181,6 +182,8 @@ class Server:
             return answer
         try:
             async with asyncio.timeout(lim.body_timeout_s):
+                if req.headers.get("expect", "").lower() == "100-continue" and _declares_body(req.headers):
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")     # the head passed: send the body
                 req.body = await _body(reader, req, lim.max_body_bytes)
         except _Refuse as r:
             return error(r.code, r.message, field_name="body", close=not (r.keep and keep))

@@ -159,3 +159,15 @@ def test_40_slowloris_connections_do_not_stop_healthz_or_agents_and_are_closed(p
             except (socket.timeout, ConnectionError):
                 closed += isinstance(sys.exc_info()[1], ConnectionError)
         assert closed == 40
+
+
+def test_expect_100_continue_is_answered_after_the_head_passed(port):
+    body = json.dumps({"run_id": "r", "at": "2026-01-01T00:00:00Z"}).encode()
+    with connect(port) as s:
+        s.sendall(head("/v1/samples", port["token"], Content_Length=str(len(body)), Expect="100-continue"))
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        assert status(answer(s)) == 204
+    with connect(port) as s:                                          # no token: 401 and no body wanted
+        s.sendall(head("/v1/samples", Content_Length=str(300 * MIB), Expect="100-continue"))
+        assert status(answer(s)) == 401
