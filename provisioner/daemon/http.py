@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 _QUEUE_ID = re.compile(r"-q(\d+)(?:-\d+)?$")
 _INT64 = 2 ** 63
 AGENT_PATHS = ("/v1/usage", "/v1/samples")
+LOG_EVERY_S = 60.0                 # a refusal is logged once a minute per node and reason (all are counted)
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,9 @@ class Health:
 
 
 class Refused(Exception):
-    def __init__(self, code: int, reason: str, message: str, field: str | None = None):
-        self.code, self.reason, self.message, self.field = code, reason, message, field
+    def __init__(self, code: int, reason: str, message: str, field: str | None = None,
+                 node: str | None = None):
+        self.code, self.reason, self.message, self.field, self.node = code, reason, message, field, node
         super().__init__(message)
 
 
@@ -107,12 +110,28 @@ class AgentApi:
         self._on_report = on_report          # drains the reporting agent's node
         self._node_builds = node_builds      # Jenkins: the build URLs on a node's executors now
         self.limits = limits
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}   # (node, reason) -> (logged at, quiet)
+        self._logged_lock = threading.Lock()
 
     def refuse(self, node: str | None, exc: Refused, **context: Any) -> None:
+        """Count a refusal; log it (403, 429, an expired token) at most once a minute per node and reason."""
         self.metrics.api_refused.labels(exc.reason).inc()
-        if exc.code in (403, 429) or exc.reason == "expired":
-            log.warning("%s", json.dumps({"event": "usage.refused", "node": node, "reason": exc.reason,
-                                          "status": exc.code, **context}, default=str)[:1000])
+        node = node or exc.node
+        if not (exc.code in (403, 429) or exc.reason == "expired"):
+            return
+        key, now = (node or "", exc.reason), time.monotonic()
+        with self._logged_lock:
+            last, quiet = self._logged.get(key, (None, 0))
+            if last is not None and now - last < LOG_EVERY_S:
+                self._logged[key] = (last, quiet + 1)
+                return
+            self._logged[key] = (now, 0)
+            if len(self._logged) > 10_000:               # forget the oldest half
+                for k in sorted(self._logged, key=lambda k: self._logged[k][0])[:5_000]:
+                    del self._logged[k]
+        log.warning("%s", json.dumps({"event": "usage.refused", "node": node, "reason": exc.reason,
+                                      "status": exc.code, "quiet_since_last": quiet, **context},
+                                     default=str)[:1000])
 
     def reporting(self, node: str) -> None:
         """The agent of `node` posted: its build runs. Drain it (a failure never fails the post)."""
@@ -142,7 +161,7 @@ class AgentApi:
         if alive is None:
             raise Refused(503, "starting", "the daemon is starting; try again")
         if not alive:
-            raise Refused(401, "expired", "agent token expired (its node is gone)")
+            raise Refused(401, "expired", "agent token expired (its node is gone)", node=node)
         return node
 
     def admit(self, node: str, path: str) -> None:

@@ -4,7 +4,8 @@
   node name or idempotency token of an earlier attempt whose instance is gone.
 * The daemon secret (env PROVISIONER_DAEMON_SECRET, else a 0600 file in the state directory): agent
   report tokens are derived from it, `<node>.<HMAC(secret, node)>`, so a restarted daemon accepts
-  the agents it launched before, and a token names its node without any table.
+  the agents it launched before, and a token names its node without any table. Whether a token is
+  still alive (its node or instance lives, or went away less than a grace ago) is `agents.AgentBook`'s.
 """
 
 from __future__ import annotations
