@@ -64,7 +64,12 @@ DEFAULTS: dict[str, Any] = {
                "blocked_offer_ttl_s": 600,  # an offer that failed to boot is skipped this long
                "lease_ttl_s": 30,
                "launch_workers": 8,         # launches run in parallel within a tick
-               "drain_poll_s": 1},          # between ticks: drain agents that started their one build (0: off)
+               "drain_poll_s": 1,           # between ticks: drain agents that started their one build (0: off)
+               # the agent API's caps (docs/security.md): per agent, a minute; 0: no rate limit
+               "api": {"max_body_bytes": 32768, "records_per_min": 30, "samples_per_min": 120,
+                       "token_grace_s": 900},
+               "metrics_listen": None,      # HOST:PORT: /metrics (and /healthz) there, not on `listen`
+               "metrics_token_env": None},  # env var holding a bearer token /metrics then requires
     "teams": {},
     # per label expression (canonical form decides): {init_script: ...}; see provisioner/init_scripts.py
     "labels": {},
@@ -171,6 +176,13 @@ def _count(v: Any) -> str | None:
         f"must be a whole number >= 0, got {v!r}"
 
 
+def _int_between(v: Any, low: int, high: int) -> str | None:
+    if v is None:
+        return None
+    return None if isinstance(v, int) and not isinstance(v, bool) and low <= v <= high else \
+        f"must be a whole number from {low} to {high}, got {v!r}"
+
+
 def _non_negative(v: Any) -> str | None:
     return None if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else \
         f"must be a number >= 0, got {v!r}"
@@ -215,7 +227,10 @@ SCHEMA: dict[str, Any] = {
                "max_per_label": _count, "max_per_job": _count, "budget_usd_per_hour": _positive,
                "boot_timeout_s": _positive, "orphan_grace_s": _positive, "report_url": _http_url,
                "remote_fs": _STR, "ondemand_after_interruptions": _count, "blocked_offer_ttl_s": _positive,
-               "lease_ttl_s": _positive, "launch_workers": _count, "drain_poll_s": _non_negative},
+               "lease_ttl_s": _positive, "launch_workers": _count, "drain_poll_s": _non_negative,
+               "api": {"max_body_bytes": lambda v: _int_between(v, 1024, 16 << 20),
+                       "records_per_min": _count, "samples_per_min": _count, "token_grace_s": _positive},
+               "metrics_listen": lambda v: None if v is None else _listen(v), "metrics_token_env": _STR},
     "teams": validate_teams,
     "labels": validate_labels,
     "alerts": {"sinks": validate_sinks, "rules": validate_rules, "rate_limit_s": _positive},

@@ -10,15 +10,16 @@ node back online, so every drain goes through one book under one lock.
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from typing import Callable, Iterable
 
 from provisioner.daemon.jenkins import JenkinsClient
 from provisioner.daemon.model import DRAIN_MESSAGES, Node
 
 
 class Drains:
-    def __init__(self, client: JenkinsClient):
+    def __init__(self, client: JenkinsClient, on_observed: Callable[[list[Node]], None] | None = None):
         self._client = client
+        self._on_observed = on_observed     # the agent API's book: nodes alive, builds they run
         self._lock = threading.Lock()
         self._drained: set[str] = set()     # drained by us, or seen temporarily offline
         self._known: set[str] = set()       # seen in a /computer read (their state is tracked)
@@ -31,6 +32,8 @@ class Drains:
         with self._lock:
             self._drained = (self._drained | {n.name for n in nodes if n.temporarily_offline}) & names
             self._known = names
+        if self._on_observed is not None:
+            self._on_observed(nodes)
 
     def drain(self, name: str, reason: str = "started") -> bool:
         """Toggle `name` offline unless already drained; True when this call drained it."""

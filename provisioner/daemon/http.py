@@ -1,16 +1,26 @@
-"""The daemon's HTTP port: /metrics, /healthz, and the agent API (CONTRACTS.md 'Agent -> daemon').
+"""The daemon's HTTP port: /metrics, /healthz, and the agent API (docs/security.md has the threat model).
 
 POST /v1/usage   Bearer token of one agent; body = one usage record. 201 stored, 200 already
-                 present (same key), 400 invalid (the message names the field), 401 wrong token.
-                 `node` and `queue_id` are filled from the token's agent.
-POST /v1/samples same auth; {run_id, at, cpu_pct, mem_bytes, gpu_util_pct} -> 204.
+                 present (same key), 400 invalid (the message names the field), 401 wrong, unknown
+                 or expired token, 403 a record for a job the agent's build is not (see below), 413
+                 body over `daemon.api.max_body_bytes`, 429 past `daemon.api.records_per_min`, 503
+                 the store is away or the daemon has not looked at its agents yet (retry).
+                 `node` and `queue_id` are filled from the token's agent; `build` from the build
+                 the daemon saw run on that node.
+POST /v1/samples same auth and caps (`samples_per_min`); {run_id, at, cpu_pct, mem_bytes, gpu_util_pct} -> 204.
 Either post means the agent's build is running: its node is drained before the answer, so a build
 that reports can never be followed by a second one on the same agent, however short it is.
+
+Which job an agent may write for: the builds of a node are those /computer showed on its executors
+(read again on demand when none was seen yet). A run record is accepted for a build's job or a job
+under `<job>/`; a build record (`kind: build`) takes its job and build from that build. Anything
+else is 403, logged (`usage.refused`) and counted (`provisioner_agent_api_refused_total{reason}`).
 Tokens are never logged; request logs carry the path and status only.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -18,18 +28,41 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from provisioner import records
+from provisioner.daemon.agents import Build
+from provisioner.daemon.httpio import Limits, Request, Response, Server, error
 from provisioner.daemon.metrics import DaemonMetrics, Sample
 from provisioner.daemon.state import Tokens
 
 log = logging.getLogger(__name__)
-MAX_BODY = 1 << 20
 _QUEUE_ID = re.compile(r"-q(\d+)(?:-\d+)?$")
+_INT64 = 2 ** 63
+AGENT_PATHS = ("/v1/usage", "/v1/samples")
+LOG_EVERY_S = 60.0                 # a refusal is logged once a minute per node and reason (all are counted)
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """`daemon.api` in the configuration."""
+
+    max_body_bytes: int = 32 * 1024
+    records_per_min: int = 30
+    samples_per_min: int = 120
+    token_grace_s: float = 900.0
+
+    @classmethod
+    def from_config(cls, api: dict | None) -> "ApiLimits":
+        api, d = api or {}, cls()
+
+        def get(key: str) -> Any:
+            value = api.get(key)
+            return getattr(d, key) if value is None else value
+        return cls(int(get("max_body_bytes")), int(get("records_per_min")), int(get("samples_per_min")),
+                   float(get("token_grace_s")))
 
 
 @dataclass
@@ -56,15 +89,49 @@ class Health:
                                       "last_tick_age_s": round(age, 3)}
 
 
+class Refused(Exception):
+    def __init__(self, code: int, reason: str, message: str, field: str | None = None,
+                 node: str | None = None):
+        self.code, self.reason, self.message, self.field, self.node = code, reason, message, field, node
+        super().__init__(message)
+
+
 class AgentApi:
     """The agent endpoints' logic, separate from HTTP plumbing so it is easy to test."""
 
     def __init__(self, tokens: Tokens, metrics: DaemonMetrics, open_store: Callable[[], Any],
                  on_record: Callable[[dict], None] | None = None,
-                 on_report: Callable[[str], Any] | None = None):
+                 on_report: Callable[[str], Any] | None = None, *,
+                 node_builds: Callable[[str], Iterable[str]] | None = None,
+                 limits: ApiLimits = ApiLimits()):
         self.tokens, self.metrics, self._open_store = tokens, metrics, open_store
+        self.book = tokens.book
         self._on_record = on_record          # the planner reads the job's history again; alerts
         self._on_report = on_report          # drains the reporting agent's node
+        self._node_builds = node_builds      # Jenkins: the build URLs on a node's executors now
+        self.limits = limits
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}   # (node, reason) -> (logged at, quiet)
+        self._logged_lock = threading.Lock()
+
+    def refuse(self, node: str | None, exc: Refused, **context: Any) -> None:
+        """Count a refusal; log it (403, 429, an expired token) at most once a minute per node and reason."""
+        self.metrics.api_refused.labels(exc.reason).inc()
+        node = node or exc.node
+        if not (exc.code in (403, 429) or exc.reason == "expired"):
+            return
+        key, now = (node or "", exc.reason), time.monotonic()
+        with self._logged_lock:
+            last, quiet = self._logged.get(key, (None, 0))
+            if last is not None and now - last < LOG_EVERY_S:
+                self._logged[key] = (last, quiet + 1)
+                return
+            self._logged[key] = (now, 0)
+            if len(self._logged) > 10_000:               # forget the oldest half
+                for k in sorted(self._logged, key=lambda k: self._logged[k][0])[:5_000]:
+                    del self._logged[k]
+        log.warning("%s", json.dumps({"event": "usage.refused", "node": node, "reason": exc.reason,
+                                      "status": exc.code, "quiet_since_last": quiet, **context},
+                                     default=str)[:1000])
 
     def reporting(self, node: str) -> None:
         """The agent of `node` posted: its build runs. Drain it (a failure never fails the post)."""
@@ -77,20 +144,52 @@ class AgentApi:
                                           "error": type(exc).__name__, "detail": str(exc)[:200]}))
 
     def node_for(self, authorization: str | None) -> str | None:
-        if not authorization or not authorization.startswith("Bearer "):
+        """The node of a valid, live token; None otherwise (see `authenticate` for why)."""
+        try:
+            return self.authenticate(authorization)
+        except Refused:
             return None
-        return self.tokens.node_of(authorization[len("Bearer "):].strip())
 
+    def authenticate(self, authorization: str | None) -> str:
+        """The node whose token this is; Refused 401 (not ours, or its node gone) or 503."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Refused(401, "token", "missing or wrong agent token")
+        node = self.tokens.node_of(authorization[len("Bearer "):].strip())
+        if node is None:
+            raise Refused(401, "token", "missing or wrong agent token")
+        alive = self.book.alive(node)
+        if alive is None:
+            raise Refused(503, "starting", "the daemon is starting; try again")
+        if not alive:
+            raise Refused(401, "expired", "agent token expired (its node is gone)", node=node)
+        return node
+
+    def admit(self, node: str, path: str) -> None:
+        kind, per_min = (("usage", self.limits.records_per_min) if path == "/v1/usage"
+                         else ("samples", self.limits.samples_per_min))
+        if not self.book.allow(node, kind, per_min):
+            raise Refused(429, "rate", f"more than {per_min} {kind} posts a minute from this agent")
+
+    # -- usage records ----------------------------------------------------------------------------
     def usage(self, node: str, body: Any) -> tuple[int, dict]:
         try:
+            if isinstance(body, dict):
+                _storable(body)
             record = records.normalise(body)
         except records.RecordError as exc:
             self.metrics.usage_records.labels("invalid").inc()
             return 400, {"error": str(exc), "field": exc.field}
+        except (ValueError, TypeError, OverflowError) as exc:
+            self.metrics.usage_records.labels("invalid").inc()
+            return 400, {"error": f"record: {exc}"[:300], "field": "record"}
+        try:
+            self._bind(node, record)
+        except Refused as exc:
+            self.refuse(node, exc, job=str(record.get("job"))[:200], build=str(record.get("build"))[:40])
+            return exc.code, {"error": exc.message, "field": exc.field or "job"}
         record["node"] = node
         m = _QUEUE_ID.search(node)
-        if m:
-            record["queue_id"] = m.group(1)
+        record["queue_id"] = m.group(1) if m else None
         with self._open_store() as store:
             added = store.add(record)
         self.metrics.usage_records.labels("stored" if added else "repeated").inc()
@@ -100,112 +199,177 @@ class AgentApi:
                                    "run_id": record["run_id"], "new": added}))
         return (201 if added else 200), {"stored": added, "run_id": record["run_id"]}
 
+    def _builds(self, node: str) -> list[Build]:
+        builds = self.book.builds(node)
+        if not builds and self._node_builds is not None:
+            try:
+                urls = list(self._node_builds(node))
+            except Exception as exc:               # Jenkins away: the agent retries later
+                raise Refused(503, "jenkins", f"cannot read the node's builds from Jenkins ({type(exc).__name__})")
+            self.book.note_builds(node, urls)
+            builds = self.book.builds(node)
+        return builds
+
+    def _bind(self, node: str, record: dict) -> None:
+        """Fill `job` and `build` from what ran on `node`; Refused 403 for anything else."""
+        builds = self._builds(node)
+        if not builds:
+            raise Refused(403, "no-build", "no build of this agent's node has been seen")
+        job = record["job"]
+        if record.get("kind") == "build":
+            mine = [b for b in builds if b.job == job] if job else builds
+            if not mine:
+                raise Refused(403, "other-job", f"job: this agent ran {_names(builds)}, not {job[:200]!r}")
+        else:
+            mine = sorted((b for b in builds if b.covers(job)), key=lambda b: -len(b.job))
+            if not mine:
+                raise Refused(403, "other-job", f"job: this agent ran {_names(builds)}; a run record must be "
+                                                f"for that job or one under '<job>/', not {job[:200]!r}")
+        claimed = record.get("build")
+        chosen = next((b for b in mine if b.number == claimed), mine[-1] if record.get("kind") == "build"
+                      else mine[0])
+        if record.get("kind") == "build":
+            record["job"] = chosen.job
+        if claimed not in (None, "", chosen.number):
+            log.info("%s", json.dumps({"event": "usage.build-corrected", "node": node, "job": job[:200],
+                                       "claimed": str(claimed)[:40], "build": chosen.number}))
+        record["build"] = chosen.number
+
+    # -- samples ------------------------------------------------------------------------------------
     def sample(self, node: str, body: Any) -> tuple[int, dict | None]:
         if not isinstance(body, dict):
             return 400, {"error": "body: must be a JSON object", "field": "body"}
-        if not isinstance(body.get("run_id"), str) or not body["run_id"]:
-            return 400, {"error": "run_id: is required", "field": "run_id"}
-        if not isinstance(body.get("at"), str):
+        if not isinstance(body.get("run_id"), str) or not body["run_id"] or len(body["run_id"]) > 200:
+            return 400, {"error": "run_id: is required (a string of at most 200 characters)", "field": "run_id"}
+        if not isinstance(body.get("at"), str) or len(body["at"]) > 64:
             return 400, {"error": "at: is required (ISO 8601 UTC)", "field": "at"}
         values = {}
         for name in ("cpu_pct", "mem_bytes", "gpu_util_pct"):
             v = body.get(name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                  or not math.isfinite(v) or v < 0):
+                                  or not _finite(v) or v < 0):
                 return 400, {"error": f"{name}: must be a number >= 0 or null", "field": name}
-            values[name] = v
+            values[name] = None if v is None else float(v)
+        if not self.book.builds(node):               # the build starts: note it for the records to come
+            try:
+                self._builds(node)
+            except Refused:
+                pass
         self.metrics.samples.put(node, Sample(body["run_id"], body["at"], values["cpu_pct"],
                                               values["mem_bytes"], values["gpu_util_pct"], time.time()))
         self.metrics.samples_received.inc()
         return 204, None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: "DaemonHttpServer"
-    protocol_version = "HTTP/1.1"
+def _names(builds: list[Build]) -> str:
+    return ", ".join(f"{b.job[:100]!r} #{b.number}" for b in builds[:4])
 
-    def log_message(self, fmt: str, *args: Any) -> None:     # the default logs to stderr, per request
-        log.debug("http %s", fmt % args)
 
-    def do_GET(self) -> None:  # noqa: N802
-        path = self.path.split("?")[0]
-        if path == "/metrics":
-            body = generate_latest(self.server.metrics.registry)
-            self._send(200, body, CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            code, obj = self.server.health.status()
-            self._json(code, obj)
-        else:
-            self._json(404, {"error": f"no such path: {path}"})
+def _finite(v: float) -> bool:
+    try:
+        return math.isfinite(v) and abs(v) < 1e300
+    except OverflowError:
+        return False
 
-    def do_POST(self) -> None:  # noqa: N802
-        path = self.path.split("?")[0]
-        if path not in ("/v1/usage", "/v1/samples"):
-            self._json(404, {"error": f"no such path: {path}"})
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self.close_connection = True
-            self._json(413, {"error": f"body over {MAX_BODY} bytes", "field": "body"})
-            return
-        raw = self.rfile.read(length) if length else b""
-        api = self.server.api
-        node = api.node_for(self.headers.get("Authorization"))
-        if node is None:
-            self._json(401, {"error": "missing or wrong agent token"}, {"WWW-Authenticate": "Bearer"})
-            return
+
+def _storable(record: dict) -> None:
+    """What the store cannot take is 400 here, never a 503 the agent would retry for ever."""
+    for k, v in record.items():
+        if isinstance(v, int) and not isinstance(v, bool) and not -_INT64 <= v < _INT64:
+            raise records.RecordError(k, "must fit in 64 bits")
+        if isinstance(v, float) and not _finite(v):
+            raise records.RecordError(k, "must be a finite number")
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise records.RecordError(k, "must be valid Unicode text (no lone surrogates)") from None
+        elif isinstance(v, (dict, list)):
+            try:
+                json.dumps(v).encode("utf-8")
+            except (ValueError, RecursionError):
+                raise records.RecordError(k, "not storable") from None
+
+
+class DaemonApp:
+    """Routes of the daemon's port (httpio.App). `serve_metrics` False: /metrics lives elsewhere."""
+
+    def __init__(self, metrics: DaemonMetrics, health: Health, api: AgentApi | None,
+                 metrics_token: str | None = None, serve_metrics: bool = True):
+        self.metrics, self.health, self.api = metrics, health, api
+        self._metrics_token, self._serve_metrics = metrics_token, serve_metrics
+
+    def head(self, req: Request) -> Response | None:
+        if req.method == "GET" and req.path == "/healthz":
+            code, obj = self.health.status()
+            return _json(code, obj)
+        if req.method == "GET" and req.path == "/metrics" and self._serve_metrics:
+            if self._metrics_token and not _bearer_is(req.headers.get("authorization"), self._metrics_token):
+                return error(401, "/metrics needs its bearer token", close=False,
+                             headers={"WWW-Authenticate": "Bearer"})
+            return None
+        if req.path in AGENT_PATHS and self.api is not None:
+            if req.method != "POST":
+                return error(405, f"{req.path} takes POST", close=False, headers={"Allow": "POST"})
+            try:
+                node = self.api.authenticate(req.headers.get("authorization"))
+                self.api.admit(node, req.path)
+            except Refused as exc:
+                self.api.refuse(None, exc, path=req.path)
+                headers = {"WWW-Authenticate": "Bearer"} if exc.code == 401 else \
+                    {"Retry-After": "5"} if exc.code in (429, 503) else {}
+                return error(exc.code, exc.message, close=False, headers=headers)
+            req.context["node"] = node
+            return None
+        return error(404, f"no such path: {req.path[:200]}", close=False)
+
+    def handle(self, req: Request) -> Response:
+        if req.path == "/metrics":
+            return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
+        api, node = self.api, req.context["node"]
+        assert api is not None
         api.reporting(node)
         try:
-            body = json.loads(raw or b"null")
-        except ValueError:
-            self._json(400, {"error": "body: not valid JSON", "field": "body"})
-            return
+            body = json.loads(req.body or b"null")
+        except (ValueError, RecursionError):
+            return error(400, "body: not valid JSON", close=False, field_name="body")
         try:
-            code, obj = api.usage(node, body) if path == "/v1/usage" else api.sample(node, body)
+            code, obj = api.usage(node, body) if req.path == "/v1/usage" else api.sample(node, body)
         except Exception as exc:                               # the store is away: the agent retries
             log.warning("%s", json.dumps({"event": "usage.store-failed", "node": node,
                                           "error": type(exc).__name__, "detail": str(exc)[:200]}))
             code, obj = 503, {"error": "the history store is not available; try again"}
-        if obj is None:
-            self._send(code, b"", None)
-        else:
-            self._json(code, obj)
-
-    def _json(self, code: int, obj: dict, headers: dict | None = None) -> None:
-        self._send(code, json.dumps(obj).encode(), "application/json", headers)
-
-    def _send(self, code: int, body: bytes, ctype: str | None, headers: dict | None = None) -> None:
-        self.send_response(code)
-        if ctype:
-            self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
+        return Response(code) if obj is None else _json(code, obj)
 
 
-class DaemonHttpServer(ThreadingHTTPServer):
-    daemon_threads = True
+def _json(code: int, obj: dict) -> Response:
+    return Response(code, json.dumps(obj).encode(), "application/json")
 
-    def __init__(self, address: tuple[str, int], metrics: DaemonMetrics, health: Health, api: AgentApi):
+
+def _bearer_is(header: str | None, token: str) -> bool:
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
+
+
+class DaemonHttpServer(Server):
+    """The daemon's port. `metrics_token`: /metrics wants it as a bearer token; `serve_metrics`
+    False when `daemon.metrics_listen` serves /metrics on its own address (see `metrics_server`)."""
+
+    def __init__(self, address: tuple[str, int], metrics: DaemonMetrics, health: Health, api: AgentApi | None,
+                 *, metrics_token: str | None = None, serve_metrics: bool = True, limits: Limits | None = None,
+                 name: str = "daemon-http"):
         self.metrics, self.health, self.api = metrics, health, api
-        super().__init__(address, _Handler)
+        if limits is None:
+            limits = Limits(max_body_bytes=api.limits.max_body_bytes if api is not None else Limits.max_body_bytes)
+        super().__init__(address, DaemonApp(metrics, health, api, metrics_token, serve_metrics), limits, name)
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
 
-    def start(self) -> "DaemonHttpServer":
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
-                         name="daemon-http", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+def metrics_server(address: tuple[str, int], metrics: DaemonMetrics, health: Health,
+                   metrics_token: str | None = None) -> DaemonHttpServer:
+    """/metrics and /healthz alone, on `daemon.metrics_listen`."""
+    return DaemonHttpServer(address, metrics, health, None, metrics_token=metrics_token,
+                            name="daemon-metrics").start()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

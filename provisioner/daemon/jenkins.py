@@ -32,6 +32,7 @@ NODE_JNLP = "computer/{name}/jenkins-agent.jnlp"
 DELETE_NODE = "computer/{name}/doDelete"
 TOGGLE_OFFLINE = "computer/{name}/toggleOffline"
 NODE_INFO = "computer/{name}/api/json?tree=temporarilyOffline"
+NODE_BUILDS = "computer/{name}/api/json?tree=executors[currentExecutable[url]],oneOffExecutors[currentExecutable[url]]"
 _ARGUMENT = re.compile(r"<argument>([^<]*)</argument>")
 
 
@@ -178,6 +179,17 @@ class JenkinsClient(jenkins.Jenkins):
     def temporarily_offline(self, name: str) -> bool:
         data = self.get_json(NODE_INFO.format(name=quote(name)), "GET computer/NAME")
         return bool(data.get("temporarilyOffline"))
+
+    def node_builds(self, name: str) -> list[str]:
+        """The URLs of the builds on `name`'s executors now (the agent API asks when an agent posts
+        before the loop's next /computer read showed its build)."""
+        try:
+            data = self.get_json(NODE_BUILDS.format(name=quote(name)), "GET computer/NAME")
+        except JenkinsNotFound:
+            return []                                  # deleted: nothing runs there
+        return [(e.get("currentExecutable") or {}).get("url") or ""
+                for e in [*(data.get("executors") or []), *(data.get("oneOffExecutors") or [])]
+                if e and e.get("currentExecutable")]
 
     def drain(self, name: str, message: str = DRAIN_MESSAGES["started"]) -> None:
         """Temporarily offline: the running build finishes, no other starts (a toggle: call once)."""

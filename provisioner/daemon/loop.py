@@ -69,7 +69,7 @@ class Daemon:
                  health: Health, blocked: BlockedOffers, lease: Lease | None = None,
                  sentinel: str | None = None, prices: Callable[[Instance], tuple[float, Any]] | None = None,
                  launch_workers: int = 8, drain_poll_s: float = 1.0, drains: Drains | None = None,
-                 clock: Callable[[], float] = time.time):
+                 agents: Any = None, clock: Callable[[], float] = time.time):
         self.s, self.client, self.reader, self.cloud = settings, client, reader, cloud
         self.planner, self.launcher, self.attempts = planner, launcher, attempts
         self.metrics, self.health, self.blocked, self.lease = metrics, health, blocked, lease
@@ -82,6 +82,7 @@ class Daemon:
         self._handed: set[str] = set()                      # instances whose bundle this process put
         self.drain_poll_s = drain_poll_s if drain_poll_s < settings.interval_s else 0.0
         self.drains = drains or Drains(client)              # shared with the agent API
+        self.agents = agents                                # agents.AgentBook of the agent API
 
     # -- observe ---------------------------------------------------------------------------------
     def observe(self) -> tuple[list, list[Node], list[Instance]]:
@@ -92,6 +93,8 @@ class Daemon:
             self.client.ensure_sentinel(self.sentinel, names)
         items = self.reader.items(fetched, nodes)
         instances = self.cloud.describe(self.s.owner)
+        if self.agents is not None:
+            self.agents.instances_seen(instances)          # the agent API: which tokens live
         return items, nodes, instances
 
     # -- one tick --------------------------------------------------------------------------------

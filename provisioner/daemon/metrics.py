@@ -5,10 +5,17 @@ agents by state, cost, budget headroom, utilisation from samples) come from a co
 the last tick's `Snapshot` and the agents' latest samples at scrape time, so a label value that no
 longer exists simply disappears. Tests build a fresh `CollectorRegistry` and read
 `registry.get_sample_value(...)`.
+
+Label values that come from users (label expressions, job names) go through `capped`: each at most
+LABEL_VALUE_MAX characters (a longer one is cut and ends in a hash of the whole, so two long values
+stay apart) and at most LABEL_SERIES_MAX values per metric (the largest kept; the rest summed under
+OTHER), so a hostile label cannot blow up /metrics. What /metrics shows (label expressions, node
+names, instance types, prices) is listed in docs/security.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -23,6 +30,32 @@ GIB = 1024 ** 3
 # queue wait to agent online: boot dominates (docker: seconds; EC2: a minute or two)
 WAIT_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600, 1200, 3600)
 TICK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LABEL_VALUE_MAX = 120
+LABEL_SERIES_MAX = 50
+OTHER = "(other)"
+
+
+def short_value(value: str, max_len: int = LABEL_VALUE_MAX) -> str:
+    """`value` cut to `max_len` characters; a cut one ends in '~' and 10 hex digits of its hash."""
+    if len(value) <= max_len:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:10]
+    return value[:max(0, max_len - 11)] + "~" + digest
+
+
+def capped(values: Mapping[str, float], max_len: int = LABEL_VALUE_MAX,
+           max_series: int = LABEL_SERIES_MAX) -> list[tuple[str, float]]:
+    """(label value, number) pairs for a gauge keyed by a user's value, capped in length and count."""
+    merged: dict[str, float] = {}
+    for value, n in values.items():
+        key = short_value(str(value), max_len)
+        merged[key] = merged.get(key, 0) + n
+    if len(merged) <= max_series:
+        return sorted(merged.items())
+    ranked = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
+    kept = dict(ranked[:max_series - 1])
+    kept[OTHER] = kept.get(OTHER, 0) + sum(n for _, n in ranked[max_series - 1:])
+    return sorted(kept.items())
 
 
 @dataclass(frozen=True)
@@ -103,6 +136,9 @@ class DaemonMetrics:
                                        registry=r)
         self.reconcile_cpu = Histogram("provisioner_reconcile_step_seconds",
                                        "The pure reconcile step alone", buckets=TICK_BUCKETS, registry=r)
+        self.api_refused = Counter("provisioner_agent_api_refused", "Agent API posts refused, by reason "
+                                   "(token, expired, other-job, no-build, rate, starting, jenkins)",
+                                   ["reason"], registry=r)
         self.jenkins_requests = Counter("provisioner_jenkins_requests", "Requests to Jenkins, by endpoint",
                                         ["endpoint"], registry=r)
         r.register(_SnapshotCollector(self, clock))
@@ -121,12 +157,12 @@ class _SnapshotCollector(Collector):
         snap = self._m.snapshot
         waiting = GaugeMetricFamily("provisioner_queue_waiting_items", "Demand items waiting, by label",
                                     labels=["label"])
-        for label, n in sorted(snap.waiting.items()):
+        for label, n in capped(snap.waiting):
             waiting.add_metric([label], n)
         yield waiting
         held = GaugeMetricFamily("provisioner_queue_held_items",
                                  "Items the last tick could not launch for, by reason", labels=["reason"])
-        for reason, n in sorted(snap.held.items()):
+        for reason, n in capped(snap.held):
             held.add_metric([reason], n)
         yield held
         agents = GaugeMetricFamily("provisioner_agents", "Agents by state, instance type and market",

@@ -4,7 +4,8 @@
   node name or idempotency token of an earlier attempt whose instance is gone.
 * The daemon secret (env PROVISIONER_DAEMON_SECRET, else a 0600 file in the state directory): agent
   report tokens are derived from it, `<node>.<HMAC(secret, node)>`, so a restarted daemon accepts
-  the agents it launched before, and a token names its node without any table.
+  the agents it launched before, and a token names its node without any table. Whether a token is
+  still alive (its node or instance lives, or went away less than a grace ago) is `agents.AgentBook`'s.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from provisioner.daemon.agents import AgentBook
 from provisioner.daemon.db import DaemonDb
 from provisioner.daemon.model import ItemKey
 from provisioner.errors import StoreError
@@ -109,15 +111,19 @@ def _read_secret(path: Path) -> bytes | None:
 
 
 class Tokens:
-    """Per-agent report tokens derived from the daemon secret (never logged)."""
+    """Per-agent report tokens derived from the daemon secret (never logged). `book` says which
+    are alive (agents.AgentBook): a token is valid only while its node lives, plus a grace."""
 
-    def __init__(self, secret: bytes):
+    def __init__(self, secret: bytes, book: AgentBook | None = None):
         self._secret = secret
+        self.book = book if book is not None else AgentBook()
 
     def __repr__(self) -> str:
         return "Tokens(***)"
 
     def for_node(self, node: str) -> str:
+        """The token of `node` (called when its agent's secret bundle is made: the node exists)."""
+        self.book.minted(node)
         return f"{node}.{self._mac(node)}"
 
     def node_of(self, token: str) -> str | None:

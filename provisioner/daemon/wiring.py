@@ -12,9 +12,11 @@ from typing import Any, Callable
 from provisioner import paths
 from provisioner.clouds.base import BlockedOffers, Instance
 from provisioner.config import Config
+from provisioner.errors import ConfigError
 from provisioner.daemon.db import DaemonDb
 from provisioner.daemon.drains import Drains
-from provisioner.daemon.http import AgentApi, DaemonHttpServer, Health, parse_listen
+from provisioner.daemon.agents import AgentBook
+from provisioner.daemon.http import AgentApi, ApiLimits, DaemonHttpServer, Health, metrics_server, parse_listen
 from provisioner.daemon.jenkins import JenkinsClient
 from provisioner.daemon.launch import AgentSettings, Launcher, ec2_secret_cleanup, ec2_secret_handover
 from provisioner.daemon.lease import Lease
@@ -35,6 +37,7 @@ class Parts:
     daemon: Daemon
     http: DaemonHttpServer
     closers: list[Callable[[], None]] = field(default_factory=list)
+    metrics_http: DaemonHttpServer | None = None      # daemon.metrics_listen: /metrics apart
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -96,7 +99,10 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
 
     client = JenkinsClient(j["url"], j["user"], token, timeout=float(j["timeout_s"]))
     reader = QueueReader(client, j["demand_path"])
-    tokens = Tokens(load_secret(paths.state_dir()))
+    limits = ApiLimits.from_config(d.get("api"))
+    book = AgentBook(grace_s=limits.token_grace_s)
+    tokens = Tokens(load_secret(paths.state_dir()), book)
+    metrics_token = _metrics_token(config)
     metrics = DaemonMetrics()
     health = Health(stuck_after_s=max(60.0, 6 * settings.interval_s))
     planner = Planner(config, catalog, store, blocked.current, settings.managed_atom)
@@ -108,11 +114,17 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
             from provisioner.alerts.dispatch import alert_on_record
             threading.Thread(target=alert_on_record, args=(alerts, history_location, record),
                              name="alerts", daemon=True).start()
-    drains = Drains(client)                       # the loop and the agent API drain through one book
-    api = AgentApi(tokens, metrics, store, on_record=on_record, on_report=drains.drain_reporting)
-    http = DaemonHttpServer(parse_listen(listen or d["listen"]), metrics, health, api).start()
+    drains = Drains(client, on_observed=book.nodes_seen)   # the loop and the agent API drain through one book
+    api = AgentApi(tokens, metrics, store, on_record=on_record, on_report=drains.drain_reporting,
+                   node_builds=client.node_builds, limits=limits)
+    separate = d.get("metrics_listen")
+    http = DaemonHttpServer(parse_listen(listen or d["listen"]), metrics, health, api,
+                            metrics_token=metrics_token, serve_metrics=not separate).start()
     parts = Parts(None, http, [http.stop])       # type: ignore[arg-type]  # set just below
     try:
+        if separate:
+            parts.metrics_http = metrics_server(parse_listen(separate), metrics, health, metrics_token)
+            parts.closers.append(parts.metrics_http.stop)
         db = DaemonDb(location)
         parts.closers.append(db.close)
         attempts = Attempts(location, owner, db=db)
@@ -136,7 +148,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               blocked=blocked, lease=lease, sentinel=j["sentinel_node"],
                               prices=prices or catalog_prices(catalog),
                               launch_workers=int(d["launch_workers"]) or 1,
-                              drain_poll_s=float(d["drain_poll_s"]), drains=drains)
+                              drain_poll_s=float(d["drain_poll_s"]), drains=drains, agents=book)
     except BaseException:
         parts.close()
         raise
@@ -144,6 +156,20 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                                "cloud": getattr(cloud, "name", type(cloud).__name__), "listen": http.url,
                                "settings": settings.__dict__}, default=str))
     return parts
+
+
+def _metrics_token(config: Config) -> str | None:
+    """The bearer token /metrics requires: the value of `daemon.metrics_token_env` (None: none)."""
+    import os
+    name = config.section("daemon").get("metrics_token_env")
+    if not name:
+        return None
+    value = os.environ.get(name, "").strip()
+    if len(value) < 16:
+        raise ConfigError(config.path or "<config>", [("daemon.metrics_token_env", None,
+                          f"the environment variable {name} must hold a token of 16 characters or more "
+                          f"({'it is not set' if not value else 'it is shorter'})")])
+    return value
 
 
 def catalog_prices(catalog: Any) -> Callable[[Instance], tuple[float, Any]]:

@@ -9,7 +9,9 @@ import sys
 import pytest
 import requests
 
-from provisioner.daemon.http import AgentApi, DaemonHttpServer, Health
+from provisioner.daemon.agents import AgentBook
+from provisioner.daemon.http import AgentApi, ApiLimits, DaemonHttpServer, Health
+from provisioner.daemon.model import Node
 from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
 from provisioner.daemon.state import Tokens, load_secret
 from provisioner.errors import StoreError
@@ -32,9 +34,9 @@ class Clock:
 @pytest.fixture
 def server(tmp_path):
     history = str(tmp_path / "h.sqlite3")
-    tokens = Tokens(b"k" * 32)
-    metrics = DaemonMetrics()
     clock = Clock()
+    tokens = Tokens(b"k" * 32, AgentBook(grace_s=600, clock=clock))
+    metrics = DaemonMetrics()
     health = Health(stuck_after_s=30, clock=clock)
     invalidated, reported = [], []
 
@@ -43,12 +45,20 @@ def server(tmp_path):
         if node.endswith("-broken"):
             raise RuntimeError("Jenkins away")
     api = AgentApi(tokens, metrics, lambda: open_store(history), on_record=invalidated.append,
-                   on_report=on_report)
+                   on_report=on_report, limits=ApiLimits(records_per_min=1000, samples_per_min=1000))
     srv = DaemonHttpServer(("127.0.0.1", 0), metrics, health, api).start()
     srv.test = {"tokens": tokens, "history": history, "clock": clock, "invalidated": invalidated,
                 "reported": reported}
     yield srv
     srv.stop()
+
+
+def running(srv, node, job="train", number=3):
+    """The daemon's /computer read shows `node` running build `job` #`number` (and the nodes seen before)."""
+    seen = srv.test.setdefault("running", {})
+    seen[node] = f"http://jenkins.example/job/{'/job/'.join(job.split('/'))}/{number}/"
+    srv.api.book.nodes_seen([Node(n, frozenset(), builds=(url,)) for n, url in seen.items()])
+    srv.api.book.instances_seen([])
 
 
 def post(srv, path, body, token=None, raw=None):
@@ -60,6 +70,7 @@ def post(srv, path, body, token=None, raw=None):
 
 def test_usage_201_then_200_and_node_and_queue_id_from_the_token(server):
     token = server.test["tokens"].for_node("prov-t-q42-2")
+    running(server, "prov-t-q42-2")
     first = post(server, "/v1/usage", RECORD, token)
     assert first.status_code == 201 and first.json()["stored"] is True
     again = post(server, "/v1/usage", RECORD, token)
@@ -75,6 +86,7 @@ def test_usage_201_then_200_and_node_and_queue_id_from_the_token(server):
 
 def test_every_authenticated_post_drains_its_node_and_a_failed_drain_fails_nothing(server):
     ok, broken = (server.test["tokens"].for_node(n) for n in ("prov-t-q1", "prov-t-q2-broken"))
+    running(server, "prov-t-q2-broken")
     assert post(server, "/v1/samples", {"run_id": "r", "at": "2026-01-01T00:00:00Z"}, ok).status_code == 204
     assert post(server, "/v1/usage", RECORD, broken).status_code == 201
     assert post(server, "/v1/usage", RECORD, "wrong").status_code == 401
@@ -101,7 +113,7 @@ def test_invalid_record_is_400_naming_the_field(server, change, field):
 def test_not_json_and_too_large_bodies(server):
     token = server.test["tokens"].for_node("prov-t-q1")
     assert post(server, "/v1/usage", None, token, raw="{nope").json()["field"] == "body"
-    assert post(server, "/v1/usage", None, token, raw="x" * (1 << 20 + 1)).status_code == 413
+    assert post(server, "/v1/usage", None, token, raw="x" * (64 << 10)).status_code == 413   # cap: 32 KiB
 
 
 def test_samples_204_feed_the_utilisation_gauges(server):
@@ -209,6 +221,7 @@ def test_a_failed_run_posted_by_an_agent_raises_the_configured_alert(tmp_path, e
                       catalog=small_catalog())
         try:
             token = parts.http.api.tokens.for_node("prov-t-q3")
+            parts.http.api.book.nodes_seen([Node("prov-t-q3", frozenset(), builds=(f"{emu.url}/job/train/3/",))])
             r = post(parts.http, "/v1/usage", {**RECORD, "exit_code": 2}, token)
             assert r.status_code == 201
             emu.wait_for(lambda: got, timeout=10)

@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from provisioner.daemon.http import AgentApi, DaemonHttpServer, Health
+from provisioner.daemon.model import Node
 from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
 from provisioner.daemon.state import Tokens
 from provisioner.history import open_store
@@ -52,6 +53,7 @@ def scrape(tmp_path_factory) -> dict[str, set[str]]:
     server = DaemonHttpServer(("127.0.0.1", 0), metrics, Health(stuck_after_s=30), api).start()
     try:
         nodes = ("prov-t-q1", "prov-t-q2")
+        tokens.book.nodes_seen([Node(nodes[0], frozenset(), builds=("http://ci/job/j/1/",))])   # its build
         metrics.publish(Snapshot(1.0, {"ec2&&gpu=1": 1}, (
             AgentInfo(nodes[0], "busy", "g5.xlarge", "spot", 0.4, 4, 16),
             AgentInfo(nodes[1], "booting", "c5.large", "on-demand", 0.085, 2, 4)), 5.0, {"budget": 1}))
