@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import queue
+import re
 import signal
 import socket
 import sys
@@ -40,6 +41,8 @@ STOP_GRACE_S = 20.0       # after Ctrl-C: time for the remote job to stop cleanl
 SLOT_POLL_S = 1.0         # --max-concurrent: how often to look for a free slot (one describe)
 DRAIN_S = 3.0             # after the instance ended: time for its last log lines to arrive
 SILENT_START_S = 1.0      # --detach: a job that printed nothing this long after its start counts as started
+JOB_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z ")   # the runner stamps the job's lines
+JOB_START = "Docker command:"      # the instance's runner's last header line, just before the job starts
 SIGNAL_EXITS = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM, signal.SIGHUP: 129}
 
 
@@ -70,6 +73,18 @@ def host_arch() -> str:
     return {"aarch64": "arm64", "arm64": "arm64"}.get(machine, "x86_64")
 
 
+def boot_progress(instance_id: str, elapsed_s: float) -> str:
+    """The booting line (rewritten in place on a TTY; off a TTY the "Waiting for ..." line stands alone)."""
+    return f"Booting instance {instance_id}: {elapsed_s:.0f} s elapsed"
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def run_remote(args: argparse.Namespace, ctx: Any) -> int:
     """The `--remote` branch of `provisioner run`."""
     events: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
@@ -85,6 +100,7 @@ class RemoteRun:
         self.boot_timeout_s = float(ctx.config.section("daemon")["boot_timeout_s"])
         self.signal: int | None = None
         self.terminated_at: float | None = None
+        self._tty = _isatty(console.err)
 
     # ---- the whole run -----------------------------------------------------------------------
 
@@ -230,14 +246,20 @@ class RemoteRun:
         timed_out = False
         eofs = 0
         detach = bool(getattr(self.args, "detach", False))
+        job_started: float | None = None
         while True:
             now = time.monotonic()
-            silent = launched + out.ready_s + SILENT_START_S if detach and out.ready_s is not None else None
+            if out.ready_s is None and self._tty:      # booting: one line rewritten each second on a TTY
+                self.console._write(self.console.err, f"\r{boot_progress(instance.id, now - launched)}")
+                next_tick = now + 1.0
+            else:
+                next_tick = None
+            silent = job_started + SILENT_START_S if detach and job_started is not None else None
             if silent is not None and now >= silent:
                 out.kind = "detached"
                 break
             wakes = [t for t in (boot_deadline if out.ready_s is None else None, job_deadline, stop_deadline,
-                                 silent) if t is not None]
+                                 silent, next_tick) if t is not None]
             try:
                 event = self.events.get(timeout=max(0.0, min(wakes) - now) if wakes else 1.0)
             except queue.Empty:
@@ -249,8 +271,11 @@ class RemoteRun:
             if kind == "line":
                 shown = self._line(event[1], event[2], out, launched, timeout_total)
                 if detach and shown and out.ready_s is not None:
-                    out.kind = "detached"           # the job's first line: it runs; leave it
-                    break
+                    if JOB_LINE.match(event[2]):
+                        out.kind = "detached"       # the job's first line: it runs; leave it
+                        break
+                    if job_started is None and event[2].startswith(JOB_START):
+                        job_started = now           # a silent job counts as started soon after this
                 if out.ready_s is not None and job_deadline is None:
                     job_deadline = now + timeout_total
                 if out.exit_seen and self.cloud_name != "docker":
@@ -317,6 +342,8 @@ class RemoteRun:
         kind, value = found
         if kind == "ready" and out.ready_s is None:
             out.ready_s = time.monotonic() - launched
+            if self._tty:
+                self.console._write(self.console.err, "\n")
             out.exit_code = -1
             self.console.info(f"Instance ready after {out.ready_s:.2f} s")
         elif kind == "record":

@@ -81,24 +81,33 @@ class DockerRuns:
         self.client = client
 
     def list(self, user: str | None) -> list[RunView]:
-        from provisioner.runner.sampler import parse_engine_time
         filters = {"label": ["provisioner:kind=instance", RUN_TAG] + ([f"{USER_TAG}={user}"] if user else [])}
         out = []
-        for c in self.client.containers.list(all=True, ignore_removed=True, filters=filters):
-            labels = c.labels or {}
-            running = c.status in ("created", "running", "restarting", "paused")
-            finished = None if running else parse_engine_time(c.attrs.get("State", {}).get("FinishedAt"))
+        # sparse: one request for the whole list (not one inspect per container); only ended runs'
+        # end times are looked up one by one.
+        for c in self.client.containers.list(all=True, sparse=True, ignore_removed=True, filters=filters):
+            labels = c.attrs.get("Labels") or {}
+            name = (c.attrs.get("Names") or ["/" + c.id])[0].lstrip("/")
+            running = c.attrs.get("State") in ("created", "running", "restarting", "paused")
+            finished = None if running else self._finished(c.id)
             try:
                 started = float(labels.get("provisioner:launched-at", "0"))
             except ValueError:
                 started = 0.0
-            out.append(RunView(labels[RUN_TAG], labels.get("provisioner:job", ""), c.name,
+            out.append(RunView(labels[RUN_TAG], labels.get("provisioner:job", ""), name,
                                labels.get("provisioner:instance-type", ""), labels.get("provisioner:market", ""),
                                labels.get("provisioner:region", ""),
                                labels.get(STATE_TAG, "running") if running else ENDED, started, finished,
                                _price(labels), labels.get(USER_TAG, ""), labels.get(OWNER_TAG, ""), "docker",
                                dict(labels)))
         return out
+
+    def _finished(self, cid: str) -> float | None:
+        from provisioner.runner.sampler import parse_engine_time
+        try:
+            return parse_engine_time(self.client.api.inspect_container(cid)["State"].get("FinishedAt"))
+        except Exception:
+            return None
 
     def lines(self, run: RunView, follow: bool, since: float | None = None) -> Iterator[str]:
         from provisioner.runner.console import LineSplitter

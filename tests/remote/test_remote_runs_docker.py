@@ -132,3 +132,36 @@ def test_sighup_stops_the_job_records_it_and_exits_129(runs):
     (record,) = runs.records()
     assert record["exit_code"] == 129 and record["interrupted"] is True
     assert not runs.left()
+
+
+def test_booting_progress_is_one_line_off_a_tty_and_rewritten_on_one(runs):
+    import os
+    import pty
+    done = runs("--image", runs.pyimage, "--", "true")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("Waiting for instance") == 1 and "\r" not in done.stdout + done.stderr
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(runs.argv("--image", runs.pyimage, "--", "true"), stdout=subprocess.PIPE,
+                            stderr=slave, text=True, env=runs.env())
+    os.close(slave)
+    proc.communicate(timeout=90)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"\rBooting instance i-" in seen and b"s elapsed" in seen
+
+
+def test_detach_returns_after_the_jobs_first_line_and_a_silent_job_after_its_start(runs):
+    run_id, done = runs.detach("python3", "-c", "import time; print('hello', flush=True); time.sleep(30)")
+    assert "Z hello" in done.stdout                      # not before the job printed
+    _, silent = runs.detach("sleep", "30")
+    assert "Docker command:" in silent.stdout and "Detached: run" in silent.stdout
+    assert {r["state"] for r in runs.ps()} == {"running"}
