@@ -165,3 +165,33 @@ def test_detach_returns_after_the_jobs_first_line_and_a_silent_job_after_its_sta
     _, silent = runs.detach("sleep", "30")
     assert "Docker command:" in silent.stdout and "Detached: run" in silent.stdout
     assert {r["state"] for r in runs.ps()} == {"running"}
+
+
+def test_attach_follows_and_ctrl_c_with_yes_stops_the_run(runs):
+    run_id, _ = runs.detach("python3", "-c", "import time\nfor i in range(300): print('tick', i, flush=True); "
+                                             "time.sleep(0.5)")
+    argv = [provisioner_exe(), "--config", str(runs.config), "--history", str(runs.history),
+            "attach", run_id, "--cloud", "docker", "--yes"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=runs.env())
+    seen = ""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "tick 3" not in seen:
+        seen += proc.stdout.readline()
+    assert "tick 0" in seen                          # from the run's start
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    assert "Stopping run" in err
+    (record,) = runs.records()
+    assert record["interrupted"] is True
+    assert not [c for c in runs.left() if c.status == "running"]
+
+
+def test_history_imports_the_record_of_a_run_whose_launcher_is_gone(runs):
+    run_id, _ = runs.detach("python3", "-c", "print('short', flush=True)")
+    assert _wait_until(lambda: not [c for c in runs.left() if c.status == "running"])
+    shown = runs.cmd("history", "show", runs.job, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert "imported the usage record of 1 finished remote run" in shown.stderr
+    assert [r["exit_code"] for r in json.loads(shown.stdout)] == [0]
+    assert runs.cmd("history", "show", runs.job).returncode == 0 and len(runs.records()) == 1
