@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from provisioner.cli.context import Context
+from provisioner.cli.ps import guarded
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=run_attach, follow=True)
 
 
+@guarded
 def run_attach(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner.cli.logs import print_lines, resolve
     from provisioner.cli.stop import stop

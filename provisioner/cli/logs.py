@@ -8,7 +8,7 @@ import sys
 import time
 
 from provisioner.cli.context import Context
-from provisioner.cli.ps import add_cloud_option, listed
+from provisioner.cli.ps import add_cloud_option, guarded, listed
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -57,6 +57,7 @@ def print_lines(backend, run, follow: bool, since: float | None = None) -> dict 
     return record
 
 
+@guarded
 def run_logs(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner import remote_runs
     from provisioner.remote import owner_id

@@ -8,6 +8,24 @@ import sys
 import time
 
 from provisioner.cli.context import Context
+from provisioner.errors import ProvisionerError
+
+
+class CloudUnreachable(ProvisionerError):
+    """The cloud holding the runs could not be asked (no credentials, engine down). Exit 1."""
+
+
+def guarded(func):
+    """Cloud and engine errors of `ps`/`logs`/`stop`/`attach` as one line, never a traceback."""
+    def wrapper(args: argparse.Namespace, ctx: Context) -> int:
+        try:
+            return func(args, ctx)
+        except (ProvisionerError, KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as exc:
+            where = args.cloud or ctx.config.data.get("cloud")
+            raise CloudUnreachable(f"cannot read remote runs on the {where} cloud: {type(exc).__name__}: {exc}") from None
+    return wrapper
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -34,6 +52,7 @@ def listed(args: argparse.Namespace, ctx: Context, all_users: bool = False) -> t
     return backend, runs
 
 
+@guarded
 def run_ps(args: argparse.Namespace, ctx: Context) -> int:
     _, runs = listed(args, ctx, args.all)
     now = time.time()

@@ -8,7 +8,7 @@ import sys
 import time
 
 from provisioner.cli.context import Context
-from provisioner.cli.ps import add_cloud_option
+from provisioner.cli.ps import add_cloud_option, guarded
 
 STOP_WAIT_S = 40.0     # the remote job's grace to stop (remote.STOP_GRACE_S) and the record's way back
 
@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=run_stop)
 
 
+@guarded
 def run_stop(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner.cli.logs import resolve
     backend, run = resolve(args, ctx)

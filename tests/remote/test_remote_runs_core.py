@@ -88,3 +88,15 @@ def test_job_lines_and_progress_line():
     assert JOB_LINE.match("2026-12-05T20:16:43.700Z epoch 1")
     assert not JOB_LINE.match("Date: 2026-12-05T20:16:43.647436Z")
     assert boot_progress("i-1", 12.4) == "Booting instance i-1: 12 s elapsed"
+
+
+def test_a_cloud_that_cannot_be_asked_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_CONFIG_FILE": "/dev/null",
+           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true",
+           "PYTHONPATH": ":".join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "provisioner", "--config", "/dev/null", "ps", "--cloud", "ec2"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "cannot read remote runs on the ec2 cloud: NoCredentialsError" in done.stderr
