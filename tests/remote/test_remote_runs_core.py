@@ -100,3 +100,12 @@ def test_a_cloud_that_cannot_be_asked_is_one_line_not_a_traceback(tmp_path, monk
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "cannot read remote runs on the ec2 cloud: NoCredentialsError" in done.stderr
+
+
+def test_a_bad_since_is_exit_2_naming_the_option(tmp_path):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "provisioner", "--config", "/dev/null", "logs", "r-1",
+                           "--since", "soon"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": ":".join(sys.path)})
+    assert done.returncode == 2 and "--since" in done.stderr and "Traceback" not in done.stderr
