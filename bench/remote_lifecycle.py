@@ -4,7 +4,8 @@
 1. `run --remote --detach` start to return (it returns after the job's first line; target median
    < 1.5 s), against the baseline of a foreground `run --remote` of the same job from its start to
    that same first line, in an order drawn from --seed each round.
-2. `provisioner ps` with 200 runs on the engine (target < 0.5 s), against `provisioner --version`
+2. `provisioner ps` with 200 runs on the engine, half of them ended (target < 0.5 s), against
+   `provisioner --version`
    (the interpreter and CLI start every command pays) measured in the same command.
 
 Builds the test images and the instance image first (not timed). Run from the repository root:
@@ -108,13 +109,15 @@ def main() -> int:
         tag = f"bench-ps-{uuid.uuid4().hex[:6]}"
         try:
             for n in range(a.runs):
-                client.containers.create(base, ["true"], labels={
+                made = client.containers.create(base, ["true"], labels={
                     "provisioner:kind": "instance", "provisioner:run-id": f"{tag}-{n:04d}",
                     "provisioner:user": launching_user(), "provisioner:owner": "remote:bench-elsewhere",
                     "provisioner:job": tag, "provisioner:instance-type": "m5.large",
                     "provisioner:market": "spot", "provisioner:region": "us-east-1",
                     "provisioner:launched-at": f"{time.time():.3f}", "provisioner:price": "0.05",
                     "bench": tag})
+                if n % 2:
+                    made.start()            # half of them ended (exited), half still "running" (created)
             ps = [*common, "ps", "--cloud", "docker", "--json"]
             version = [EXE, "--version"]
             pss, versions = [], []

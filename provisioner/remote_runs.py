@@ -84,12 +84,20 @@ class DockerRuns:
         filters = {"label": ["provisioner:kind=instance", RUN_TAG] + ([f"{USER_TAG}={user}"] if user else [])}
         out = []
         # sparse: one request for the whole list (not one inspect per container); only ended runs'
-        # end times are looked up one by one.
-        for c in self.client.containers.list(all=True, sparse=True, ignore_removed=True, filters=filters):
+        # end times are looked up, a few at a time.
+        found = self.client.containers.list(all=True, sparse=True, ignore_removed=True, filters=filters)
+        live = {c.id: c.attrs.get("State") in ("created", "running", "restarting", "paused") for c in found}
+        ended = [cid for cid, running in live.items() if not running]
+        ends: dict[str, float | None] = {}
+        if ended:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=min(8, len(ended))) as pool:
+                ends = dict(zip(ended, pool.map(self._finished, ended)))
+        for c in found:
             labels = c.attrs.get("Labels") or {}
             name = (c.attrs.get("Names") or ["/" + c.id])[0].lstrip("/")
-            running = c.attrs.get("State") in ("created", "running", "restarting", "paused")
-            finished = None if running else self._finished(c.id)
+            running = live[c.id]
+            finished = ends.get(c.id)
             try:
                 started = float(labels.get("provisioner:launched-at", "0"))
             except ValueError:
