@@ -179,17 +179,19 @@ class RemoteRun:
         bspec = parts.bootstrap_spec(self.args, spec, job, run_id,
                                      lifetime_s=self.boot_timeout_s + timeout_total + 300, init_script=init)
         bundle = parts.secret_bundle(spec, os.environ)
+        from provisioner import remote_runs
         launch = LaunchSpec(candidates=tuple(c.offer for c in candidates),
                             user_data=parts.user_data(best.offer, bspec, self.cloud_name),
                             tags={**parts.tags(owner_id(), job, run_id, bspec.expires_at),
                                   "provisioner:price": f"{best.offer.price:g}",
-                                  "provisioner:log-group": bspec.log_group},
+                                  "provisioner:log-group": bspec.log_group,
+                                  **({remote_runs.USAGE_S3_TAG: self.args.usage_s3}
+                                     if getattr(self.args, "usage_s3", None) else {})},
                             client_token=run_id, disk_gib=int(result.plan.disk_gib),
                             spot_only=result.intent.spot_only,
                             secret_env=parts.secret_env(self.cloud_name, bundle))
         instance: Instance | None = None
         started = time.monotonic()
-        from provisioner import remote_runs
         remote_runs.note_launched(run_id, self.cloud_name)
         try:
             try:

@@ -25,6 +25,7 @@ from provisioner.errors import UsageError
 
 RUN_TAG, USER_TAG, STATE_TAG = "provisioner:run-id", "provisioner:user", "provisioner:state"
 OWNER_TAG, LOG_GROUP_TAG, PRICE_TAG = "provisioner:owner", "provisioner:log-group", "provisioner:price"
+USAGE_S3_TAG = "provisioner:usage-s3"          # `run --usage-s3`: an imported record goes there too
 ENDED = "ended"
 
 
@@ -350,12 +351,19 @@ def import_unseen(ctx: Any, backend: Any, runs: list[RunView], owner: str, warn:
         record = record_of(backend.lines(run, follow=False))
         if record is None:
             continue                    # not written (yet): tried again next time
+        full = imported_record(record, run)
         try:
             with ctx.open_history() as store:
-                store.add(imported_record(record, run))
+                store.add(full)
         except Exception as exc:
             warn(f"usage record of run {run.run_id} not imported: {exc}")
             continue
+        if run.tags.get(USAGE_S3_TAG):
+            try:
+                from provisioner.export import export_records
+                export_records([full], run.tags[USAGE_S3_TAG])
+            except Exception as exc:
+                warn(f"usage record of run {run.run_id} not written to S3: {exc}")
         mark_seen(run.run_id)
         count += 1
     if count:

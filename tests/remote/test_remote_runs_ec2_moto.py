@@ -36,7 +36,9 @@ def test_detach_ps_logs_import_and_stop_on_ec2(moto_env, tmp_path):
     player = threading.Thread(target=play_instance, args=(found, stop), daemon=True)
     player.start()
     try:
-        done = cli("run", "--remote", "--detach", "--label", "ec2 && vcpu=2 && mem=4 && ondemand",
+        aws.client("s3", region=REGION).create_bucket(Bucket="usage")
+        done = cli("run", "--remote", "--detach", "--usage-s3", "s3://usage/records/",
+                   "--label", "ec2 && vcpu=2 && mem=4 && ondemand",
                    "--image", "python:3.11-slim", "--job", "ec2-job", "--", "python", "train.py")
     finally:
         stop.set()
@@ -64,6 +66,8 @@ def test_detach_ps_logs_import_and_stop_on_ec2(moto_env, tmp_path):
     with open_store(str(history), create=False) as store:
         (record,) = store.runs("ec2-job")
     assert record["run_id"] == "inner-run-1" and record["instance_id"] == iid and record["remote"] is True
+    keys = [o["Key"] for o in aws.client("s3", region=REGION).list_objects_v2(Bucket="usage").get("Contents", [])]
+    assert [k for k in keys if k.endswith("/inner-run-1.json")], keys     # --usage-s3 of a run left behind
 
     again = cli("stop", run_id)
     assert again.returncode == 0 and "already ended" in again.stderr
