@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "arch": None,
     },
     "docker": {"instance_image": "provisioner-agent:latest", "host_cpus": None, "host_mem_gib": None,
-               "network": "host", "imds_url": "", "gc_after_s": 60, "environment": {},
+               "network": "host", "imds_url": "", "gc_after_s": 60, "retention_s": 86400, "environment": {},
                "init_script": None},             # run by every instance after the base bootstrap
     "ec2": {"subnets": [], "security_groups": [], "instance_profile": None, "images": {}, "init_script": None,
             "extra_tags": {}, "key_name": None,
@@ -212,7 +212,7 @@ SCHEMA: dict[str, Any] = {
                                          "ec2instances-coremark"), "catalog_max_age_days": _days_or_never,
                  "arch": _one_of("x86_64", "arm64", "any")},
     "docker": {"init_script": _init_script, "instance_image": _STR, "host_cpus": _positive, "host_mem_gib": _positive,
-               "network": _STR, "imds_url": _STR, "gc_after_s": _positive, "environment": _DICT},
+               "network": _STR, "imds_url": _STR, "gc_after_s": _positive, "retention_s": _positive, "environment": _DICT},
     "ec2": {"init_script": _init_script, "subnets": _ids_by_region, "security_groups": _ids_by_region, "instance_profile": _STR,
             "images": _images, "extra_tags": _DICT, "key_name": _STR,
             "spot_allocation_strategy": _one_of("price-capacity-optimized", "capacity-optimized",

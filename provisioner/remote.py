@@ -4,7 +4,13 @@ path (Ctrl-C included: the signal handlers post events, and one `finally` termin
 
 Exit code: the job's own (CONTRACTS.md); 3 when no offer fits (NoOfferError, raised by the
 planner); 125 when no instance could be launched or made ready; 124 when the remote job outlived
-its timeout; 130 / 143 when interrupted by SIGINT / SIGTERM.
+its timeout; 130 / 143 / 129 when interrupted by SIGINT / SIGTERM / SIGHUP (the terminal closed:
+the job is stopped, the record written and the instance terminated).
+
+`--detach` returns once the job printed its first line (or started, for a silent job): the run goes
+on by itself, its state with it (tags / container labels), and `provisioner ps`, `logs`, `stop`
+and `attach` (provisioner/remote_runs.py) find it from any machine with the same credentials. A
+run ends by its own end or its expiry, never because its launcher went away.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import os
 import platform
 import queue
+import re
 import signal
 import socket
 import sys
@@ -33,6 +40,10 @@ MAX_LAUNCHES = 3          # instances tried when one never becomes ready
 STOP_GRACE_S = 20.0       # after Ctrl-C: time for the remote job to stop cleanly before terminate
 SLOT_POLL_S = 1.0         # --max-concurrent: how often to look for a free slot (one describe)
 DRAIN_S = 3.0             # after the instance ended: time for its last log lines to arrive
+SILENT_START_S = 1.0      # --detach: a job that printed nothing this long after its start counts as started
+JOB_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z ")   # the runner stamps the job's lines
+JOB_START = "Docker command:"      # the instance's runner's last header line, just before the job starts
+SIGNAL_EXITS = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM, signal.SIGHUP: 129}
 
 
 class RemoteFailure(ProvisionerError):
@@ -43,7 +54,7 @@ class RemoteFailure(ProvisionerError):
 
 @dataclass
 class Outcome:
-    kind: str                                  # done | not-ready | slot-lost
+    kind: str                                  # done | not-ready | slot-lost | detached
     exit_code: int = 0
     record: dict | None = None
     ready_s: float | None = None
@@ -62,11 +73,23 @@ def host_arch() -> str:
     return {"aarch64": "arm64", "arm64": "arm64"}.get(machine, "x86_64")
 
 
+def boot_progress(instance_id: str, elapsed_s: float) -> str:
+    """The booting line (rewritten in place on a TTY; off a TTY the "Waiting for ..." line stands alone)."""
+    return f"Booting instance {instance_id}: {elapsed_s:.0f} s elapsed"
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def run_remote(args: argparse.Namespace, ctx: Any) -> int:
     """The `--remote` branch of `provisioner run`."""
     events: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
     console = Console(sys.stdout, sys.stderr)
-    with SignalWatch(events):
+    with SignalWatch(events, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
         return RemoteRun(args, ctx, console, events).run()
 
 
@@ -77,6 +100,7 @@ class RemoteRun:
         self.boot_timeout_s = float(ctx.config.section("daemon")["boot_timeout_s"])
         self.signal: int | None = None
         self.terminated_at: float | None = None
+        self._tty = _isatty(console.err)
 
     # ---- the whole run -----------------------------------------------------------------------
 
@@ -99,7 +123,6 @@ class RemoteRun:
             cloud = parts.make_cloud(self.cloud_name, self.ctx)
         except CloudError as exc:
             raise RemoteFailure(str(exc)) from None
-        self._reap(cloud)
         blocked: set[tuple[str, str, str]] = set()
         launches = 0
         while launches < MAX_LAUNCHES:
@@ -142,7 +165,7 @@ class RemoteRun:
                 self.signal = event[1]
 
     def _signal_exit(self) -> int:
-        return EXIT_SIGINT if self.signal == signal.SIGINT else EXIT_SIGTERM
+        return SIGNAL_EXITS.get(self.signal, EXIT_SIGTERM)
 
     # ---- one instance ------------------------------------------------------------------------
 
@@ -156,14 +179,20 @@ class RemoteRun:
         bspec = parts.bootstrap_spec(self.args, spec, job, run_id,
                                      lifetime_s=self.boot_timeout_s + timeout_total + 300, init_script=init)
         bundle = parts.secret_bundle(spec, os.environ)
+        from provisioner import remote_runs
         launch = LaunchSpec(candidates=tuple(c.offer for c in candidates),
                             user_data=parts.user_data(best.offer, bspec, self.cloud_name),
-                            tags=parts.tags(owner_id(), job, run_id, bspec.expires_at),
+                            tags={**parts.tags(owner_id(), job, run_id, bspec.expires_at),
+                                  "provisioner:price": f"{best.offer.price:g}",
+                                  "provisioner:log-group": bspec.log_group,
+                                  **({remote_runs.USAGE_S3_TAG: self.args.usage_s3}
+                                     if getattr(self.args, "usage_s3", None) else {})},
                             client_token=run_id, disk_gib=int(result.plan.disk_gib),
                             spot_only=result.intent.spot_only,
                             secret_env=parts.secret_env(self.cloud_name, bundle))
         instance: Instance | None = None
         started = time.monotonic()
+        remote_runs.note_launched(run_id, self.cloud_name)
         try:
             try:
                 instance = cloud.launch(launch)
@@ -183,6 +212,12 @@ class RemoteRun:
                 outcome.key = (instance.instance_type, instance.region, instance.market)
                 return outcome
             ended = outcome.ended_at or time.monotonic()
+            if outcome.kind == "detached":
+                self.console.info(f"Detached: run {run_id} goes on by itself on instance {instance.id}")
+                self.console.info(f"  follow it: provisioner logs -f {run_id}   stop it: provisioner stop {run_id}")
+                print(run_id, flush=True)
+                instance = None                 # it ends by its own end or its expiry
+                return outcome
         finally:
             if instance is not None:
                 gone_from = time.monotonic()
@@ -198,6 +233,7 @@ class RemoteRun:
         from provisioner.cli.run import _after_record
         after = _after_record(self.ctx, getattr(self.args, "usage_s3", None), True, self.console.warn)
         parts.store_and_summarise(record, self.ctx, self.console, self.args.summary_json, after)
+        remote_runs.mark_seen(run_id)
         return outcome
 
     def _follow(self, cloud: Cloud, instance: Instance, timeout_total: float, log_group: str | None) -> Outcome:
@@ -211,10 +247,21 @@ class RemoteRun:
         container_code: int | None = None
         timed_out = False
         eofs = 0
+        detach = bool(getattr(self.args, "detach", False))
+        job_started: float | None = None
         while True:
             now = time.monotonic()
-            wakes = [t for t in (boot_deadline if out.ready_s is None else None, job_deadline, stop_deadline)
-                     if t is not None]
+            if out.ready_s is None and self._tty:      # booting: one line rewritten each second on a TTY
+                self.console._write(self.console.err, f"\r{boot_progress(instance.id, now - launched)}")
+                next_tick = now + 1.0
+            else:
+                next_tick = None
+            silent = job_started + SILENT_START_S if detach and job_started is not None else None
+            if silent is not None and now >= silent:
+                out.kind = "detached"
+                break
+            wakes = [t for t in (boot_deadline if out.ready_s is None else None, job_deadline, stop_deadline,
+                                 silent, next_tick) if t is not None]
             try:
                 event = self.events.get(timeout=max(0.0, min(wakes) - now) if wakes else 1.0)
             except queue.Empty:
@@ -224,7 +271,13 @@ class RemoteRun:
             if kind in ("line", "eof", "exited") and event[-1] is not tag:
                 continue
             if kind == "line":
-                self._line(event[1], event[2], out, launched, timeout_total)
+                shown = self._line(event[1], event[2], out, launched, timeout_total)
+                if detach and shown and out.ready_s is not None:
+                    if JOB_LINE.match(event[2]):
+                        out.kind = "detached"       # the job's first line: it runs; leave it
+                        break
+                    if job_started is None and event[2].startswith(JOB_START):
+                        job_started = now           # a silent job counts as started soon after this
                 if out.ready_s is not None and job_deadline is None:
                     job_deadline = now + timeout_total
                 if out.exit_seen and self.cloud_name != "docker":
@@ -245,7 +298,7 @@ class RemoteRun:
                     break
                 self.signal = event[1]
                 self.console.warn(f"{name}: stopping the remote job (grace {STOP_GRACE_S:g} s)")
-                parts.signal_instance(cloud, instance, name)
+                parts.signal_instance(cloud, instance, "SIGTERM" if event[1] == signal.SIGHUP else name)
                 stop_deadline = now + STOP_GRACE_S
             if out.ready_s is None and now >= boot_deadline and self.signal is None:
                 self.console.warn(f"instance {instance.id} was not ready after {self.boot_timeout_s:g} s: "
@@ -262,6 +315,10 @@ class RemoteRun:
                 self.console.warn(f"the remote job did not stop within {STOP_GRACE_S:g} s: terminating")
                 out.ended_at = now
                 break
+        if out.kind == "detached":
+            getattr(follower, "stop", lambda: None)()
+            out.exit_code = 0
+            return out
         self._drain(follower, out, launched, timeout_total, eofs, tag)
         if self.signal is not None:
             out.exit_code = self._signal_exit()
@@ -275,17 +332,20 @@ class RemoteRun:
             out.exit_code = container_code if container_code is not None else EXIT_LAUNCH
         return out
 
-    def _line(self, is_stderr: bool, text: str, out: Outcome, launched: float, timeout_total: float) -> None:
+    def _line(self, is_stderr: bool, text: str, out: Outcome, launched: float, timeout_total: float) -> bool:
+        """Handle one output line; True when it was shown (not a marker)."""
         found = markers.parse(text)
         if found is None:
             out.tail = (out.tail + [text])[-20:]
             # As the instance wrote it (its runner already put timestamps on the job's lines), through
             # the console's writer, which survives a reader that went away (`| head`).
             self.console._write(self.console.err if is_stderr else self.console.out, text + "\n")
-            return
+            return True
         kind, value = found
         if kind == "ready" and out.ready_s is None:
             out.ready_s = time.monotonic() - launched
+            if self._tty:
+                self.console._write(self.console.err, "\n")
             out.exit_code = -1
             self.console.info(f"Instance ready after {out.ready_s:.2f} s")
         elif kind == "record":
@@ -295,6 +355,7 @@ class RemoteRun:
             out.exit_seen = True
         elif kind == "event":
             self.console.warn(f"instance reports {value.get('event')}: {parts.event_text(value)}")
+        return False
 
     def _drain(self, follower: Any, out: Outcome, launched: float, timeout_total: float, eofs: int,
                tag: object) -> None:
@@ -347,12 +408,3 @@ class RemoteRun:
         """Two launchers may both have seen a free slot: the later instance gives way."""
         ids = [i.id for i in self._running_of(cloud, job)]
         return instance.id not in ids or ids.index(instance.id) < self.args.max_concurrent
-
-    def _reap(self, cloud: Cloud) -> None:
-        """Terminate instances a killed `run --remote` on this host left behind."""
-        try:
-            for inst in parts.orphans(cloud.describe(owner_id())):
-                self.console.warn(f"terminating instance {inst.id} left behind by a killed run --remote")
-                cloud.terminate([inst.id])
-        except CloudError as exc:
-            raise RemoteFailure(str(exc)) from None

@@ -20,7 +20,7 @@ from provisioner.runner.console import Console
 
 DEFAULT_LOG_GROUP = "/provisioner/jobs"       # the IAM policies grant /provisioner/*
 RUN_GRACE_DEFAULT = 10.0                      # `provisioner run --grace`'s own default
-LAUNCHER_PID_TAG, LAUNCHER_STARTED_TAG = "provisioner:launcher-pid", "provisioner:launcher-started"
+USER_TAG, STATE_TAG = "provisioner:user", "provisioner:state"
 
 
 # ---- plan and cloud ---------------------------------------------------------------------------
@@ -159,30 +159,24 @@ def secret_env(cloud_name: str, bundle: dict) -> dict[str, str]:
     return bootstrap.secret_env(cloud_name, bundle)
 
 
+def launching_user() -> str:
+    import getpass
+    try:
+        return getpass.getuser()
+    except Exception:
+        return str(os.getuid())
+
+
 def tags(owner: str, job: Any, run_id: str, expires: str) -> dict[str, str]:
-    from provisioner.runner.owners import process_started
+    """The run's tags. Its state lives with it (`provisioner:state`, `provisioner:user`), so `ps`
+    from any machine with the same credentials sees it; nothing here ties it to the launcher's
+    process: a run ends by its own end or its expiry, never because its launcher went away."""
     out = {"provisioner:owner": owner, "provisioner:job": job.job, "provisioner:run-id": run_id,
-           "provisioner:expires-at": expires, LAUNCHER_PID_TAG: str(os.getpid()),
-           LAUNCHER_STARTED_TAG: f"{process_started(os.getpid()) or 0:.2f}"}
+           "provisioner:expires-at": expires, USER_TAG: launching_user(), STATE_TAG: "running"}
     if job.build:
         out["provisioner:build"] = job.build
     if job.team:
         out["provisioner:team"] = job.team
-    return out
-
-
-def orphans(instances: list[Instance]) -> list[Instance]:
-    """Instances whose `run --remote` process on this host is gone (it was SIGKILLed)."""
-    from provisioner.runner.owners import owner_alive
-    out = []
-    for inst in instances:
-        pid = inst.tags.get(LAUNCHER_PID_TAG, "")
-        try:
-            started = float(inst.tags.get(LAUNCHER_STARTED_TAG, ""))
-        except ValueError:
-            started = None
-        if pid.isdigit() and int(pid) != os.getpid() and not owner_alive(int(pid), started):
-            out.append(inst)
     return out
 
 
@@ -257,7 +251,7 @@ def final_record(outcome: Any, instance: Instance | None, best: Any, job: Any, s
     record["exit_code"] = outcome.exit_code
     if outcome.exit_code == 124:
         record["timed_out"] = True
-    if outcome.exit_code in (130, 143) and not record.get("interrupted"):
+    if outcome.exit_code in (129, 130, 143) and not record.get("interrupted"):
         record["interrupted"] = True
     # What the user asked for (the instance's runner only saw the limits the plan gave it).
     req = result.requirements

@@ -22,6 +22,10 @@ COMMANDS = {
     "report": "cost, memory, spot savings, incidents and right-sizing",
     "daemon": "provision ephemeral Jenkins agents for queued builds",
     "alerts": "test alert sinks; alert on recent runs and budgets",
+    "ps": "list remote runs (running and recently finished)",
+    "logs": "print a remote run's output (-f: until it ends)",
+    "stop": "stop a remote run (its usage record is kept)",
+    "attach": "follow a remote run; Ctrl-C stops it",
     "completion": "print a shell completion script (bash, zsh)",
 }
 _GLOBAL_WITH_VALUE = ("--config", "--history")

@@ -169,9 +169,11 @@ def _remote_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-price", type=_price, metavar="USD", help="maximum price per hour")
     g.add_argument("--max-concurrent", type=_arg(_count), metavar="N",
                    help="wait while N instances of this job (by name) are running")
+    g.add_argument("--detach", "-d", action="store_true",
+                   help="return once the job printed its first line; see `provisioner ps`, `logs`, `stop`")
 
 
-REMOTE_ONLY = ("cloud", "label", "policy", "region", "max_price", "max_concurrent")
+REMOTE_ONLY = ("cloud", "label", "policy", "region", "max_price", "max_concurrent", "detach")
 
 
 def build_spec(args: argparse.Namespace, ctx: Context, environ: Mapping[str, str]):

@@ -14,7 +14,9 @@
   (owner label `<instance id>:<pid>`) are found again; `terminate` removes those too.
 - Labels are the provisioner:* tags; describe finds instances by the owner label. A container
   that exited is a terminated instance: describe leaves it out, and removes it once it has been
-  gone for `gc_after_s` (its launcher reads the exit code and logs first).
+  gone for `gc_after_s` (its launcher reads the exit code and logs first). A remote run's instance
+  (it has a `provisioner:run-id` label) is kept for `retention_s` instead: `provisioner ps` and
+  `logs` read its state, output and usage record from it after it ended.
 - The instance id derives from the launch's client token, so a repeated launch returns the same
   instance (the idempotency EC2's ClientToken gives).
 """
@@ -50,6 +52,7 @@ class DockerSettings:
     socket: str = "/var/run/docker.sock"
     imds_url: str = ""                           # no instance metadata here; tests serve a stub
     gc_after_s: float = 60.0
+    retention_s: float = 86400.0                 # finished remote runs' containers (logs, record)
     environment: Mapping[str, str] | None = None  # extra variables for instances (proxies, tuning)
 
     @classmethod
@@ -213,9 +216,14 @@ class DockerCloud:
         for container in found:
             if container.status in STATES:
                 out.append(self._instance(container))
-            elif self._exited_for(container) >= self.settings.gc_after_s:
+            elif self._exited_for(container) >= self.keep_for(container):
                 self._remove_with_builds(container.name)
         return out
+
+    def keep_for(self, container: Any) -> float:
+        """How long an exited instance container stays (a remote run's: its retention)."""
+        labels = container.labels or {}
+        return self.settings.retention_s if labels.get("provisioner:run-id") else self.settings.gc_after_s
 
     def terminate(self, ids: list[str]) -> None:
         """Remove these instance containers and the build containers they started; gone is fine."""

@@ -255,14 +255,14 @@ class UnixEngine:
         return self._call("GET", f"/distribution/{quote(ref, safe='/:@')}/json", timeout=timeout,
                           headers={"X-Registry-Auth": auth} if auth else None)
 
-    def pull_image(self, repo: str, tag: str | None, auth_config: dict | None = None) -> None:
+    def pull_image(self, repo: str, tag: str | None, auth_config: dict | None = None, progress: Any = None) -> None:
         """Through the docker SDK (registry credentials, credential helpers), on this socket."""
         from provisioner.runner.engine_sdk import SdkEngine, sdk_errors
         if self._sdk is None:
             with sdk_errors():
                 import docker
                 self._sdk = docker.DockerClient(base_url=f"unix://{self.path}")
-        SdkEngine(self._sdk).pull_image(repo, tag, auth_config)
+        SdkEngine(self._sdk).pull_image(repo, tag, auth_config, progress)
 
     def create_container(self, create_kwargs: Mapping[str, Any]) -> str:
         """Create from docker SDK `containers.create` keyword arguments (the same JSON the SDK

@@ -84,9 +84,18 @@ class SdkEngine:
                      timeout: float = DISTRIBUTION_TIMEOUT_S) -> dict:
         return within(timeout, lambda: self.api.inspect_distribution(ref, auth_config=auth_config))
 
-    def pull_image(self, repo: str, tag: str | None, auth_config: dict | None = None) -> None:
+    def pull_image(self, repo: str, tag: str | None, auth_config: dict | None = None, progress: Any = None) -> None:
+        """`progress` (pull_progress.PullProgress) gets the engine's pull events: layers and bytes."""
         with sdk_errors():
-            self.client.images.pull(repo, tag=tag, auth_config=auth_config)
+            if progress is None:
+                self.client.images.pull(repo, tag=tag, auth_config=auth_config)
+                return
+            from provisioner.runner.pull_progress import consume
+            stream = self.api.pull(repo, tag=tag, auth_config=auth_config, stream=True, decode=True)
+            try:
+                consume(stream, progress)
+            except RuntimeError as exc:
+                raise EngineError(str(exc)) from None
 
     def create_container(self, create_kwargs: Mapping[str, Any]) -> str:
         with sdk_errors():

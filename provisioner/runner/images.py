@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from provisioner.runner import LaunchError
@@ -22,6 +22,7 @@ class ImageInfo:
     digest: str | None          # repo digest (registry@sha256:...) when the image came from one
     pulled: bool
     pull_s: float | None
+    pull_detail: str = ""       # layers and bytes, when the pull's progress was followed
 
 
 def split_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -66,9 +67,10 @@ def _describe(image: dict, ref: str, pulled: bool, pull_s: float | None) -> Imag
 
 def ensure_image(engine: Any, ref: str,
                  ecr_client_factory: Callable[[str], Any] = default_ecr_client,
-                 clock: Callable[[], float] = time.monotonic) -> ImageInfo:
+                 clock: Callable[[], float] = time.monotonic, progress: Any = None) -> ImageInfo:
     """The local image, pulled first when missing. LaunchError (125) when it cannot be had.
-    `engine` inspects and pulls images (engine.py)."""
+    `engine` inspects and pulls images (engine.py); `progress` (pull_progress.PullProgress) follows
+    a pull's layers and bytes."""
     try:
         return _describe(engine.inspect_image(ref), ref, False, None)
     except NotFound:
@@ -87,8 +89,13 @@ def ensure_image(engine: Any, ref: str,
     repo, tag, digest = split_ref(ref)
     started = clock()
     try:
-        engine.pull_image(repo, digest or tag, auth)
+        if progress is None:
+            engine.pull_image(repo, digest or tag, auth)
+        else:
+            engine.pull_image(repo, digest or tag, auth, progress=progress)
+            progress.finish()
         image = engine.inspect_image(f"{repo}@{digest}" if digest else f"{repo}:{tag}")
     except EngineError as exc:
         raise LaunchError(f"image {ref} not found locally and could not be pulled: {exc}") from None
-    return _describe(image, ref, True, clock() - started)
+    info = _describe(image, ref, True, clock() - started)
+    return replace(info, pull_detail=progress.summary()) if progress is not None else info

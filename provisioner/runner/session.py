@@ -127,12 +127,19 @@ class RunSession:
         except EngineError as exc:
             raise LaunchError(f"Docker engine not reachable: {exc}") from None
 
+    def _pull_progress(self, ref: str) -> Any:
+        from provisioner.runner.pull_progress import PullProgress
+        err = self.console.err
+        tty = bool(getattr(err, "isatty", lambda: False)())
+        return PullProgress(ref, lambda text: self.console._write(err, text), tty=tty)
+
     def _image(self, ref: str, events: queue.SimpleQueue) -> ImageInfo | int:
         """The image, pulled on a thread so that a signal can end the wait; an exit code when a
         signal came first."""
         def pull() -> None:
             try:
-                events.put(("image", ensure_image(self.engine, ref, self.s.ecr_client_factory)))
+                events.put(("image", ensure_image(self.engine, ref, self.s.ecr_client_factory,
+                                                  progress=self._pull_progress(ref))))
             except Exception as exc:
                 events.put(("image_error", exc))
         threading.Thread(target=pull, name="provisioner-pull", daemon=True).start()
@@ -158,7 +165,8 @@ class RunSession:
             pairs.append(("Run ID", run_id))
         pairs.append(("Image", f"{image.ref} ({image.digest or image.id})"))
         if attempt_no == 1:
-            pairs.append(("Image pull", f"pulled in {image.pull_s:.1f} s" if image.pulled
+            detail = f" ({image.pull_detail})" if getattr(image, "pull_detail", "") else ""
+            pairs.append(("Image pull", f"pulled in {image.pull_s:.1f} s{detail}" if image.pulled
                           else "found locally, not pulled"))
         pairs += [("Extra docker parameters", shlex.join(spec.extra.tokens) or "none"),
                   ("Command", shlex.join(spec.command) or "(the image's default)"),

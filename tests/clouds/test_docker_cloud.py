@@ -5,6 +5,7 @@ terminate (builds included), blocked offers and a missing image as clear errors.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -117,6 +118,21 @@ def test_an_exited_instance_is_terminated_and_collected(cloud, docker_client):
                                    client_token=s.client_token))
     assert docker_client.containers.get(inst.id).wait(timeout=10)["StatusCode"] == 4
     assert cloud.describe(owner) == []                # exited = terminated; gc_after_s=0 removes it
+    assert not docker_client.containers.list(all=True, sparse=True, filters={"name": inst.id})
+
+
+@pytest.mark.docker
+def test_a_remote_runs_exited_instance_is_kept_for_its_retention(cloud, docker_client):
+    owner = f"dc-test-{uuid.uuid4().hex[:8]}"
+    s = spec(owner)
+    tags = dict(s.tags, **{"provisioner:run-id": "run-1"})
+    inst = cloud.launch(LaunchSpec(candidates=s.candidates, user_data="#!/bin/sh\nexit 0\n", tags=tags,
+                                   client_token=s.client_token))
+    docker_client.containers.get(inst.id).wait(timeout=10)
+    assert cloud.describe(owner) == []                # terminated, but its logs and record stay
+    assert docker_client.containers.list(all=True, sparse=True, filters={"name": inst.id})
+    short = DockerCloud(docker_client, replace(cloud.settings, retention_s=0.001))
+    short.describe(owner)
     assert not docker_client.containers.list(all=True, sparse=True, filters={"name": inst.id})
 
 
