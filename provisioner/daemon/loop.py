@@ -80,6 +80,7 @@ class Daemon:
         self._ticks = 0
         self._held: dict = {}
         self._handed: set[str] = set()                      # instances whose bundle this process put
+        self._rejected: dict = {}                           # item key -> reason (logged once)
         self.drain_poll_s = drain_poll_s if drain_poll_s < settings.interval_s else 0.0
         self.drains = drains or Drains(client)              # shared with the agent API
 
@@ -106,6 +107,7 @@ class Daemon:
             report.ok, report.error = False, code
             self._finish(report, started)
             return report
+        items = self._screen(items)
         now = self.clock()
         self._online_events(nodes, now)
         self.memory = R.remember(self.memory, nodes, instances, now)
@@ -130,6 +132,24 @@ class Daemon:
         self._publish(observed, demand_items, actions, now)
         self._finish(report, started)
         return report
+
+    def _screen(self, items: list) -> list:
+        """The items a tick can serve. One whose label cannot be parsed or planned (too deep, a bad
+        number, anything the parser raises) is left out, logged and counted once per queue item:
+        every other item is served in the same tick."""
+        kept, rejected = [], {}
+        for item in items:
+            reason = R.label_problem(item.label, self.s.managed_atom)
+            if reason is None:
+                kept.append(item)
+                continue
+            rejected[item.key] = reason
+            if self._rejected.get(item.key) != reason:
+                self.metrics.items_rejected.labels(reason).inc()
+                event("item.rejected", logging.WARNING, queue_id=item.id, job=item.job, reason=reason,
+                      label=(item.label or "")[:200])
+        self._rejected = rejected
+        return kept
 
     def _finish(self, report: TickReport, started: float) -> None:
         report.duration_s = time.perf_counter() - started

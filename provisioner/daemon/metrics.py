@@ -103,6 +103,9 @@ class DaemonMetrics:
                                        registry=r)
         self.reconcile_cpu = Histogram("provisioner_reconcile_step_seconds",
                                        "The pure reconcile step alone", buckets=TICK_BUCKETS, registry=r)
+        self.items_rejected = Counter("provisioner_items_rejected", "Queue items refused for good (a label "
+                                      "that cannot be parsed or planned), once per item, by reason",
+                                      ["reason"], registry=r)
         self.jenkins_requests = Counter("provisioner_jenkins_requests", "Requests to Jenkins, by endpoint",
                                         ["endpoint"], registry=r)
         r.register(_SnapshotCollector(self, clock))

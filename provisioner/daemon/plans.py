@@ -88,3 +88,5 @@ class Planner:
                             self._pools[id(catalog)])
         except ProvisionerError as exc:     # no offer, or a label we cannot read: the item waits
             return NoPlan(str(exc))
+        except Exception as exc:            # noqa: BLE001 - one item's plan must never stop a tick
+            return NoPlan(f"cannot plan: {type(exc).__name__}: {str(exc)[:200]}")

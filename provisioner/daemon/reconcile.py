@@ -42,11 +42,49 @@ LOST_CONFIRMATIONS = 2      # observations in a row of a busy node without its m
 
 # ---- memoised pure helpers (labels repeat across thousands of items) ------------------------
 
+# Why a queued item is refused for good (provisioner_items_rejected_total{reason}).
+REJECT_REASONS = ("unparseable", "label-too-complex", "invalid-value", "internal-error")
+
+
+def rejection_reason(exc: BaseException, default: str) -> str:
+    """The reason a label failed to parse or plan: the error's own when it names one, a recursion or
+    memory limit as too complex, a bad number as an invalid value, else `default`."""
+    for attr in ("reason", "code"):
+        named = getattr(exc, attr, None)
+        if isinstance(named, str) and named in REJECT_REASONS:
+            return named
+    if isinstance(exc, (RecursionError, MemoryError)):
+        return "label-too-complex"
+    if isinstance(exc, ProvisionerError):
+        return default
+    if isinstance(exc, (ValueError, ArithmeticError)):
+        return "invalid-value"
+    return "internal-error"
+
+
+@lru_cache(maxsize=4096)
+def label_problem(label: str | None, managed_atom: str) -> str | None:
+    """Why an item with this label can never be served (None: it can, or it is not ours). Any error
+    from parsing one label is caught here: one hostile or careless label must not stop a tick."""
+    if not label:
+        return None
+    try:
+        if not is_demand(label, managed_atom):
+            return None
+    except Exception as exc:          # noqa: BLE001 - whatever the parser raises, the item is refused
+        return rejection_reason(exc, "unparseable")
+    try:
+        Requirements.parse(label, lax=True)
+    except Exception as exc:          # noqa: BLE001
+        return rejection_reason(exc, "invalid-value")
+    return None
+
+
 @lru_cache(maxsize=4096)
 def demand(label: str | None, managed_atom: str) -> bool:
     try:
         return is_demand(label, managed_atom)
-    except ProvisionerError:
+    except Exception:                 # noqa: BLE001 - unreadable: not ours (label_problem says why)
         return False
 
 
@@ -54,7 +92,7 @@ def demand(label: str | None, managed_atom: str) -> bool:
 def _ast(label: str) -> labels.Node | None:
     try:
         return labels.parse_jenkins(label)
-    except ProvisionerError:
+    except Exception:                 # noqa: BLE001
         return None
 
 
@@ -71,7 +109,7 @@ def satisfies(label: str | None, node_labels: frozenset[str]) -> bool:
 def has_market_atom(label: str) -> bool:
     try:
         return Requirements.parse(label, lax=True).has_market_atom
-    except ProvisionerError:
+    except Exception:                 # noqa: BLE001
         return False
 
 

@@ -24,6 +24,7 @@ def main() -> int:
     p.add_argument("--agent-jar", required=True)
     p.add_argument("--owner", default="t")
     p.add_argument("--launch-delay", type=float, default=0.0)
+    p.add_argument("--once", action="store_true", help="one tick, then exit (0: it observed)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     config = parse_config(Path(args.config).read_text(), args.config)
@@ -35,7 +36,7 @@ def main() -> int:
                   catalog=small_catalog())
     print(f"listening {parts.http.url}", flush=True)
     try:
-        return parts.daemon.run(stop)
+        return parts.daemon.run(stop, once=args.once)
     finally:
         parts.close()
 

@@ -318,3 +318,26 @@ def test_reconcile_is_deterministic_and_does_not_mutate_its_input():
     obs = observed([item(i) for i in range(1, 30)], [node("prov-o-q3", meta(3))],
                    [instance("i-3", "prov-o-q3")])
     assert reconcile(obs, SETTINGS, NOW) == reconcile(obs, SETTINGS, NOW)
+
+
+@pytest.mark.parametrize("label,reason", [
+    ("ec2 && vcpu=2", None), ("linux && docker", None), (None, None),
+    ("ec2 && vcpu=nan", "invalid-value"), ("ec2 && vcpu=inf", "invalid-value"),
+    ("ec2 && " + "(" * 400 + "vcpu=2" + ")" * 400, "label-too-complex"),
+    (" && ".join(["ec2"] + [f"a{i}" for i in range(999)]), "label-too-complex"),
+], ids=["ok", "not-ours", "no-label", "nan", "inf", "nested-400", "chain-1000"])
+def test_label_problem_names_why_an_item_is_refused_and_never_raises(label, reason):
+    from provisioner.daemon.reconcile import label_problem
+    assert label_problem(label, "ec2") == reason
+
+
+def test_rejection_reason_keeps_a_named_reason_and_maps_known_error_kinds():
+    from provisioner.daemon.reconcile import rejection_reason
+    from provisioner.errors import UsageError
+    named = UsageError("too deep")
+    named.reason = "label-too-complex"
+    assert rejection_reason(named, "unparseable") == "label-too-complex"
+    assert rejection_reason(UsageError("bad"), "unparseable") == "unparseable"
+    assert rejection_reason(RecursionError(), "unparseable") == "label-too-complex"
+    assert rejection_reason(OverflowError(), "unparseable") == "invalid-value"
+    assert rejection_reason(KeyError("x"), "unparseable") == "internal-error"
