@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from provisioner import killpoints
 from provisioner.clouds.base import BlockedOffers, Instance
 from provisioner.daemon import reconcile as R
 from provisioner.daemon.drains import Drains
@@ -201,6 +202,8 @@ class Daemon:
                 event("agent.retired", node=a.node, reason=a.reason, job=meta.job if meta else None)
                 if a.reason == "interrupted":
                     self._interrupted(a.node, meta)
+        if deleted:
+            killpoints.reached("retire.node-deleted")
         terms = [a for a in actions if isinstance(a, Terminate)]
         ids = list(dict.fromkeys(i for a in terms for i in a.instance_ids))
         if ids and self._guard("terminate", report, lambda: self.cloud.terminate(ids) or True,
@@ -228,7 +231,9 @@ class Daemon:
         ready = [r for r in self._pool.map(prepare, provisions) if r is not None]
         if not ready:
             return {}
+        killpoints.reached("launch.node-created")
         outcomes = self._launch(ready)
+        killpoints.reached("launch.launched")
 
         def finish(pair: tuple[Prepared, Any]) -> tuple[str, InFlight | None]:
             r, outcome = pair
@@ -274,6 +279,7 @@ class Daemon:
 
         def hand_over(pair: tuple[Node, Instance]) -> str | None:
             node, inst = pair
+            killpoints.reached("handover")
             done = self._guard("handover", report, lambda: self.launcher.hand_over(node.name, inst) or True,
                                node=node.name, instance=inst.id)
             return inst.id if done else None
