@@ -25,11 +25,12 @@ def main() -> int:
     p.add_argument("--owner", default="t")
     p.add_argument("--launch-delay", type=float, default=0.0)
     p.add_argument("--once", action="store_true", help="one tick, then exit (0: it observed)")
+    p.add_argument("--real-cloud", action="store_true", help="the config's cloud (docker), not the fake")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     config = parse_config(Path(args.config).read_text(), args.config)
-    cloud = ProcessCloud(Path(args.cloud_dir), config.section("jenkins")["url"], Path(args.agent_jar),
-                         launch_delay_s=args.launch_delay)
+    cloud = None if args.real_cloud else ProcessCloud(Path(args.cloud_dir), config.section("jenkins")["url"],
+                                                      Path(args.agent_jar), launch_delay_s=args.launch_delay)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     parts = build(config, args.history, os.environ["JENKINS_TOKEN"], owner=args.owner, cloud=cloud,

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.daemon.conftest import ADMIN, needs_jdk
 from tests.daemon.fakes import ProcessCloud
-from tests.daemon.test_loop_e2e import ours
+from tests.daemon.test_loop_e2e import finished, ours
 
 pytestmark = [needs_jdk, pytest.mark.slow]
 LABEL = "ec2 && vcpu=2 && mem=4"
@@ -137,3 +138,51 @@ def test_sigkill_at_random_moments_no_duplicates_no_leaks_every_build_served(emu
     print(f"agents that ran a second build: {sum(1 for n in per_agent.values() if n > 1)}")
     assert duplicates == {}, f"seed {seed}: more than one instance for a node: {duplicates}"
     assert cloud.describe("t") == [] and ours(emu) == [], f"seed {seed}: leaked"
+
+
+@pytest.fixture
+def docker_images(docker_client, pyimage, busybox):
+    from tests.daemon.test_docker_e2e import images
+    return images.__wrapped__(docker_client, pyimage, busybox)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("step", ["docker.created", "docker.copied"])
+def test_a_daemon_killed_inside_a_docker_launch_finishes_it_on_its_first_tick_after_restart(
+        emu, tmp_path, docker_client, docker_images, step):
+    """The real docker cloud: SIGKILL between create and copy, or copy and start, leaves a container
+    that can never boot. The restarted daemon removes it and launches again (same token, same id) at
+    once: no boot timeout waited out, no offer blocked, one container for the node."""
+    from tests.daemon.test_docker_e2e import containers
+    owner = f"kr{uuid.uuid4().hex[:6]}"
+    (tmp_path / "daemon.yaml").write_text(
+        f"cloud: docker\ndocker:\n  instance_image: {docker_images[0]}\n  host_cpus: 2\n  host_mem_gib: 4\n"
+        f"jenkins:\n  url: {emu.url}\n  user: {ADMIN[0]}\ndaemon:\n  owner_id: {owner}\n  interval_s: 0.5\n"
+        "  listen: 127.0.0.1:0\n  boot_timeout_s: 300\n  orphan_grace_s: 60\n  lease_ttl_s: 5\n")
+    emu.create_job("train", label=LABEL, script="sleep 1")
+    node = f"prov-{owner}-q{emu.schedule('train')}"
+    daemon = DaemonProcess(tmp_path, emu, "d")
+    daemon.cmd += ["--real-cloud", "--owner", owner]
+    daemon.env["PROVISIONER_KILL_AT"] = step
+    try:
+        assert daemon.start().proc.wait(timeout=60) == -signal.SIGKILL, daemon.text()
+        [left] = containers(docker_client, owner)
+        assert left.status == "created" and f"kill point {step}" in daemon.text()
+        del daemon.env["PROVISIONER_KILL_AT"]
+        restarted = time.monotonic()
+        daemon.start()
+        emu.wait_for(lambda: emu.is_online(node) or finished(emu, "train"), timeout=120)
+        wait = time.monotonic() - restarted
+        emu.wait_for(lambda: finished(emu, "train"), timeout=60)
+        build = emu.builds("train")[0]
+        assert build["result"] == "SUCCESS" and build["node"] == node, build["console"]
+        emu.wait_for(lambda: not ours(emu) and not containers(docker_client, owner), timeout=60)
+        log = daemon.text().split("--- daemon.start")[-1]
+        assert "removing half-made instance" in log
+        assert "offer.blocked" not in log and "boot-timeout" not in log, log
+        print(f"{step}: queue wait after the restart {wait:.1f} s (interval 0.5 s + boot)")
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.kill()
+        for c in containers(docker_client, owner):
+            c.remove(force=True)
