@@ -8,6 +8,7 @@ PROVISIONER_KILL_SEED to replay one.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clouds.conftest import ec2_moto_url, moto_images, moto_world  # noqa: F401
 from tests.conftest import ROOT
 from tests.daemon.conftest import ADMIN, needs_jdk
 from tests.daemon.fakes import ProcessCloud
@@ -186,3 +188,75 @@ def test_a_daemon_killed_inside_a_docker_launch_finishes_it_on_its_first_tick_af
             daemon.kill()
         for c in containers(docker_client, owner):
             c.remove(force=True)
+
+
+def _owned(owner: str) -> list[dict]:
+    """Every instance (terminated too) carrying this owner tag, straight from moto."""
+    from provisioner import aws
+    from tests.clouds.conftest import REGION
+    ec2 = aws.client("ec2", region=REGION)
+    pages = ec2.describe_instances(Filters=[{"Name": "tag:provisioner:owner", "Values": [owner]}])
+    return [i for r in pages["Reservations"] for i in r["Instances"]]
+
+
+def _bundle(instance_id: str) -> dict | None:
+    import json as _json
+
+    from provisioner import aws
+    from tests.clouds.conftest import REGION
+    ssm = aws.client("ssm", region=REGION)
+    try:
+        value = ssm.get_parameter(Name=f"/provisioner/agents/{instance_id}", WithDecryption=True)
+    except ssm.exceptions.ParameterNotFound:
+        return None
+    return _json.loads(value["Parameter"]["Value"])
+
+
+@pytest.mark.moto
+@pytest.mark.parametrize("step,recovered", [("ec2.fleet-created", 4), ("ec2.tagged@2", 2), ("launch.launched", 0)],
+                         ids=["after-CreateFleet", "between-CreateTags", "before-SSM-put"])
+def test_a_daemon_killed_inside_an_ec2_launch_finishes_it_on_its_first_tick_after_restart(
+        emu, tmp_path, moto_env, ec2_moto_url, moto_world, step, recovered):  # noqa: F811
+    """moto: a batch of four launched alike, SIGKILL after CreateFleet (no node tags), between two
+    CreateTags, or before the SSM put of the secret bundles. The restarted daemon tags what was left
+    untagged, puts the missing bundles, launches nothing twice, terminates nothing, blocks no offer."""
+    owner = f"ke{uuid.uuid4().hex[:6]}"
+    (tmp_path / "daemon.yaml").write_text(
+        f"jenkins:\n  url: {emu.url}\n  user: {ADMIN[0]}\ndaemon:\n  owner_id: {owner}\n  interval_s: 0.3\n"
+        "  listen: 127.0.0.1:0\n  boot_timeout_s: 300\n  orphan_grace_s: 60\n  lease_ttl_s: 5\n")
+    for n in range(4):
+        emu.create_job(f"fit-{n}", label=LABEL, script="sleep 1")
+        emu.schedule(f"fit-{n}", quiet_period=0)
+    emu.wait_for(lambda: sum(1 for i in emu.queue_items() if i.get("buildable")) == 4, timeout=10)
+    settings = {"subnets": moto_world["subnets"], "security_groups": [moto_world["security_group"]],
+                "instance_profile": "provisioner-instance", "images": {"us-east-1": moto_world["images"]}}
+    daemon = DaemonProcess(tmp_path, emu, "d")
+    daemon.cmd += ["--owner", owner, "--ec2-moto", ec2_moto_url, "--ec2-settings", json.dumps(settings)]
+    daemon.env["PROVISIONER_KILL_AT"] = step
+    try:
+        assert daemon.start().proc.wait(timeout=60) == -signal.SIGKILL, daemon.text()
+        left = _owned(owner)
+        assert len(left) == 4 and all(_bundle(i["InstanceId"]) is None for i in left)   # none handed over
+        del daemon.env["PROVISIONER_KILL_AT"]
+        daemon.start()
+        nodes = {n["displayName"] for n in emu.nodes() if n["displayName"].startswith("prov-")}
+
+        def finished_up() -> bool:
+            insts = _owned(owner)
+            tags = [{t["Key"]: t["Value"] for t in i.get("Tags", [])} for i in insts]
+            bundles = [_bundle(i["InstanceId"]) for i in insts]
+            return {t.get("provisioner:node") for t in tags} == nodes and all(
+                b is not None and b["node_name"] == t["provisioner:node"] for b, t in zip(bundles, tags))
+        emu.wait_for(finished_up, timeout=30)
+        insts = _owned(owner)
+        assert len(insts) == 4 and {i["State"]["Name"] for i in insts} == {"running"}   # none twice, none ended
+        for inst in insts:
+            node = next(t["Value"] for t in inst["Tags"] if t["Key"] == "provisioner:node")
+            assert _bundle(inst["InstanceId"])["agent_secret"] == emu.secret(node)
+        log = daemon.text().split("--- daemon.start")[-1]
+        assert "offer.blocked" not in log and "instance.terminated" not in log, log
+        assert "agent.launched" not in log                        # nothing launched again
+        assert log.count('"ec2.batch-recovered"') == recovered        # node tags written by describe
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.kill()
