@@ -84,15 +84,23 @@ class Daemon:
         self._rejected: dict = {}                           # item key -> reason (logged once)
         self.drain_poll_s = drain_poll_s if drain_poll_s < settings.interval_s else 0.0
         self.drains = drains or Drains(client)              # shared with the agent API
+        self._restarted = threading.Event()                 # Jenkins restarted: drain used agents at once
+        self._waiting: set = set()                          # keys of the items in the last queue read
+        if hasattr(client, "on_restart"):
+            client.on_restart(lambda old, new: self._restarted.set())
 
     # -- observe ---------------------------------------------------------------------------------
     def observe(self) -> tuple[list, list[Node], list[Instance]]:
         fetched = self.reader.fetch()                       # queue first, then nodes (see above)
+        read_at = time.monotonic()
         nodes, names = self.client.computers(self.s.prefix)
-        self.drains.observed(nodes)
+        self.drains.observed(nodes, read_at)
         if self.reader.path == "rest" and self.sentinel:
             self.client.ensure_sentinel(self.sentinel, names)
         items = self.reader.items(fetched, nodes)
+        self._waiting = {i.key for i in items}
+        if self._restarted.is_set():                        # before the (maybe slow) describe
+            self._drain_after_restart(nodes)
         instances = self.cloud.describe(self.s.owner)
         return items, nodes, instances
 
@@ -380,14 +388,35 @@ class Daemon:
             self._guard("drain-poll", TickReport(), self._drain_started)
 
     def _drain_started(self) -> None:
+        read_at = time.monotonic()
         nodes, _ = self.client.computers(self.s.prefix)
-        self.drains.observed(nodes)
+        self.drains.observed(nodes, read_at)
+        if self._restarted.is_set():
+            self._drain_after_restart(nodes)
         self._online_events(nodes, self.clock())          # the same read times queue-wait more finely
         started = [n for n in nodes if n.builds and not n.temporarily_offline]
         for n in started:
             self._guard("drain", TickReport(), lambda n=n: self.drains.drain(n.name), node=n.name)
         self.memory = replace(self.memory, seen_busy=self.memory.seen_busy | {n.name for n in started},
                               seen_online=self.memory.seen_online | {n.name for n in nodes if n.has_connected})
+
+    def _drain_after_restart(self, nodes: list[Node]) -> None:
+        """Jenkins restarted: a restart aborts running builds, and the agents reconnect idle. Jenkins
+        would hand each the next matching item at once, so every agent of ours that has connected and
+        whose own item is not waiting (it ran, or lost, its build; or it is a spare) is drained now,
+        from the first read after the restart, before its agent is back."""
+        self._restarted.clear()
+        m = self.memory
+        for n in nodes:
+            connected = n.has_connected or n.name in m.seen_online or n.name in m.seen_busy
+            if not connected or n.temporarily_offline or n.meta is None:
+                continue
+            if n.name not in m.seen_busy and n.meta.item_key in self._waiting:
+                continue                                    # its own item still waits: it runs it
+            reason = "started" if n.name in m.seen_busy or n.busy else "no-demand"
+            if self._guard("drain", TickReport(), lambda n=n, r=reason: self.drains.drain(n.name, r),
+                           node=n.name, reason=reason):
+                event("agent.drained-after-restart", node=n.name, reason=reason)
 
     def _renew(self) -> bool:
         try:

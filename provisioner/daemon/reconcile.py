@@ -4,7 +4,8 @@ One tick's rules, over frozen values (no I/O, no clock, no globals; the label ca
 memoisation of pure functions):
 
 * Our nodes that ran a build are *used*: drain them while busy (no second build), retire them
-  (delete node, terminate instance) once idle; a busy node whose agent is offline and whose
+  (delete node, terminate instance) once idle and drained (one found idle, online and not drained,
+  as after a Jenkins restart that aborted its build, is drained first); a busy node whose agent is offline and whose
   instance is gone on two observations in a row was interrupted (one describe that misses a
   machine must not cost a running build).
 * Unused nodes form a pool matched to queue items: first each item's own node (named after its queue
@@ -207,6 +208,11 @@ class _Tick:
             elif node.busy:
                 if node.builds and not node.temporarily_offline:   # a build started: not while only assigned
                     self.actions.append(Drain(node.name))
+            elif node.online and not node.temporarily_offline:
+                # idle, online and not drained after its build (a Jenkins restart aborted it before
+                # the drain): Jenkins may hand it an item between our read and a delete, which would
+                # kill that build. Drain it first; it is retired once seen idle while drained.
+                self.actions.append(Drain(node.name))
             else:   # drained and idle: after its build, or a spare drained before retiring it
                 spare = node.offline_reason == DRAIN_MESSAGES["no-demand"] and node.name not in self.memory.seen_busy
                 self._retire(node, "no-demand" if spare else "finished")

@@ -107,6 +107,14 @@ class ProcessCloud:
         self._write(rec)
         return rec
 
+    def restart_agent(self, iid: str) -> None:
+        """The agent process restarts (the machine rebooted): on reconnecting it lists no builds, so
+        the controller loses the one it ran."""
+        rec = json.loads(self._path(iid).read_text())
+        if rec.get("pid"):
+            _kill(rec["pid"])
+        self.start_agent(iid)
+
     def _write(self, rec: dict) -> None:
         """Atomically, as EC2 keeps its records: a daemon SIGKILLed in the middle of a plain write
         left an empty file, and describe then missed a running instance (its busy node was retired

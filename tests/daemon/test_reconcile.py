@@ -129,12 +129,25 @@ def test_busy_node_is_drained_once_then_retired_when_idle():
         [DeleteNode("prov-o-q7", "finished"), Terminate(("i-1",), "finished", "prov-o-q7")]
 
 
-def test_node_seen_busy_before_is_finished_when_idle_even_if_not_drained():
+def test_node_seen_busy_before_and_idle_but_not_drained_is_drained_then_finished():
+    """Its build was aborted before the drain (a Jenkins restart): deleting it at once could kill a
+    second build Jenkins hands it meanwhile, so it is drained first and retired once seen drained.
+    (Before issue 13 it was deleted at once.)"""
     idle = node("prov-o-q7", meta(7), offline=False)
     mem = Memory(seen_busy=frozenset({"prov-o-q7"}))
     acts = reconcile(observed([item(8)], [idle], [instance("i-1", "prov-o-q7")], memory=mem), SETTINGS, NOW)
-    assert DeleteNode("prov-o-q7", "finished") in acts                 # never reused for item 8
+    assert Drain("prov-o-q7") in acts and not kinds(acts, DeleteNode)    # never reused for item 8
     assert [p.node for p in kinds(acts, Provision)] == ["prov-o-q8"]
+    drained = node("prov-o-q7", meta(7), offline=True, temporarily_offline=True)
+    acts = reconcile(observed([item(8)], [drained], [instance("i-1", "prov-o-q7")], memory=mem), SETTINGS, NOW)
+    assert DeleteNode("prov-o-q7", "finished") in acts
+
+
+def test_node_seen_busy_before_whose_agent_is_gone_is_retired_at_once():
+    gone = node("prov-o-q7", meta(7), offline=True)                      # nothing can be scheduled on it
+    mem = Memory(seen_busy=frozenset({"prov-o-q7"}))
+    acts = reconcile(observed([], [gone], [instance("i-1", "prov-o-q7")], memory=mem), SETTINGS, NOW)
+    assert DeleteNode("prov-o-q7", "finished") in acts
 
 
 def test_interrupted_agent_node_is_removed_once_its_machine_is_missing_twice_in_a_row():

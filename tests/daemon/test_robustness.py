@@ -218,3 +218,30 @@ def _listening(text: str) -> str | None:
         if line.startswith("listening "):
             return line.split()[1]
     return None
+
+
+def test_after_a_jenkins_restart_an_agent_whose_build_was_lost_never_gets_a_second(emu, tmp_path, start_daemon):
+    """A Jenkins restart during a build, and the agent process restarts too: on reconnecting it lists
+    no builds, so the build is lost, and its node comes back not drained (the restart came before the
+    drain, or the controller forgot it: simulated by un-draining the node while it is down). Jenkins
+    would hand the idle agent the waiting item at once. That agent has had its build: it is drained
+    before it is back, then retired, and the waiting item gets an agent of its own."""
+    cloud = cloud_for(emu, tmp_path)
+    start_daemon(daemon_config(emu.url, interval_s=1, drain_poll_s=0.2), cloud, ADMIN[1])
+    emu.create_job("first", label=LABEL, script="sleep 30")
+    emu.create_job("second", label=LABEL, script="true")
+    emu.schedule("first")
+    emu.wait_for(lambda: emu.builds("first") and emu.builds("first")[0]["building"], timeout=30)
+    node = emu.builds("first")[0]["node"]
+    emu.wait_for(lambda: emu.node(node).temp_offline, timeout=10)          # drained as its build started
+    emu.schedule("second")
+    emu.set_down(True)
+    emu.set_temporarily_offline(node, False)              # it comes back from the restart not drained
+    cloud.restart_agent(cloud.by_node(node)["id"])        # retries every 1 s: back ~0.9 s after the restart
+    emu.restart(down_for=2.1)
+    emu.wait_for(lambda: finished(emu, "first"), timeout=30)
+    assert emu.builds("first")[0]["result"] == "FAILURE"                  # the restart lost it
+    emu.wait_for(lambda: finished(emu, "second"), timeout=60)
+    second = emu.builds("second")[0]
+    assert second["node"] != node and second["result"] == "SUCCESS", second
+    emu.wait_for(lambda: not ours(emu) and not cloud.describe("t"), timeout=30)
