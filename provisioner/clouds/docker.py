@@ -19,6 +19,11 @@
   `logs` read its state, output and usage record from it after it ended.
 - The instance id derives from the launch's client token, so a repeated launch returns the same
   instance (the idempotency EC2's ClientToken gives).
+- A launch is three calls (create, copy the user-data, start). A launcher killed between them leaves
+  a `created` container that would never boot: each container names its launcher process
+  (`provisioner:launcher`, host:pid:start-time), and describe removes a `created` one whose launcher
+  is gone (or that this process is no longer launching), so the daemon launches it again at once
+  with the same token instead of waiting out the boot timeout and blocking a healthy offer.
 """
 
 from __future__ import annotations
@@ -26,17 +31,23 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
+import socket
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from provisioner import killpoints
 from provisioner.catalog.model import SPOT, Offer
 from provisioner.clouds.base import OWNER_TAG, TAG_PREFIX, BlockedOffers, CloudError, Instance, LaunchSpec
 
 log = logging.getLogger(__name__)
 
 KIND_LABEL, KIND = "provisioner:kind", "instance"
+LAUNCHER_LABEL = "provisioner:launcher"          # host:pid:start-ticks of the process that launched it
+FOREIGN_GRACE_S = 300.0                          # a half-made container another host launched: then gone
 USER_DATA_PATH = "/var/lib/provisioner/user-data"
 GIB = 1024 ** 3
 STATES = {"created": "pending", "running": "running", "restarting": "running", "paused": "running",
@@ -106,6 +117,39 @@ def container_params(spec: LaunchSpec, offer: Offer, settings: DockerSettings, *
     }
 
 
+def _start_ticks(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (/proc, field 22): with the pid it names one
+    process, whatever pid reuse does. None when the process is gone (or there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def launcher_id(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or ''}"
+
+
+def launcher_alive(who: str, launched_at: float, now: float) -> bool:
+    """Is the process named by a `provisioner:launcher` label still running? One on another host
+    (a shared engine) counts as alive for FOREIGN_GRACE_S after the launch."""
+    host, _, rest = who.partition(":")
+    pid, _, ticks = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return now - launched_at < FOREIGN_GRACE_S
+    if ticks:
+        return _start_ticks(int(pid)) == ticks
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def _user_data_tar(user_data: str) -> bytes:
     buf = io.BytesIO()
     data = user_data.encode()
@@ -132,6 +176,9 @@ class DockerCloud:
         self._client = client
         self._clock = clock
         self._host: tuple[float, float] | None = None
+        self._me = launcher_id()
+        self._creating: set[str] = set()           # instance ids this process is launching now
+        self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
@@ -170,17 +217,30 @@ class DockerCloud:
                              kind="capacity", offers=tuple(o.key for o in spec.candidates))
         offer = offers[0]
         instance_id = instance_id_for(spec.client_token)
+        with self._lock:
+            self._creating.add(instance_id)
+        try:
+            return self._launch(spec, offer, instance_id)
+        finally:
+            with self._lock:
+                self._creating.discard(instance_id)
+
+    def _launch(self, spec: LaunchSpec, offer: Offer, instance_id: str) -> Instance:
         existing = self._get(instance_id)
-        if existing is not None:                   # the same token: the launch already happened
-            return self._instance(existing)
+        if existing is not None and existing.status != "created":
+            return self._instance(existing)        # the same token: the launch already happened
         cpus, mem = self.host_limits()
         params = container_params(spec, offer, self.settings, host_cpus=cpus, host_mem_gib=mem,
                                   instance_id=instance_id, launched_at=self._clock())
-        container = self._create(params)
+        params["labels"][LAUNCHER_LABEL] = self._me
+        # a container the same token created but never started (its launcher died): finish it
+        container = existing if existing is not None else self._create(params)
         try:
+            killpoints.reached("docker.created")
             self._call(container.put_archive, "/", _user_data_tar(spec.user_data))
+            killpoints.reached("docker.copied")
             self._call(container.start)
-        except CloudError:
+        except BaseException:                      # never leave a container that cannot boot
             self._remove(container)
             raise
         log.info("launched %s (%s %s) image %s cpus %s memory %s GiB%s", instance_id, offer.instance_type,
@@ -214,7 +274,11 @@ class DockerCloud:
                            filters={"label": [f"{OWNER_TAG}={owner}", f"{KIND_LABEL}={KIND}"]})
         out = []
         for container in found:
-            if container.status in STATES:
+            if container.status == "created" and self._abandoned(container):
+                log.warning("removing half-made instance %s: its launcher %s died between create and "
+                            "start", container.name, (container.labels or {}).get(LAUNCHER_LABEL, "?"))
+                self._remove_with_builds(container.name)
+            elif container.status in STATES:
                 out.append(self._instance(container))
             elif self._exited_for(container) >= self.keep_for(container):
                 self._remove_with_builds(container.name)
@@ -275,6 +339,19 @@ class DockerCloud:
                 if attempt == 2:
                     log.warning("could not remove %s: %s", container.name, _reason(exc))
                 time.sleep(0.1 * (attempt + 1))
+
+    def _abandoned(self, container: Any) -> bool:
+        """A `created` container no launch is working on any more."""
+        labels = container.labels or {}
+        who = labels.get(LAUNCHER_LABEL, "")
+        if who == self._me:
+            with self._lock:
+                return container.name not in self._creating
+        try:
+            launched = float(labels.get("provisioner:launched-at", "0"))
+        except ValueError:
+            launched = 0.0
+        return not launcher_alive(who, launched, self._clock())
 
     def _exited_for(self, container: Any) -> float:
         from provisioner.runner.sampler import parse_engine_time

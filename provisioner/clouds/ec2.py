@@ -30,6 +30,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
                                  EndpointConnectionError, NoCredentialsError,
                                  ParamValidationError, PartialCredentialsError, ReadTimeoutError)
 
+from provisioner import killpoints
 from provisioner.catalog.model import Offer
 from provisioner.clouds import ec2_params as P
 from provisioner.clouds import ec2_responses as R
@@ -196,6 +197,7 @@ class Ec2Cloud:
                                  **self._round_inputs(region, spec, offers))
         self._log_launch(params, offers, spec.user_data)
         ids, errors, response = self._create_fleet(region, params, offers)
+        killpoints.reached("ec2.fleet-created")
         if not ids:
             raise R.fleet_failure(errors, offers)
         if ids[1:]:                                    # target capacity 1: never expected
@@ -244,6 +246,7 @@ class Ec2Cloud:
                                 **self._round_inputs(region, specs[0], offers))
         self._log_launch(params, offers, specs[0].user_data, count=len(specs))
         ids, errors, response = self._create_fleet(region, params, offers)
+        killpoints.reached("ec2.fleet-created")
         ids = sorted(ids)                              # the assignment rule `describe` repeats
         instances = self._tag_batch(region, specs, ids[:len(specs)], response)
         if ids[len(specs):]:
@@ -273,6 +276,7 @@ class Ec2Cloud:
         for spec, iid in zip(specs, ids):
             tags = P.instance_tags(spec, self.settings)
             self._write_tags(region, iid, items.get(iid), tags)
+            killpoints.reached("ec2.tagged")
             found = R.instance_of(items[iid], region) if iid in items else R.from_fleet(iid, region, fleet)
             out.append(replace(found, tags={**found.tags, **tags}))
             self._log_launched(out[-1])

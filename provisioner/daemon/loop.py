@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from provisioner import killpoints
 from provisioner.clouds.base import BlockedOffers, Instance
 from provisioner.daemon import reconcile as R
 from provisioner.daemon.drains import Drains
@@ -80,18 +81,27 @@ class Daemon:
         self._ticks = 0
         self._held: dict = {}
         self._handed: set[str] = set()                      # instances whose bundle this process put
+        self._rejected: dict = {}                           # item key -> reason (logged once)
         self.drain_poll_s = drain_poll_s if drain_poll_s < settings.interval_s else 0.0
         self.drains = drains or Drains(client)              # shared with the agent API
         self.agents = agents                                # agents.AgentBook of the agent API
+        self._restarted = threading.Event()                 # Jenkins restarted: drain used agents at once
+        self._waiting: set = set()                          # keys of the items in the last queue read
+        if hasattr(client, "on_restart"):
+            client.on_restart(lambda old, new: self._restarted.set())
 
     # -- observe ---------------------------------------------------------------------------------
     def observe(self) -> tuple[list, list[Node], list[Instance]]:
         fetched = self.reader.fetch()                       # queue first, then nodes (see above)
+        read_at = time.monotonic()
         nodes, names = self.client.computers(self.s.prefix)
-        self.drains.observed(nodes)
+        self.drains.observed(nodes, read_at)
         if self.reader.path == "rest" and self.sentinel:
             self.client.ensure_sentinel(self.sentinel, names)
         items = self.reader.items(fetched, nodes)
+        self._waiting = {i.key for i in items}
+        if self._restarted.is_set():                        # before the (maybe slow) describe
+            self._drain_after_restart(nodes)
         instances = self.cloud.describe(self.s.owner)
         if self.agents is not None:
             self.agents.instances_seen(instances)          # the agent API: which tokens live
@@ -109,6 +119,7 @@ class Daemon:
             report.ok, report.error = False, code
             self._finish(report, started)
             return report
+        items = self._screen(items)
         now = self.clock()
         self._online_events(nodes, now)
         self.memory = R.remember(self.memory, nodes, instances, now)
@@ -133,6 +144,24 @@ class Daemon:
         self._publish(observed, demand_items, actions, now)
         self._finish(report, started)
         return report
+
+    def _screen(self, items: list) -> list:
+        """The items a tick can serve. One whose label cannot be parsed or planned (too deep, a bad
+        number, anything the parser raises) is left out, logged and counted once per queue item:
+        every other item is served in the same tick."""
+        kept, rejected = [], {}
+        for item in items:
+            reason = R.label_problem(item.label, self.s.managed_atom)
+            if reason is None:
+                kept.append(item)
+                continue
+            rejected[item.key] = reason
+            if self._rejected.get(item.key) != reason:
+                self.metrics.items_rejected.labels(reason).inc()
+                event("item.rejected", logging.WARNING, queue_id=item.id, job=item.job, reason=reason,
+                      label=(item.label or "")[:200])
+        self._rejected = rejected
+        return kept
 
     def _finish(self, report: TickReport, started: float) -> None:
         report.duration_s = time.perf_counter() - started
@@ -184,6 +213,8 @@ class Daemon:
                 event("agent.retired", node=a.node, reason=a.reason, job=meta.job if meta else None)
                 if a.reason == "interrupted":
                     self._interrupted(a.node, meta)
+        if deleted:
+            killpoints.reached("retire.node-deleted")
         terms = [a for a in actions if isinstance(a, Terminate)]
         ids = list(dict.fromkeys(i for a in terms for i in a.instance_ids))
         if ids and self._guard("terminate", report, lambda: self.cloud.terminate(ids) or True,
@@ -211,7 +242,9 @@ class Daemon:
         ready = [r for r in self._pool.map(prepare, provisions) if r is not None]
         if not ready:
             return {}
+        killpoints.reached("launch.node-created")
         outcomes = self._launch(ready)
+        killpoints.reached("launch.launched")
 
         def finish(pair: tuple[Prepared, Any]) -> tuple[str, InFlight | None]:
             r, outcome = pair
@@ -257,6 +290,7 @@ class Daemon:
 
         def hand_over(pair: tuple[Node, Instance]) -> str | None:
             node, inst = pair
+            killpoints.reached("handover")
             done = self._guard("handover", report, lambda: self.launcher.hand_over(node.name, inst) or True,
                                node=node.name, instance=inst.id)
             return inst.id if done else None
@@ -357,14 +391,35 @@ class Daemon:
             self._guard("drain-poll", TickReport(), self._drain_started)
 
     def _drain_started(self) -> None:
+        read_at = time.monotonic()
         nodes, _ = self.client.computers(self.s.prefix)
-        self.drains.observed(nodes)
+        self.drains.observed(nodes, read_at)
+        if self._restarted.is_set():
+            self._drain_after_restart(nodes)
         self._online_events(nodes, self.clock())          # the same read times queue-wait more finely
         started = [n for n in nodes if n.builds and not n.temporarily_offline]
         for n in started:
             self._guard("drain", TickReport(), lambda n=n: self.drains.drain(n.name), node=n.name)
         self.memory = replace(self.memory, seen_busy=self.memory.seen_busy | {n.name for n in started},
                               seen_online=self.memory.seen_online | {n.name for n in nodes if n.has_connected})
+
+    def _drain_after_restart(self, nodes: list[Node]) -> None:
+        """Jenkins restarted: a restart aborts running builds, and the agents reconnect idle. Jenkins
+        would hand each the next matching item at once, so every agent of ours that has connected and
+        whose own item is not waiting (it ran, or lost, its build; or it is a spare) is drained now,
+        from the first read after the restart, before its agent is back."""
+        self._restarted.clear()
+        m = self.memory
+        for n in nodes:
+            connected = n.has_connected or n.name in m.seen_online or n.name in m.seen_busy
+            if not connected or n.temporarily_offline or n.meta is None:
+                continue
+            if n.name not in m.seen_busy and n.meta.item_key in self._waiting:
+                continue                                    # its own item still waits: it runs it
+            reason = "started" if n.name in m.seen_busy or n.busy else "no-demand"
+            if self._guard("drain", TickReport(), lambda n=n, r=reason: self.drains.drain(n.name, r),
+                           node=n.name, reason=reason):
+                event("agent.drained-after-restart", node=n.name, reason=reason)
 
     def _renew(self) -> bool:
         try:

@@ -139,6 +139,9 @@ class DaemonMetrics:
         self.api_refused = Counter("provisioner_agent_api_refused", "Agent API posts refused, by reason "
                                    "(token, expired, other-job, no-build, rate, starting, jenkins)",
                                    ["reason"], registry=r)
+        self.items_rejected = Counter("provisioner_items_rejected", "Queue items refused for good (a label "
+                                      "that cannot be parsed or planned), once per item, by reason",
+                                      ["reason"], registry=r)
         self.jenkins_requests = Counter("provisioner_jenkins_requests", "Requests to Jenkins, by endpoint",
                                         ["endpoint"], registry=r)
         r.register(_SnapshotCollector(self, clock))

@@ -107,6 +107,8 @@ class Planner:
                 return self._plan_intent(self.intent(key.label), runs, blocked)
         except ProvisionerError as exc:     # no offer, or a label we cannot read: the item waits
             return NoPlan(str(exc))
+        except Exception as exc:            # noqa: BLE001 - one item's plan must never stop a tick
+            return NoPlan(f"cannot plan: {type(exc).__name__}: {str(exc)[:200]}")
 
     def _plan_intent(self, intent: Intent, runs: list[dict], blocked: frozenset) -> Plan:
         settings = settings_for(self.config, intent)

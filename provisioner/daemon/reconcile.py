@@ -4,7 +4,8 @@ One tick's rules, over frozen values (no I/O, no clock, no globals; the label ca
 memoisation of pure functions):
 
 * Our nodes that ran a build are *used*: drain them while busy (no second build), retire them
-  (delete node, terminate instance) once idle; a busy node whose agent is offline and whose
+  (delete node, terminate instance) once idle and drained (one found idle, online and not drained,
+  as after a Jenkins restart that aborted its build, is drained first); a busy node whose agent is offline and whose
   instance is gone on two observations in a row was interrupted (one describe that misses a
   machine must not cost a running build).
 * Unused nodes form a pool matched to queue items: first each item's own node (named after its queue
@@ -42,11 +43,49 @@ LOST_CONFIRMATIONS = 2      # observations in a row of a busy node without its m
 
 # ---- memoised pure helpers (labels repeat across thousands of items) ------------------------
 
+# Why a queued item is refused for good (provisioner_items_rejected_total{reason}).
+REJECT_REASONS = ("unparseable", "label-too-complex", "invalid-value", "internal-error")
+
+
+def rejection_reason(exc: BaseException, default: str) -> str:
+    """The reason a label failed to parse or plan: the error's own when it names one, a recursion or
+    memory limit as too complex, a bad number as an invalid value, else `default`."""
+    for attr in ("reason", "code"):
+        named = getattr(exc, attr, None)
+        if isinstance(named, str) and named in REJECT_REASONS:
+            return named
+    if isinstance(exc, (RecursionError, MemoryError)):
+        return "label-too-complex"
+    if isinstance(exc, ProvisionerError):
+        return default
+    if isinstance(exc, (ValueError, ArithmeticError)):
+        return "invalid-value"
+    return "internal-error"
+
+
+@lru_cache(maxsize=4096)
+def label_problem(label: str | None, managed_atom: str) -> str | None:
+    """Why an item with this label can never be served (None: it can, or it is not ours). Any error
+    from parsing one label is caught here: one hostile or careless label must not stop a tick."""
+    if not label:
+        return None
+    try:
+        if not is_demand(label, managed_atom):
+            return None
+    except Exception as exc:          # noqa: BLE001 - whatever the parser raises, the item is refused
+        return rejection_reason(exc, "unparseable")
+    try:
+        Requirements.parse(label, lax=True)
+    except Exception as exc:          # noqa: BLE001
+        return rejection_reason(exc, "invalid-value")
+    return None
+
+
 @lru_cache(maxsize=4096)
 def demand(label: str | None, managed_atom: str) -> bool:
     try:
         return is_demand(label, managed_atom)
-    except ProvisionerError:
+    except Exception:                 # noqa: BLE001 - unreadable: not ours (label_problem says why)
         return False
 
 
@@ -54,7 +93,7 @@ def demand(label: str | None, managed_atom: str) -> bool:
 def _ast(label: str) -> labels.Node | None:
     try:
         return labels.parse_jenkins(label)
-    except ProvisionerError:
+    except Exception:                 # noqa: BLE001
         return None
 
 
@@ -160,6 +199,11 @@ class _Tick:
             elif node.busy:
                 if node.builds and not node.temporarily_offline:   # a build started: not while only assigned
                     self.actions.append(Drain(node.name))
+            elif node.online and not node.temporarily_offline:
+                # idle, online and not drained after its build (a Jenkins restart aborted it before
+                # the drain): Jenkins may hand it an item between our read and a delete, which would
+                # kill that build. Drain it first; it is retired once seen idle while drained.
+                self.actions.append(Drain(node.name))
             else:   # drained and idle: after its build, or a spare drained before retiring it
                 spare = node.offline_reason == DRAIN_MESSAGES["no-demand"] and node.name not in self.memory.seen_busy
                 self._retire(node, "no-demand" if spare else "finished")

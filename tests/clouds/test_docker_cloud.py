@@ -159,3 +159,54 @@ def test_missing_instance_image_and_owner_are_clear_errors(docker_client):
     bad = LaunchSpec(candidates=(offer(),), user_data="", tags={}, client_token="x")
     with pytest.raises(CloudError, match="no provisioner:owner tag"):
         cloud.launch(bad)
+
+
+KILLED_LAUNCH = """
+import sys, uuid
+from provisioner.clouds.docker import DockerCloud, DockerSettings
+from tests.clouds.test_docker_cloud import spec
+owner, token, image = sys.argv[1:4]
+DockerCloud(settings=DockerSettings(instance_image=image, host_cpus=2, host_mem_gib=3)).launch(spec(owner, token=token))
+print("launched")
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("step", ["docker.created", "docker.copied"])
+def test_a_launch_killed_between_its_steps_is_removed_by_the_next_describe_and_relaunched(
+        cloud, docker_client, step):
+    """SIGKILL between create, copy and start (the kill point hook): the `created` container would
+    never boot. The next describe (another process: the restarted daemon) removes it, and the launch
+    with the same token makes a running instance of the same id."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    owner = f"dc-test-{uuid.uuid4().hex[:8]}"
+    token = f"tok-{owner}"
+    done = subprocess.run([sys.executable, "-c", KILLED_LAUNCH, owner, token, cloud.settings.instance_image],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "PROVISIONER_KILL_AT": step},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL and "launched" not in done.stdout, done.stderr
+    [left] = docker_client.containers.list(all=True, filters={"label": f"provisioner:owner={owner}"})
+    assert left.status == "created" and left.name == instance_id_for(token)
+    assert cloud.describe(owner) == []                                  # removed, not "booting"
+    assert docker_client.containers.list(all=True, filters={"label": f"provisioner:owner={owner}"}) == []
+    inst = cloud.launch(spec(owner, token=token))
+    assert inst.id == instance_id_for(token) and inst.state == "running"
+    assert [i.id for i in cloud.describe(owner)] == [inst.id]
+
+
+@pytest.mark.docker
+def test_a_container_another_live_process_is_still_launching_is_left_alone(cloud, docker_client):
+    """Two CLI processes share an owner: one's describe must not remove the other's launch in progress."""
+    from provisioner.clouds.docker import LAUNCHER_LABEL, launcher_id
+    owner = f"dc-test-{uuid.uuid4().hex[:8]}"
+    s = spec(owner)
+    params = container_params(s, s.candidates[0], cloud.settings, host_cpus=2, host_mem_gib=3,
+                              instance_id=instance_id_for(s.client_token), launched_at=0.0)
+    params["labels"][LAUNCHER_LABEL] = launcher_id(1)                  # pid 1 lives (this host)
+    docker_client.containers.create(**params)
+    [inst] = cloud.describe(owner)
+    assert inst.state == "pending"

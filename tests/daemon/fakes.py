@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from provisioner import killpoints
 from provisioner.catalog.model import Catalog
 from provisioner.clouds.base import OWNER_TAG, BlockedOffers, CloudError, Instance, LaunchSpec
 from tests.factories import offer
@@ -77,10 +78,12 @@ class ProcessCloud:
         node = spec.tags["provisioner:node"]
         rec = {"id": iid, "type": offer.instance_type, "market": offer.market, "region": offer.region,
                "price": offer.price, "launched": time.time(), "tags": spec.tags, "pid": None,
-               "token": spec.client_token, "node": node, "bundle": bundle}   # a test fake may keep it
+               "token": spec.client_token, "node": node, "bundle": bundle,   # a test fake may keep it
+               "launcher": os.getpid()}
         self._write(rec)                                  # before the process: a kill leaves a record
         with open(self.folder / "launches.log", "a") as log:
             log.write(json.dumps({"id": iid, "node": node, "at": rec["launched"]}) + "\n")
+        killpoints.reached("process.created")             # as docker's create and start
         if self.start_agents:
             rec = self.start_agent(iid)
         if self.launch_delay_s:      # the API call returns late: a crash here leaves an unacknowledged instance
@@ -106,6 +109,14 @@ class ProcessCloud:
         rec["pid"] = proc.pid
         self._write(rec)
         return rec
+
+    def restart_agent(self, iid: str) -> None:
+        """The agent process restarts (the machine rebooted): on reconnecting it lists no builds, so
+        the controller loses the one it ran."""
+        rec = json.loads(self._path(iid).read_text())
+        if rec.get("pid"):
+            _kill(rec["pid"])
+        self.start_agent(iid)
 
     def _write(self, rec: dict) -> None:
         """Atomically, as EC2 keeps its records: a daemon SIGKILLed in the middle of a plain write
@@ -138,8 +149,18 @@ class ProcessCloud:
         return out
 
     def describe(self, owner: str) -> list[Instance]:
-        return [self._instance(r) for r in self.records() if r["tags"].get(OWNER_TAG) == owner
-                and self._instance(r).state != "terminated"]
+        """As the docker cloud: a record whose agent never started and whose launcher died (killed
+        between the record and the start) is removed, so the daemon launches it again."""
+        out = []
+        for r in self.records():
+            if r["tags"].get(OWNER_TAG) != owner:
+                continue
+            if r.get("pid") is None and r.get("launcher") and not _alive(r["launcher"]):
+                self._path(r["id"]).unlink(missing_ok=True)
+                continue
+            if self._instance(r).state != "terminated":
+                out.append(self._instance(r))
+        return out
 
     def terminate(self, ids: list[str]) -> None:
         for iid in ids:

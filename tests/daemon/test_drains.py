@@ -71,3 +71,34 @@ def test_concurrent_callers_toggle_once():
     for t in threads:
         t.join()
     assert len(c.toggles) == 1
+
+
+def test_a_toggle_whose_answer_was_lost_is_read_before_toggling_again():
+    """The controller restarted under the toggle: it may have landed. Toggling blindly again would
+    put the node back online."""
+    class Flaky(Client):
+        def drain(self, name, message):
+            super().drain(name, message)
+            self.offline.add(name)
+            raise ConnectionError("connection dropped before the answer")
+    c = Flaky()
+    d = Drains(c)
+    d.observed([node("prov-o-q1", offline=False)])
+    try:
+        d.drain("prov-o-q1")
+    except ConnectionError:
+        pass
+    assert d.drain("prov-o-q1") is False and d.drain_reporting("prov-o-q1") is False
+    assert len(c.toggles) == 1 and c.reads == ["prov-o-q1"]
+
+
+def test_a_read_started_after_the_drain_that_shows_it_undrained_is_believed():
+    now = [10.0]
+    c = Client()
+    d = Drains(c, clock=lambda: now[0])
+    d.observed([node("prov-o-q1", offline=False)], read_at=9.0)
+    assert d.drain("prov-o-q1")                                  # drained at 10
+    d.observed([node("prov-o-q1", offline=False)], read_at=9.5)  # started before: not believed
+    assert d.drain("prov-o-q1") is False
+    d.observed([node("prov-o-q1", offline=False)], read_at=11.0)  # after: the controller forgot it
+    assert d.drain("prov-o-q1") is True and len(c.toggles) == 2

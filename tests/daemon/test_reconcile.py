@@ -129,12 +129,25 @@ def test_busy_node_is_drained_once_then_retired_when_idle():
         [DeleteNode("prov-o-q7", "finished"), Terminate(("i-1",), "finished", "prov-o-q7")]
 
 
-def test_node_seen_busy_before_is_finished_when_idle_even_if_not_drained():
+def test_node_seen_busy_before_and_idle_but_not_drained_is_drained_then_finished():
+    """Its build was aborted before the drain (a Jenkins restart): deleting it at once could kill a
+    second build Jenkins hands it meanwhile, so it is drained first and retired once seen drained.
+    (Before issue 13 it was deleted at once.)"""
     idle = node("prov-o-q7", meta(7), offline=False)
     mem = Memory(seen_busy=frozenset({"prov-o-q7"}))
     acts = reconcile(observed([item(8)], [idle], [instance("i-1", "prov-o-q7")], memory=mem), SETTINGS, NOW)
-    assert DeleteNode("prov-o-q7", "finished") in acts                 # never reused for item 8
+    assert Drain("prov-o-q7") in acts and not kinds(acts, DeleteNode)    # never reused for item 8
     assert [p.node for p in kinds(acts, Provision)] == ["prov-o-q8"]
+    drained = node("prov-o-q7", meta(7), offline=True, temporarily_offline=True)
+    acts = reconcile(observed([item(8)], [drained], [instance("i-1", "prov-o-q7")], memory=mem), SETTINGS, NOW)
+    assert DeleteNode("prov-o-q7", "finished") in acts
+
+
+def test_node_seen_busy_before_whose_agent_is_gone_is_retired_at_once():
+    gone = node("prov-o-q7", meta(7), offline=True)                      # nothing can be scheduled on it
+    mem = Memory(seen_busy=frozenset({"prov-o-q7"}))
+    acts = reconcile(observed([], [gone], [instance("i-1", "prov-o-q7")], memory=mem), SETTINGS, NOW)
+    assert DeleteNode("prov-o-q7", "finished") in acts
 
 
 def test_interrupted_agent_node_is_removed_once_its_machine_is_missing_twice_in_a_row():
@@ -321,3 +334,26 @@ def test_reconcile_is_deterministic_and_does_not_mutate_its_input():
     obs = observed([item(i) for i in range(1, 30)], [node("prov-o-q3", meta(3))],
                    [instance("i-3", "prov-o-q3")])
     assert reconcile(obs, SETTINGS, NOW) == reconcile(obs, SETTINGS, NOW)
+
+
+@pytest.mark.parametrize("label,reason", [
+    ("ec2 && vcpu=2", None), ("linux && docker", None), (None, None),
+    ("ec2 && vcpu=nan", "invalid-value"), ("ec2 && vcpu=inf", "invalid-value"),
+    ("ec2 && " + "(" * 400 + "vcpu=2" + ")" * 400, "label-too-complex"),
+    (" && ".join(["ec2"] + [f"a{i}" for i in range(999)]), "label-too-complex"),
+], ids=["ok", "not-ours", "no-label", "nan", "inf", "nested-400", "chain-1000"])
+def test_label_problem_names_why_an_item_is_refused_and_never_raises(label, reason):
+    from provisioner.daemon.reconcile import label_problem
+    assert label_problem(label, "ec2") == reason
+
+
+def test_rejection_reason_keeps_a_named_reason_and_maps_known_error_kinds():
+    from provisioner.daemon.reconcile import rejection_reason
+    from provisioner.errors import UsageError
+    named = UsageError("too deep")
+    named.reason = "label-too-complex"
+    assert rejection_reason(named, "unparseable") == "label-too-complex"
+    assert rejection_reason(UsageError("bad"), "unparseable") == "unparseable"
+    assert rejection_reason(RecursionError(), "unparseable") == "label-too-complex"
+    assert rejection_reason(OverflowError(), "unparseable") == "invalid-value"
+    assert rejection_reason(KeyError("x"), "unparseable") == "internal-error"

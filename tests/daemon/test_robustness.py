@@ -3,9 +3,13 @@ subset labels taking another item's node, interruptions, boot timeouts."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from collections import Counter
 
 import pytest
+import requests
 
 from tests.daemon.conftest import ADMIN, BOB, daemon_config, needs_jdk
 from tests.daemon.fakes import ProcessCloud
@@ -144,3 +148,100 @@ def test_agents_that_start_their_build_are_drained_between_ticks(emu, tmp_path, 
     nodes = [b["node"] for b in emu.builds("short")]
     assert len(set(nodes)) == 2, nodes                            # one build per agent
     emu.wait_for(lambda: not ours(emu) and not cloud.describe("t"), timeout=20)
+
+
+# Labels that made every tick raise (issue 13): each is refused, the others are served.
+POISON = {
+    "nan": ("ec2 && vcpu=nan", "invalid-value"),
+    "inf": ("ec2 && vcpu=inf", "invalid-value"),
+    # ~165 levels sit at the recursive parser's edge (it depends on the caller's stack): 400 is past it
+    "nested-400": ("ec2 && " + "(" * 400 + "vcpu=3" + ")" * 400, "label-too-complex"),
+    "chain-1000": (" && ".join(["ec2"] + [f"a{i}" for i in range(999)]), "label-too-complex"),
+}
+
+
+def test_poisoned_queue_items_are_rejected_once_and_the_others_are_served_in_the_same_tick(emu, tmp_path):
+    """The daemon runs as its own process (the default recursion limit, as in production); this
+    process holds the emulator, whose recursive label parser stands for Jenkins' (ANTLR on a JVM
+    stack, which takes these labels) and gets a deeper Python stack."""
+    from tests.daemon.test_kill_restart import DaemonProcess, write_config
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)
+    try:
+        _poisoned(emu, tmp_path, DaemonProcess, write_config)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _poisoned(emu, tmp_path, DaemonProcess, write_config) -> None:
+    write_config(tmp_path, emu)
+    cloud = cloud_for(emu, tmp_path)
+    bad = {}
+    for name, (label, reason) in POISON.items():
+        emu.create_job(f"bad-{name}", label=label, script="true")
+        bad[emu.schedule(f"bad-{name}")] = reason
+    good = {}
+    for job in ("good0", "good1"):
+        emu.create_job(job, label=LABEL, script="true")
+        good[job] = emu.schedule(job)
+    emu.wait_for(lambda: len(emu.queue_items()) == len(POISON) + 2, timeout=10)
+    once = DaemonProcess(tmp_path, emu, "once")
+    once.cmd.append("--once")
+    once.start()
+    assert once.proc.wait(timeout=60) == 0, once.text()       # observed, and no tick failed
+    # the one tick launched for both good items, with the plan a clean queue gets
+    assert sorted(r["node"] for r in cloud.launch_log()) == sorted(f"prov-t-q{q}" for q in good.values())
+    assert {r["type"] for r in cloud.records()} == {"c5.large"}
+    assert '"tick.failed"' not in once.text()
+    daemon = DaemonProcess(tmp_path, emu, "d").start()        # serves the builds; rejects again, once
+    try:
+        emu.wait_for(lambda: finished(emu, "good0") and finished(emu, "good1"), timeout=60)
+        assert [emu.builds(j)[0]["result"] for j in good] == ["SUCCESS", "SUCCESS"]
+        url = emu.wait_for(lambda: _listening(daemon.text()), timeout=10)
+        emu.wait_for(lambda: daemon.text().count('"item.rejected"') == len(POISON), timeout=20)
+        text = requests.get(url + "/metrics", timeout=5).text
+        counts = Counter(bad.values())
+        for reason, n in counts.items():
+            assert f'provisioner_items_rejected_total{{reason="{reason}"}} {float(n)}' in text, text
+    finally:
+        daemon.kill()
+        cloud.kill_all()
+    for log in (once.text().split("--- daemon.start")[-1], daemon.text()):
+        rejected = [json.loads(line[line.index("{"):]) for line in log.splitlines() if '"item.rejected"' in line]
+        assert sorted((r["queue_id"], r["reason"]) for r in rejected) == sorted(bad.items()), rejected
+    assert len(cloud.launch_log()) == 2                       # nothing for the poisoned items
+    assert all(emu.builds(f"bad-{n}") == [] for n in POISON)
+
+
+def _listening(text: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith("listening "):
+            return line.split()[1]
+    return None
+
+
+def test_after_a_jenkins_restart_an_agent_whose_build_was_lost_never_gets_a_second(emu, tmp_path, start_daemon):
+    """A Jenkins restart during a build, and the agent process restarts too: on reconnecting it lists
+    no builds, so the build is lost, and its node comes back not drained (the restart came before the
+    drain, or the controller forgot it: simulated by un-draining the node while it is down). Jenkins
+    would hand the idle agent the waiting item at once. That agent has had its build: it is drained
+    before it is back, then retired, and the waiting item gets an agent of its own."""
+    cloud = cloud_for(emu, tmp_path)
+    start_daemon(daemon_config(emu.url, interval_s=1, drain_poll_s=0.2), cloud, ADMIN[1])
+    emu.create_job("first", label=LABEL, script="sleep 30")
+    emu.create_job("second", label=LABEL, script="true")
+    emu.schedule("first")
+    emu.wait_for(lambda: emu.builds("first") and emu.builds("first")[0]["building"], timeout=30)
+    node = emu.builds("first")[0]["node"]
+    emu.wait_for(lambda: emu.node(node).temp_offline, timeout=10)          # drained as its build started
+    emu.schedule("second")
+    emu.set_down(True)
+    emu.set_temporarily_offline(node, False)              # it comes back from the restart not drained
+    cloud.restart_agent(cloud.by_node(node)["id"])        # retries every 1 s: back ~0.9 s after the restart
+    emu.restart(down_for=2.1)
+    emu.wait_for(lambda: finished(emu, "first"), timeout=30)
+    assert emu.builds("first")[0]["result"] == "FAILURE"                  # the restart lost it
+    emu.wait_for(lambda: finished(emu, "second"), timeout=60)
+    second = emu.builds("second")[0]
+    assert second["node"] != node and second["result"] == "SUCCESS", second
+    emu.wait_for(lambda: not ours(emu) and not cloud.describe("t"), timeout=30)
