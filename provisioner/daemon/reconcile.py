@@ -37,7 +37,7 @@ from provisioner.daemon.model import (DRAIN_MESSAGES, GONE_STATES, Action, Block
                                       InFlight, Item, ItemKey, Memory, Node, NoPlan, Observed, PlanKey,
                                       Provision, Settings, Terminate, client_token, node_name)
 from provisioner.errors import ProvisionerError
-from provisioner.requirements import is_demand
+from provisioner.requirements import Requirements, is_demand
 
 LOST_CONFIRMATIONS = 2      # observations in a row of a busy node without its machine, then it was interrupted
 
