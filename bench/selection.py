@@ -193,9 +193,12 @@ def make_jobs(rng: random.Random, n: int) -> list[Job]:
     return jobs
 
 
+SITE_ARCH = "any"         # the bench site's defaults.arch (its config below has images for both)
+
+
 def arch_ok(job: Job, o: Offer) -> bool:
     """The architecture rule the planner applies: the job's, else the config's default (if any)."""
-    wanted = "x86_64" if job.x86_only else DEFAULTS["defaults"].get("arch", "any")
+    wanted = "x86_64" if job.x86_only else SITE_ARCH
     return wanted in (None, "any") or o.arch == wanted
 
 
@@ -367,6 +370,12 @@ def main() -> int:
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp / "cache"), XDG_STATE_HOME=str(tmp / "state"),
                XDG_CONFIG_HOME=str(tmp / "config"))
     os.environ.update({k: env[k] for k in ("XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")})
+    # The site the workload runs at: EC2 with images for both architectures and `defaults.arch: any`
+    # (Batch and the oracle may pick Graviton too: the planner must be allowed the same offers).
+    (tmp / "config" / "provisioner").mkdir(parents=True)
+    (tmp / "config" / "provisioner" / "config.yaml").write_text(
+        f"cloud: ec2\nregions: [{REGION}]\ndefaults: {{arch: {SITE_ARCH}}}\n"
+        f"ec2:\n  images: {{{REGION}: {{x86_64: ami-00000000000000001, arm64: ami-00000000000000002}}}}\n")
     full = load_catalog()
     vcpus = {o.instance_type: o.vcpu for o in full.offers}
     scores = coremark_truth(vcpus) if args.truth == "coremark" else truth_scores(vcpus)
