@@ -1,7 +1,7 @@
 """Jenkins label expressions: lexer, parser, canonical names and evaluation.
 
 A faithful re-implementation of Jenkins' grammar (core `LabelExpressionLexer/Parser.g4`, see
-shared/jenkins-api.md section 2): operators `&& || ! -> <->`, parentheses, unquoted atoms and
+Jenkins core's label grammar): operators `&& || ! -> <->`, parentheses, unquoted atoms and
 double-quoted string atoms. `parse` is strict and raises `LabelSyntaxError` with a position;
 `parse_jenkins` mirrors `Jenkins#getLabel`, which unquotes a fully quoted string and falls back to
 reading an unparseable expression as one atom. Pure: no I/O.

@@ -3,7 +3,7 @@ package org.provisioner
 import com.cloudbees.groovy.cps.NonCPS
 
 /**
- * How one atom is written inside a Jenkins label expression (shared/jenkins-api.md section 2):
+ * How one atom is written inside a Jenkins label expression (Jenkins' LabelExpression grammar):
  * plain when Jenkins' own printer leaves it plain, else as a double-quoted string.
  */
 class LabelAtoms implements Serializable {
