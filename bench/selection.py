@@ -29,7 +29,9 @@ A miss (out of memory, or past the timeout) costs what it really does: the waste
 kill) plus a rerun on Batch's choice for the job's true memory. Targets: total <= 0.50x Batch,
 jobs with history <= 1.10x the oracle, jobs without history <= 1.00x Batch, misses <= 1%.
 
-Usage: bench/selection.py [--seed N] [--jobs N] [--speed-runs N] [--truth coremark|geekbench-coremark]
+Usage: bench/selection.py [--seed N | --seeds N|LIST] [--jobs N] [--speed-runs N] [--gaps] [--worst N]
+                          [--truth coremark|geekbench-coremark]
+  --seeds 1-10,20261205   every seed's figures, then a table per seed with the worst and the median
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from provisioner import paths, planner  # noqa: E402
 from provisioner.catalog import load_catalog  # noqa: E402
@@ -63,19 +66,22 @@ from provisioner.errors import ProvisionerError  # noqa: E402
 from provisioner.estimate import MEM_OVERHEAD_GIB  # noqa: E402
 from provisioner.selection import expected_cost  # noqa: E402
 
+from selection_gaps import breakdown, classify, planner_runs  # noqa: E402  (bench/)
+
 GIB = 1024 ** 3
 BOOT_S, DISK_GIB = 90.0, 30.0
 REGION = "us-east-1"
 HISTORY_TYPES = ["m5.2xlarge", "m5.4xlarge", "c5.4xlarge", "r5.2xlarge", "r5.4xlarge", "m6i.4xlarge",
                  "m5.8xlarge", "r5.8xlarge", "c5.9xlarge", "m5.xlarge", "r5.12xlarge", "r5.16xlarge"]
 HISTORY_FORMS = [("label", 0.45), ("job", 0.2), ("ec2", 0.08), ("ec2-spot", 0.07), ("peak-over", 0.2)]
+DEFAULT_SEED = 20261205
 TARGETS = {"total/batch": 0.50, "history/oracle": 1.10, "cold/batch": 1.00, "misses": 0.01}
 
 
-def plan_entry(ctx: Context, request: "Request"):
+def plan_entry(ctx: Context, request: "Request") -> planner.PlanResult:
     """The planner's public entry, exactly as `provisioner plan` calls it."""
     return planner.plan_job(ctx, label=request.label, filters=list(request.filters), job=request.job,
-                            timeout=request.timeout).plan
+                            timeout=request.timeout)
 
 
 # ---- the truth: Geekbench 6, with fallbacks brought into Geekbench units ------------------------
@@ -353,18 +359,72 @@ def cpu_profile(job: Job, offer: Offer, t: float, scores) -> tuple[float, float]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seed", type=int, default=20261205)
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--seeds", type=parse_seeds, default=None, metavar="SPEC",
+                    help="run several seeds and print per-seed figures, the worst and the median: "
+                         "a count N (seeds 1..N) or a list such as 1-10,20261205")
     ap.add_argument("--jobs", type=int, default=240)
     ap.add_argument("--speed-runs", type=int, default=15)
     ap.add_argument("--sample", type=int, default=12, help="plans checked against `provisioner plan --json`")
     ap.add_argument("--worst", type=int, default=0, help="print the N jobs with history farthest above the oracle")
+    ap.add_argument("--gaps", action="store_true",
+                    help="break the cost above the oracle of jobs with history down by cause")
     ap.add_argument("--truth", choices=("geekbench-coremark", "coremark"), default="coremark",
                     help="the true runtimes' scores: Geekbench 6 single-core with CoreMark all-core, "
                          "or CoreMark alone")
     args = ap.parse_args()
-    print(f"seed {args.seed}, {args.jobs} jobs, planner scores {DEFAULTS['defaults']['score_source']}, "
+    if args.seeds:
+        return many_seeds(args)
+    got = run_seed(args, args.seed)
+    if args.speed_runs:
+        speed(args, *got["speed"])
+    return 0 if got["ok"] else 1
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`N` (seeds 1..N) or a comma list of seeds and ranges `a-b`."""
+    try:
+        if text.isdigit():
+            return list(range(1, int(text) + 1))
+        out: list[int] = []
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds: expected N or a list like 1-10,20261205, got {text!r}")
+    if not out:
+        raise argparse.ArgumentTypeError("--seeds: no seed given")
+    return out
+
+
+def many_seeds(args) -> int:
+    """Each seed's run, then one line per seed with the target figures, the worst and the median."""
+    rows = []
+    for seed in args.seeds:
+        got = run_seed(args, seed)
+        rows.append((seed, got["figures"], got["gaps"]))
+        print()
+    keys = list(TARGETS)
+    print(f"{'seed':>10}  " + "  ".join(f"{k:>14}" for k in keys) + "  above oracle by cause (jobs, USD)")
+    for seed, fig, gaps in rows:
+        cause = ", ".join(f"{c} {n} ${usd:.2f}" for c, (n, usd) in gaps.items()) if gaps else ""
+        print(f"{seed:>10}  " + "  ".join(f"{fig[k]:>14.3f}" for k in keys) + f"  {cause}")
+    worst = {k: max(f[k] for _, f, _ in rows) for k in keys}
+    median = {k: statistics.median(f[k] for _, f, _ in rows) for k in keys}
+    print(f"{'worst':>10}  " + "  ".join(f"{worst[k]:>14.3f}" for k in keys))
+    print(f"{'median':>10}  " + "  ".join(f"{median[k]:>14.3f}" for k in keys))
+    print(f"{'target':>10}  " + "  ".join(f"{'<= ' + format(v, '.2f'):>14}" for v in TARGETS.values()))
+    failing = [k for k in keys if worst[k] > TARGETS[k]]
+    print(f"{len(rows)} seeds: every target met on every seed" if not failing else
+          f"{len(rows)} seeds: the worst seed misses {', '.join(failing)}")
+    return 0 if not failing else 1
+
+
+def run_seed(args, seed: int) -> dict:
+    """One workload: plan it, charge it on true runtimes, print the figures; returns them."""
+    print(f"seed {seed}, {args.jobs} jobs, planner scores {DEFAULTS['defaults']['score_source']}, "
           f"truth {args.truth}")
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-selection-"))
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp / "cache"), XDG_STATE_HOME=str(tmp / "state"),
@@ -399,17 +459,17 @@ def main() -> int:
     imp = run_cli(["history", "import", str(jsonl), "--history", str(hist)], env)
     print(f"history import: {imp.stdout.strip()} ({time.perf_counter() - t0:.2f}s)")
     if imp.returncode != 0:
-        print(imp.stderr)
-        return 1
+        raise SystemExit(f"history import failed: {imp.stderr}")
     print("request forms: " + ", ".join(f"{f} {n}" for f, n in sorted(Counter(j.form for j in jobs).items())))
 
     ctx = Context(SimpleNamespace(config=None, history=str(hist)))
-    results, failed, chosen = Results(), Counter(), {}
+    results, failed, chosen, planned = Results(), Counter(), {}, {}
     for tag in ("any", "od"):
         for job in jobs:
             req = request(job, ondemand=tag == "od")
             try:
-                p = plan_entry(ctx, req).chosen.offer
+                result = plan_entry(ctx, req)
+                p = result.plan.chosen.offer
             except ProvisionerError as exc:       # no plan: the user falls back to Batch's choice
                 failed[tag] += 1
                 print(f"  no plan for {job.name} {req}: {exc}")
@@ -421,6 +481,7 @@ def main() -> int:
                 results.add(f"{tag}:{name}", job.name, Outcome(cost, miss, f"{o.instance_type} {o.market}"))
             if tag == "any" and p is not None:
                 chosen[job.name] = (req, p)
+                planned[job.name] = result
 
     def line(title: str, names: set[str], tag: str = "any") -> tuple[float, float]:
         plan_c, plan_m = results.total(f"{tag}:plan", names)
@@ -461,6 +522,7 @@ def main() -> int:
         print(f"  {n} {j.form:<9} threads {j.threads:>2} serial {j.serial:.2f} mem {j.mem_gib:6.2f} "
               f"{'membound ' if j.memory_bound else ''}timeout {j.timeout_s:.0f}s: plan {pl.choice} ${pl.cost:.3f}"
               f"{' ' + pl.miss if pl.miss else ''}, oracle {orc.choice} ${orc.cost:.3f}")
+    gap_rows = gap_breakdown(with_h, results, planned, catalog, ctx, args.gaps)
     # the console script gives the same answers as the in-process entry
     sample = rng.sample(sorted(chosen), min(args.sample, len(chosen)))
     same = 0
@@ -475,9 +537,33 @@ def main() -> int:
                   f"{out.stderr[-300:]}")
     print(f"console script agrees with the in-process entry on {same} of {len(sample)} sampled jobs "
           f"(forms: {', '.join(sorted({request(j).label and 'label' or 'no-label' for j in jobs if j.name in sample}))})")
-    if args.speed_runs:
-        speed(args, jobs, hist, env, ctx)
-    return 0
+    return {"figures": got, "ok": all(got[k] <= v for k, v in TARGETS.items()),
+            "gaps": breakdown(gap_rows), "speed": (jobs, hist, env, ctx)}
+
+
+def gap_breakdown(with_h: set[str], results: Results, planned: dict, catalog, ctx: Context,
+                  show: bool) -> list[tuple[str, str, str, float]]:
+    """(job, cause, detail, USD above the oracle) of every job with history that cost more than the
+    oracle's choice (bench/selection_gaps.py says what each cause means); printed with --gaps."""
+    rows = []
+    offers = {(o.instance_type, o.market): o for o in catalog.offers if o.region == REGION}
+    for n in sorted(with_h):
+        pl, orc = results.by["any:plan"][n], results.by["any:oracle"][n]
+        gap = pl.cost - orc.cost
+        if gap <= 1e-9 or n not in planned:
+            continue
+        cause, detail = classify(planned[n], catalog, planner_runs(ctx, n),
+                                 offers[tuple(orc.choice.split())], pl.miss)
+        rows.append((n, cause, detail, gap))
+    if show:
+        total = sum(results.by["any:oracle"][n].cost for n in with_h)
+        print(f"\nJobs with history above the oracle (oracle total ${total:.2f}), by cause:")
+        for cause, (count, usd) in breakdown(rows).items():
+            print(f"  {cause:<8} {count:>3} jobs  ${usd:8.2f}  (+{usd / total:.3f}x the oracle)")
+        for n, cause, detail, gap in sorted(rows, key=lambda r: -r[3]):
+            print(f"  {n} {cause:<8} +${gap:.3f}  plan {results.by['any:plan'][n].choice}, oracle "
+                  f"{results.by['any:oracle'][n].choice}: {detail}")
+    return rows
 
 
 def speed(args, jobs: list[Job], hist: Path, env: dict, ctx: Context) -> None:
