@@ -14,6 +14,7 @@ explains why the planner did not take the oracle's offer:
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 
 from provisioner import planner
@@ -33,17 +34,17 @@ def classify(result, catalog, runs: list[dict], oracle_offer, plan_miss: str | N
     if chosen.market != oracle_offer.market:
         return "market", f"{chosen.market} vs {oracle_offer.market}"
     floor = plan.sizing.mem_gib if plan.sizing is not None else None
-    if floor is not None and oracle_offer.memory_gib < floor:
-        return "memory", f"floor {floor:g} GiB > {oracle_offer.memory_gib:g} GiB"
     req = result.intent.requirements if result.intent is not None else result.requirements
+    est = estimate(runs, _lookup(catalog, settings), req.vcpu)
+    if floor is not None and oracle_offer.memory_gib < floor:
+        return "memory", (f"floor {floor:g} GiB > {oracle_offer.memory_gib:g} GiB (peak {est.mem_peak_gib:.2f} GiB, "
+                          f"{len(est.mem_peaks)} peaks, spread {_spread(est.mem_peaks):.1%})")
     try:
         pool = _narrow(catalog.offers, req, plan.sizing, settings, frozenset())
     except NoOfferError:
         pool = []
     if oracle_offer.key not in {o.key for o in pool}:
         return "pool", "outside the narrowed offers"
-    lookup = _lookup(catalog, settings)
-    est = estimate(runs, lookup, req.vcpu)
     d, measured = est.runtime_on(oracle_offer) or (float("inf"), False)
     margin = deadline_margin(est, oracle_offer, measured)
     target = min(settings.timeout_s, settings.target_s)
@@ -52,6 +53,12 @@ def classify(result, catalog, runs: list[dict], oracle_offer, plan_miss: str | N
         return cause, f"predicted {d:.0f}s x{1 + margin:.2f} > target {target:.0f}s"
     return "ranking", (f"predicted {d:.0f}s on {oracle_offer.instance_type}, chosen "
                        f"{plan.chosen.duration_s:.0f}s on {chosen.instance_type}")
+
+
+def _spread(peaks) -> float:
+    if len(peaks) < 2:
+        return 0.0
+    return statistics.stdev(peaks) / statistics.fmean(peaks)
 
 
 def deadline_margin(est, offer, measured: bool) -> float:

@@ -217,8 +217,12 @@ def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | No
         by_type.setdefault(w.instance_type, []).append(w.duration_s)
 
     peaks = [r["mem_max_bytes"] / GIB for r in ok if r.get("mem_max_bytes")]
-    # A run killed for memory needed more than it had: half again on top of what it reached.
-    oom = [r["mem_max_bytes"] * 1.5 / GIB for r in records if r.get("oom_killed") and r.get("mem_max_bytes")]
+    # A run killed for memory needed more than it had: half again on top of what it reached,
+    # unless a successful run peaked above that already (the kill is then explained: its machine
+    # had less memory than the job is known to use, and the measured peak says how much it needs).
+    seen = max(peaks, default=0.0)
+    oom = [r["mem_max_bytes"] * 1.5 / GIB for r in records if r.get("oom_killed") and r.get("mem_max_bytes")
+           and r["mem_max_bytes"] / GIB >= seen]
     peaks += oom
     cpu_peaks = [r["cpu_max_pct"] for r in ok if r.get("cpu_max_pct") is not None]
     avgs = [r["cpu_avg_pct"] for r in ok if r.get("cpu_avg_pct") is not None]

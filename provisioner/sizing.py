@@ -9,6 +9,8 @@ declared. vCPUs are the runtime model's matter: with history the declared `vcpu=
 
 from __future__ import annotations
 
+import math
+import statistics
 from typing import TYPE_CHECKING
 
 from provisioner.estimate import Estimate, memory_floor
@@ -18,16 +20,45 @@ from provisioner.units import format_gib
 if TYPE_CHECKING:
     from provisioner.selection import PlanSettings
 
-MIN_MEM_HEADROOM = 0.1
+MIN_MEM_HEADROOM = 0.05
+# One-sided 99% quantiles of Student's t by degrees of freedom (n - 1 peaks); past 30 the
+# quantile is within 2% of the normal's, 2.326.
+T99 = {1: 31.821, 2: 6.965, 3: 4.541, 4: 3.747, 5: 3.365, 6: 3.143, 7: 2.998, 8: 2.896, 9: 2.821,
+       10: 2.764, 11: 2.718, 12: 2.681, 13: 2.650, 14: 2.624, 15: 2.602, 16: 2.583, 17: 2.567,
+       18: 2.552, 19: 2.539, 20: 2.528, 21: 2.518, 22: 2.508, 23: 2.500, 24: 2.492, 25: 2.485,
+       26: 2.479, 27: 2.473, 28: 2.467, 29: 2.462, 30: 2.457}
+
+
+def t99(df: int) -> float:
+    """The one-sided 99% quantile of Student's t with `df` degrees of freedom (df >= 1)."""
+    return T99.get(df, 2.326 + 4.0 / df if df > 30 else math.inf)
+
+
+def peak_headroom(peaks: tuple[float, ...] | list[float]) -> float | None:
+    """The headroom above the highest peak that the next run's peak stays under with 99%
+    confidence: the upper prediction bound mean + t(n-1) x sd x sqrt(1 + 1/n) of the peaks seen,
+    relative to the highest (None with fewer than 3 peaks). Few or scattered peaks give a wide
+    bound, many steady ones a narrow one."""
+    n = len(peaks)
+    if n < 3:
+        return None
+    top = max(peaks)
+    if top <= 0:
+        return None
+    bound = statistics.fmean(peaks) + t99(n - 1) * statistics.stdev(peaks) * math.sqrt(1 + 1 / n)
+    return max(0.0, bound / top - 1)
 
 
 def history_memory(est: Estimate, headroom: float) -> tuple[float | None, float]:
-    """(the memory floor from history in GiB, or None without memory samples; the headroom used):
-    steady peaks earn a smaller headroom (3 standard deviations, at least 10%), never above the
-    setting. The planner and the report's right-sizing both size memory by this rule."""
-    spread = est.mem_spread()
+    """(the memory floor from history in GiB, or None without memory samples; the headroom used).
+
+    The headroom is the spread of the successful runs' peaks (`peak_headroom`: a 99% upper
+    prediction bound of the next peak), at least 10% (peaks are sampled: a short spike between two
+    samples shows in none) and never above the setting; the setting where fewer than 3 runs have
+    peaks. The planner and the report's right-sizing both size memory by this rule."""
+    spread = peak_headroom(est.mem_peaks)
     if spread is not None:
-        headroom = min(headroom, max(MIN_MEM_HEADROOM, 3 * spread))
+        headroom = min(headroom, max(MIN_MEM_HEADROOM, spread))
     return (memory_floor(est.mem_peak_gib, headroom) if est.mem_peak_gib else None), headroom
 
 

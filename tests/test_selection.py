@@ -10,6 +10,7 @@ import pytest
 from provisioner.errors import NoOfferError
 from provisioner.estimate import Estimate, RunWork, estimate, memory_floor, reduce_run
 from provisioner.requirements import Requirements
+from provisioner.sizing import MIN_MEM_HEADROOM
 from provisioner.selection import (Candidate, PlanSettings, _no_history_runtimes, expected_cost, select,
                                    statistics_work)
 from tests.factories import offer, run
@@ -136,7 +137,8 @@ def test_autotune_needs_three_successful_runs_and_says_so():
     assert any("needs 3 successful runs" in r for r in p.reasons)
     three = two + [run(n=5, instance_type="m5.4xlarge", cpu_avg=150, cpu_max=190, mem_gib=3, vcpu=16)]
     p = plan("ec2 && vcpu=16 && mem=64", three)
-    assert p.autotuned == {"vcpu": 2, "memory_gib": memory_floor(3, 0.2), "from_runs": 3}
+    # three equal peaks: the spread rule's minimum headroom (sizing.peak_headroom)
+    assert p.autotuned == {"vcpu": 2, "memory_gib": memory_floor(3, MIN_MEM_HEADROOM), "from_runs": 3}
     assert p.chosen.offer.vcpu < 16
     assert p.node_labels == ("ec2", "vcpu=16", "mem=64")
     assert any(r.startswith("Autotuned vCPU: 2") for r in p.reasons)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 
 import pytest
 
@@ -13,6 +14,7 @@ from provisioner.catalog.model import SPOT
 from provisioner.estimate import estimate, memory_floor
 from provisioner.requirements import Requirements
 from provisioner.selection import PlanSettings, _narrow, _no_history_runtimes, expected_cost, select
+from provisioner.sizing import MIN_MEM_HEADROOM, history_memory, peak_headroom, t99
 from tests.factories import offer, run
 
 # Small, cheap types first; big memory costs more. Spot twins make the market matter.
@@ -33,10 +35,13 @@ def lookup(instance_type, region):
     return ON_DEMAND.get(instance_type)
 
 
-def big_job(n=4, peak=62.7, **extra):
-    """A job that peaked at `peak` GiB, run on r7i.4xlarge (128 GiB)."""
+SCATTERED = (1.0, 0.85, 0.93, 0.8)    # peaks this far apart earn the full 20% headroom
+
+
+def big_job(n=4, peak=62.7, shape=SCATTERED, **extra):
+    """A job that peaked at `peak` GiB (its runs at `shape` times that), run on r7i.4xlarge (128 GiB)."""
     return [run("big", i, instance_type="r7i.4xlarge", duration=300, cpu_avg=100, cpu_max=100,
-                mem_gib=peak - 0.1 * (i % 2), vcpu=16, **extra) for i in range(n)]
+                mem_gib=peak * shape[i % len(shape)], vcpu=16, **extra) for i in range(n)]
 
 
 def plan(label=None, runs=(), filters=(), table=TABLE, **settings):
@@ -75,6 +80,55 @@ def test_oom_killed_runs_keep_raising_the_floor_without_a_declaration():
     assert p.autotuned["memory_gib"] == memory_floor(31.8 * 1.5, 0.2)
     assert p.chosen.offer.memory_gib >= 31.8 * 1.5
     assert any("OOM-killed" in r for r in p.reasons)
+
+
+def test_steady_peaks_earn_a_smaller_headroom_from_three_runs():
+    # three runs within 1% of each other: the next peak's 99% bound is under 5% above the highest,
+    # so the floor takes the 5% minimum and an 8 GiB type fits (20% headroom asked for 9 GiB)
+    runs = [run("steady", i, instance_type="r7i.xlarge", mem_gib=m, vcpu=4) for i, m in enumerate((7.0, 6.95, 6.98))]
+    p = plan("ec2", runs, timeout_s=7200)
+    assert p.autotuned["memory_gib"] == memory_floor(7.0, MIN_MEM_HEADROOM) == 8
+    assert p.chosen.offer.instance_type == "m7i.large"
+    assert any("+ 5% headroom" in r for r in p.reasons), p.reasons
+
+
+def test_scattered_peaks_keep_the_full_headroom():
+    runs = [run("jumpy", i, instance_type="r7i.xlarge", mem_gib=m, vcpu=4) for i, m in enumerate((7.0, 5.0, 6.0))]
+    p = plan("ec2", runs, timeout_s=7200)
+    assert p.autotuned["memory_gib"] == memory_floor(7.0, 0.2) == 9
+    assert p.chosen.offer.memory_gib >= 9
+
+
+@pytest.mark.parametrize("peaks,expected", [
+    ((7.0, 6.95, 6.98), None),              # steady: the bound sits under the minimum
+    ((7.0, 5.0, 6.0), 0.2),                 # scattered: the setting caps it
+    ((10.0, 9.5, 9.0, 9.5, 10.0, 9.0, 9.5, 10.0), None),
+])
+def test_peak_headroom_is_the_99_percent_prediction_bound(peaks, expected):
+    n = len(peaks)
+    bound = statistics.fmean(peaks) + t99(n - 1) * statistics.stdev(peaks) * (1 + 1 / n) ** 0.5
+    assert peak_headroom(peaks) == pytest.approx(bound / max(peaks) - 1)
+    used = history_memory(estimate([run(n=i, mem_gib=m, instance_type="r7i.2xlarge", vcpu=8)
+                                    for i, m in enumerate(peaks)], lookup), 0.2)[1]
+    assert used == (expected if expected is not None else max(MIN_MEM_HEADROOM, min(0.2, bound / max(peaks) - 1)))
+    assert peak_headroom(peaks[:2]) is None        # two peaks: no spread to speak of, the setting holds
+
+
+def test_t99_matches_the_tables_and_tends_to_the_normal():
+    assert (t99(2), t99(4), t99(7), t99(30)) == (6.965, 3.747, 2.998, 2.457)
+    assert t99(49) == pytest.approx(2.405, abs=0.003) and t99(10 ** 6) == pytest.approx(2.326, abs=1e-3)
+
+
+def test_an_oom_kill_explained_by_a_bigger_successful_peak_does_not_raise_the_floor():
+    # the job peaks at ~7.3 GiB on 32 GiB machines; the one run on a 6 GiB machine was killed at 5.9:
+    # the kill says nothing the successful runs did not, so the floor is theirs (not 1.5 x 5.9)
+    ok = [run("grown", i, instance_type="r7i.xlarge", mem_gib=m, vcpu=4) for i, m in enumerate((7.3, 7.0, 7.2, 7.25))]
+    killed = run("grown", 9, instance_type="m7i.large", exit_code=137, oom_killed=True, mem_gib=5.9, vcpu=2)
+    est = estimate(ok + [killed], lookup)
+    assert est.oom_peak_gib is None and est.mem_peak_gib == pytest.approx(7.3)
+    # a kill above every successful peak still raises it by half
+    higher = run("grown", 10, instance_type="r7i.xlarge", exit_code=137, oom_killed=True, mem_gib=9.0, vcpu=4)
+    assert estimate(ok + [higher], lookup).mem_peak_gib == pytest.approx(13.5)
 
 
 def test_vcpu_is_not_a_floor_with_history_but_is_without():
