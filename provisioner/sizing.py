@@ -53,11 +53,14 @@ def history_memory(est: Estimate, headroom: float) -> tuple[float | None, float]
     """(the memory floor from history in GiB, or None without memory samples; the headroom used).
 
     The headroom is the spread of the successful runs' peaks (`peak_headroom`: a 99% upper
-    prediction bound of the next peak), at least 10% (peaks are sampled: a short spike between two
+    prediction bound of the next peak), at least 5% (peaks are sampled: a short spike between two
     samples shows in none) and never above the setting; the setting where fewer than 3 runs have
-    peaks. The planner and the report's right-sizing both size memory by this rule."""
+    peaks, and where an OOM kill sizes the floor (the successful runs' spread says nothing about
+    a need none of them showed). The planner and the report's right-sizing both size memory by this
+    rule."""
     spread = peak_headroom(est.mem_peaks)
-    if spread is not None:
+    oom_sized = est.oom_peak_gib is not None and est.oom_peak_gib >= (est.mem_peak_gib or 0.0)
+    if spread is not None and not oom_sized:
         headroom = min(headroom, max(MIN_MEM_HEADROOM, spread))
     return (memory_floor(est.mem_peak_gib, headroom) if est.mem_peak_gib else None), headroom
 

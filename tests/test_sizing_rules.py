@@ -128,7 +128,10 @@ def test_an_oom_kill_explained_by_a_bigger_successful_peak_does_not_raise_the_fl
     assert est.oom_peak_gib is None and est.mem_peak_gib == pytest.approx(7.3)
     # a kill above every successful peak still raises it by half
     higher = run("grown", 10, instance_type="r7i.xlarge", exit_code=137, oom_killed=True, mem_gib=9.0, vcpu=4)
-    assert estimate(ok + [higher], lookup).mem_peak_gib == pytest.approx(13.5)
+    sized = estimate(ok + [higher], lookup)
+    assert sized.mem_peak_gib == pytest.approx(13.5)
+    # and takes the full headroom: the successful runs' steady peaks say nothing about that need
+    assert history_memory(sized, 0.2) == (memory_floor(13.5, 0.2), 0.2)
 
 
 def test_vcpu_is_not_a_floor_with_history_but_is_without():

@@ -92,10 +92,10 @@ def test_rightsizing_the_issue_example_64_gib_peaking_at_9():
     runs = [rec("x", i, mem_gib=9 if i == 7 else 8, requested_mem_gib=64, requested_vcpu=16, cpu_max=280)
             for i in range(20)]
     (row,) = rightsizing(runs, mem_headroom=0.2, min_runs=3)
-    # Steady peaks (the planner's rule): headroom 3 standard deviations, at least 10%, at most the
-    # setting: 9 x 1.1 + 0.5 = 10.4 -> 11 GiB; median CPU peak 280% -> ceil(2.8 - 0.15) = 3 vCPUs
-    assert row["suggested_mem_gib"] == 11 and row["suggested_vcpu"] == 3
-    assert row["advice"] == ["job x asked for 64 GiB and peaked at 9 GiB over 20 runs: use mem=11",
+    # Steady peaks (the planner's rule): the 99% bound of the next peak (8.63 GiB) is under the
+    # highest, so the 5% minimum: 9 x 1.05 + 0.5 = 9.95 -> 10 GiB; median CPU peak 280% -> 3 vCPUs
+    assert row["suggested_mem_gib"] == 10 and row["suggested_vcpu"] == 3
+    assert row["advice"] == ["job x asked for 64 GiB and peaked at 9 GiB over 20 runs: use mem=10",
                              "job x asked for 16 vCPUs and kept 2.8 busy at its median peak over 20 runs: "
                              "use vcpu=3"]
 
@@ -125,9 +125,9 @@ def test_rightsizing_says_when_an_oom_kill_drove_the_suggestion():
     runs = [rec("x", i, mem_gib=5, requested_mem_gib=32) for i in range(5)]
     runs.append(rec("x", 9, mem_gib=6, requested_mem_gib=32, exit_code=137, oom_killed=True))
     (row,) = rightsizing(runs)
-    # 6 x 1.5 = 9 GiB needed; 5 equal successful peaks: 10% headroom, 9 x 1.1 + 0.5 = 10.4 -> 11
+    # 6 x 1.5 = 9 GiB needed; the kill sizes it: the full 20% headroom, 9 x 1.2 + 0.5 = 11.3 -> 12
     assert row["advice"] == ["job x asked for 32 GiB and peaked at 5 GiB over 5 runs "
-                             "(1 OOM kill counted at 1.5x their peak): use mem=11"]
+                             "(1 OOM kill counted at 1.5x their peak): use mem=12"]
 
 
 # -- right-sizing against what was paid for, with the catalog (issue 11, build item 8) -------------
@@ -160,15 +160,15 @@ def test_rightsizing_against_the_type_paid_for_when_nothing_was_requested(catalo
     runs = [rec("team/costly", i, instance_type="r5.8xlarge", market="spot", mem_gib=9, cpu_max=110,
                 duration=1800) for i in range(10)]
     (bare,) = rightsizing(runs)  # without the catalog the type's size is unknown: the suggestion alone
-    assert (bare["basis"], bare["suggested_mem_gib"], bare["suggested_type"], bare["advice"]) == (None, 11, None, [])
+    assert (bare["basis"], bare["suggested_mem_gib"], bare["suggested_type"], bare["advice"]) == (None, 10, None, [])
     (row,) = rightsizing(runs, catalog=catalog)
     assert (row["basis"], row["paid_vcpu"], row["paid_mem_gib"]) == ("paid", 32, 256)
-    # 10 steady peaks: the planner's 10% headroom, 9 x 1.1 + 0.5 = 10.4 -> mem=11
-    assert (row["suggested_mem_gib"], row["suggested_vcpu"], row["suggested_type"]) == (11, 1, "r7a.large")
+    # 10 equal peaks: the planner's 5% minimum headroom, 9 x 1.05 + 0.5 = 9.95 -> mem=10
+    assert (row["suggested_mem_gib"], row["suggested_vcpu"], row["suggested_type"]) == (10, 1, "r7a.large")
     # the record has no price: the catalog's spot price of r5.8xlarge, half an hour per run
     assert row["saving_usd_per_run"] == pytest.approx((0.5825 - 0.05) / 2)
     assert row["advice"] == ["job team/costly ran on r5.8xlarge (32 vCPU, 256 GiB) and peaked at 1.1 vCPU "
-                             "and 9 GiB over 10 runs: mem=11 would fit r7a.large (2 vCPU, 16 GiB, "
+                             "and 9 GiB over 10 runs: mem=10 would fit r7a.large (2 vCPU, 16 GiB, "
                              "$0.0500/h spot), saving $0.2662/run"]
 
 
@@ -176,8 +176,8 @@ def test_rightsizing_prices_the_saving_at_what_the_runs_paid(catalog):
     runs = [rec("j", i, instance_type="r5.8xlarge", market="on-demand", mem_gib=20, cpu_max=350,
                 price_usd_per_hour=1.9, duration=3600) for i in range(3)]
     (row,) = rightsizing(runs, catalog=catalog)
-    # 3 runs: the full 20% headroom, 20 x 1.2 + 0.5 = 24.5 -> 25 GiB; 4 vCPUs busy -> vcpu=4
-    assert (row["suggested_mem_gib"], row["suggested_vcpu"]) == (25, 4)
+    # 3 equal peaks: the 5% minimum headroom, 20 x 1.05 + 0.5 = 21.5 -> 22 GiB; 4 vCPUs busy -> vcpu=4
+    assert (row["suggested_mem_gib"], row["suggested_vcpu"]) == (22, 4)
     assert row["suggested_type"] == "r5.8xlarge" and row["saving_usd_per_run"] is None
     assert row["advice"] == []  # the cheapest fit in this catalog is what it ran on
 
@@ -223,7 +223,7 @@ def test_rightsizing_with_fewer_runs_says_so(catalog):
     assert row["advice"] == ["job new has 2 successful runs; advice needs 3"]
     local = [rec("local", i, instance_type=None, market=None, mem_gib=3, cpu_max=100) for i in range(3)]
     (row,) = rightsizing(local, catalog=catalog)  # nothing asked or paid: the suggestion alone
-    assert (row["basis"], row["suggested_mem_gib"], row["advice"]) == (None, 5, [])
+    assert (row["basis"], row["suggested_mem_gib"], row["advice"]) == (None, 4, [])  # 3 x 1.05 + 0.5 -> 4
 
 
 def test_spot_savings_take_the_catalogs_on_demand_price_when_the_record_has_none(catalog):

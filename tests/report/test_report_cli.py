@@ -33,7 +33,7 @@ def test_table_report_with_advice(cli, hist):
     out = cli("report", "--history", hist)
     assert out.returncode == 0, out.stderr
     assert "10 runs of 2 jobs from 2026-01-01T10:00:00Z to 2026-01-09T00:00:00Z" in out.stdout
-    assert "job build asked for 64 GiB and peaked at 9 GiB over 6 runs: use mem=11" in out.stdout
+    assert "job build asked for 64 GiB and peaked at 9 GiB over 6 runs: use mem=10" in out.stdout
     assert "job build asked for 8 vCPUs" in out.stdout and "use vcpu=2" in out.stdout
     assert "0 failed, 0 timed out, 1 OOM-killed, 0 interrupted" in out.stdout
 
@@ -100,7 +100,7 @@ def test_rightsizing_against_the_type_paid_for_with_the_catalog(cli, tmp_path):
     out = cli("report", "--history", path)
     assert out.returncode == 0, out.stderr
     assert (f"job team/costly ran on r5.8xlarge (32 vCPU, 256 GiB) and peaked at 1.1 vCPU and 9 GiB over "
-            f"10 runs: mem=11 would fit {best.instance_type} ({best.vcpu} vCPU, {best.memory_gib:g} GiB, "
+            f"10 runs: mem=10 would fit {best.instance_type} ({best.vcpu} vCPU, {best.memory_gib:g} GiB, "
             f"${best.price:.4f}/h spot), saving ${(0.6 - best.price) / 2:.4f}/run") in out.stdout
     assert "on-demand prices of 10 runs from the catalog" in out.stdout
     data = json.loads(cli("report", "--history", path, "--json").stdout)
