@@ -66,7 +66,7 @@ from provisioner.errors import ProvisionerError  # noqa: E402
 from provisioner.estimate import MEM_OVERHEAD_GIB  # noqa: E402
 from provisioner.selection import expected_cost  # noqa: E402
 
-from selection_gaps import breakdown, classify, planner_runs  # noqa: E402  (bench/)
+from selection_gaps import breakdown, gap_breakdown, many_seeds, parse_seeds  # noqa: E402  (bench/)
 
 GIB = 1024 ** 3
 BOOT_S, DISK_GIB = 90.0, 30.0
@@ -374,50 +374,11 @@ def main() -> int:
                          "or CoreMark alone")
     args = ap.parse_args()
     if args.seeds:
-        return many_seeds(args)
+        return many_seeds(args, run_seed, TARGETS)
     got = run_seed(args, args.seed)
     if args.speed_runs:
         speed(args, *got["speed"])
     return 0 if got["ok"] else 1
-
-
-def parse_seeds(text: str) -> list[int]:
-    """`N` (seeds 1..N) or a comma list of seeds and ranges `a-b`."""
-    try:
-        if text.isdigit():
-            return list(range(1, int(text) + 1))
-        out: list[int] = []
-        for part in text.split(","):
-            a, _, b = part.strip().partition("-")
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds: expected N or a list like 1-10,20261205, got {text!r}")
-    if not out:
-        raise argparse.ArgumentTypeError("--seeds: no seed given")
-    return out
-
-
-def many_seeds(args) -> int:
-    """Each seed's run, then one line per seed with the target figures, the worst and the median."""
-    rows = []
-    for seed in args.seeds:
-        got = run_seed(args, seed)
-        rows.append((seed, got["figures"], got["gaps"]))
-        print()
-    keys = list(TARGETS)
-    print(f"{'seed':>10}  " + "  ".join(f"{k:>14}" for k in keys) + "  above oracle by cause (jobs, USD)")
-    for seed, fig, gaps in rows:
-        cause = ", ".join(f"{c} {n} ${usd:.2f}" for c, (n, usd) in gaps.items()) if gaps else ""
-        print(f"{seed:>10}  " + "  ".join(f"{fig[k]:>14.3f}" for k in keys) + f"  {cause}")
-    worst = {k: max(f[k] for _, f, _ in rows) for k in keys}
-    median = {k: statistics.median(f[k] for _, f, _ in rows) for k in keys}
-    print(f"{'worst':>10}  " + "  ".join(f"{worst[k]:>14.3f}" for k in keys))
-    print(f"{'median':>10}  " + "  ".join(f"{median[k]:>14.3f}" for k in keys))
-    print(f"{'target':>10}  " + "  ".join(f"{'<= ' + format(v, '.2f'):>14}" for v in TARGETS.values()))
-    failing = [k for k in keys if worst[k] > TARGETS[k]]
-    print(f"{len(rows)} seeds: every target met on every seed" if not failing else
-          f"{len(rows)} seeds: the worst seed misses {', '.join(failing)}")
-    return 0 if not failing else 1
 
 
 def run_seed(args, seed: int) -> dict:
@@ -522,7 +483,7 @@ def run_seed(args, seed: int) -> dict:
         print(f"  {n} {j.form:<9} threads {j.threads:>2} serial {j.serial:.2f} mem {j.mem_gib:6.2f} "
               f"{'membound ' if j.memory_bound else ''}timeout {j.timeout_s:.0f}s: plan {pl.choice} ${pl.cost:.3f}"
               f"{' ' + pl.miss if pl.miss else ''}, oracle {orc.choice} ${orc.cost:.3f}")
-    gap_rows = gap_breakdown(with_h, results, planned, catalog, ctx, args.gaps)
+    gap_rows = gap_breakdown(with_h, results.by, planned, catalog, ctx, args.gaps, REGION)
     # the console script gives the same answers as the in-process entry
     sample = rng.sample(sorted(chosen), min(args.sample, len(chosen)))
     same = 0
@@ -539,31 +500,6 @@ def run_seed(args, seed: int) -> dict:
           f"(forms: {', '.join(sorted({request(j).label and 'label' or 'no-label' for j in jobs if j.name in sample}))})")
     return {"figures": got, "ok": all(got[k] <= v for k, v in TARGETS.items()),
             "gaps": breakdown(gap_rows), "speed": (jobs, hist, env, ctx)}
-
-
-def gap_breakdown(with_h: set[str], results: Results, planned: dict, catalog, ctx: Context,
-                  show: bool) -> list[tuple[str, str, str, float]]:
-    """(job, cause, detail, USD above the oracle) of every job with history that cost more than the
-    oracle's choice (bench/selection_gaps.py says what each cause means); printed with --gaps."""
-    rows = []
-    offers = {(o.instance_type, o.market): o for o in catalog.offers if o.region == REGION}
-    for n in sorted(with_h):
-        pl, orc = results.by["any:plan"][n], results.by["any:oracle"][n]
-        gap = pl.cost - orc.cost
-        if gap <= 1e-9 or n not in planned:
-            continue
-        cause, detail = classify(planned[n], catalog, planner_runs(ctx, n),
-                                 offers[tuple(orc.choice.split())], pl.miss)
-        rows.append((n, cause, detail, gap))
-    if show:
-        total = sum(results.by["any:oracle"][n].cost for n in with_h)
-        print(f"\nJobs with history above the oracle (oracle total ${total:.2f}), by cause:")
-        for cause, (count, usd) in breakdown(rows).items():
-            print(f"  {cause:<8} {count:>3} jobs  ${usd:8.2f}  (+{usd / total:.3f}x the oracle)")
-        for n, cause, detail, gap in sorted(rows, key=lambda r: -r[3]):
-            print(f"  {n} {cause:<8} +${gap:.3f}  plan {results.by['any:plan'][n].choice}, oracle "
-                  f"{results.by['any:oracle'][n].choice}: {detail}")
-    return rows
 
 
 def speed(args, jobs: list[Job], hist: Path, env: dict, ctx: Context) -> None:

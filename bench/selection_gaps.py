@@ -1,4 +1,5 @@
-"""Where the planner's cost above the oracle comes from, job by job (used by bench/selection.py).
+"""For bench/selection.py: several seeds in one command, and where the planner's cost above the
+oracle comes from, job by job.
 
 For each job with history whose plan cost more than the oracle's choice, the first cause that
 explains why the planner did not take the oracle's offer:
@@ -14,6 +15,7 @@ explains why the planner did not take the oracle's offer:
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections import defaultdict
 
@@ -62,12 +64,9 @@ def _spread(peaks) -> float:
 
 
 def deadline_margin(est, offer, measured: bool) -> float:
-    """The margin the planner's deadline check applies to this offer's prediction."""
-    if measured:
-        return 0.0
-    from provisioner import selection
-    rule = getattr(selection, "scaled_margin", None)
-    return rule(est) if rule is not None else SCALED_MARGIN
+    """The margin the planner's deadline check applies to this offer's prediction
+    (`selection.Candidate.deadline_s`): none on a type the job ran on."""
+    return 0.0 if measured else SCALED_MARGIN
 
 
 def _lookup(catalog, settings):
@@ -93,3 +92,67 @@ def breakdown(rows: list[tuple[str, str, str, float]]) -> dict[str, tuple[int, f
 def planner_runs(ctx, job: str) -> list[dict]:
     with ctx.open_history() as store:
         return store.runs(job, limit=planner.HISTORY_RUNS)
+
+
+def gap_breakdown(with_h: set[str], by: dict, planned: dict, catalog, ctx, show: bool,
+                  region: str) -> list[tuple[str, str, str, float]]:
+    """(job, cause, detail, USD above the oracle) of every job with history that cost more than the
+    oracle's choice (bench/selection_gaps.py says what each cause means); printed with --gaps."""
+    rows = []
+    offers = {(o.instance_type, o.market): o for o in catalog.offers if o.region == region}
+    for n in sorted(with_h):
+        pl, orc = by["any:plan"][n], by["any:oracle"][n]
+        gap = pl.cost - orc.cost
+        if gap <= 1e-9 or n not in planned:
+            continue
+        cause, detail = classify(planned[n], catalog, planner_runs(ctx, n),
+                                 offers[tuple(orc.choice.split())], pl.miss)
+        rows.append((n, cause, detail, gap))
+    if show:
+        total = sum(by["any:oracle"][n].cost for n in with_h)
+        print(f"\nJobs with history above the oracle (oracle total ${total:.2f}), by cause:")
+        for cause, (count, usd) in breakdown(rows).items():
+            print(f"  {cause:<8} {count:>3} jobs  ${usd:8.2f}  (+{usd / total:.3f}x the oracle)")
+        for n, cause, detail, gap in sorted(rows, key=lambda r: -r[3]):
+            print(f"  {n} {cause:<8} +${gap:.3f}  plan {by['any:plan'][n].choice}, oracle "
+                  f"{by['any:oracle'][n].choice}: {detail}")
+    return rows
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`N` (seeds 1..N) or a comma list of seeds and ranges `a-b`."""
+    try:
+        if text.isdigit():
+            return list(range(1, int(text) + 1))
+        out: list[int] = []
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds: expected N or a list like 1-10,20261205, got {text!r}")
+    if not out:
+        raise argparse.ArgumentTypeError("--seeds: no seed given")
+    return out
+
+
+def many_seeds(args, run_seed, targets: dict[str, float]) -> int:
+    """Each seed's run, then one line per seed with the target figures, the worst and the median."""
+    rows = []
+    for seed in args.seeds:
+        got = run_seed(args, seed)
+        rows.append((seed, got["figures"], got["gaps"]))
+        print()
+    keys = list(targets)
+    print(f"{'seed':>10}  " + "  ".join(f"{k:>14}" for k in keys) + "  above oracle by cause (jobs, USD)")
+    for seed, fig, gaps in rows:
+        cause = ", ".join(f"{c} {n} ${usd:.2f}" for c, (n, usd) in gaps.items()) if gaps else ""
+        print(f"{seed:>10}  " + "  ".join(f"{fig[k]:>14.3f}" for k in keys) + f"  {cause}")
+    worst = {k: max(f[k] for _, f, _ in rows) for k in keys}
+    median = {k: statistics.median(f[k] for _, f, _ in rows) for k in keys}
+    print(f"{'worst':>10}  " + "  ".join(f"{worst[k]:>14.3f}" for k in keys))
+    print(f"{'median':>10}  " + "  ".join(f"{median[k]:>14.3f}" for k in keys))
+    print(f"{'target':>10}  " + "  ".join(f"{'<= ' + format(v, '.2f'):>14}" for v in targets.values()))
+    failing = [k for k in keys if worst[k] > targets[k]]
+    print(f"{len(rows)} seeds: every target met on every seed" if not failing else
+          f"{len(rows)} seeds: the worst seed misses {', '.join(failing)}")
+    return 0 if not failing else 1
