@@ -221,6 +221,7 @@ def test_sigkill_at_kill_points_and_random_moments_no_duplicates_no_leaks_every_
         emu.wait_for(lambda: not ours(emu) and not cloud.describe("t"), timeout=30)
     finally:
         daemon.kill()
+        leaked_agents = cloud.live_agents()        # every agent process ended with its instance
         cloud.kill_all()
     took = time.monotonic() - started
     all_builds = [b for i in range(4) for b in emu.builds(f"job{i}")]
@@ -262,7 +263,7 @@ def test_sigkill_at_kill_points_and_random_moments_no_duplicates_no_leaks_every_
     print(f"agents that ran a second build: {len(seconds)} ({watched} with a daemon ticking from the first "
           "build's start to the second's; the others ran while the daemon was down or starting)")
     assert duplicates == {}, f"seed {seed}: more than one instance for a node: {duplicates}"
-    assert cloud.describe("t") == [] and ours(emu) == [], f"seed {seed}: leaked"
+    assert cloud.describe("t") == [] and ours(emu) == [] and leaked_agents == [], f"seed {seed}: leaked"
     assert set(hits) == set(KILL_STEPS), f"seed {seed}: kill points never reached: {set(KILL_STEPS) - set(hits)}"
 
 
