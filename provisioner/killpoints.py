@@ -17,6 +17,10 @@ a module global. The steps:
   launch.launched       the cloud launched, the secret hand-over (EC2: the SSM put) not done
   handover              before putting a bundle a restart found missing
   retire.node-deleted   a node deleted, its instance not yet terminated
+  process.created       the tests' process cloud: an instance recorded, its agent not started
+
+A step not in this list is refused when the variable is read, so a misspelt step cannot leave a
+test believing it killed where nothing ever fires.
 """
 
 from __future__ import annotations
@@ -26,17 +30,22 @@ import signal
 import threading
 
 ENV = "PROVISIONER_KILL_AT"
+STEPS = ("docker.created", "docker.copied", "ec2.fleet-created", "ec2.tagged", "launch.node-created",
+         "launch.launched", "handover", "retire.node-deleted", "process.created")
 
 
 def parse(value: str | None) -> dict[str, int] | None:
-    """`STEP[@N],...` as {step: n}; None when unset or empty. A bad count is a clear error."""
+    """`STEP[@N],...` as {step: n}; None when unset or empty. An unknown step or a bad count is a
+    clear error."""
     if not value or not value.strip():
         return None
     plan: dict[str, int] = {}
     for part in value.split(","):
-        step, _, count = part.strip().partition("@")
+        step, _, count = (s.strip() for s in part.partition("@"))
         if not step:
             continue
+        if step not in STEPS:
+            raise ValueError(f"{ENV}: {part!r}: no kill point {step!r} (known: {', '.join(STEPS)})")
         if count and not (count.isdigit() and int(count) >= 1):
             raise ValueError(f"{ENV}: {part!r}: the count after '@' must be a whole number >= 1")
         plan[step] = int(count or 1)

@@ -156,8 +156,12 @@ class ProcessCloud:
             if r["tags"].get(OWNER_TAG) != owner:
                 continue
             if r.get("pid") is None and r.get("launcher") and not _alive(r["launcher"]):
-                self._path(r["id"]).unlink(missing_ok=True)
-                continue
+                started = _agent_pids(self.folder / "work" / r["id"])
+                if not started:
+                    self._path(r["id"]).unlink(missing_ok=True)
+                    continue
+                r["pid"] = started[0]         # killed between the start and its record: it runs,
+                self._write(r)                # as a container the engine started would
             if self._instance(r).state != "terminated":
                 out.append(self._instance(r))
         return out
@@ -173,10 +177,16 @@ class ProcessCloud:
                 _kill(rec["pid"])
             p.unlink(missing_ok=True)
 
+    def live_agents(self) -> list[int]:
+        """Agent processes of this cloud still running, recorded or not (a leak if none should)."""
+        return _agent_pids(self.folder / "work")
+
     def kill_all(self) -> None:
         for rec in self.records():
             if rec.get("pid"):
                 _kill(rec["pid"])
+        for pid in self.live_agents():                # started but never recorded
+            _kill(pid)
 
     def interrupt(self, iid: str) -> None:
         """A spot interruption: the machine is gone (describe stops listing it)."""
@@ -184,6 +194,22 @@ class ProcessCloud:
         if rec.get("pid"):
             _kill(rec["pid"])
         self._path(iid).unlink()
+
+
+def _agent_pids(work: Path) -> list[int]:
+    """Processes whose command line names this work folder or one below it (Linux /proc)."""
+    prefix = str(work).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:                               # gone meanwhile
+            continue
+        if any(a == prefix or a.startswith(prefix + b"/") for a in args):
+            found.append(int(entry.name))
+    return found
 
 
 def _alive(pid: int) -> bool:
