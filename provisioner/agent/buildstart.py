@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from provisioner.agent.watcher import agent_has_children, read_pid
+from provisioner.agent.procs import agent_has_children, read_pid
 
 URL_ENV, TOKEN_ENV, RUN_ID_ENV = "PROVISIONER_REPORT_URL", "PROVISIONER_REPORT_TOKEN", "PROVISIONER_RUN_ID"
 SAMPLES_PATH = "/v1/samples"
