@@ -3,7 +3,7 @@
 Reading and checking go through provisioner.yamlfile (YAML 1.2, duplicate and unknown keys, file:line).
 
 Every default lives in DEFAULTS below, so the whole behaviour without a file is visible in one place.
-Sections and keys follow CONTRACTS.md ('Where things live'); unknown keys are errors.
+Sections and keys follow docs/contracts.md ('Where things live'); unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def parse_config(text: str, where: str = "<config>") -> Config:
 
 
 def load_config(flag: str | None = None) -> Config:
-    """The configuration found by CONTRACTS.md's order; built-in defaults when there is none."""
+    """The configuration found by docs/contracts.md's order ('Where things live'); built-in defaults when there is none."""
     path = paths.resolve_config_path(flag)
     if path is None:
         return Config(copy.deepcopy(DEFAULTS), None)

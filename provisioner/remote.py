@@ -2,7 +2,7 @@
 -> stream its output back -> summary with the remote record -> instance terminated on every exit
 path (Ctrl-C included: the signal handlers post events, and one `finally` terminates).
 
-Exit code: the job's own (CONTRACTS.md); 3 when no offer fits (NoOfferError, raised by the
+Exit code: the job's own (docs/contracts.md); 3 when no offer fits (NoOfferError, raised by the
 planner); 125 when no instance could be launched or made ready; 124 when the remote job outlived
 its timeout; 130 / 143 / 129 when interrupted by SIGINT / SIGTERM / SIGHUP (the terminal closed:
 the job is stopped, the record written and the instance terminated).

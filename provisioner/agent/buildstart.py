@@ -1,4 +1,4 @@
-"""Agent mode: tell the daemon the moment this agent's build starts (CONTRACTS.md 'Agent -> daemon').
+"""Agent mode: tell the daemon the moment this agent's build starts (docs/contracts.md 'Agent -> daemon').
 
 One build per agent: the daemon drains the node (toggleOffline) once its build runs, and any post
 of the agent to the daemon's API drains it before the answer. A build that never runs `provisioner

@@ -117,7 +117,7 @@ def plan_key(item: Item, settings: Settings, interruptions: dict | None = None) 
 
 
 def is_demand_item(item: Item, settings: Settings) -> bool:
-    """Buildable, not yet pending, and ours (CONTRACTS.md 'Demand')."""
+    """Buildable, not yet pending, and ours (docs/contracts.md 'Demand')."""
     return item.buildable and not item.pending and not item.blocked and demand(item.label, settings.managed_atom)
 
 

@@ -1,7 +1,7 @@
 """Which instance this run is on and what it costs per hour.
 
 Order: `--instance-type`; else the plan the bootstrap put in the agent's environment
-(PROVISIONER_INSTANCE_TYPE / _MARKET / _REGION / _PRICE_USD_PER_HOUR, CONTRACTS.md); else EC2
+(PROVISIONER_INSTANCE_TYPE / _MARKET / _REGION / _PRICE_USD_PER_HOUR, docs/contracts.md); else EC2
 instance metadata (IMDSv2, 0.3 s timeouts), asked only on EC2 hardware or when PROVISIONER_IMDS_URL
 names an address (tests serve a stub there); else unknown, and the run has no cost.
 Prices missing from the environment come from the catalog (imported lazily).

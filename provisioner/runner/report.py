@@ -1,4 +1,4 @@
-"""Runner -> daemon report client (CONTRACTS.md 'Agent -> daemon').
+"""Runner -> daemon report client (docs/contracts.md 'Agent -> daemon').
 
 `Reporter.report(record)` POSTs the final usage record to `{URL}/v1/usage`; when the daemon is away
 (connection errors, 5xx) it retries with backoff within a bounded time (`deadline_s`), then spools the
