@@ -41,6 +41,7 @@ from typing import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from provisioner.agent.procs import agent_has_children, read_pid
+from provisioner.backoff import UNCAPPED, Backoff
 
 URL_ENV, TOKEN_ENV, RUN_ID_ENV = "PROVISIONER_REPORT_URL", "PROVISIONER_REPORT_TOKEN", "PROVISIONER_RUN_ID"
 SAMPLES_PATH = "/v1/samples"
@@ -143,7 +144,7 @@ class SignalPoster:
         problem = "no attempt"
         for attempt in range(self.attempts):
             if attempt:
-                self._sleep(self.backoff_s * 2 ** (attempt - 1))
+                self._sleep(Backoff(self.backoff_s, UNCAPPED, jitter="none").delay(attempt - 1))
             request = urllib.request.Request(self.url, data=body, method="POST", headers={
                 "Content-Type": "application/json", "Authorization": f"Bearer {self.__token}"})
             try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from provisioner import paths
+from provisioner.backoff import UNCAPPED, Backoff
 from provisioner.records import iso_utc
 
 LOG = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class Reporter:
             outcome, detail = self._post_usage(record, timeout_s=min(self._timeout, remaining))
             if outcome != "retry":
                 return outcome, detail
-            delay = self._backoff * 2 ** attempt * random.uniform(0.75, 1.25)  # jitter: no agents in step
+            delay = Backoff(self._backoff, UNCAPPED, jitter="spread").delay(attempt)  # no agents in step
             if attempt + 1 == self._attempts or time.monotonic() + delay >= end:
                 break
             LOG.debug("usage report: %s; retrying in %.1f s", detail, delay)
