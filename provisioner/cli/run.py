@@ -179,6 +179,7 @@ REMOTE_ONLY = ("cloud", "label", "policy", "region", "max_price", "max_concurren
 def build_spec(args: argparse.Namespace, ctx: Context, environ: Mapping[str, str]):
     """The ContainerSpec from parsed options and the config. Env files are read here (125)."""
     from provisioner.runner.docker_args import parse_extra_args
+    from provisioner.intent import default_timeout_s
     from provisioner.runner.spec import ContainerSpec, parse_env_args, parse_label, read_env_file
     command = list(args.command or [])
     if command and command[0] == "--":
@@ -193,7 +194,7 @@ def build_spec(args: argparse.Namespace, ctx: Context, environ: Mapping[str, str
     env.update(parse_env_args(args.env, environ))
     return ContainerSpec(
         image=image, command=tuple(command),
-        timeout_s=args.timeout or parse_duration_s(defaults.get("timeout") or "6h"),
+        timeout_s=args.timeout or default_timeout_s(defaults),
         grace_s=args.grace, env=env, volumes=tuple(args.volume or ()), workdir=args.workdir,
         user=args.user, gpus=args.gpus, **_instance_ceiling(args.cpus, args.memory, environ),
         network=args.network, name=args.name,
