@@ -26,28 +26,16 @@ import requests
 
 from provisioner import paths
 from provisioner.backoff import UNCAPPED, Backoff
+from provisioner.daemon_api import (RETRYABLE_STATUS, SAMPLES_PATH, TOKEN_ENV, URL_ENV, USAGE_PATH,  # noqa: F401
+                                    retryable, safe_url)
 from provisioner.records import iso_utc
 
 LOG = logging.getLogger(__name__)
 
-URL_ENV = "PROVISIONER_REPORT_URL"
-TOKEN_ENV = "PROVISIONER_REPORT_TOKEN"
-USAGE_PATH = "/v1/usage"
-SAMPLES_PATH = "/v1/samples"
-# Worth another try later: the daemon is away, overloaded, or behind a proxy that is.
-RETRYABLE_STATUS = frozenset({404, 408, 429})
 
 
 def default_spool_dir() -> Path:
     return paths.state_dir() / "spool"
-
-
-def safe_url(url: str) -> str:
-    """`url` without any user:password part, for log messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -141,7 +129,7 @@ class Reporter:
         status = response.status_code
         if status in (200, 201):
             return "sent", str(status)
-        if status >= 500 or status in RETRYABLE_STATUS:
+        if retryable(status):
             return "retry", f"HTTP {status}"
         reason = "the token was refused" if status == 401 else "the record was refused"
         LOG.warning("usage report for run %s: %s (HTTP %d): %s", record.get("run_id"), reason,
