@@ -27,7 +27,7 @@ def resolve_endpoint(override: str | None = None) -> str | None:
 
 
 def resolve_region(region: str | None = None) -> str:
-    """The argument, else $AWS_REGION / $AWS_DEFAULT_REGION, else us-east-1 (CONTRACTS.md default)."""
+    """The argument, else $AWS_REGION / $AWS_DEFAULT_REGION, else us-east-1 (docs/contracts.md default)."""
     return region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
 
 

@@ -1,14 +1,16 @@
 """The configuration file: one YAML document, validated against SCHEMA with errors naming key and line.
 
+Reading and checking go through provisioner.yamlfile (YAML 1.2, duplicate and unknown keys, file:line).
+
 Every default lives in DEFAULTS below, so the whole behaviour without a file is visible in one place.
-Sections and keys follow CONTRACTS.md ('Where things live'); unknown keys are errors.
+Sections and keys follow docs/contracts.md ('Where things live'); unknown keys are errors.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +21,7 @@ from provisioner.clouds.ec2_selectors import problem as selector_problem
 from provisioner.errors import ConfigError, UsageError
 from provisioner.init_scripts import script_problem, size_problems, validate_labels
 from provisioner.units import parse_duration_s
+from provisioner.yamlfile import Document, check_schema, parse_yaml, read_text
 
 POLICIES = ("cheapest", "fastest", "deadline")
 
@@ -243,6 +246,11 @@ class Config:
 
     data: dict
     path: str | None = None
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)  # key path -> line
+
+    def line(self, path: str) -> int | None:
+        """The line where the file gives `path` (or its nearest parent); None when it does not."""
+        return Document(self.data, self.lines).line(path)
 
     def section(self, name: str) -> dict:
         return self.data[name]
@@ -256,58 +264,14 @@ class Config:
         return list(self.data["regions"])
 
 
-def _line(node) -> int | None:
-    return node.start_mark.line + 1 if node is not None else None
-
-
-def _validate(node, value: dict, schema: dict, prefix: str,
-              problems: list[tuple[str, int | None, str]]) -> None:
-    import yaml
-    keys = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
-    for name, (knode, vnode) in keys.items():
-        path = f"{prefix}{name}"
-        if name not in schema:
-            known = ", ".join(sorted(schema))
-            problems.append((path, _line(knode), f"unknown key (known here: {known})"))
-            continue
-        rule, v = schema[name], value[name]
-        if isinstance(rule, dict):
-            if v is None:
-                continue
-            if not isinstance(v, dict) or not isinstance(vnode, yaml.MappingNode):
-                problems.append((path, _line(vnode), "must be a mapping"))
-                continue
-            _validate(vnode, v, rule, path + ".", problems)
-        else:
-            msg = rule(v)
-            if msg:
-                problems.append((path, _line(vnode), msg))
-
-
 def parse_config(text: str, where: str = "<config>") -> Config:
     """Validate YAML text and merge it over DEFAULTS; ConfigError lists every problem."""
-    import yaml  # only when there is a file: keeps `plan` start-up short
-    try:
-        node, data = _load_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(where, [("", mark.line + 1 if mark else None,
-                                   f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    except RecursionError:  # PyYAML's composer recurses once per nesting level
-        raise ConfigError(where, [("", None, "nested too deeply to be a configuration")]) from None
-    duplicates = _duplicate_keys(node) if node is not None else []
-    if duplicates:
-        raise ConfigError(where, duplicates)
-    if data is None:
-        return Config(copy.deepcopy(DEFAULTS), where)
-    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
-        raise ConfigError(where, [("", 1, "the file must be a mapping of sections")])
-    problems: list[tuple[str, int | None, str]] = []
-    _validate(node, data, SCHEMA, "", problems)
+    doc = parse_yaml(text, where)
+    problems = check_schema(doc, SCHEMA)
     if problems:
         raise ConfigError(where, problems)
     merged = copy.deepcopy(DEFAULTS)
-    for name, value in data.items():
+    for name, value in (doc.data or {}).items():
         if isinstance(SCHEMA[name], dict) and isinstance(value, dict):
             merged[name].update(value)
         elif value is not None:
@@ -315,11 +279,11 @@ def parse_config(text: str, where: str = "<config>") -> Config:
     too_large = size_problems(merged)
     if too_large:
         raise ConfigError(where, [(path, None, msg) for path, msg in too_large])
-    return Config(merged, where)
+    return Config(merged, where, doc.lines)
 
 
 def load_config(flag: str | None = None) -> Config:
-    """The configuration found by CONTRACTS.md's order; built-in defaults when there is none."""
+    """The configuration found by docs/contracts.md's order ('Where things live'); built-in defaults when there is none."""
     path = paths.resolve_config_path(flag)
     if path is None:
         return Config(copy.deepcopy(DEFAULTS), None)
@@ -328,101 +292,4 @@ def load_config(flag: str | None = None) -> Config:
 
 def read_config_text(path: str | Path) -> str:
     """The file's text; ConfigError (exit 2) when it cannot be read or is not UTF-8."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(str(path), [("", None, f"cannot read: {exc.strerror}")]) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(str(path), [("", line, f"not UTF-8 text (byte 0x{data[exc.start]:02x} "
-                                                 f"at offset {exc.start})")]) from None
-
-
-MAX_YAML_DEPTH = 64  # a configuration is a few levels deep; PyYAML slows quadratically with depth
-
-
-def _load_yaml(text: str) -> tuple[Any, Any]:
-    """The YAML node tree (for lines and duplicate keys) and its data, parsed once, with nesting
-    bounded before PyYAML's recursive composer and its per-level scanner get to the depth."""
-    import yaml
-
-    depth, line = _flow_depth(text)
-    if depth > MAX_YAML_DEPTH:  # PyYAML's scanner would spend seconds on it before any check
-        raise yaml.MarkedYAMLError(problem=f"brackets nested deeper than {MAX_YAML_DEPTH} levels",
-                                   problem_mark=yaml.Mark("", 0, line - 1, 0, None, None))
-
-    class Loader(yaml.SafeLoader):
-        depth = 0
-
-        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
-            self.depth += 1
-            try:
-                if self.depth > MAX_YAML_DEPTH:
-                    raise yaml.MarkedYAMLError(problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
-                                               problem_mark=self.peek_event().start_mark)
-                return super().compose_node(parent, index)
-            finally:
-                self.depth -= 1
-
-    loader = Loader(text)
-    try:
-        node = loader.get_single_node()
-        return node, (loader.construct_document(node) if node is not None else None)
-    finally:
-        loader.dispose()
-
-
-def _flow_depth(text: str) -> tuple[int, int]:
-    """The deepest nesting of [ and { outside quotes and comments, and the line where it is."""
-    depth = deepest = 0
-    deepest_line = line = 1
-    quote = ""
-    comment = False
-    for i, ch in enumerate(text):
-        if ch == "\n":
-            line, comment = line + 1, False
-        elif comment:
-            continue
-        elif quote:
-            if ch == quote and not (quote == '"' and text[i - 1] == "\\"):
-                quote = ""
-        elif ch in "\"'" and (i == 0 or text[i - 1] in " \t\n[{,:-"):
-            quote = ch
-        elif ch == "#" and (i == 0 or text[i - 1] in " \t\n"):
-            comment = True
-        elif ch in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest, deepest_line = depth, line
-        elif ch in "]}":
-            depth = max(0, depth - 1)
-    return deepest, deepest_line
-
-
-def _duplicate_keys(root) -> list[tuple[str, int | None, str]]:
-    """Every key given twice in one mapping, anywhere in the file (YAML would keep the last one
-    silently). Walks the node tree with a stack: a deep file cannot exhaust the recursion limit."""
-    import yaml
-    problems: list[tuple[str, int | None, str]] = []
-    stack, seen_nodes = [(root, "")], set()
-    while stack:
-        node, prefix = stack.pop()
-        if id(node) in seen_nodes:  # an alias: the anchored node was checked once
-            continue
-        seen_nodes.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            first: dict = {}
-            for knode, vnode in node.value:
-                name = knode.value if isinstance(knode, yaml.ScalarNode) else None
-                if name is not None and name in first and name != "<<":
-                    problems.append((f"{prefix}{name}", _line(knode),
-                                     f"duplicate key (first given at line {first[name]})"))
-                elif name is not None:
-                    first[name] = _line(knode)
-                stack.append((vnode, f"{prefix}{name}." if name is not None else prefix))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, f"{prefix.rstrip('.')}[{i}]." if prefix else f"[{i}].")
-                         for i, item in enumerate(node.value))
-    return sorted(problems, key=lambda p: p[1] or 0)
+    return read_text(str(path))

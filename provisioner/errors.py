@@ -1,4 +1,4 @@
-"""Domain errors. Each carries the exit code the command line turns it into (CONTRACTS.md)."""
+"""Domain errors. Each carries the exit code the command line turns it into (docs/contracts.md)."""
 
 from __future__ import annotations
 

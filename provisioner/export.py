@@ -1,4 +1,4 @@
-"""Warehouse export: each usage record as one JSON object in S3 (CONTRACTS.md 'Where things live').
+"""Warehouse export: each usage record as one JSON object in S3 (docs/contracts.md 'Where things live').
 
 Key layout: `s3://BUCKET/PREFIX/dt=YYYY-MM-DD/<run_id>.json`, `dt` the UTC date of the run's start,
 so Athena (partition projection on `dt`) and Snowflake (Snowpipe over the prefix) read it as a

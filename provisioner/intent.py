@@ -165,6 +165,11 @@ def timeout_rule(flag: float | str | None, req: Requirements, defaults: Mapping[
     return BUILTIN_TIMEOUT_S, "the default"
 
 
+def default_timeout_s(defaults: Mapping[str, Any]) -> float:
+    """The job timeout when neither a flag nor the label gives one (timeout_rule's own fallback)."""
+    return timeout_rule(None, Requirements(), defaults)[0]
+
+
 def recent_interruptions(runs: list[dict]) -> int:
     """Interrupted runs among the job's newest RECENT_RUNS."""
     return sum(1 for r in runs[-RECENT_RUNS:] if r.get("interrupted"))

@@ -24,7 +24,7 @@ _UNQUOTE_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': 
                     "\\": "\\"}
 
 
-MAX_BYTES = 4096      # CONTRACTS.md 'Label limits': size of an expression in UTF-8
+MAX_BYTES = 4096      # docs/labels.md, 'Limits': size of an expression in UTF-8
 MAX_DEPTH = 64        # parentheses nested at most this deep
 
 

@@ -1,4 +1,4 @@
-"""Where files live (CONTRACTS.md 'Where things live'): config, history, catalog cache."""
+"""Where files live (docs/contracts.md 'Where things live'): config, history, catalog cache."""
 
 from __future__ import annotations
 

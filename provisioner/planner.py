@@ -17,7 +17,7 @@ from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
 from provisioner.config import Config
 from provisioner.errors import NoOfferError
 from provisioner.estimate import estimate
-from provisioner.intent import ArchRule, Intent, config_arch_rule, image_arches, resolve
+from provisioner.intent import ArchRule, Intent, config_arch_rule, image_arches, resolve, timeout_rule
 from provisioner.requirements import Requirements
 from provisioner.selection import Plan, PlanSettings, select
 from provisioner.units import parse_duration_s
@@ -69,12 +69,7 @@ def settings_from(config: Config, req: Requirements, *, timeout: str | None = No
                   max_price: float | None = None, no_autotune: bool = False) -> PlanSettings:
     """Flags > label (timeout=) > config > built-in defaults."""
     d = config.defaults
-    if timeout is not None:
-        timeout_s = parse_duration_s(timeout)
-    elif req.timeout_s is not None:
-        timeout_s = req.timeout_s
-    else:
-        timeout_s = parse_duration_s(d["timeout"])
+    timeout_s, _why = timeout_rule(timeout, req, d)   # the one place the job timeout is decided
     return PlanSettings(
         timeout_s=timeout_s, runtime_target=float(d["runtime_target"]),
         policy=policy or d["policy"],

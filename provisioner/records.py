@@ -1,4 +1,4 @@
-"""The usage record (CONTRACTS.md): one JSON object per run, the unit of the history store."""
+"""The usage record (docs/contracts.md): one JSON object per run, the unit of the history store."""
 
 from __future__ import annotations
 

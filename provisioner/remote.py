@@ -2,7 +2,7 @@
 -> stream its output back -> summary with the remote record -> instance terminated on every exit
 path (Ctrl-C included: the signal handlers post events, and one `finally` terminates).
 
-Exit code: the job's own (CONTRACTS.md); 3 when no offer fits (NoOfferError, raised by the
+Exit code: the job's own (docs/contracts.md); 3 when no offer fits (NoOfferError, raised by the
 planner); 125 when no instance could be launched or made ready; 124 when the remote job outlived
 its timeout; 130 / 143 / 129 when interrupted by SIGINT / SIGTERM / SIGHUP (the terminal closed:
 the job is stopped, the record written and the instance terminated).
@@ -65,7 +65,8 @@ class Outcome:
 
 
 def owner_id() -> str:
-    return f"remote:{socket.gethostname()}"
+    from provisioner.remote_runs import owner_id as runs_owner_id   # one definition, where runs are listed
+    return runs_owner_id()
 
 
 def host_arch() -> str:
@@ -105,7 +106,7 @@ class RemoteRun:
     # ---- the whole run -----------------------------------------------------------------------
 
     def run(self) -> int:
-        from provisioner.cli.run import build_spec
+        from provisioner.runner.options import build_spec
         from provisioner.runner.summary import JobInfo
         spec = build_spec(self.args, self.ctx, os.environ)          # env files: 125 when unreadable
         job = JobInfo.from_env(self.args.job, self.args.build, os.environ, self.ctx.config.data.get("teams"))
@@ -230,8 +231,8 @@ class RemoteRun:
         record = parts.final_record(outcome, instance, best, job, spec, result, self.args,
                                     instance_s=ended - started, cloud=self.cloud_name,
                                     terminated_at=self.terminated_at)
-        from provisioner.cli.run import _after_record
-        after = _after_record(self.ctx, getattr(self.args, "usage_s3", None), True, self.console.warn)
+        from provisioner.runner.options import after_record
+        after = after_record(self.ctx, getattr(self.args, "usage_s3", None), True, self.console.warn)
         parts.store_and_summarise(record, self.ctx, self.console, self.args.summary_json, after)
         remote_runs.mark_seen(run_id)
         return outcome

@@ -305,10 +305,15 @@ def pending() -> dict[str, set[str]]:
     return out
 
 
+def owner_id() -> str:
+    """Whose remote runs these are: the machine that launched them (remote.py tags them with it)."""
+    import socket
+    return f"remote:{socket.gethostname()}"
+
+
 def import_pending(ctx: Any, warn: Callable[[str], None]) -> int:
     """`history`'s import: only when this machine has runs whose record it has not seen."""
     from provisioner.agent.launcher import launching_user
-    from provisioner.remote import owner_id
     count = 0
     for cloud, ids in pending().items():
         try:

@@ -1,6 +1,6 @@
 """Requirements: label expressions and filters read as one predicate over catalog offers.
 
-Semantics are CONTRACTS.md's ('Requirements: filters and labels'): numeric keys with `=` mean at
+Semantics are docs/labels.md's ('Requirements: filters and labels'): numeric keys with `=` mean at
 least; `vcpu`/`mem` are sizing keys that autotune may replace; `gpu accel arch type family region
 disk` and the market atoms are hard (what `gpu` and `accel` name: provisioner/catalog/devices.py);
 plain atoms (`linux`, the managed atom) carry no sizing meaning and are free booleans the node can
@@ -29,7 +29,7 @@ MARKET_ATOMS = {"spot": SPOT, "ondemand": ON_DEMAND, "on-demand": ON_DEMAND}
 ARCHES = {"x86_64": "x86_64", "x86-64": "x86_64", "amd64": "x86_64", "arm64": "arm64",
           "aarch64": "arm64", "arm": "arm64"}
 _COMPARISON = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*(>=|<=|==|!=|=|>|<)\s*(.*?)\s*$")
-MAX_FREE_ATOMS = 12  # plain atoms whose truth the node may choose (CONTRACTS.md 'Label limits')
+MAX_FREE_ATOMS = 12  # plain atoms whose truth the node may choose (docs/labels.md, 'Limits')
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Parsing of the units in CONTRACTS.md: memory sizes and durations."""
+"""Parsing of the units in docs/labels.md: memory sizes and durations."""
 
 from __future__ import annotations
 

@@ -116,3 +116,10 @@ def test_the_plan_carries_the_intent_and_its_reasons_and_names_a_missing_image()
     with pytest.raises(NoOfferError, match="ec2.images has images for x86_64") as exc:
         plan_intent(CATALOG, named, [], settings_for(x86_only, named))
     assert exc.value.constraint == "arch=x86_64"
+
+
+def test_the_job_timeout_default_is_decided_once():
+    """planner, `run` and the daemon's agents all take the default from intent.timeout_rule."""
+    from provisioner.intent import BUILTIN_TIMEOUT_S, default_timeout_s
+    assert default_timeout_s(parse_config("defaults:\n  timeout: 3h\n").defaults) == 3 * 3600
+    assert default_timeout_s({}) == BUILTIN_TIMEOUT_S == 6 * 3600

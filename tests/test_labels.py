@@ -1,4 +1,4 @@
-"""The Jenkins label grammar: every example of shared/jenkins-api.md section 2, plus properties."""
+"""The Jenkins label grammar: the examples of Jenkins' label grammar, plus properties."""
 
 from __future__ import annotations
 

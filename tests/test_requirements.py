@@ -1,4 +1,4 @@
-"""Requirements from labels and filters, as one predicate over offers (CONTRACTS.md semantics)."""
+"""Requirements from labels and filters, as one predicate over offers (docs/labels.md semantics)."""
 
 from __future__ import annotations
 

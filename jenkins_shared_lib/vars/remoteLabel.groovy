@@ -10,7 +10,7 @@ String call(Map userConfig = [:]) {
     def defaultConfig = [
         managedAtom: 'ec2',  // the atom the daemon watches for (its config's jenkins managed atom)
         labels: [],          // extra plain atoms, e.g. ['linux']; they carry no sizing meaning
-        // Requirements; numbers mean "at least" (CONTRACTS.md). Null or blank: not asked for.
+        // Requirements; numbers mean "at least" (docs/contracts.md). Null or blank: not asked for.
         vcpu: null,          // whole vCPUs
         mem: null,           // 16 (GiB), '16G', '512Mi', '1.5GiB'
         memory: null,        // alias of mem

@@ -11,7 +11,7 @@ modules never breaks an image.
   watch [WATCHER-OPTIONS]                                   the spot/expiry/idle watcher
   check-version VERSION                                     exit 125 unless this is provisioner VERSION
 
-Exit codes: the job's own for `job`; 125 when a helper failed before the job ran (CONTRACTS.md).
+Exit codes: the job's own for `job`; 125 when a helper failed before the job ran (docs/contracts.md).
 """
 
 from __future__ import annotations

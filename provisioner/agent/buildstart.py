@@ -1,4 +1,4 @@
-"""Agent mode: tell the daemon the moment this agent's build starts (CONTRACTS.md 'Agent -> daemon').
+"""Agent mode: tell the daemon the moment this agent's build starts (docs/contracts.md 'Agent -> daemon').
 
 One build per agent: the daemon drains the node (toggleOffline) once its build runs, and any post
 of the agent to the daemon's API drains it before the answer. A build that never runs `provisioner
@@ -40,13 +40,13 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from provisioner.agent.watcher import agent_has_children, read_pid
+from provisioner.agent.procs import agent_has_children, read_pid
+from provisioner.backoff import UNCAPPED, Backoff
+from provisioner.daemon_api import (RETRYABLE_STATUS, RUN_ID_ENV, SAMPLES_PATH, TOKEN_ENV, URL_ENV,  # noqa: F401
+                                    retryable, safe_url)
 
-URL_ENV, TOKEN_ENV, RUN_ID_ENV = "PROVISIONER_REPORT_URL", "PROVISIONER_REPORT_TOKEN", "PROVISIONER_RUN_ID"
-SAMPLES_PATH = "/v1/samples"
 POLL_S = 0.1
 CHILDREN_S = 0.5
-RETRYABLE_STATUS = frozenset({404, 408, 429})       # and every 5xx: the daemon is away or restarting
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -65,13 +65,6 @@ def _print(line: str) -> None:
 
 def iso_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def safe_url(url: str) -> str:
-    """`url` without any user:password part, for messages."""
-    parts = urlsplit(url)
-    netloc = f"{parts.hostname or ''}:{parts.port}" if parts.port else (parts.hostname or "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class Inotify:
@@ -143,7 +136,7 @@ class SignalPoster:
         problem = "no attempt"
         for attempt in range(self.attempts):
             if attempt:
-                self._sleep(self.backoff_s * 2 ** (attempt - 1))
+                self._sleep(Backoff(self.backoff_s, UNCAPPED, jitter="none").delay(attempt - 1))
             request = urllib.request.Request(self.url, data=body, method="POST", headers={
                 "Content-Type": "application/json", "Authorization": f"Bearer {self.__token}"})
             try:
@@ -153,7 +146,7 @@ class SignalPoster:
             except urllib.error.HTTPError as exc:
                 problem = f"HTTP {exc.code}"
                 exc.close()
-                if exc.code < 500 and exc.code not in RETRYABLE_STATUS:
+                if not retryable(exc.code):
                     break               # 400 / 401: retrying cannot help
             except Exception as exc:    # refused, timed out, DNS: the daemon is away
                 problem = type(exc).__name__ if not isinstance(exc, urllib.error.URLError) \

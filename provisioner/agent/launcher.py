@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from provisioner import bootstrap, records
 from provisioner.agent import secrets
+from provisioner.backoff import Backoff
 from provisioner.catalog.model import SPOT, Offer
 from provisioner.clouds.base import Cloud, CloudError, Instance
 from provisioner.runner.console import Console
@@ -106,7 +107,7 @@ def job_grace_s(args: argparse.Namespace) -> float:
 def job_budget_s(args: argparse.Namespace, spec: Any) -> float:
     """How long the remote `provisioner run` may take, retries and their delays included."""
     attempts = (args.retry or 0) + 1
-    delays = sum(min(args.retry_delay * 2 ** n, 3600) for n in range(attempts - 1))
+    delays = sum(Backoff(args.retry_delay, 3600, jitter="none").delay(n) for n in range(attempts - 1))
     return attempts * (spec.timeout_s + job_grace_s(args)) + delays + 60
 
 

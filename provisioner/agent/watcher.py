@@ -37,6 +37,7 @@ from typing import Any, Callable, Container, Iterator, Mapping
 
 from provisioner.agent import markers
 from provisioner.agent.imds import Imds, ImdsError, resolve_url
+from provisioner.agent.procs import agent_has_children, read_pid  # noqa: F401 (callers import them here)
 
 log = logging.getLogger("provisioner.watcher")
 
@@ -78,13 +79,6 @@ BUILD_COOKIES = ("JENKINS_SERVER_COOKIE", "JENKINS_NODE_COOKIE")
 KEEP_ALIVE_VARS, KEEP_ALIVE_VALUE = ("BUILD_ID", "JENKINS_NODE_COOKIE"), "dontkillme"
 ENGINE_RETRY_S = 60.0        # after the engine failed to answer, the container check waits this long
 ENGINE_TIMEOUT_S = 5.0       # a hung engine must not hold up the loop (the spot notice check)
-
-
-def read_pid(path: Path | None) -> int | None:
-    try:
-        return int(path.read_text().strip()) if path else None
-    except (OSError, ValueError):
-        return None
 
 
 def _alive(pid: int) -> bool:
@@ -351,14 +345,6 @@ class Watcher:
             self.out(f"provisioner-watcher: checkpoint: {count} files synced to {self.s.checkpoint_s3}")
         except Exception as exc:  # a failed sync must not keep the instance from stopping
             self.out(f"provisioner-watcher: warning: checkpoint sync failed: {type(exc).__name__}: {exc}")
-
-
-def agent_has_children(pid: int) -> bool:
-    try:
-        import psutil
-        return bool(psutil.Process(pid).children())
-    except Exception:
-        return False
 
 
 def _docker_from_env(**kwargs: Any) -> Any:

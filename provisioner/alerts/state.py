@@ -16,6 +16,7 @@ import time
 
 from provisioner.errors import StoreError
 from provisioner.history.postgres import is_postgres_url, redact
+from provisioner.sqlconn import connect
 
 _TABLE = ("CREATE TABLE IF NOT EXISTS alert_state (key TEXT PRIMARY KEY, last_sent DOUBLE PRECISION NOT NULL,"
           " suppressed INTEGER NOT NULL DEFAULT 0)")
@@ -105,13 +106,13 @@ def open_alert_state(location: str) -> AlertState:
     if is_postgres_url(location):
         import psycopg
         try:
-            conn = psycopg.connect(location, autocommit=True, connect_timeout=10, application_name="provisioner")
+            conn = connect(location, timeout_s=10)
             conn.execute(_TABLE)
         except psycopg.Error as exc:
             raise StoreError(f"alert state in {redact(location)}: {str(exc).strip().splitlines()[0]}") from None
         return AlertState(conn, True, redact(location))
     try:
-        conn = sqlite3.connect(location, timeout=30, isolation_level=None)
+        conn = connect(location, timeout_s=30)
         conn.execute(_TABLE.replace("DOUBLE PRECISION", "REAL"))
     except sqlite3.Error as exc:
         raise StoreError(f"alert state in {location}: {exc}") from None

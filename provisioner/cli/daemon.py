@@ -72,7 +72,7 @@ def daemon_problems(config) -> list[tuple[str, int | None, str]]:
     """What the daemon needs beyond the schema (lines come from the file when the key is there)."""
     j = config.section("jenkins")
     problems = []
-    lines = _key_lines(config.path)
+    lines = _KeyLines(config)
     if not j["url"]:
         problems.append(("jenkins.url", lines.get("jenkins"), "is required for the daemon"))
     if j["token_file"] and not Path(j["token_file"]).expanduser().is_file():
@@ -81,6 +81,16 @@ def daemon_problems(config) -> list[tuple[str, int | None, str]]:
         if not j["user"]:
             problems.append(("jenkins.user", lines.get("jenkins"), "is required with an API token"))
     return problems
+
+
+class _KeyLines:
+    """`lines.get(path)`: the line where the loaded file gives the key (provisioner.yamlfile)."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def get(self, path: str) -> int | None:
+        return self.config.line(path) if self.config.path else None
 
 
 def _selector_problems(config) -> tuple[list, list[tuple[str, int | None, str]]]:
@@ -103,26 +113,7 @@ def _selector_problems(config) -> tuple[list, list[tuple[str, int | None, str]]]
             return [], []
         text = str(exc).removesuffix(f" [{exc.code}]")
         path, message = text.split(": ", 1) if text.startswith("ec2.") else ("ec2", text)
-        return [], [(path, _key_lines(config.path).get(".".join(path.split(".")[:2])), message)]
-
-
-def _key_lines(path: str | None) -> dict[str, int]:
-    """'section' and 'section.key' -> line, for messages about keys the schema cannot check alone."""
-    out: dict[str, int] = {}
-    if not path or not Path(path).is_file():
-        return out
-    import yaml
-    try:
-        from provisioner.config import _load_yaml
-        node, _data = _load_yaml(Path(path).read_text(encoding="utf-8", errors="replace"))
-    except (yaml.YAMLError, RecursionError):
-        return out
-    for k, v in getattr(node, "value", []) if isinstance(node, yaml.MappingNode) else []:
-        out[k.value] = k.start_mark.line + 1
-        if isinstance(v, yaml.MappingNode):
-            for kk, _ in v.value:
-                out[f"{k.value}.{kk.value}"] = kk.start_mark.line + 1
-    return out
+        return [], [(path, config.line(path), message)]
 
 
 def read_token(j: dict) -> str | None:

@@ -11,6 +11,8 @@ import sys
 from typing import Any, Callable, Mapping
 
 from provisioner.cli.context import Context
+from provisioner.runner.options import after_record as _after_record  # noqa: F401 (moved; old names kept)
+from provisioner.runner.options import build_spec, instance_ceiling as _instance_ceiling  # noqa: F401
 from provisioner.errors import UsageError
 from provisioner.units import parse_duration_s, parse_memory_gib, GIB
 
@@ -176,48 +178,6 @@ def _remote_arguments(p: argparse.ArgumentParser) -> None:
 REMOTE_ONLY = ("cloud", "label", "policy", "region", "max_price", "max_concurrent", "detach")
 
 
-def build_spec(args: argparse.Namespace, ctx: Context, environ: Mapping[str, str]):
-    """The ContainerSpec from parsed options and the config. Env files are read here (125)."""
-    from provisioner.runner.docker_args import parse_extra_args
-    from provisioner.runner.spec import ContainerSpec, parse_env_args, parse_label, read_env_file
-    command = list(args.command or [])
-    if command and command[0] == "--":
-        command = command[1:]
-    defaults = ctx.config.defaults
-    image = args.image or defaults.get("image")
-    if not image:
-        raise UsageError("no image: give --image or set defaults.image in the config")
-    env: dict[str, str] = {}
-    for path in args.env_file or []:
-        env.update(read_env_file(path, environ))
-    env.update(parse_env_args(args.env, environ))
-    return ContainerSpec(
-        image=image, command=tuple(command),
-        timeout_s=args.timeout or parse_duration_s(defaults.get("timeout") or "6h"),
-        grace_s=args.grace, env=env, volumes=tuple(args.volume or ()), workdir=args.workdir,
-        user=args.user, gpus=args.gpus, **_instance_ceiling(args.cpus, args.memory, environ),
-        network=args.network, name=args.name,
-        labels=dict(parse_label(t) for t in args.container_label or ()),
-        extra=parse_extra_args(args.docker_args or ()))
-
-
-def _instance_ceiling(cpus: float | None, memory: int | None, environ: Mapping[str, str]) -> dict:
-    """On a docker-cloud instance (PROVISIONER_CPUS / PROVISIONER_MEMORY in bytes), builds are
-    sibling containers on the host: the instance's size is their default and their ceiling."""
-    def number(name: str) -> float | None:
-        try:
-            value = float(environ.get(name, ""))
-        except ValueError:
-            return None
-        return value if value > 0 else None
-    cap_cpus, cap_mem = number("PROVISIONER_CPUS"), number("PROVISIONER_MEMORY")
-    if cap_cpus is not None:
-        cpus = min(cpus, cap_cpus) if cpus else cap_cpus
-    if cap_mem is not None:
-        memory = min(memory, int(cap_mem)) if memory else int(cap_mem)
-    return {"cpus": cpus, "memory_bytes": memory}
-
-
 def docker_engine(environ: Mapping[str, str]) -> Any:
     """The engine DOCKER_HOST names (provisioner/runner/engine.py: the unix socket directly, the
     docker SDK for anything else)."""
@@ -285,31 +245,6 @@ def _s3_url(text: str) -> str:
     from provisioner.export import parse_s3_url
     parse_s3_url(text)
     return text
-
-
-def _after_record(ctx: Context, usage_s3: str | None, standalone: bool,
-                  warn: Callable[[str], None]) -> Callable[[dict], Any] | None:
-    """What follows each stored record: the S3 copy (--usage-s3), and alerts for a run no daemon
-    serves (with a reporter, the daemon raises them). Each is guarded: one failing skips nothing."""
-    steps: list[tuple[str, Callable[[dict], Any]]] = []
-    if usage_s3:
-        from provisioner.export import export_records
-        steps.append(("usage record not written to S3", lambda record: export_records([record], usage_s3)))
-    section = ctx.config.data.get("alerts") or {}
-    if standalone and section.get("sinks"):  # with sinks and no rules, the default rules apply
-        from provisioner.alerts.dispatch import alert_on_record
-        location = ctx.history_location
-        steps.append(("alerts not raised", lambda record: alert_on_record(section, location, record)))
-    if not steps:
-        return None
-
-    def after(record: dict) -> None:
-        for what, step in steps:
-            try:
-                step(record)
-            except Exception as exc:  # a warning, never a changed exit code
-                warn(f"{what}: {exc}")
-    return after
 
 
 def _spool(location: str, record: dict) -> Any:

@@ -22,7 +22,7 @@ from provisioner.errors import ProvisionerError
 
 TAG_PREFIX = "provisioner:"
 OWNER_TAG = "provisioner:owner"
-# CONTRACTS.md 'Where things live': the tags (EC2) / labels (docker) on everything launched.
+# docs/contracts.md 'Where things live': the tags (EC2) / labels (docker) on everything launched.
 TAG_KEYS = ("owner", "node", "queue-id", "job", "build", "run-id", "team", "expires-at")
 # The tags that name one instance's own work: a batched launch writes them per instance afterwards.
 INSTANCE_TAG_KEYS = ("provisioner:node", "provisioner:queue-id", "provisioner:job")

@@ -1,4 +1,4 @@
-"""The `docker` Cloud adapter: an instance is a container on the local engine (CONTRACTS.md).
+"""The `docker` Cloud adapter: an instance is a container on the local engine (docs/contracts.md).
 
 - Its entrypoint is the rendered user-data (the same script as on EC2 but for the secret source),
   copied to /var/lib/provisioner/user-data before the start, as cloud-init would.

@@ -13,21 +13,19 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from provisioner.sqlconn import connect, dialect, is_postgres
+
 
 class DaemonDb:
     def __init__(self, location: str):
         self.location = location
-        self.postgres = location.startswith(("postgresql://", "postgres://"))
+        self.postgres = is_postgres(location)
         self._lock = threading.Lock()          # the loop and the drain poll share it
-        if self.postgres:
-            import psycopg
-            self._conn: Any = psycopg.connect(location, autocommit=True, connect_timeout=10,
-                                              application_name="provisioner-daemon")
-        else:
-            self._conn = sqlite3.connect(location, timeout=10, isolation_level=None, check_same_thread=False)
+        self._conn: Any = connect(location, timeout_s=10, application_name="provisioner-daemon",
+                                  check_same_thread=False)
 
     def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.postgres else sql
+        return dialect(sql, self.postgres)
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:

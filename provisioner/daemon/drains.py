@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Callable, Iterable
 
+from provisioner.daemon.drain_rule import build_started
 from provisioner.daemon.jenkins import JenkinsClient
 from provisioner.daemon.model import DRAIN_MESSAGES, Node
 
@@ -81,7 +82,7 @@ class Drains:
         """An agent reported: its build runs. Drain it now, reading its state first when no /computer
         read has shown it yet (a daemon that just restarted must not toggle a drained node back)."""
         with self._lock:
-            if name in self._drained:
+            if not build_started(True, name in self._drained):    # a report means its build runs
                 return False
             if (name not in self._known or name in self._unsure) and self._client.temporarily_offline(name):
                 self._mark(name)

@@ -1,7 +1,7 @@
 """The Jenkins adapter: one request funnel over python-jenkins, and the node operations.
 
 Every request goes through `JenkinsClient.request`: `Accept-Language: en` (the `why` strings are
-localised, jenkins-api.md section 0), API-token basic auth, a crumb when the controller issues one,
+localised; tests/jenkins_emulator/README.md), API-token basic auth, a crumb when the controller issues one,
 and HTTP failures mapped to a few exceptions. The `X-Jenkins-Session` header of every response is
 compared with the last one: it changes on every controller restart, and then the crumb and every
 cache keyed by queue id (ids may repeat, section 7.1) are dropped.

@@ -46,7 +46,7 @@ class AgentSettings:
 
 
 def launch_tags(owner: str, p: Provision, expires_at: str, team: str | None) -> dict[str, str]:
-    """CONTRACTS.md tags: owner, node, queue-id, job, team, expires-at (build and run-id come later)."""
+    """docs/contracts.md tags: owner, node, queue-id, job, team, expires-at (build and run-id come later)."""
     tags = {OWNER_TAG: owner, "provisioner:node": p.node, "provisioner:queue-id": str(p.item.id),
             "provisioner:job": p.item.job, "provisioner:expires-at": expires_at}
     if team:

@@ -32,6 +32,7 @@ from provisioner.daemon.model import (Block, DeleteNode, Drain, Hold, InFlight, 
 from provisioner.daemon.plans import Planner
 from provisioner.daemon.queue import QueueReader
 from provisioner.daemon.state import Attempts
+from provisioner.daemon.drain_rule import build_started
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +398,7 @@ class Daemon:
         if self._restarted.is_set():
             self._drain_after_restart(nodes)
         self._online_events(nodes, self.clock())          # the same read times queue-wait more finely
-        started = [n for n in nodes if n.builds and not n.temporarily_offline]
+        started = [n for n in nodes if build_started(n.builds, n.temporarily_offline)]
         for n in started:
             self._guard("drain", TickReport(), lambda n=n: self.drains.drain(n.name), node=n.name)
         self.memory = replace(self.memory, seen_busy=self.memory.seen_busy | {n.name for n in started},

@@ -1,4 +1,4 @@
-"""Reading demand from the Jenkins queue (jenkins-api.md 1.5, 1.6): two paths, one result.
+"""Reading demand from the Jenkins queue (queue JSON, script console): two paths, one result.
 
 (a) With Overall/Administer: one `POST /scriptText` per poll prints every item with its exact label
     (pipelines and label parameters included). A 403 switches to (b) for good, logged once.

@@ -38,6 +38,7 @@ from provisioner.daemon.model import (DRAIN_MESSAGES, GONE_STATES, Action, Block
                                       Provision, Settings, Terminate, client_token, node_name)
 from provisioner.errors import ProvisionerError
 from provisioner.requirements import Requirements, is_demand
+from provisioner.daemon.drain_rule import build_started
 
 LOST_CONFIRMATIONS = 2      # observations in a row of a busy node without its machine, then it was interrupted
 
@@ -117,7 +118,7 @@ def plan_key(item: Item, settings: Settings, interruptions: dict | None = None) 
 
 
 def is_demand_item(item: Item, settings: Settings) -> bool:
-    """Buildable, not yet pending, and ours (CONTRACTS.md 'Demand')."""
+    """Buildable, not yet pending, and ours (docs/contracts.md 'Demand')."""
     return item.buildable and not item.pending and not item.blocked and demand(item.label, settings.managed_atom)
 
 
@@ -197,7 +198,7 @@ class _Tick:
                 if self.memory.lost_seen.get(node.name, 0) >= LOST_CONFIRMATIONS:
                     self._retire(node, "interrupted")  # its machine is gone mid-build: Jenkins' retry takes over
             elif node.busy:
-                if node.builds and not node.temporarily_offline:   # a build started: not while only assigned
+                if build_started(node.builds, node.temporarily_offline):   # not while only assigned
                     self.actions.append(Drain(node.name))
             elif node.online and not node.temporarily_offline:
                 # idle, online and not drained after its build (a Jenkins restart aborted it before

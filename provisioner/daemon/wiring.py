@@ -27,6 +27,7 @@ from provisioner.daemon.plans import Planner
 from provisioner.daemon.queue import QueueReader
 from provisioner.daemon.state import Attempts, Tokens, load_secret
 from provisioner.init_scripts import InitScripts
+from provisioner.intent import default_timeout_s
 from provisioner.units import parse_duration_s
 
 log = logging.getLogger("provisioner.daemon")
@@ -135,7 +136,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
             after_launch, after_terminate = _ec2_handover(ssm), ec2_secret_cleanup(ssm)
         agent = AgentSettings(owner=owner, jenkins_url=j["agent_url"] or j["url"],
                               report_url=d["report_url"] or http.url, remote_fs=d["remote_fs"],
-                              default_timeout_s=parse_duration_s(config.defaults["timeout"]),
+                              default_timeout_s=default_timeout_s(config.defaults),
                               boot_timeout_s=settings.boot_timeout_s,
                               idle_timeout_s=settings.boot_timeout_s + settings.orphan_grace_s,
                               extra_tags=tuple(sorted((config.section("ec2").get("extra_tags") or {}).items()))

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from provisioner import records
 from provisioner.errors import StoreError
+from provisioner.sqlconn import connect, is_postgres
 
 URL_PREFIXES = ("postgresql://", "postgres://")
 LOCK_ID = 0x50525653  # 'PRVS', as the SQLite store's application_id
@@ -70,7 +71,7 @@ _COLUMNS = "job, build, run_id, start, duration_s, exit_code, instance_type, mar
 
 
 def is_postgres_url(location: str) -> bool:
-    return location.startswith(URL_PREFIXES)
+    return is_postgres(location)
 
 
 def redact(location: str) -> str:
@@ -263,8 +264,7 @@ def open_postgres_store(url: str, *, create: bool = True) -> PostgresStore:
     except ImportError:
         raise StoreError(f"{where}: PostgreSQL history needs psycopg: pip install 'psycopg[binary]'") from None
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                               application_name=APPLICATION)
+        conn = connect(url, timeout_s=CONNECT_TIMEOUT_S, application_name=APPLICATION)
     except (psycopg.Error, ValueError) as exc:
         raise StoreError(f"cannot connect to PostgreSQL at {where}: {_first_line(exc)}") from None
     try:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from provisioner import records
 from provisioner.errors import StoreError
+from provisioner.sqlconn import connect
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another writer's lock
 
@@ -231,7 +232,7 @@ def _open_sqlite(location: str, create: bool) -> HistoryStore:
     if path.exists() and not _writable(path):
         return _open_read_only(path)
     try:
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn = connect(str(path), timeout_s=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the history store {path} ({exc})") from None
     try:

@@ -1,6 +1,6 @@
 """Pure aggregation of usage records into the sections of `provisioner report`.
 
-Every function takes a list of records (dicts as in CONTRACTS.md) and returns plain JSON-ready data;
+Every function takes a list of records (dicts as in docs/contracts.md) and returns plain JSON-ready data;
 nothing here reads a store, the clock or the config, so tests feed a handful of inline records.
 
 Cost of a run: its `cost_usd`, else `price_usd_per_hour` x duration, else unknown (counted as 0 in

@@ -25,6 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioner import aws
+from provisioner.backoff import Backoff
 from provisioner.runner.cloudwatch_batch import (EVENT_OVERHEAD, LIMITS, Batch, BatchBuilder, BodyHook, Limits,
                                                   batch_events)
 
@@ -272,7 +273,7 @@ class CloudWatchSink:
 
     def _backoff(self, attempt: int) -> None:
         # Full jitter: many agents throttled at once must not retry in step.
-        delay = self._rng.uniform(0, min(self._retry_cap, self._retry_base * 2 ** min(attempt, 20)))
+        delay = Backoff(self._retry_base, self._retry_cap).delay(min(attempt, 20), self._rng)
         self._sender_waiting.set()
         if self._abandon.wait(delay):
             raise _Abandoned

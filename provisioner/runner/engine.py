@@ -22,31 +22,12 @@ import socket
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote, urlencode
 
+from provisioner.runner.engine_errors import (DISTRIBUTION_TIMEOUT_S, EngineError, EngineTimeout,  # noqa: F401
+                                              NotFound, Unreachable)
+
 DEFAULT_SOCKET = "/var/run/docker.sock"
 CALL_TIMEOUT_S = 60.0     # the docker SDK's default
-DISTRIBUTION_TIMEOUT_S = 20.0   # asking a registry: a launcher waits no longer than this
 RECV_BYTES = 65536
-
-
-class EngineError(Exception):
-    """The engine refused a call (or could not be asked): `status` is the HTTP status when known,
-    `explanation` the engine's own message."""
-
-    def __init__(self, explanation: str, status: int | None = None):
-        super().__init__(explanation)
-        self.explanation, self.status = explanation, status
-
-
-class NotFound(EngineError):
-    """No such container or image (404)."""
-
-
-class Unreachable(EngineError):
-    """Nothing answers on the engine's socket, or the connection broke."""
-
-
-class EngineTimeout(EngineError):
-    """The engine did not answer within the call's timeout."""
 
 
 def connect(environ: Mapping[str, str] = os.environ) -> Any:

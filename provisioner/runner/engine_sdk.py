@@ -12,8 +12,8 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from provisioner.runner.engine import (DISTRIBUTION_TIMEOUT_S, EngineError, EngineTimeout, NotFound,
-                                       Unreachable)
+from provisioner.runner.engine_errors import (DISTRIBUTION_TIMEOUT_S, EngineError, EngineTimeout,
+                                              NotFound, Unreachable)
 
 
 @contextlib.contextmanager

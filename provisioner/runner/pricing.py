@@ -1,7 +1,7 @@
 """Which instance this run is on and what it costs per hour.
 
 Order: `--instance-type`; else the plan the bootstrap put in the agent's environment
-(PROVISIONER_INSTANCE_TYPE / _MARKET / _REGION / _PRICE_USD_PER_HOUR, CONTRACTS.md); else EC2
+(PROVISIONER_INSTANCE_TYPE / _MARKET / _REGION / _PRICE_USD_PER_HOUR, docs/contracts.md); else EC2
 instance metadata (IMDSv2, 0.3 s timeouts), asked only on EC2 hardware or when PROVISIONER_IMDS_URL
 names an address (tests serve a stub there); else unknown, and the run has no cost.
 Prices missing from the environment come from the catalog (imported lazily).
@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from provisioner.agent.imds import DEFAULT_URL
 from provisioner.runner import LazyLogger
 
 log = LazyLogger(__name__)
 
-IMDS_DEFAULT = "http://169.254.169.254"
+IMDS_DEFAULT = DEFAULT_URL
 EC2_MARKERS = (("/sys/devices/virtual/dmi/id/sys_vendor", "Amazon EC2"), ("/sys/hypervisor/uuid", "ec2"))
 
 
@@ -65,27 +66,25 @@ def on_ec2(markers=EC2_MARKERS) -> bool:
 
 
 def imds_identity(base_url: str, timeout_s: float = 0.3) -> dict[str, str]:
-    """instance-type, region and lifecycle from IMDSv2; {} when it does not answer in time."""
-    import urllib.request  # ~60 ms to import: only when IMDS is asked
+    """instance-type, region and lifecycle from IMDSv2 (the one client, agent/imds.py); {} when it
+    does not answer in time."""
+    from provisioner.agent.imds import Imds, ImdsError
+    client = Imds(base_url, timeout_s=timeout_s)
     try:
-        req = urllib.request.Request(f"{base_url}/latest/api/token", method="PUT",
-                                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            token = resp.read().decode()
-        out = {}
-        for key, path in (("instance_type", "instance-type"), ("region", "placement/region"),
-                          ("market", "instance-life-cycle")):
-            req = urllib.request.Request(f"{base_url}/latest/meta-data/{path}",
-                                         headers={"X-aws-ec2-metadata-token": token})
-            try:
-                with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                    out[key] = resp.read().decode().strip()
-            except OSError:
-                continue
-        return out
-    except OSError as exc:
+        client.token()
+    except ImdsError as exc:
         log.debug("IMDS at %s did not answer: %s", base_url, exc)
         return {}
+    out = {}
+    for key, path in (("instance_type", "instance-type"), ("region", "placement/region"),
+                      ("market", "instance-life-cycle")):
+        try:
+            text = client.get(path)
+        except ImdsError:
+            continue
+        if text is not None:
+            out[key] = text.strip()
+    return out
 
 
 def catalog_offer(instance_type: str, region: str, market: str | None) -> Any | None:

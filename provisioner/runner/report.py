@@ -1,4 +1,4 @@
-"""Runner -> daemon report client (CONTRACTS.md 'Agent -> daemon').
+"""Runner -> daemon report client (docs/contracts.md 'Agent -> daemon').
 
 `Reporter.report(record)` POSTs the final usage record to `{URL}/v1/usage`; when the daemon is away
 (connection errors, 5xx) it retries with backoff within a bounded time (`deadline_s`), then spools the
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import threading
 import time
 import uuid
@@ -26,28 +25,17 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from provisioner import paths
+from provisioner.backoff import UNCAPPED, Backoff
+from provisioner.daemon_api import (RETRYABLE_STATUS, SAMPLES_PATH, TOKEN_ENV, URL_ENV, USAGE_PATH,  # noqa: F401
+                                    retryable, safe_url)
 from provisioner.records import iso_utc
 
 LOG = logging.getLogger(__name__)
 
-URL_ENV = "PROVISIONER_REPORT_URL"
-TOKEN_ENV = "PROVISIONER_REPORT_TOKEN"
-USAGE_PATH = "/v1/usage"
-SAMPLES_PATH = "/v1/samples"
-# Worth another try later: the daemon is away, overloaded, or behind a proxy that is.
-RETRYABLE_STATUS = frozenset({404, 408, 429})
 
 
 def default_spool_dir() -> Path:
     return paths.state_dir() / "spool"
-
-
-def safe_url(url: str) -> str:
-    """`url` without any user:password part, for log messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -122,7 +110,7 @@ class Reporter:
             outcome, detail = self._post_usage(record, timeout_s=min(self._timeout, remaining))
             if outcome != "retry":
                 return outcome, detail
-            delay = self._backoff * 2 ** attempt * random.uniform(0.75, 1.25)  # jitter: no agents in step
+            delay = Backoff(self._backoff, UNCAPPED, jitter="spread").delay(attempt)  # no agents in step
             if attempt + 1 == self._attempts or time.monotonic() + delay >= end:
                 break
             LOG.debug("usage report: %s; retrying in %.1f s", detail, delay)
@@ -141,7 +129,7 @@ class Reporter:
         status = response.status_code
         if status in (200, 201):
             return "sent", str(status)
-        if status >= 500 or status in RETRYABLE_STATUS:
+        if retryable(status):
             return "retry", f"HTTP {status}"
         reason = "the token was refused" if status == 401 else "the record was refused"
         LOG.warning("usage report for run %s: %s (HTTP %d): %s", record.get("run_id"), reason,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from provisioner.backoff import Backoff
 from provisioner.errors import UsageError
 from provisioner.runner.container import Attempt
 
@@ -44,7 +45,7 @@ class RetryPolicy:
 
     def delay(self, attempt_no: int) -> float:
         """Seconds to wait after failed attempt `attempt_no` (1-based)."""
-        return min(self.max_delay_s, self.delay_s * 2 ** (attempt_no - 1))
+        return Backoff(self.delay_s, self.max_delay_s, jitter="none").delay(attempt_no - 1)
 
 
 def parse_retry_on(text: str | None) -> dict:

@@ -1,4 +1,4 @@
-"""The usage record of one attempt (CONTRACTS.md) and the human summary printed after it."""
+"""The usage record of one attempt (docs/contracts.md) and the human summary printed after it."""
 
 from __future__ import annotations
 

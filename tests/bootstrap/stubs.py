@@ -102,7 +102,7 @@ class _ReportHandler(BaseHTTPRequestHandler):
 
 
 class ReportStub(_Server):
-    """The daemon's POST /v1/usage and /v1/samples with a bearer token (CONTRACTS.md)."""
+    """The daemon's POST /v1/usage and /v1/samples with a bearer token (docs/contracts.md)."""
 
     def __init__(self, token: str = "report-token-1"):
         super().__init__(_ReportHandler)

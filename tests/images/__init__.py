@@ -1,4 +1,4 @@
-"""Local test images built without a registry (TESTING.md), cached by tag so a suite builds them once.
+"""Local test images built without a registry (the engine builds them here), cached by tag so a suite builds them once.
 
 - busybox: Debian's static busybox plus its applet symlinks, `docker import`ed (~0.2 s, 2 MB).
 - python: the system Debian python3.11, its standard library and the shared libraries `ldd` lists,

@@ -1,4 +1,4 @@
-"""Stapler's JSON export, reduced to what the emulator needs (jenkins-api.md section 0).
+"""Stapler's JSON export, reduced to what the emulator needs (tests/jenkins_emulator/README.md).
 
 Renderers build a tree of `Bean`s whose properties carry Stapler's `@Exported` visibility; this
 module writes that tree either `?depth=N` style (`ByDepth`: a property is written when its

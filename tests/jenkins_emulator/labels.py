@@ -1,4 +1,4 @@
-"""Jenkins label expressions, re-implemented for the emulator (jenkins-api.md section 2).
+"""Jenkins label expressions, re-implemented for the emulator (tests/jenkins_emulator/README.md).
 
 Deliberately independent of `provisioner.labels`: the emulator is the reference the daemon is tested
 against, so sharing the parser would let one bug hide in both. Covers the lexer (ATOM characters,

@@ -1,6 +1,6 @@
 """The build queue: scheduling, `maintain()`, and `BuildableItem#getCauseOfBlockage` (section 1.3).
 
-`cause_of_blockage` is a line-by-line port of the algorithm in jenkins-api.md; `maintain` is the
+`cause_of_blockage` is a line-by-line port of Jenkins' own algorithm; `maintain` is the
 emulator's simplified `Queue#maintain` (stage transitions, task-level blocks, JobOffers and
 the transient causes the composite `why` is built from). Callers hold `State.lock`.
 """

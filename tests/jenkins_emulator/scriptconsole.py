@@ -1,4 +1,4 @@
-"""`POST /scriptText`: no Groovy here. The queue-listing script of jenkins-api.md section 1.5 is
+"""`POST /scriptText`: no Groovy here. The queue-listing script the daemon sends is
 recognised by its markers and answered with the JSON it would print; `print`/`println` of a string
 literal (python-jenkins appends `print(")]}.")`) is echoed; every other statement prints nothing.
 """

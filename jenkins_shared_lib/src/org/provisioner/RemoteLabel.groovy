@@ -4,7 +4,7 @@ import com.cloudbees.groovy.cps.NonCPS
 
 /**
  * Renders a requirements map as the label expression that the provisioner daemon reads
- * (CONTRACTS.md "Requirements: filters and labels"; parsed by provisioner/requirements.py).
+ * (docs/labels.md; parsed by provisioner/requirements.py).
  *
  * Format: the managed atom, extra plain atoms, then vcpu, mem, gpu, accel, arch, disk, type,
  * family, region, timeout (each only when given), the market atom, then `exact`; joined with ' && '.

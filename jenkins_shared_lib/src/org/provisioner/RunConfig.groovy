@@ -49,7 +49,7 @@ class RunConfig implements Serializable {
      * The remoteLabel map for attempt `attempt` (1 = the first). With market 'any', once
      * `ondemandAfter` agents have been lost the label asks for on-demand: losing an agent is
      * most often a spot interruption, and a second one costs more than the on-demand premium.
-     * An explicit 'spot' stays spot (CONTRACTS.md: market atoms are hard).
+     * An explicit 'spot' stays spot (docs/contracts.md: market atoms are hard).
      */
     @NonCPS
     static Map labelSpec(Map config, int attempt) {

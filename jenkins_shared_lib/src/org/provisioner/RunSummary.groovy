@@ -4,7 +4,7 @@ import com.cloudbees.groovy.cps.NonCPS
 import groovy.json.JsonSlurperClassic
 
 /**
- * Reads the usage record that `provisioner run --summary-json` writes (CONTRACTS.md "Usage
+ * Reads the usage record that `provisioner run --summary-json` writes (docs/contracts.md "Usage
  * record", plus `summary_line`) and turns it into what the build shows.
  */
 class RunSummary implements Serializable {
@@ -52,7 +52,7 @@ class RunSummary implements Serializable {
         return existing ? "${existing}\n${line}".toString() : line
     }
 
-    /** The error for a non-zero exit, with the runner's meaning of the code (CONTRACTS.md). */
+    /** The error for a non-zero exit, with the runner's meaning of the code (docs/contracts.md). */
     @NonCPS
     static String failure(int status, Map summary) {
         String meaning = status == 137 && summary?.oom_killed ? 'out of memory' : EXIT_MEANINGS[status]

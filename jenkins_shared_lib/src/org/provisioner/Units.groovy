@@ -3,7 +3,7 @@ package org.provisioner
 import com.cloudbees.groovy.cps.NonCPS
 
 /**
- * The memory and duration units of CONTRACTS.md, checked on the Jenkins side so that a label the
+ * The memory and duration units of docs/labels.md, checked on the Jenkins side so that a label the
  * step renders is always one the Python parser (provisioner/units.py) accepts.
  */
 class Units implements Serializable {
