@@ -89,7 +89,7 @@ def scan(root: Path, spec: Any = None) -> Tree:
                 continue                          # a dangling link
             if stat.S_ISREG(info.st_mode):
                 files.append(Entry(rel, info.st_size, stat.S_IMODE(info.st_mode)))
-    return Tree(root, tuple(files), ignored)
+    return Tree(root, tuple(sorted(files, key=lambda e: e.rel)), ignored)
 
 
 def scan_for_sync(root: Path) -> Tree:
