@@ -5,17 +5,14 @@ exit line."""
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from provisioner import sync
 from provisioner.agent import supervise
-from provisioner.bootstrap import BootstrapSpec, render_user_data
+from provisioner.bootstrap import render_user_data
 from tests.bootstrap.test_render import SPEC, calls, fake_python
 from tests.factories import offer
 
