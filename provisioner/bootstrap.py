@@ -46,6 +46,14 @@ class BootstrapSpec:
     log_group: str | None = None                 # EC2: CloudWatch Logs group for the job's output
     checkpoint_s3: str | None = None             # s3://bucket/prefix synced on a spot notice
     init_script: str | None = None               # the admin's (provisioner/init_scripts.py)
+    # job: `run --remote --sync/--output` (provisioner/remote_sync.py). EC2: the tree is read from
+    # sync_s3 before the job and the outputs put to output_s3 after it; docker: sync_root is the
+    # host folder the launcher filled. The job sees them at sync_mount / output_mount.
+    sync_s3: str | None = None
+    output_s3: str | None = None
+    sync_root: str | None = None
+    sync_mount: str | None = None
+    output_mount: str | None = None
 
     @property
     def secret_parameter(self) -> str:

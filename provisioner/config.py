@@ -52,7 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "ec2": {"subnets": [], "security_groups": [], "instance_profile": None, "images": {}, "init_script": None,
             "extra_tags": {}, "key_name": None,
             "spot_allocation_strategy": "price-capacity-optimized",
-            "ondemand_allocation_strategy": "lowest-price", "encrypt_root_volume": True},
+            "ondemand_allocation_strategy": "lowest-price", "encrypt_root_volume": True,
+            "sync_s3": None},              # run --remote --sync/--output: s3://BUCKET/PREFIX/
     "jenkins": {"url": None, "user": None, "token_env": "JENKINS_TOKEN", "token_file": None,
                 "managed_atom": "ec2", "sentinel_node": "autoscaler-sentinel",
                 "demand_path": "auto",       # auto: /scriptText when the account may, else REST + why
@@ -167,6 +168,13 @@ def _http_url(v: Any) -> str | None:
         f"must be an http:// or https:// URL, got {v!r}"
 
 
+def _s3_url(v: Any) -> str | None:
+    if v is None:
+        return None
+    return None if isinstance(v, str) and re.match(r"^s3://[^/\s]+", v) else \
+        f"must be s3://BUCKET/PREFIX/, got {v!r}"
+
+
 def _listen(v: Any) -> str | None:
     m = re.fullmatch(r"(.+):(\d{1,5})", v) if isinstance(v, str) else None
     return None if m and 0 <= int(m.group(2)) <= 65535 else f"must be HOST:PORT, got {v!r}"
@@ -221,7 +229,7 @@ SCHEMA: dict[str, Any] = {
             "spot_allocation_strategy": _one_of("price-capacity-optimized", "capacity-optimized",
                                                 "lowest-price", "diversified"),
             "ondemand_allocation_strategy": _one_of("lowest-price", "prioritized"),
-            "encrypt_root_volume": _type(bool)},
+            "encrypt_root_volume": _type(bool), "sync_s3": _s3_url},
     "jenkins": {"url": _http_url, "user": _STR, "token_env": _STR, "token_file": _STR,
                 "managed_atom": _label_atom, "sentinel_node": _node_name,
                 "demand_path": _one_of("auto", "script", "rest"), "agent_url": _http_url,

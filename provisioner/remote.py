@@ -106,9 +106,21 @@ class RemoteRun:
     # ---- the whole run -----------------------------------------------------------------------
 
     def run(self) -> int:
+        from provisioner import remote_sync
+        self.transfer = remote_sync.plan_transfer(self.args, self.cloud_name, self.ctx.config)  # exit 2
+        self.last_kind = "failed"
+        try:
+            return self._run()
+        finally:
+            if self.transfer is not None and self.last_kind != "detached":   # detached: said in _attempt
+                self.transfer.receive(self.last_kind, self.console)
+
+    def _run(self) -> int:
         from provisioner.runner.options import build_spec
         from provisioner.runner.summary import JobInfo
         spec = build_spec(self.args, self.ctx, os.environ)          # env files: 125 when unreadable
+        if self.transfer is not None and self.transfer.sync_dir and not spec.workdir:
+            spec = replace(spec, workdir=self.transfer.mount)      # the synced folder is where it starts
         job = JobInfo.from_env(self.args.job, self.args.build, os.environ, self.ctx.config.data.get("teams"))
         result = parts.plan(self.args, self.ctx, job.job, choose=self._arch_choice(spec.image),
                             cloud_name=self.cloud_name)
@@ -124,6 +136,15 @@ class RemoteRun:
             cloud = parts.make_cloud(self.cloud_name, self.ctx)
         except CloudError as exc:
             raise RemoteFailure(str(exc)) from None
+        if self.transfer is not None:
+            from provisioner.sync import SyncError
+            try:
+                self.transfer.send(self.console)
+            except (SyncError, OSError) as exc:
+                raise RemoteFailure(f"--sync: {exc}") from None
+            except Exception as exc:          # boto: no credentials, no bucket, access denied
+                raise RemoteFailure(f"--sync: cannot upload to {self.transfer.sync_url}: "
+                                    f"{type(exc).__name__}: {exc}") from None
         blocked: set[tuple[str, str, str]] = set()
         launches = 0
         while launches < MAX_LAUNCHES:
@@ -135,6 +156,7 @@ class RemoteRun:
                 return self._signal_exit()
             launches += 1
             outcome = self._attempt(cloud, candidates, spec, job, result)
+            self.last_kind = outcome.kind
             if outcome.kind == "slot-lost":
                 launches -= 1
                 continue
@@ -178,7 +200,8 @@ class RemoteRun:
         from provisioner.init_scripts import InitScripts
         init = InitScripts.from_config(self.ctx.config.data, self.cloud_name).for_label(self.args.label)
         bspec = parts.bootstrap_spec(self.args, spec, job, run_id,
-                                     lifetime_s=self.boot_timeout_s + timeout_total + 300, init_script=init)
+                                     lifetime_s=self.boot_timeout_s + timeout_total + 300, init_script=init,
+                                     transfer=self.transfer)
         bundle = parts.secret_bundle(spec, os.environ)
         from provisioner import remote_runs
         launch = LaunchSpec(candidates=tuple(c.offer for c in candidates),
@@ -216,6 +239,8 @@ class RemoteRun:
             if outcome.kind == "detached":
                 self.console.info(f"Detached: run {run_id} goes on by itself on instance {instance.id}")
                 self.console.info(f"  follow it: provisioner logs -f {run_id}   stop it: provisioner stop {run_id}")
+                if self.transfer is not None:
+                    self.transfer.receive("detached", self.console)
                 print(run_id, flush=True)
                 instance = None                 # it ends by its own end or its expiry
                 return outcome

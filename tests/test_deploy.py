@@ -67,39 +67,62 @@ def test_the_template_passes_cfn_lint():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _expected(statements: list, buckets: dict) -> list:
+    """The shipped statements as deployed: an optional one only with its bucket, named in it."""
+    import json
+    out = []
+    for s in statements:
+        text = json.dumps(s)
+        marker = next((m for m in buckets if m in text), None)
+        if marker is None:
+            out.append(s)
+        elif buckets[marker]:
+            out.append(json.loads(text.replace(marker, buckets[marker])))
+    return out
+
+
 @pytest.mark.moto
-@pytest.mark.parametrize("bucket", ["", "ckpt-bucket"], ids=["no-checkpoints", "checkpoints"])
-def test_the_template_deploys(moto_env, bucket):
-    """Deployed to moto: the roles carry exactly the shipped policies, the profiles hold them, and
-    the log group exists with its retention."""
+@pytest.mark.parametrize("bucket, sync_bucket", [("", ""), ("ckpt-bucket", ""), ("", "sync-bucket"),
+                                                 ("ckpt-bucket", "sync-bucket")],
+                         ids=["no-buckets", "checkpoints", "sync", "both"])
+def test_the_template_deploys(moto_env, bucket, sync_bucket):
+    """Deployed to moto: the roles carry exactly the shipped policies, the profiles hold them, the
+    launchers' managed policy is the shipped one, and the log group exists with its retention."""
     import json
 
     from provisioner import aws
     cfn = aws.client("cloudformation", region="us-east-1")
     cfn.create_stack(StackName="provisioner", TemplateBody=(CFN / "provisioner.json").read_text(),
-                     Parameters=[{"ParameterKey": "CheckpointBucket", "ParameterValue": bucket}],
+                     Parameters=[{"ParameterKey": "CheckpointBucket", "ParameterValue": bucket},
+                                 {"ParameterKey": "SyncBucket", "ParameterValue": sync_bucket}],
                      Capabilities=["CAPABILITY_NAMED_IAM"])
     stack = cfn.describe_stacks(StackName="provisioner")["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     iam = aws.client("iam", region="us-east-1")
     shipped = {name: json.loads((ROOT / "provisioner" / "clouds" / "iam" / f"{name}-policy.json").read_text())
-               for name in ("daemon", "instance")}
+               for name in ("daemon", "instance", "launcher")}
+    buckets = {"REPLACE-WITH-CHECKPOINT-BUCKET": bucket, "REPLACE-WITH-SYNC-BUCKET": sync_bucket}
     for name in ("daemon", "instance"):
         role = f"provisioner-{name}"
         document = iam.get_role_policy(RoleName=role, PolicyName=role)["PolicyDocument"]
         if isinstance(document, str):   # moto keeps a policy made by CloudFormation as Python's repr
             import ast
             document = ast.literal_eval(document)
-        expected = shipped[name]["Statement"]
-        if name == "instance":
-            expected = [s for s in expected if "CHECKPOINT-BUCKET" not in json.dumps(s)] if not bucket else [
-                json.loads(json.dumps(s).replace("REPLACE-WITH-CHECKPOINT-BUCKET", bucket)) for s in expected]
+        expected = _expected(shipped[name]["Statement"], buckets)
         # moto leaves an AWS::NoValue in a list as null where CloudFormation drops it
         assert [s for s in document["Statement"] if s is not None] == expected
         profile = iam.get_instance_profile(InstanceProfileName=role)["InstanceProfile"]
         assert [r["RoleName"] for r in profile["Roles"]] == [role]
     assert outputs["InstanceProfileArn"].endswith(":instance-profile/provisioner-instance")
+    launcher = iam.get_policy(PolicyArn=outputs["LauncherPolicyArn"])["Policy"]
+    document = iam.get_policy_version(PolicyArn=launcher["Arn"],
+                                      VersionId=launcher["DefaultVersionId"])["PolicyVersion"]["Document"]
+    if isinstance(document, str):
+        import ast
+        document = json.loads(document) if document.lstrip().startswith("{\"") else ast.literal_eval(document)
+    assert launcher["PolicyName"] == "provisioner-launcher"
+    assert [s for s in document["Statement"] if s is not None] == _expected(shipped["launcher"]["Statement"], buckets)
     logs = aws.client("logs", region="us-east-1")
     group = logs.describe_log_groups(logGroupNamePrefix="/provisioner/jobs")["logGroups"][0]
     assert group["retentionInDays"] == 30

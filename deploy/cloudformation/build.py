@@ -18,6 +18,10 @@ HERE = Path(__file__).resolve().parent
 IAM = HERE.parents[1] / "provisioner" / "clouds" / "iam"
 TEMPLATE = HERE / "provisioner.json"
 BUCKET_PLACEHOLDER = "REPLACE-WITH-CHECKPOINT-BUCKET"
+SYNC_PLACEHOLDER = "REPLACE-WITH-SYNC-BUCKET"
+# An optional statement names its bucket by a placeholder: the template's parameter and condition.
+OPTIONAL = {BUCKET_PLACEHOLDER: ("CheckpointBucket", "HasCheckpointBucket"),
+            SYNC_PLACEHOLDER: ("SyncBucket", "HasSyncBucket")}
 INSTANCE_ROLE = "provisioner-instance"      # the name the daemon policy's iam:PassRole allows
 
 
@@ -25,19 +29,38 @@ def _policy(name: str) -> dict:
     return json.loads((IAM / name).read_text())
 
 
-def _instance_policy() -> dict:
-    """The instance policy; its optional checkpoint statements only where a bucket is given."""
-    doc = copy.deepcopy(_policy("instance-policy.json"))
+def _with_buckets(name: str) -> dict:
+    """A shipped policy; its optional S3 statements only where their bucket is given."""
+    doc = copy.deepcopy(_policy(name))
     statements = []
     for s in doc["Statement"]:
         text = json.dumps(s)
-        if BUCKET_PLACEHOLDER not in text:
+        found = [marker for marker in OPTIONAL if marker in text]
+        if not found:
             statements.append(s)
             continue
-        resource = s["Resource"].replace(BUCKET_PLACEHOLDER, "${CheckpointBucket}")
-        statements.append({"Fn::If": ["HasCheckpointBucket", {**s, "Resource": {"Fn::Sub": resource}},
-                                      {"Ref": "AWS::NoValue"}]})
+        param, condition = OPTIONAL[found[0]]
+        resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+        subbed = [{"Fn::Sub": r.replace(found[0], "${%s}" % param)} for r in resources]
+        resource = subbed if isinstance(s["Resource"], list) else subbed[0]
+        statements.append({"Fn::If": [condition, {**s, "Resource": resource}, {"Ref": "AWS::NoValue"}]})
     return {**doc, "Statement": statements}
+
+
+def _launcher_policy() -> dict:
+    """The launchers' managed policy: one whole document per case (IAM, and moto, refuse a managed
+    policy whose statement list holds a removed entry), with or without its S3 statements."""
+    doc = _policy("launcher-policy.json")
+    param, condition = OPTIONAL[SYNC_PLACEHOLDER]
+    plain = [s for s in doc["Statement"] if SYNC_PLACEHOLDER not in json.dumps(s)]
+    full = [s if SYNC_PLACEHOLDER not in json.dumps(s) else
+            {**s, "Resource": {"Fn::Sub": s["Resource"].replace(SYNC_PLACEHOLDER, "${%s}" % param)}}
+            for s in doc["Statement"]]
+    return {"Fn::If": [condition, {**doc, "Statement": full}, {**doc, "Statement": plain}]}
+
+
+def _instance_policy() -> dict:
+    return _with_buckets("instance-policy.json")
 
 
 def _ec2_trust() -> dict:
@@ -49,16 +72,21 @@ def template() -> dict:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "provisioner: the daemon's role and instance profile, the agents' instance role "
-                       "and profile, and the job log group (least-privilege policies as shipped).",
+                       "and profile, the remote-run launchers' policy and the job log group "
+                       "(least-privilege policies as shipped).",
         "Parameters": {
             "CheckpointBucket": {"Type": "String", "Default": "",
                                  "Description": "S3 bucket for spot checkpoints (provisioner/checkpoints/ "
                                                 "prefix); empty: no S3 access"},
+            "SyncBucket": {"Type": "String", "Default": "",
+                           "Description": "S3 bucket of run --remote --sync/--output (ec2.sync_s3 = "
+                                          "s3://BUCKET/provisioner/); empty: no S3 access for them"},
             "LogRetentionDays": {"Type": "Number", "Default": 30,
                                  "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 180, 365],
                                  "Description": "How long job logs are kept"},
         },
-        "Conditions": {"HasCheckpointBucket": {"Fn::Not": [{"Fn::Equals": [{"Ref": "CheckpointBucket"}, ""]}]}},
+        "Conditions": {condition: {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, ""]}]}
+                       for param, condition in OPTIONAL.values()},
         "Resources": {
             "InstanceRole": {"Type": "AWS::IAM::Role", "Properties": {
                 "RoleName": INSTANCE_ROLE, "AssumeRolePolicyDocument": _ec2_trust(),
@@ -70,6 +98,10 @@ def template() -> dict:
                 "Policies": [{"PolicyName": "provisioner-daemon", "PolicyDocument": _policy("daemon-policy.json")}]}},
             "DaemonInstanceProfile": {"Type": "AWS::IAM::InstanceProfile", "Properties": {
                 "InstanceProfileName": "provisioner-daemon", "Roles": [{"Ref": "DaemonRole"}]}},
+            "LauncherPolicy": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
+                "ManagedPolicyName": "provisioner-launcher",
+                "Description": "for people who run `provisioner run --remote` (attach to their users or group)",
+                "PolicyDocument": _launcher_policy()}},
             "JobLogGroup": {"Type": "AWS::Logs::LogGroup", "Properties": {
                 "LogGroupName": "/provisioner/jobs", "RetentionInDays": {"Ref": "LogRetentionDays"}}},
         },
@@ -78,6 +110,8 @@ def template() -> dict:
                                    "Value": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}},
             "DaemonInstanceProfileArn": {"Description": "the profile of the machine the daemon runs on",
                                          "Value": {"Fn::GetAtt": ["DaemonInstanceProfile", "Arn"]}},
+            "LauncherPolicyArn": {"Description": "attach to the users or group who run `run --remote`",
+                                  "Value": {"Ref": "LauncherPolicy"}},
             "DaemonRoleArn": {"Value": {"Fn::GetAtt": ["DaemonRole", "Arn"]}},
             "JobLogGroupName": {"Value": {"Ref": "JobLogGroup"}},
             "AgentSecretPath": {"Description": "SSM path of the agents' secret bundles (made and deleted "

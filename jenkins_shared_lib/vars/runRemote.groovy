@@ -24,6 +24,8 @@ Map call(Map userConfig = [:]) {
         env: [:],             // plain variables for the container: [NAME: 'value']
         credentials: [],      // ids (secret text -> variable named after the id) or maps, see runRemote.txt
         dockerArgs: [],       // extra `docker run`-style arguments for the runner
+        network: null,        // the container's network; null: `provisioner run`'s default, none (no network).
+                              // 'bridge' reaches the internet (downloads, uploads), 'host', or a network's name
         job: null,            // usage identity; null: env.JOB_NAME and env.BUILD_NUMBER
         build: null,
         summaryFile: 'provisioner-summary.json',  // where the runner writes the usage record

@@ -13,5 +13,6 @@ runRemote(
     retries: 3,
     timeout: '2h',
     env: [RESULTS_URL: 's3://bench-results/nightly'],
+    network: 'bridge',        // uploads its results
     credentials: [[id: 'results-store', type: 'usernamePassword', usernameVariable: 'RESULTS_USER', passwordVariable: 'RESULTS_PASSWORD']],
 )

@@ -14,5 +14,6 @@ Map record = runRemote(
     env: [WANDB_MODE: 'offline'],
     credentials: ['hf-token'],
     dockerArgs: ['--shm-size', '8g'],
+    network: 'bridge',        // downloads from the Hugging Face hub with the forwarded token
 )
 echo "model trained in ${record?.duration_s} s for \$${record?.cost_usd}"

@@ -10,6 +10,7 @@ modules never breaks an image.
                                                             from instance metadata (EC2 only)
   watch [WATCHER-OPTIONS]                                   the spot/expiry/idle watcher
   check-version VERSION                                     exit 125 unless this is provisioner VERSION
+  sync-down S3-URL DIR [--region R]                         the run's synced folder, before the job
 
 Exit codes: the job's own for `job`; 125 when a helper failed before the job ran (docs/contracts.md).
 """
@@ -124,6 +125,18 @@ def cmd_check_version(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync_down(a: argparse.Namespace) -> int:
+    """`run --remote --sync`: every object under the URL into DIR, with the instance role."""
+    from provisioner import aws, sync
+    try:
+        files, size = sync.download_prefix(aws.client("s3", region=a.region), a.url, Path(a.dir))
+    except Exception as exc:       # no credentials, access denied, a key escaping DIR: name it
+        print(f"provisioner-agent: error: cannot read {a.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_BEFORE_JOB
+    print(f"provisioner-agent: synced folder in place ({files} files, {sync.human_size(size)})", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["watch"]:                     # the watcher parses its own options
@@ -157,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("check-version", help="exit 125 unless this is provisioner VERSION")
     v.add_argument("version")
     v.set_defaults(func=cmd_check_version)
+    d = sub.add_parser("sync-down", help="the run's synced folder from S3, before the job")
+    d.add_argument("url")
+    d.add_argument("dir")
+    d.add_argument("--region")
+    d.set_defaults(func=cmd_sync_down)
     a = p.parse_args(args)
     return a.func(a)
 

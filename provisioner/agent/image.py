@@ -32,19 +32,22 @@ SITE = "opt/provisioner/site"
 # the docker cloud has no AWS; EC2 instances get the full install from the Packer recipe).
 DISTRIBUTIONS = ("docker", "requests", "urllib3", "idna", "charset-normalizer", "certifi", "psutil",
                  "PyYAML", "Jinja2", "MarkupSafe")
+# --aws: what the EC2 helpers add (secrets from SSM, --sync from S3, logs to CloudWatch), for an
+# image that plays an EC2 instance in a container (the tests, against moto and a metadata stub).
+AWS_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six")
 JAVA_MODULES = ("java.base,java.logging,java.management,java.naming,java.net.http,java.xml,"
                 "java.desktop,java.instrument,java.sql,jdk.unsupported,jdk.crypto.ec,jdk.zipfs")
 RECIPE_LABEL = "provisioner:recipe"
 
 
-def _package_files() -> Iterator[tuple[Path, str]]:
+def _package_files(aws: bool = False) -> Iterator[tuple[Path, str]]:
     """(source, path in the image) for the provisioner package and each library."""
     import provisioner
     root = Path(provisioner.__file__).resolve().parent
     for path in sorted(root.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
             yield path, f"{SITE}/provisioner/{path.relative_to(root).as_posix()}"
-    for name in DISTRIBUTIONS:
+    for name in DISTRIBUTIONS + (AWS_DISTRIBUTIONS if aws else ()):
         dist = metadata.distribution(name)
         for entry in dist.files or ():
             parts = Path(str(entry)).parts
@@ -141,11 +144,11 @@ def _context(files: list[tuple[Path, str]], base: str, digest: str, jre: Path | 
 
 
 def build_agent_image(client: Any, *, base: str, tag: str = DEFAULT_TAG, java: bool = False,
-                      agent_jar: Path | None = None, cache: Path | None = None) -> str:
+                      agent_jar: Path | None = None, cache: Path | None = None, aws: bool = False) -> str:
     """Build (or find) the instance image; returns the tag."""
     import docker.errors
     base_id = client.images.get(base).id
-    files = list(_package_files())
+    files = list(_package_files(aws))
     digest = _digest(files, base_id, java, agent_jar)
     try:
         if (client.images.get(tag).labels or {}).get(RECIPE_LABEL) == digest:
@@ -172,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default=DEFAULT_TAG)
     p.add_argument("--java", action="store_true", help="add a Java runtime for agent mode")
     p.add_argument("--agent-jar", type=Path, help="bake this agent.jar in (else downloaded at boot)")
+    p.add_argument("--aws", action="store_true", help="add boto3 (an image that plays an EC2 instance)")
     a = p.parse_args(argv)
     import docker
-    print(build_agent_image(docker.from_env(), base=a.base, tag=a.tag, java=a.java, agent_jar=a.agent_jar))
+    print(build_agent_image(docker.from_env(), base=a.base, tag=a.tag, java=a.java, agent_jar=a.agent_jar,
+                            aws=a.aws))
     return 0
 
 

@@ -140,10 +140,13 @@ def run_args(args: argparse.Namespace, spec: Any, job: Any) -> tuple[str, ...]:
 
 
 def bootstrap_spec(args: argparse.Namespace, spec: Any, job: Any, run_id: str, lifetime_s: float,
-                   init_script: str | None = None) -> Any:
+                   init_script: str | None = None, transfer: Any = None) -> Any:
+    """`transfer` (provisioner/remote_sync.Transfer): where the synced folder and outputs travel."""
+    folders = transfer.bootstrap_fields() if transfer is not None else {}
     return bootstrap.BootstrapSpec(run_id=run_id, expires_at=bootstrap.expires_at(lifetime_s),
                                    run_args=run_args(args, spec, job), grace_s=job_grace_s(args),
-                                   log_group=args.log_group or DEFAULT_LOG_GROUP, init_script=init_script)
+                                   log_group=args.log_group or DEFAULT_LOG_GROUP, init_script=init_script,
+                                   **folders)
 
 
 def user_data(offer: Offer, bspec: Any, cloud_name: str) -> str:

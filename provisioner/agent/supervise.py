@@ -51,7 +51,38 @@ def runner_argv(run_args: list[str], state_dir: Path, environ: Mapping[str, str]
             limit = min(limit, int(parse_memory_gib(asked_text) * GIB))
         options = _drop_option(options, ("--memory", "-m"))
         extra += ["--memory", f"{max(limit // MIB, 6)}M"]        # docker's minimum is 6 MiB
+    extra += job_folders(environ)
     return [sys.executable, "-m", "provisioner", "run", *options, *extra, *command]
+
+
+def job_folders(environ: Mapping[str, str]) -> list[str]:
+    """`run --remote --sync/--output`: the bootstrap's folders mounted into the job (the synced
+    tree at its working directory, the output folder with its path in PROVISIONER_OUTPUT_DIR)."""
+    root = environ.get("PROVISIONER_SYNC_ROOT")
+    if not root:
+        return []
+    out: list[str] = []
+    if environ.get("PROVISIONER_SYNC_MOUNT"):
+        out += ["--volume", f"{root}/work:{environ['PROVISIONER_SYNC_MOUNT']}"]
+    if environ.get("PROVISIONER_OUTPUT_MOUNT"):
+        mount = environ["PROVISIONER_OUTPUT_MOUNT"]
+        out += ["--volume", f"{root}/output:{mount}", "--env", f"PROVISIONER_OUTPUT_DIR={mount}"]
+    return out
+
+
+def upload_outputs(environ: Mapping[str, str], emit: Any) -> None:
+    """EC2: put the job's output folder to PROVISIONER_OUTPUT_S3 with the instance role. Before
+    the record and exit lines: on the exit line the launcher terminates the instance."""
+    url, root = environ.get("PROVISIONER_OUTPUT_S3"), environ.get("PROVISIONER_SYNC_ROOT")
+    if not url or not root:
+        return
+    from provisioner import aws, sync
+    try:
+        tree = sync.scan(Path(root) / "output")
+        sync.upload_tree(aws.client("s3", region=environ.get("PROVISIONER_REGION")), tree, url)
+        emit(f"provisioner-agent: outputs: {sync.describe(tree)} to {url}")
+    except Exception as exc:           # the job's exit code stands
+        emit(f"provisioner-agent: warning: outputs not uploaded to {url}: {type(exc).__name__}: {exc}")
 
 
 def _number(text: str | None) -> float | None:
@@ -155,6 +186,7 @@ def run_job(run_args: list[str], state_dir: Path, environ: Mapping[str, str] = o
     code = proc.wait()
     for tee in tees:
         tee.thread.join(5)
+    upload_outputs(environ, emit)
     record = final_record(state_dir)
     if record is not None:
         emit(markers.record_line(record))

@@ -173,9 +173,14 @@ def _remote_arguments(p: argparse.ArgumentParser) -> None:
                    help="wait while N instances of this job (by name) are running")
     g.add_argument("--detach", "-d", action="store_true",
                    help="return once the job printed its first line; see `provisioner ps`, `logs`, `stop`")
+    g.add_argument("--sync", metavar="DIR",
+                   help="ship DIR (minus its .provisionerignore) to the job's working directory "
+                        "(default /work): EC2 through S3 (ec2.sync_s3), docker cloud as a copy")
+    g.add_argument("--output", metavar="DIR",
+                   help="bring back what the job writes to $PROVISIONER_OUTPUT_DIR (/outputs) into DIR")
 
 
-REMOTE_ONLY = ("cloud", "label", "policy", "region", "max_price", "max_concurrent", "detach")
+REMOTE_ONLY = ("cloud", "label", "policy", "region", "max_price", "max_concurrent", "detach", "sync", "output")
 
 
 def docker_engine(environ: Mapping[str, str]) -> Any:

@@ -30,7 +30,7 @@ def as_list(value) -> list:
     return [value] if isinstance(value, str) else list(value)
 
 
-@pytest.mark.parametrize("name", ["daemon-policy.json", "instance-policy.json"])
+@pytest.mark.parametrize("name", ["daemon-policy.json", "instance-policy.json", "launcher-policy.json"])
 def test_documents_are_well_formed(name):
     doc = load(name)
     assert doc["Version"] == "2012-10-17"
@@ -87,3 +87,64 @@ def test_instance_policy_reads_only_its_own_secret_and_writes_only_provisioner_l
     assert not any(a.startswith(("ec2:", "iam:")) for a in allowed)   # shutdown -h terminates it
     # The optional S3 statements are inert until a real (lower-case) bucket name replaces the marker.
     assert "REPLACE-WITH-CHECKPOINT-BUCKET" in json.dumps(doc)
+
+
+def s3_statements(doc: dict) -> list[dict]:
+    return [s for s in doc["Statement"] if any(a.startswith("s3:") for a in actions(s))
+            and "SYNC-BUCKET" in json.dumps(s)]
+
+
+def allows(doc: dict, action: str, arn: str, prefix: str | None = None) -> bool:
+    """Whether an S3 statement of `doc` grants `action` on `arn` (ListBucket: for that `prefix`)."""
+    from fnmatch import fnmatchcase
+    for s in s3_statements(doc):
+        if action not in actions(s) or not any(fnmatchcase(arn, r) for r in as_list(s["Resource"])):
+            continue
+        wanted = s.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+        if wanted is None or (prefix is not None and any(fnmatchcase(prefix, w) for w in wanted)):
+            return True
+    return False
+
+
+def test_sync_rights_are_scoped_to_the_run_prefixes_the_code_uses():
+    """The keys provisioner/sync.py makes for a run, checked against both policies: the instance
+    reads the tree and writes outputs, nothing else; the launcher does all of it in runs/ only."""
+    from provisioner import sync
+    base = sync.run_prefix("s3://REPLACE-WITH-SYNC-BUCKET/provisioner/", "3f2a")
+    bucket, tree = sync.split_url(base + "/sync/")
+    _, outputs = sync.split_url(base + "/output/")
+    arn = f"arn:aws:s3:::{bucket}"
+    instance, launcher = load("instance-policy.json"), load("launcher-policy.json")
+    assert allows(instance, "s3:GetObject", f"{arn}/{tree}src/train.py")
+    assert allows(instance, "s3:ListBucket", arn, prefix=tree)
+    assert allows(instance, "s3:PutObject", f"{arn}/{outputs}model.bin")
+    assert not allows(instance, "s3:PutObject", f"{arn}/{tree}src/train.py")      # cannot change the input
+    assert not allows(instance, "s3:GetObject", f"{arn}/{outputs}model.bin")
+    assert not allows(instance, "s3:ListBucket", arn, prefix="")                   # nor list the bucket
+    assert not any(a in ("s3:DeleteObject", "s3:ListAllMyBuckets") for s in s3_statements(instance) for a in actions(s))
+    for action in ("s3:PutObject", "s3:GetObject", "s3:DeleteObject"):
+        assert allows(launcher, action, f"{arn}/{tree}src/train.py")
+        assert allows(launcher, action, f"{arn}/{outputs}model.bin")
+        assert not allows(launcher, action, f"{arn}/provisioner/checkpoints/x")
+        assert not allows(launcher, action, f"{arn}/elsewhere/runs/x")
+    assert allows(launcher, "s3:ListBucket", arn, prefix=base.split("/", 3)[3] + "/")
+    assert not allows(launcher, "s3:ListBucket", arn, prefix="")
+
+
+def test_launcher_policy_covers_run_remote_ps_logs_and_stop():
+    doc = load("launcher-policy.json")
+    allowed = {a for s in doc["Statement"] for a in actions(s)}
+    assert {"ec2:CreateFleet", "ec2:RunInstances", "ec2:CreateLaunchTemplate", "ec2:CreateTags",
+            "ec2:DescribeInstances", "ec2:DescribeImages", "ec2:DescribeInstanceTypes", "ec2:TerminateInstances",
+            "iam:PassRole", "ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource",
+            "logs:GetLogEvents", "pricing:GetProducts"} <= allowed
+    s = statements(doc)
+    # `stop` marks a run stopping: only that tag, only on provisioner's instances
+    assert s["MarkRunStateOfProvisionerInstances"]["Condition"]["ForAllValues:StringEquals"] == \
+        {"aws:TagKeys": ["provisioner:state"]}
+    assert s["TerminateOnlyProvisionerInstances"]["Condition"] == \
+        {"Null": {"ec2:ResourceTag/provisioner:owner": "false"}}
+    assert s["PassOnlyTheInstanceRoleToEc2"]["Resource"] == "arn:aws:iam::*:role/provisioner-instance"
+    assert as_list(s["RunSecretsUnderAgentsPath"]["Resource"]) == ["arn:aws:ssm:*:*:parameter/provisioner/agents/*"]
+    # nothing the daemon alone needs
+    assert not {"ssm:DeleteParameters", "iam:CreateServiceLinkedRole", "ssm:GetParameter"} & allowed

@@ -32,6 +32,9 @@ class RunCommand implements Serializable {
         if (ConfigCheck.given(config.timeout)) {
             words += ['--timeout', Units.duration(config.timeout)]
         }
+        if (ConfigCheck.given(config.network)) {
+            words += ['--network', quote(config.network)]
+        }
         (config.env as Map).each { name, value -> words += ['--env', quote("${name}=${value}")] }
         secrets.each { String name -> words += ['--env', name] }
         if (ConfigCheck.given(config.job)) {

@@ -8,6 +8,7 @@ import com.cloudbees.groovy.cps.NonCPS
  */
 class RunConfig implements Serializable {
     private static final String ENV_NAME = /[A-Za-z_][A-Za-z0-9_]*/
+    private static final String NETWORK = /[A-Za-z0-9][A-Za-z0-9_.-]{0,127}/
     private static final List<String> CREDENTIAL_KEYS = ['id', 'type', 'variable', 'usernameVariable', 'passwordVariable']
 
     /** Every problem with `config` (label keys included), each starting with the key's name. */
@@ -22,6 +23,7 @@ class RunConfig implements Serializable {
             env: { checkEnv(it) },
             credentials: { credentials(it) },
             dockerArgs: { checkStrings(it) },
+            network: { checkNetwork(it) },
             summaryFile: { checkWord(it, 'a file path without blanks'); if (!ConfigCheck.given(it)) throw new IllegalArgumentException('is required') },
             executable: { checkWord(it, 'a command without blanks'); if (!ConfigCheck.given(it)) throw new IllegalArgumentException('is required') },
             description: { if (!(it instanceof Boolean)) throw new IllegalArgumentException("must be true or false, got '${it}'") },
@@ -180,5 +182,13 @@ class RunConfig implements Serializable {
         Set<String> plain = (config.env as Map).keySet().collect { it.toString() } as Set
         List<String> shared = secretVariables(credentials(config.credentials)).findAll { plain.contains(it) }
         return shared.collect { "env ${it} is also bound by credentials: drop one of them".toString() }
+    }
+
+    /** Docker's network modes and network names: none, bridge, host, or a name such as ci-net. */
+    @NonCPS
+    static void checkNetwork(Object value) {
+        if (value != null && !(value instanceof CharSequence && value.toString() ==~ NETWORK)) {
+            throw new IllegalArgumentException("must be 'none', 'bridge', 'host' or a network's name, got '${value}'")
+        }
     }
 }

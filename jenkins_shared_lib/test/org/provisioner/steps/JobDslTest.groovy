@@ -83,7 +83,7 @@ class JobDslTest {
         assert jenkins.nodeLabels() == ['ec2 && vcpu=8 && mem=32G && "gpu=a10g:2" && disk=200 && timeout=4h && spot']
         assert jenkins.shScripts() == [
             'provisioner run --summary-json provisioner-summary.json --image pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime ' +
-            '--timeout 4h --env WANDB_MODE=offline --env HF_TOKEN --job team/app --build 7 \'--docker-args=--shm-size 8g\' ' +
+            '--timeout 4h --network bridge --env WANDB_MODE=offline --env HF_TOKEN --job team/app --build 7 \'--docker-args=--shm-size 8g\' ' +
             '-- python train.py --epochs 10']
         assert jenkins.log.last() == 'model trained in 3600 s for $0.61'
         assert jenkins.currentBuild.description == 'g5.2xlarge spot, 1h, $0.6100, peak mem 1.0 GiB'
@@ -111,7 +111,7 @@ class JobDslTest {
         assert jenkins.stepCalls('retry')[0].count == 4
         assert jenkins.shScripts()[0] ==
             'provisioner run --summary-json provisioner-summary.json --image registry.example.com/bench:latest --timeout 2h ' +
-            '--env RESULTS_URL=s3://bench-results/nightly --env RESULTS_USER --env RESULTS_PASSWORD ' +
+            '--network bridge --env RESULTS_URL=s3://bench-results/nightly --env RESULTS_USER --env RESULTS_PASSWORD ' +
             '--job team/app --build 7 -- sh -c \'bench --suite nightly --upload "$RESULTS_URL"\''
     }
 

@@ -169,6 +169,28 @@ class RunRemoteStepTest {
     }
 
     @Test
+    void theNetworkIsPassedWhenGivenAndRunsDefaultOtherwise() {
+        jenkins.shHandler = jenkins.runner(RECORD)
+        jenkins.call('runRemote', [command: 'pip download torch', network: 'bridge'])
+        jenkins.call('runRemote', [command: 'true', network: 'ci-net.1'])
+        jenkins.call('runRemote', [command: 'true'])
+        assert jenkins.shScripts() == [
+            "provisioner run --summary-json provisioner-summary.json --network bridge --job team/app --build 7 -- sh -c 'pip download torch'",
+            "provisioner run --summary-json provisioner-summary.json --network ci-net.1 --job team/app --build 7 -- sh -c true",
+            "provisioner run --summary-json provisioner-summary.json --job team/app --build 7 -- sh -c true"]
+    }
+
+    @Test
+    void aBadNetworkFailsBeforeAnyAgentIsRequested() {
+        ['bridge; curl evil', '', '-host', 42].each { bad ->
+            PipelineHarness fresh = new PipelineHarness()
+            String message = expectFailure { fresh.call('runRemote', [command: 'true', network: bad]) }
+            assert message.contains("network must be 'none', 'bridge', 'host' or a network's name, got '${bad}'")
+            assert fresh.nodeLabels().isEmpty()
+        }
+    }
+
+    @Test
     void aCommandIsRequired() {
         assert expectFailure { jenkins.call('runRemote', [vcpu: 2]) } ==
             'runRemote: command is required: a shell command (String) or a list of arguments'
