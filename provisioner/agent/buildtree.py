@@ -45,6 +45,7 @@ class Look:
     processes: int
     containers: int
     environ: Mapping[str, str] | None = None
+    first_start: float | None = None         # epoch start of the oldest build process seen
 
     @property
     def running(self) -> bool:
@@ -62,6 +63,18 @@ def read_stat(proc_root: str, pid: str) -> tuple[int, int, int, int] | None:
         return None
 
 
+def boot_time(proc_root: str) -> float | None:
+    """The kernel's boot time (epoch seconds, /proc/stat btime): process start ticks count from it."""
+    try:
+        with open(f"{proc_root}/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class ProcessTree:
     """The build's processes, looked at every interval; classification is cached per process."""
 
@@ -74,6 +87,7 @@ class ProcessTree:
         self._kind: dict[tuple[int, int], dict[str, str] | None] = {}   # (pid, start) -> env or None
         self._cpu: dict[tuple[int, int], int] = {}
         self._primed = False
+        self._boot = boot_time(self.proc_root)
 
     def _classify(self, pid: str) -> dict[str, str] | None:
         try:
@@ -96,7 +110,7 @@ class ProcessTree:
         kind: dict[tuple[int, int], dict[str, str] | None] = {}
         cpu: dict[tuple[int, int], int] = {}
         used = rss = count = 0
-        environ = None
+        environ, oldest = None, None
         for pid, (_, ticks, start, pages) in stats.items():
             if pid in skip:
                 continue
@@ -106,13 +120,15 @@ class ProcessTree:
             if env is None and not (agent_pid and _descends(pid, agent_pid, parents)):
                 continue
             environ = environ or env
+            oldest = start if oldest is None else min(oldest, start)
             count += 1
             rss += pages * PAGE
             cpu[ident] = ticks
             # A process new since the last look started within the interval: all its time is new.
             used += ticks - self._cpu.get(ident, 0) if self._primed or ident in self._cpu else 0
         self._kind, self._cpu, self._primed = kind, cpu, True
-        return Look(max(0, used) / TICKS, rss, count, 0, environ)
+        first = self._boot + oldest / TICKS if oldest is not None and self._boot else None
+        return Look(max(0, used) / TICKS, rss, count, 0, environ, first)
 
 
 def _descends(pid: int, ancestor: int, parents: Mapping[int, int]) -> bool:

@@ -107,7 +107,8 @@ class BuildUsage:
             if self.record is not None:
                 return seen
             if self.started is None and (seen.running or running):
-                self.started = now
+                # from the oldest build process' own start (the look may come up to an interval late)
+                self.started = min(now, seen.first_start) if seen.first_start and seen.first_start > now - 60 else now
                 self._start_gpu()
             if self.started is not None:
                 if seen.running or running:
@@ -225,6 +226,7 @@ def from_env(settings: Any, environ: Mapping[str, str], out: Callable[[str], Non
         spool = Path(environ.get("PROVISIONER_STATE_DIR") or "/run/provisioner") / "spool"
         reporter = Reporter.from_env(environ, spool_dir=spool, deadline_s=6.0)
         if reporter is None:
+            out("provisioner-watcher: no report URL: the build's usage is not recorded")
             return None
         from provisioner.agent.watcher import _docker_from_env
         node = environ.get("PROVISIONER_NODE_NAME") or None
