@@ -86,7 +86,6 @@ class ProcessTree:
         self.self_pid = os.getpid() if self_pid is None else self_pid
         self._kind: dict[tuple[int, int], dict[str, str] | None] = {}   # (pid, start) -> env or None
         self._cpu: dict[tuple[int, int], int] = {}
-        self._primed = False
         self._boot = boot_time(self.proc_root)
 
     def _classify(self, pid: str) -> dict[str, str] | None:
@@ -124,9 +123,10 @@ class ProcessTree:
             count += 1
             rss += pages * PAGE
             cpu[ident] = ticks
-            # A process new since the last look started within the interval: all its time is new.
-            used += ticks - self._cpu.get(ident, 0) if self._primed or ident in self._cpu else 0
-        self._kind, self._cpu, self._primed = kind, cpu, True
+            # A process new since the last look started within the interval (or, at the first look,
+            # since the build began: the build starts at its oldest process): all its time is new.
+            used += ticks - self._cpu.get(ident, 0)
+        self._kind, self._cpu = kind, cpu
         first = self._boot + oldest / TICKS if oldest is not None and self._boot else None
         return Look(max(0, used) / TICKS, rss, count, 0, environ, first)
 

@@ -92,6 +92,7 @@ class BuildUsage:
         self._gpu: Any = None
         self._agent_seen = False
         self.record: dict | None = None      # once posted
+        self._began = clock()
         self.thread: threading.Thread | None = None
 
     # -- looking --------------------------------------------------------------------------------
@@ -110,6 +111,9 @@ class BuildUsage:
                 # from the oldest build process' own start (the look may come up to an interval late)
                 self.started = min(now, seen.first_start) if seen.first_start and seen.first_start > now - 60 else now
                 self._start_gpu()
+                if now - self.started >= 0.2:            # what ran before this look is in its first interval
+                    self.usage.add(Frame(self.started, 0, None))
+                    self._looked = self.started
             if self.started is not None:
                 if seen.running or running:
                     self.last_seen = now
@@ -117,9 +121,29 @@ class BuildUsage:
                 wall = now - self._looked if self._looked is not None else 0.0
                 self._looked = now
                 self._cpu_s += seen.cpu_s + cpu_pct / 100.0 * wall
-                self.usage.add(Frame(now, int(self._cpu_s * 1e9), seen.mem_bytes + mem))
+                if seen.running or running:          # a pause between steps is no sample of the build
+                    self.usage.add(Frame(now, int(self._cpu_s * 1e9), seen.mem_bytes + mem))
             self._agent_seen = self._agent_seen or agent is not None
         return Look(seen.cpu_s, seen.mem_bytes + mem, seen.processes, running, seen.environ)
+
+    def _unseen_build(self) -> None:
+        """A build that ran between two looks: its time from the durable-task control dirs made since
+        this sampler began (created: start; last log or result write: end) and its job from their
+        workspace's name; no figures. Nothing when there are none (a freestyle build)."""
+        starts, ends, job = [], [], None
+        for control in (self.work_dir / "workspace").glob("*@tmp/durable-*") if self.work_dir else ():
+            try:
+                times = [f.stat().st_mtime for f in control.iterdir()] or [control.stat().st_mtime]
+                if max(times) < self._began:
+                    continue
+                starts.append(min(times))                  # script.sh: written as the step starts
+                ends.append(max(times))
+                job = job or control.parent.name[:-len("@tmp")]
+            except OSError:
+                continue
+        if starts:
+            self.started, self.last_seen = min(starts), max(ends)
+            self.identity = self.identity or {"JOB_NAME": job or "unknown"}
 
     def _start_gpu(self) -> None:
         try:
@@ -136,6 +160,8 @@ class BuildUsage:
     def finish(self, why: str, interrupted: bool = False) -> dict | None:
         """Build the record and post it, once; None when no build was seen."""
         with self._lock:
+            if self.started is None:
+                self._unseen_build()
             if self.record is not None or self.started is None:
                 return None
             end = self.clock() if interrupted else max(self.last_seen or self.started, self.started)
@@ -182,7 +208,8 @@ class BuildUsage:
     # -- the thread -----------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            while not self._stop.wait(self.interval_s):
+            # Before the build shows, look 4x as often: a build shorter than a look still gets its start.
+            while not self._stop.wait(self.interval_s if self.started is not None else self.interval_s / 4):
                 seen = self.look()
                 now = self.clock()
                 if self.started is None:

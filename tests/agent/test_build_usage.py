@@ -164,3 +164,17 @@ def test_the_result_read_from_durable_task_control_files(tmp_path, codes, result
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     assert result_of_steps(tmp_path, time.time() - 60) == result
     assert result_of_steps(None, 0) == "SUCCESS"
+
+
+def test_a_build_shorter_than_a_look_still_leaves_a_record_from_its_control_files(tmp_path):
+    posted: list[dict] = []
+    usage = BuildUsage(posted.append, agent_pid_file=None, work_dir=tmp_path, interval_s=60,
+                       environ={}, tree=tree(), gpu=lambda: _NoGpu())
+    control = tmp_path / "workspace" / "quick@tmp" / "durable-0000abcd"
+    control.mkdir(parents=True)
+    (control / "jenkins-log.txt").write_text("+ true\n")
+    time.sleep(0.3)
+    (control / "jenkins-result.txt").write_text("0\n")
+    record = usage.stop("the agent exited")
+    assert posted == [record] and (record["job"], record["result"]) == ("quick", "SUCCESS")
+    assert 0.2 <= record["duration_s"] <= 2 and record["cpu_max_pct"] is None

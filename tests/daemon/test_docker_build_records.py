@@ -102,5 +102,5 @@ def test_steps_and_parallel_branches_are_one_record_and_an_abort_leaves_an_inter
     emu.wait_for(lambda: build_records(served.history, "multi") and build_records(served.history, "stopped"),
                  timeout=60, interval=0.2)
     [multi], [stopped] = build_records(served.history, "multi"), build_records(served.history, "stopped")
-    assert (multi["result"], multi["exit_code"]) == ("SUCCESS", 0) and multi["duration_s"] >= 3.5
+    assert (multi["result"], multi["exit_code"]) == ("SUCCESS", 0) and multi["duration_s"] >= 2.5   # 3 s of steps; looks 1 s apart
     assert (stopped["result"], stopped["exit_code"], stopped["interrupted"]) == ("ABORTED", 130, True)
