@@ -24,7 +24,6 @@ The record's run_id is `PROVISIONER_BUILD_RUN_ID` (the bootstrap exports it to t
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
