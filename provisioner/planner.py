@@ -12,6 +12,7 @@ import platform
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from provisioner import records
 from provisioner.catalog import Catalog, load_catalog
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
 from provisioner.config import Config
@@ -123,6 +124,6 @@ def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, tim
     runs: list[dict] = []
     if job:
         with ctx.open_history() as store:
-            runs = store.runs(job, limit=HISTORY_RUNS)
+            runs = records.count_once(store.runs(job, limit=HISTORY_RUNS))   # each build once
     plan = plan_intent(catalog, intent, runs, settings, managed_atom=config.section("jenkins")["managed_atom"])
     return PlanResult(plan, settings, intent.declared, tuple(catalog.warnings), intent)

@@ -13,13 +13,17 @@ _NUMBER = ("duration_s", "vcpu", "cpu_avg_pct", "cpu_max_pct", "mem_avg_bytes", 
            "ondemand_usd_per_hour", "cost_usd", "requested_vcpu", "requested_mem_gib")
 _INT = ("exit_code", "gpu_count")
 _STRING = ("job", "run_id", "start", "build", "instance_type", "region", "image", "requested",
-           "triggered_by", "team", "node", "queue_id")
+           "triggered_by", "team", "node", "queue_id", "parent_run_id")
 _BOOL = ("timed_out", "oom_killed", "interrupted")
 MARKETS = ("spot", "on-demand")
 INT32 = 2 ** 31         # exit_code and gpu_count fit a 32-bit column (SQLite and PostgreSQL alike)
 BIG = 2 ** 63           # a larger whole number in a numeric field is not a measurement
 MAX_DEPTH = 32          # nesting of an extra field's value (a record is flat; this bounds hostility)
-FIELDS = REQUIRED + tuple(f for f in _NUMBER + _INT + _STRING + _BOOL + ("market",) if f not in REQUIRED)
+KINDS = ("run", "build")
+# A build record's exit code from Jenkins' result word (ABORTED also sets `interrupted`).
+RESULT_EXIT_CODES = {"SUCCESS": 0, "UNSTABLE": 0, "FAILURE": 1, "ABORTED": 130, "NOT_BUILT": 125}
+FIELDS = REQUIRED + tuple(f for f in _NUMBER + _INT + _STRING + _BOOL + ("market", "kind", "result")
+                          if f not in REQUIRED)
 
 
 class RecordError(ValueError):
@@ -76,6 +80,13 @@ def validate(record: Any) -> dict:
         v = record.get(field)
         if v is not None and not isinstance(v, bool):
             raise RecordError(field, f"must be true, false or null, not {v!r}")
+    if record.get("kind") not in (None,) + KINDS:
+        raise RecordError("kind", f"must be 'run', 'build' or null, not {_shown(record['kind'])}")
+    result = record.get("result")
+    if result is not None and result not in RESULT_EXIT_CODES:
+        raise RecordError("result", f"must be one of {', '.join(RESULT_EXIT_CODES)} or null, not {_shown(result)}")
+    if record.get("kind") == "build" and result is not None and record["exit_code"] != RESULT_EXIT_CODES[result]:
+        raise RecordError("exit_code", f"must be {RESULT_EXIT_CODES[result]} for a build whose result is {result}")
     if record.get("market") not in (None,) + MARKETS:
         raise RecordError("market", f"must be 'spot', 'on-demand' or null, not {record['market']!r}")
     try:
@@ -171,3 +182,22 @@ def key(record: dict) -> tuple[str, str, str]:
 def succeeded(record: dict) -> bool:
     return (record.get("exit_code") == 0 and not record.get("timed_out")
             and not record.get("oom_killed") and not record.get("interrupted"))
+
+
+def is_build(record: dict) -> bool:
+    return record.get("kind") == "build"
+
+
+def count_once(batch: list[dict]) -> list[dict]:
+    """Each Jenkins build once: its build records where there are any, else its run records.
+
+    A run record is dropped when its `parent_run_id` names a build record of `batch`, or when a build
+    record has the same job and build (a `provisioner run` inside it that did not name its parent).
+    Order is kept. Pure: the planner, `history show` and reports call it on what they read."""
+    builds = [r for r in batch if is_build(r)]
+    if not builds:
+        return batch
+    ids = {r["run_id"] for r in builds}
+    keys = {(r["job"], r.get("build") or "") for r in builds if r.get("build")}
+    return [r for r in batch if is_build(r) or not (
+        r.get("parent_run_id") in ids or (r.get("build") and (r["job"], r["build"]) in keys))]

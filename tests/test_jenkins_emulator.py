@@ -368,6 +368,49 @@ def test_pipeline_node_block_survives_a_restart(emu, tmp_path):
         agent.kill()
 
 
+@needs_jdk
+def test_pipeline_sh_steps_are_durable_tasks_in_several_node_blocks_with_parallel_branches(emu, tmp_path):
+    """Each `sh` runs detached from agent.jar with its own control dir; node() blocks queue one after
+    the other; parallel branches run at once with their log lines prefixed."""
+    emu.create_job('multi', kind='pipeline', nodes=[
+        (EXPR, ['echo "wrapper-parent=$(awk \'/^PPid/{print $2}\' /proc/$PPID/status) cookie=$JENKINS_SERVER_COOKIE"',
+                ('parallel', {'a': ['sleep 1; echo in-a'], 'b': ['echo in-b']})]),
+        ('linux', ['echo "second on $NODE_NAME"'])])
+    emu.schedule('multi')
+    emu.create_node('m-1', 'ec2 vcpu=2', exclusive=True)
+    emu.create_node('m-2', 'linux', exclusive=True)
+    agents = [emu.run_agent('m-1', tmp_path / 'one'), emu.run_agent('m-2', tmp_path / 'two')]
+    build = emu.wait_for(lambda: [b for b in emu.builds('multi') if not b['building']], 60)[0]
+    console = build['console']
+    assert build['result'] == 'SUCCESS', console
+    parent = re.search(r'^wrapper-parent=(\d+) cookie=durable-([0-9a-f]{32})$', console, re.M)
+    assert parent and int(parent.group(1)) != agents[0].pid          # detached: not a child of agent.jar
+    assert '[a] in-a\n' in console and '[b] in-b\n' in console and '[Pipeline] parallel\n' in console
+    assert 'second on m-2\n' in console and console.count('[Pipeline] node\n') == 2
+    controls = sorted((tmp_path / 'one' / 'workspace' / 'multi@tmp').glob('durable-*'))
+    assert len(controls) == 3 and all((c / 'jenkins-result.txt').read_text().strip() == '0' for c in controls)
+    assert (tmp_path / 'two' / 'workspace' / 'multi@tmp').is_dir()
+    for name, agent in zip(('m-1', 'm-2'), agents):
+        assert emu.delete_node(name) and agent.wait(30) == 0
+
+
+@needs_jdk
+def test_aborting_a_durable_step_kills_its_processes_by_cookie(emu, tmp_path):
+    marker = tmp_path / 'still-running'
+    emu.create_job('long', label=EXPR, kind='pipeline', script=[f'sleep 30; touch {marker}'])
+    emu.schedule('long')
+    emu.create_node('l-1', 'ec2 vcpu=2', exclusive=True)
+    agent = emu.run_agent('l-1', tmp_path / 'w')
+    emu.wait_for(lambda: list((tmp_path / 'w' / 'workspace').glob('long@tmp/durable-*/jenkins-log.txt')), 30)
+    emu.stop_build('long', 1)
+    build = emu.wait_for(lambda: [b for b in emu.builds('long') if not b['building']], 30)[0]
+    assert build['result'] == 'ABORTED'
+    [result] = (tmp_path / 'w' / 'workspace').glob('long@tmp/durable-*/jenkins-result.txt')
+    assert result.read_text().strip() == '143'                     # the wrapper outlived the kill
+    assert not marker.exists()
+    assert emu.delete_node('l-1') and agent.wait(30) == 0
+
+
 # Node labelString splitting as hudson.util.QuotedStringTokenizer does it (Label.parse): delimiters
 # are blank, tab, newline and CR only; quotes may start mid-token; a backslash escapes only
 # backslash, quotes and blank (others stay as written), is literal at a token's start, and a

@@ -13,7 +13,8 @@ Started in the background by the bootstrap (`provisioner-agent watch`). Every
   --idle-timeout, so an instance stops itself when the daemon that should have terminated it is gone.
 In agent mode a thread also tells the daemon the moment the build starts (one sample to its
 /v1/samples, which drains the node before any second build can come: provisioner/agent/buildstart.py),
-seen as a new entry in `--work-dir`'s workspace/ (inotify, else a 0.1 s poll) or a child of the agent.
+seen as a new entry in `--work-dir`'s workspace/ (inotify, else a 0.1 s poll) or a child of the agent,
+and another samples the build and posts its usage record at its end (provisioner/agent/buildusage.py).
 On any of these it stops the job the same way, optionally syncs the checkpoint directory to S3
 (PROVISIONER_CHECKPOINT_DIR, default /var/lib/provisioner/checkpoint, to PROVISIONER_CHECKPOINT_S3
 = s3://bucket/prefix, under the instance id), stops the agent, prints an event marker and exits; the
@@ -138,15 +139,20 @@ def build_processes(proc_root: str | Path = "/proc", names: tuple[str, ...] = BU
                 data = f.read()
         except OSError:
             continue
-        if not any(needle in data for needle in needles):
-            continue
-        env = _environ(data)
-        cookies = {(n, env[n]) for n in names if env.get(n)}
-        if not cookies or cookies & mine:
-            continue
-        if any(env.get(k, "").lower() == KEEP_ALIVE_VALUE for k in KEEP_ALIVE_VARS):
-            continue
-        yield int(entry.name)
+        if any(needle in data for needle in needles) and build_environ(data, names, mine) is not None:
+            yield int(entry.name)
+
+
+def build_environ(data: bytes, names: tuple[str, ...], mine: set[tuple[str, str]]) -> dict[str, str] | None:
+    """The environment of a build's process (`data`: its /proc/PID/environ), or None when it is
+    none: no cookie of `names`, a cookie shared with `mine` (the watcher's own), or dontKillMe."""
+    env = _environ(data)
+    cookies = {(n, env[n]) for n in names if env.get(n)}
+    if not cookies or cookies & mine:
+        return None
+    if any(env.get(k, "").lower() == KEEP_ALIVE_VALUE for k in KEEP_ALIVE_VARS):
+        return None
+    return env
 
 
 class BuildProbe:
@@ -433,7 +439,13 @@ def main(argv: list[str] | None = None) -> int:
     if settings.imds_url is None:
         print("provisioner-watcher: no instance metadata service: spot notices are not watched", flush=True)
     build_start_signal(settings, dict(os.environ))
-    return watcher.run()
+    from provisioner.agent import buildusage       # agent mode: the build's usage record
+    usage = buildusage.from_env(settings, dict(os.environ), watcher.out)
+    try:
+        return watcher.run()
+    finally:
+        if usage is not None:
+            usage.stop(watcher.stopped_reason or "the agent exited")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from provisioner.alerts.config import AlertSettings, parse_alerts
 from provisioner.alerts.events import Alert, budget_alerts, period_start, record_alerts
 from provisioner.alerts.sinks import Sink, SinkError, build_sink
 from provisioner.alerts.state import AlertState
+from provisioner.records import count_once
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Alerter:
         if not budget_rules:
             return []
         since = min(period_start(r.period, now) for r in budget_rules).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return self.dispatch(budget_alerts(store.records(since=since), self.settings, now))
+        return self.dispatch(budget_alerts(count_once(list(store.records(since=since))), self.settings, now))
 
     def check(self, store, since: str | None) -> list[Outcome]:
         """Every run since `since` and every budget: what `alerts check` does."""

@@ -166,8 +166,9 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
         print(f"{r['start'][:19]:<21} {str(r.get('build') or ''):<7} {r.get('instance_type') or 'local':<14} "
               f"{r.get('market') or '-':<9} {r['exit_code']:>4} {format_duration(r['duration_s']):>9} "
               f"{cpu:>14} {mem:>9} {cost:>8}{flag}")
-    ok = [r for r in runs if records.succeeded(r)]
-    total = sum(r.get("cost_usd") or 0 for r in runs)
+    counted = records.count_once(runs)             # a build's cost once: its build record
+    ok = [r for r in counted if records.succeeded(r)]
+    total = sum(r.get("cost_usd") or 0 for r in counted)
     line = f"{len(runs)} runs, {len(ok)} successful, total cost ${total:.2f}"
     if ok:
         line += f", median duration {format_duration(statistics.median(r['duration_s'] for r in ok))}"

@@ -12,6 +12,7 @@ import sys
 from provisioner.cli.context import Context
 from provisioner.errors import ProvisionerError, UsageError
 from provisioner.history.postgres import redact
+from provisioner.records import count_once
 
 
 def _positive_int(text: str) -> int:
@@ -59,6 +60,7 @@ def load_records(store, since: str | None, jobs: list[str] | None, location: str
     else:
         wanted = set(jobs or ())
         records = [r for r in store.records(since=since) if not wanted or r["job"] in wanted]
+    records = count_once(records)                   # a build's cost once, not once per inner run
     if not records:
         total = store.count()
         what = f" of {', '.join(jobs)}" if jobs else ""

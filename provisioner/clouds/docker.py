@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 KIND_LABEL, KIND = "provisioner:kind", "instance"
 LAUNCHER_LABEL = "provisioner:launcher"          # host:pid:start-ticks of the process that launched it
+STOP_GRACE_S = 10                                # SIGTERM to SIGKILL when terminating a running instance
 FOREIGN_GRACE_S = 300.0                          # a half-made container another host launched: then gone
 USER_DATA_PATH = "/var/lib/provisioner/user-data"
 GIB = 1024 ** 3
@@ -306,8 +307,18 @@ class DockerCloud:
                 self._remove(run)
         container = self._get(instance_id)
         if container is not None:
+            self._stop(container)
             self._remove(container)
             log.info("terminated %s", instance_id)
+
+    def _stop(self, container: Any) -> None:
+        """SIGTERM first, as EC2's shutdown does: the bootstrap stops the agent and the watcher,
+        which posts the build's usage record (agent/buildusage.py); SIGKILL after STOP_GRACE_S."""
+        try:
+            if container.status in ("running", "restarting"):
+                container.stop(timeout=STOP_GRACE_S)
+        except Exception as exc:                    # gone or stuck: the forced removal follows
+            log.debug("stop of %s failed: %s", getattr(container, "name", "?"), exc)
 
     # ---- what the launcher of a job-mode instance reads --------------------------------------
 

@@ -103,12 +103,14 @@ class AgentApi:
                  on_record: Callable[[dict], None] | None = None,
                  on_report: Callable[[str], Any] | None = None, *,
                  node_builds: Callable[[str], Iterable[str]] | None = None,
+                 build_result: Callable[[str, str], str | None] | None = None,
                  limits: ApiLimits = ApiLimits()):
         self.tokens, self.metrics, self._open_store = tokens, metrics, open_store
         self.book = tokens.book
         self._on_record = on_record          # the planner reads the job's history again; alerts
         self._on_report = on_report          # drains the reporting agent's node
         self._node_builds = node_builds      # Jenkins: the build URLs on a node's executors now
+        self._build_result = build_result    # Jenkins: a finished build's result word
         self.limits = limits
         self._logged: dict[tuple[str, str], tuple[float, int]] = {}   # (node, reason) -> (logged at, quiet)
         self._logged_lock = threading.Lock()
@@ -187,6 +189,8 @@ class AgentApi:
         except Refused as exc:
             self.refuse(node, exc, job=str(record.get("job"))[:200], build=str(record.get("build"))[:40])
             return exc.code, {"error": exc.message, "field": exc.field or "job"}
+        if record.get("kind") == "build":
+            self._result(record)
         record["node"] = node
         m = _QUEUE_ID.search(node)
         record["queue_id"] = m.group(1) if m else None
@@ -234,6 +238,21 @@ class AgentApi:
             log.info("%s", json.dumps({"event": "usage.build-corrected", "node": node, "job": job[:200],
                                        "claimed": str(claimed)[:40], "build": chosen.number}))
         record["build"] = chosen.number
+
+    def _result(self, record: dict) -> None:
+        """A build record's result, exit code and `interrupted` from Jenkins when it can tell (the
+        agent's own reading is kept when Jenkins is away or the build still runs)."""
+        if self._build_result is None:
+            return
+        try:
+            result = self._build_result(record["job"], record["build"])
+        except Exception as exc:               # Jenkins away: the watcher's reading stands
+            log.info("%s", json.dumps({"event": "usage.result-unread", "job": record["job"][:200],
+                                       "build": record["build"], "error": type(exc).__name__}))
+            return
+        if result in records.RESULT_EXIT_CODES:
+            record["result"], record["exit_code"] = result, records.RESULT_EXIT_CODES[result]
+            record["interrupted"] = result == "ABORTED"
 
     # -- samples ------------------------------------------------------------------------------------
     def sample(self, node: str, body: Any) -> tuple[int, dict | None]:

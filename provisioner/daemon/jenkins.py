@@ -191,6 +191,16 @@ class JenkinsClient(jenkins.Jenkins):
                 for e in [*(data.get("executors") or []), *(data.get("oneOffExecutors") or [])]
                 if e and e.get("currentExecutable")]
 
+    def build_result(self, job: str, number: str) -> str | None:
+        """Jenkins' result word of a finished build (SUCCESS, FAILURE, ...); None while it runs or
+        when it is gone (the agent API's build records take their result from here)."""
+        path = "".join(f"job/{quote(part, safe='')}/" for part in job.split("/")) + f"{quote(number)}/api/json"
+        try:
+            data = self.get_json(path + "?tree=result,building", "GET job/NAME/N")
+        except JenkinsNotFound:
+            return None
+        return None if data.get("building") else data.get("result")
+
     def drain(self, name: str, message: str = DRAIN_MESSAGES["started"]) -> None:
         """Temporarily offline: the running build finishes, no other starts (a toggle: call once)."""
         self.request("POST", TOGGLE_OFFLINE.format(name=quote(name)), endpoint="POST toggleOffline",

@@ -20,6 +20,7 @@ from provisioner.selection import Plan
 from provisioner.errors import NoOfferError, ProvisionerError
 from provisioner.intent import RECENT_RUNS, Intent, recent_interruptions
 from provisioner.planner import HISTORY_RUNS, plan_intent, resolve_for_config, settings_for
+from provisioner.records import count_once
 
 __all__ = ["Planner", "RECENT_RUNS"]
 
@@ -58,7 +59,7 @@ class Planner:
         fresh: dict[str, list[dict]] = {}
         if stale and self._open_store is not None:
             with self._open_store() as store:
-                fresh = {j: store.runs(j, limit=HISTORY_RUNS) for j in stale}
+                fresh = {j: count_once(store.runs(j, limit=HISTORY_RUNS)) for j in stale}
         with self._lock:
             for j in stale:
                 self._runs[j] = (now, fresh.get(j, []))

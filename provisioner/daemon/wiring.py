@@ -117,7 +117,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                              name="alerts", daemon=True).start()
     drains = Drains(client, on_observed=book.nodes_seen)   # the loop and the agent API drain through one book
     api = AgentApi(tokens, metrics, store, on_record=on_record, on_report=drains.drain_reporting,
-                   node_builds=client.node_builds, limits=limits)
+                   node_builds=client.node_builds, build_result=client.build_result, limits=limits)
     separate = d.get("metrics_listen")
     http = DaemonHttpServer(parse_listen(listen or d["listen"]), metrics, health, api,
                             metrics_token=metrics_token, serve_metrics=not separate).start()

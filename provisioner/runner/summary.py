@@ -28,6 +28,7 @@ class JobInfo:
     node: str | None = None
     queue_id: str | None = None
     requested: str | None = None
+    parent_run_id: str | None = None     # the usage record of the Jenkins build this run is part of
 
     @classmethod
     def from_env(cls, job: str | None, build: str | None, environ: Mapping[str, str],
@@ -44,7 +45,8 @@ class JobInfo:
                    team=environ.get("PROVISIONER_TEAM") or team_for(job, teams or {}),
                    triggered_by=user, node=environ.get("NODE_NAME") or None,
                    queue_id=environ.get("PROVISIONER_QUEUE_ID") or None,
-                   requested=environ.get("PROVISIONER_REQUESTED") or None)
+                   requested=environ.get("PROVISIONER_REQUESTED") or None,
+                   parent_run_id=environ.get("PROVISIONER_BUILD_RUN_ID") or None)
 
 
 def team_for(job: str, teams: Mapping[str, Any]) -> str | None:
@@ -64,6 +66,7 @@ def build_record(attempt: Attempt, job: JobInfo, spec: ContainerSpec, image: Ima
     usage = attempt.usage
     vcpu = pricing.vcpu or (spec.cpus if spec.cpus else None) or host_vcpu or os.cpu_count()
     record: dict[str, Any] = {
+        "kind": "run", "parent_run_id": job.parent_run_id, "result": None,
         "job": job.job, "build": job.build, "run_id": attempt.run_id, "start": attempt.start,
         "duration_s": attempt.duration_s, "exit_code": attempt.exit_code,
         "instance_type": pricing.instance_type, "region": pricing.region, "market": pricing.market,

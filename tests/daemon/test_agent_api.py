@@ -34,14 +34,14 @@ class Clock:
 class Daemon:
     """An agent API on a real port, the loop's observations played by hand."""
 
-    def __init__(self, tmp_path, limits: ApiLimits = ApiLimits(), node_builds=None):
+    def __init__(self, tmp_path, limits: ApiLimits = ApiLimits(), node_builds=None, build_result=None):
         self.clock = Clock()
         self.history = str(tmp_path / "h.sqlite3")
         self.book = AgentBook(grace_s=limits.token_grace_s, clock=self.clock)
         self.tokens = Tokens(b"k" * 32, self.book)
         self.metrics = DaemonMetrics()
         self.api = AgentApi(self.tokens, self.metrics, lambda: open_store(self.history), limits=limits,
-                            node_builds=node_builds)
+                            node_builds=node_builds, build_result=build_result)
         self.http = DaemonHttpServer(("127.0.0.1", 0), self.metrics, Health(stuck_after_s=30), self.api).start()
         self.nodes: dict[str, tuple[str, ...]] = {}
 

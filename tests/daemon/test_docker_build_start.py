@@ -54,11 +54,15 @@ def test_two_short_builds_that_never_report_get_two_agents(emu, tmp_path, docker
         assert second["result"] == "SUCCESS", second["console"]
         assert first["node"].startswith(f"prov-{owner}-") and second["node"].startswith(f"prov-{owner}-")
         assert first["node"] != second["node"], "the first agent was given a second build"
-        # Each agent's watcher said so (nothing else posts here: no build runs `provisioner run`).
+        # Each agent's watcher said so (no build runs `provisioner run`); at each build's end it
+        # posted the build's usage record (issue 14), and nothing else posted.
         reg = d.daemon.metrics.registry
         assert reg.get_sample_value("provisioner_samples_total") >= 2
-        assert reg.get_sample_value("provisioner_usage_records_total", {"result": "stored"}) is None
         emu.wait_for(lambda: not ours(emu) and not containers(docker_client, owner), timeout=60)
+        assert reg.get_sample_value("provisioner_usage_records_total", {"result": "stored"}) == 2
+        from provisioner.history import open_store
+        with open_store(str(tmp_path / "history.sqlite3")) as store:
+            assert [r["kind"] for r in store.runs("first") + store.runs("second")] == ["build", "build"]
     finally:
         d.close()
         for c in containers(docker_client, owner):

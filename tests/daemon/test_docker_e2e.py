@@ -39,6 +39,12 @@ def docker_config(emu_url: str, image: str, owner: str, interval: float = 0.5) -
         "  boot_timeout_s: 120\n  orphan_grace_s: 60\n", "docker-e2e.yaml")
 
 
+def _runs(history: str, job: str) -> list[dict]:
+    from provisioner.history import open_store
+    with open_store(history) as store:
+        return store.runs(job)
+
+
 def containers(client, owner: str) -> list:
     """One list call, no per-container inspect: the daemon may be removing them as we look."""
     return client.containers.list(all=True, sparse=True, filters={"label": f"provisioner:owner={owner}"})
@@ -46,7 +52,6 @@ def containers(client, owner: str) -> list:
 
 def test_label_to_container_to_usage_record_and_cleanup(emu, tmp_path, docker_client, images):
     from provisioner.daemon.wiring import build
-    from provisioner.history import open_store
     instance_image, busybox = images
     owner = f"e2e-{uuid.uuid4().hex[:6]}"
     history = str(tmp_path / "history.sqlite3")
@@ -69,14 +74,17 @@ def test_label_to_container_to_usage_record_and_cleanup(emu, tmp_path, docker_cl
         assert build_["result"] == "SUCCESS", build_["console"]
         assert build_["node"] == node and "hello from the job" in build_["console"]
         emu.wait_for(lambda: not ours(emu) and not containers(docker_client, owner), timeout=60)
-        with open_store(history) as store:
-            [rec] = store.runs("train")
+        emu.wait_for(lambda: len(_runs(history, "train")) == 2, timeout=30)
+        [rec], [whole] = ([r for r in _runs(history, "train") if r.get("kind") == kind] for kind in ("run", "build"))
         assert (rec["node"], rec["queue_id"], rec["instance_type"], rec["exit_code"]) == (node, str(qid), "c5.large", 0)
+        # The watcher's record of the whole build (issue 14); the run inside it points at it.
+        assert (whole["node"], whole["build"], whole["result"]) == (node, "1", "SUCCESS")
+        assert rec["parent_run_id"] == whole["run_id"]
         reg = d.daemon.metrics.registry
         emu.wait_for(lambda: reg.get_sample_value("provisioner_agents_retired_total", {"reason": "finished"}), timeout=10)
         text = requests.get(d.url + "/metrics", timeout=5).text
         assert 'provisioner_launches_total{instance_type="c5.large",market="on-demand"} 1.0' in text
-        assert 'provisioner_usage_records_total{result="stored"} 1.0' in text
+        assert 'provisioner_usage_records_total{result="stored"} 2.0' in text     # the run's and the build's
         assert "provisioner_queue_wait_to_agent_online_seconds_count 1.0" in text
         assert "provisioner_agents_cost_usd_per_hour 0.0" in text          # nothing left running
     finally:

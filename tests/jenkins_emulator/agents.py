@@ -4,7 +4,7 @@ Test protocol (JSON text messages; a liberty: real agents speak remoting over th
   agent -> controller  {"type":"hello","builds":[KEY...]}      first message; builds it still runs
                        {"type":"log","build":KEY,"seq":N,"data":TEXT}
                        {"type":"result","build":KEY,"exit":CODE,"aborted":BOOL}
-  controller -> agent  {"type":"run","build":KEY,"job":..,"header":[..],"steps":[{kind,arg,banner}],"env":{..},"remoteFS":..}
+  controller -> agent  {"type":"run","build":KEY,"job":..,"header":[..],"steps":[{kind,arg,banner[,branches]}],"env":{..},"remoteFS":..,"durable":BOOL}
                        {"type":"stop","build":KEY}  {"type":"ack","build":KEY}  {"type":"bye","reason":..}
 The node is online exactly while a session is open. The agent pings every 2 s; silence for
 `agent_timeout_s` closes the session. The built-in node runs steps in-process (LocalChannel).
@@ -119,7 +119,7 @@ class LocalChannel:
             seq += 1
         for line in msg['header']:
             emit(line.replace('${WORKSPACE}', ws))
-        for step in msg['steps']:
+        for step in _flat(msg['steps']):
             if step['banner']:
                 emit(step['banner'])
             if step['kind'] == 'echo':
@@ -136,3 +136,16 @@ class LocalChannel:
             if code != 0:
                 break
         handle(self.ctl, self.node, {'type': 'result', 'build': key, 'exit': code, 'aborted': aborted})
+
+
+def _flat(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The built-in node runs a `parallel` step's branches one after the other (a liberty)."""
+    out: list[dict[str, Any]] = []
+    for step in steps:
+        if step['kind'] == 'parallel':
+            out.append({'kind': 'echo', 'banner': step['banner'], 'arg': ''})
+            for branch in step['branches']:
+                out.extend(_flat(branch['steps']))
+        else:
+            out.append(step)
+    return out

@@ -35,19 +35,27 @@ class EmulatorAPI:
 
     # ---- jobs and queue ---------------------------------------------------------------------------
     def create_job(self, name: str, label: str | None = None, kind: str = 'freestyle', script: 'Steps' = None,
-                   concurrent: bool | None = None, description: str = '') -> None:
+                   concurrent: bool | None = None, description: str = '',
+                   nodes: 'Sequence[tuple[str | None, Steps]] | None' = None) -> None:
         """A freestyle job (`label` = "Restrict where this project can be run") or a pipeline
-        (`node(label) { steps }`). `name` may contain '/' for folders, created as needed."""
+        (`node(label) { steps }`; `nodes` = [(label, steps), ...] for several node() blocks run one
+        after the other, instead of label/script). `name` may contain '/' for folders, created as needed."""
         from .emulator import normalise_steps
         if kind not in ('freestyle', 'pipeline'):
             raise ValueError(f'kind must be freestyle or pipeline, not {kind!r}')
+        if nodes is not None and (kind != 'pipeline' or not nodes):
+            raise ValueError('nodes: only for a pipeline, and at least one node() block')
+        blocks = [(lbl, normalise_steps(steps)) for lbl, steps in nodes] if nodes else []
+        if blocks:
+            label, script = blocks[0][0], None
         with self.state.lock:
             if name in self.state.jobs or name in self.state.folders:
                 raise ValueError(f'job {name} already exists')
             parts = name.split('/')
             self.state.folders.update('/'.join(parts[:i]) for i in range(1, len(parts)))
-            self.state.jobs[name] = Job(name, kind, label, normalise_steps(script),
-                                        concurrent if concurrent is not None else kind == 'pipeline', description)
+            self.state.jobs[name] = Job(name, kind, label, blocks[0][1] if blocks else normalise_steps(script),
+                                        concurrent if concurrent is not None else kind == 'pipeline', description,
+                                        blocks=blocks)
 
     def schedule(self, job: str, params: dict[str, str] | None = None, user: str | None = None,
                  quiet_period: float | None = None) -> int:

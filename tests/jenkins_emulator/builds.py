@@ -64,7 +64,7 @@ def start_build(state: State, url: str, outbox: Outbox, item: QueueItem, node: N
         build = task.run
         where = 'Built-In Node' if node.builtin else node.name
         header = [f'Running on {where} in ${{WORKSPACE}}\n', '[Pipeline] {\n']
-        steps = [{'kind': kind, 'banner': f'[Pipeline] {kind}\n', 'arg': arg} for kind, arg in build.job.steps]
+        steps = pipeline_steps(build.job.blocks[build.block][1])
     else:
         build = _new_build(task, item)
         build.built_on = node.name
@@ -78,7 +78,20 @@ def start_build(state: State, url: str, outbox: Outbox, item: QueueItem, node: N
     Q.leave(state, item, executable=build)
     outbox.append((node.channel, {
         'type': 'run', 'build': build.key, 'job': build.job.full_name, 'header': header, 'steps': steps,
-        'env': _env(url, build, node, executor, isinstance(task, Placeholder)), 'remoteFS': node.remote_fs}))
+        'env': _env(url, build, node, executor, isinstance(task, Placeholder)), 'remoteFS': node.remote_fs,
+        'durable': isinstance(task, Placeholder)}))
+
+
+def pipeline_steps(steps: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The agent's step list for a node() body: `sh`, `echo`, and `parallel` with its branches."""
+    out: list[dict[str, Any]] = []
+    for kind, arg in steps:
+        if kind == 'parallel':
+            out.append({'kind': 'parallel', 'banner': '[Pipeline] parallel\n', 'arg': '',
+                        'branches': [{'name': name, 'steps': pipeline_steps(sub)} for name, sub in arg.items()]})
+        else:
+            out.append({'kind': kind, 'banner': f'[Pipeline] {kind}\n', 'arg': arg})
+    return out
 
 
 def start_flyweight(state: State, item: QueueItem) -> None:
@@ -88,7 +101,7 @@ def start_flyweight(state: State, item: QueueItem) -> None:
     run = _new_build(job, item)
     run.log('[Pipeline] Start of Pipeline\n[Pipeline] node\n')
     Q.leave(state, item, executable=run)
-    run.placeholder_item = Q.schedule(state, Placeholder(run, job.label), [], item.cause, 0)
+    run.placeholder_item = Q.schedule(state, Placeholder(run, job.blocks[0][0]), [], item.cause, 0)
 
 
 def on_log(state: State, node: Node, key: str, seq: int, data: str) -> None:
@@ -110,10 +123,25 @@ def on_result(state: State, outbox: Outbox, node: Node, key: str, exit_code: int
         if result == 'FAILURE':
             tail.append("Build step 'Execute shell' marked build as failure\n")
     else:
+        if result == 'SUCCESS' and build.block + 1 < len(build.job.blocks):
+            next_block(state, build)
+            return
         tail += ['[Pipeline] }\n', '[Pipeline] // node\n', '[Pipeline] End of Pipeline\n']
         if result == 'FAILURE':
             tail.append(f'ERROR: script returned exit code {exit_code}\n')
     finish(build, result, tail)
+
+
+def next_block(state: State, build: Build) -> None:
+    """A node() body ended well and another follows: free the executor, queue the next body
+    (ExecutorStepExecution schedules a PlaceholderTask per node step)."""
+    build.log('[Pipeline] }\n[Pipeline] // node\n[Pipeline] node\n')
+    if build.executor is not None:
+        build.executor.build = None
+    build.executor, build.channel, build.disconnected_at = None, None, None
+    build.block, build.log_seq = build.block + 1, 0
+    build.placeholder_item = Q.schedule(state, Placeholder(build, build.job.blocks[build.block][0]), [],
+                                        build.cause, 0)
 
 
 def _find(state: State, node: Node, key: str) -> Build | None:

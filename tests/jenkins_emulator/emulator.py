@@ -22,9 +22,10 @@ from .routes_nodes import NodeRoutes
 Steps = str | Sequence[str | tuple[str, str]] | None
 
 
-def normalise_steps(script: Steps) -> list[tuple[str, str]]:
-    """A str is one `sh` step; a list holds steps (str = sh, or (kind, arg) with kind sh|echo);
-    a flat list alternating 'sh'/'echo' and arguments (`["sh", "make"]`) is read as pairs."""
+def normalise_steps(script: Steps) -> list[tuple[str, Any]]:
+    """A str is one `sh` step; a list holds steps (str = sh, or (kind, arg) with kind sh|echo, or
+    ('parallel', {branch name: steps}) for a pipeline's `parallel` step); a flat list alternating
+    'sh'/'echo' and arguments (`["sh", "make"]`) is read as pairs."""
     if script is None:
         return []
     if isinstance(script, str):
@@ -33,7 +34,15 @@ def normalise_steps(script: Steps) -> list[tuple[str, str]]:
     if items and len(items) % 2 == 0 and all(isinstance(x, str) for x in items) \
             and all(x in ('sh', 'echo') for x in items[0::2]):
         return [(str(items[i]), str(items[i + 1])) for i in range(0, len(items), 2)]
-    return [('sh', x) if isinstance(x, str) else (str(x[0]), str(x[1])) for x in items]
+    out: list[tuple[str, Any]] = []
+    for x in items:
+        if isinstance(x, str):
+            out.append(('sh', x))
+        elif x[0] == 'parallel':
+            out.append(('parallel', {str(k): normalise_steps(v) for k, v in dict(x[1]).items()}))
+        else:
+            out.append((str(x[0]), str(x[1])))
+    return out
 
 
 class JenkinsEmulator(EmulatorAPI):

@@ -134,11 +134,17 @@ class Job:
     full_name: str
     kind: str = 'freestyle'                  # freestyle | pipeline
     label: str | None = None                 # assignedNode (freestyle) or the node('...') argument
-    steps: list[tuple[str, str]] = field(default_factory=list)
+    steps: list[tuple[str, Any]] = field(default_factory=list)
     concurrent: bool = False
     description: str = ''
     next_build_number: int = 1
     builds: list['Build'] = field(default_factory=list)
+    # A pipeline's node(label) { steps } blocks, run one after the other (the first is label/steps).
+    blocks: list[tuple[str | None, list[tuple[str, Any]]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.blocks:
+            self.blocks = [(self.label, self.steps)]
 
     @property
     def name(self) -> str:
@@ -229,6 +235,7 @@ class Build:
     placeholder_item: 'QueueItem | None' = None
     disconnected_at: float | None = None     # agent lost while running (monotonic)
     channel: Channel | None = None           # the agent session the steps were sent on
+    block: int = 0                           # pipeline: the node() block running or waiting
 
     @property
     def rel_url(self) -> str:
@@ -236,7 +243,8 @@ class Build:
 
     @property
     def key(self) -> str:
-        return f'{self.job.full_name}#{self.number}'
+        """What the agent knows this build (a pipeline: this node() body) by."""
+        return f'{self.job.full_name}#{self.number}' + (f'/{self.block}' if self.block else '')
 
     @property
     def cls(self) -> str:

@@ -21,11 +21,12 @@ final class Runner {
     private final String workDir;
     private final Map<String, Build> builds = new ConcurrentHashMap<>();
 
-    private static final class Build {
+    static final class Build {
         final String key;
         final List<String> chunks = new ArrayList<>();
+        final List<String> cookies = new ArrayList<>();   // durable steps running (their cookie values)
         Integer exit;
-        boolean aborted;
+        volatile boolean aborted;
         Process process;
 
         Build(String key) {
@@ -63,18 +64,8 @@ final class Runner {
                 emit(b, String.valueOf(line).replace("${WORKSPACE}", ws.getPath()));
             }
             Map<String, Object> env = (Map<String, Object>) run.get("env");
-            for (Object o : (List<Object>) run.get("steps")) {
-                Map<String, Object> step = (Map<String, Object>) o;
-                String banner = String.valueOf(step.get("banner"));
-                if (!banner.isEmpty()) emit(b, banner);
-                String arg = String.valueOf(step.get("arg"));
-                if ("echo".equals(step.get("kind"))) {
-                    emit(b, arg + "\n");
-                    continue;
-                }
-                code = sh(b, arg, ws, env);
-                if (code != 0 || b.aborted) break;
-            }
+            boolean durable = Boolean.TRUE.equals(run.get("durable"));
+            code = steps(b, (List<Object>) run.get("steps"), ws, env, durable, "");
         } catch (IOException | InterruptedException e) {
             emit(b, "FATAL: " + e + "\n");
             code = 1;
@@ -83,6 +74,60 @@ final class Runner {
             b.exit = code;
             agent.send(result(b));
         }
+    }
+
+    /** Steps in order until one fails; a parallel step runs its branches at once and fails if any did. */
+    @SuppressWarnings("unchecked")
+    private int steps(Build b, List<Object> steps, File ws, Map<String, Object> env, boolean durable, String prefix)
+            throws IOException, InterruptedException {
+        int code = 0;
+        for (Object o : steps) {
+            Map<String, Object> step = (Map<String, Object>) o;
+            String banner = String.valueOf(step.get("banner"));
+            if (!banner.isEmpty()) emit(b, prefix + banner);
+            String arg = String.valueOf(step.get("arg"));
+            String kind = String.valueOf(step.get("kind"));
+            if ("echo".equals(kind)) {
+                emit(b, prefix + arg + "\n");
+                continue;
+            }
+            if ("parallel".equals(kind)) {
+                code = parallel(b, (List<Object>) step.get("branches"), ws, env, durable);
+            } else {
+                code = durable ? Durable.sh(b, this, arg, ws, env, prefix) : sh(b, arg, ws, env);
+            }
+            if (code != 0 || b.aborted) break;
+        }
+        return code;
+    }
+
+    @SuppressWarnings("unchecked")
+    private int parallel(Build b, List<Object> branches, File ws, Map<String, Object> env, boolean durable)
+            throws InterruptedException {
+        int[] codes = new int[branches.size()];
+        List<Thread> threads = new ArrayList<>();
+        for (int k = 0; k < branches.size(); k++) {
+            Map<String, Object> branch = (Map<String, Object>) branches.get(k);
+            String name = String.valueOf(branch.get("name"));
+            final int slot = k;
+            Thread t = new Thread(() -> {
+                emit(b, "[Pipeline] { (Branch: " + name + ")\n");
+                try {
+                    codes[slot] = steps(b, (List<Object>) branch.get("steps"), ws, env, durable, "[" + name + "] ");
+                } catch (IOException | InterruptedException e) {
+                    emit(b, "[" + name + "] FATAL: " + e + "\n");
+                    codes[slot] = 1;
+                }
+                emit(b, "[Pipeline] }\n");
+            }, "branch-" + name);
+            t.setDaemon(true);
+            t.start();
+            threads.add(t);
+        }
+        for (Thread t : threads) t.join();
+        emit(b, "[Pipeline] // parallel\n");
+        for (int c : codes) if (c != 0) return c;
+        return 0;
     }
 
     private int sh(Build b, String script, File ws, Map<String, Object> env) throws IOException, InterruptedException {
@@ -101,7 +146,7 @@ final class Runner {
         return b.process.waitFor();
     }
 
-    private void emit(Build b, String data) {
+    void emit(Build b, String data) {
         synchronized (b) {
             b.chunks.add(data);
             agent.send(log(b, b.chunks.size() - 1));
@@ -142,6 +187,7 @@ final class Runner {
         synchronized (b) {
             b.aborted = true;
             if (b.process != null) kill(b.process);
+            for (String cookie : b.cookies) Durable.kill(cookie);
         }
     }
 
@@ -154,6 +200,7 @@ final class Runner {
             synchronized (b) {
                 b.aborted = true;
                 if (b.process != null) kill(b.process);
+                for (String cookie : b.cookies) Durable.kill(cookie);
             }
         }
     }
