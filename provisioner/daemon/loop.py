@@ -163,8 +163,9 @@ class Daemon:
         except Exception as exc:
             self._failed("boot-watch", report, exc)
             ended = []
+        ran = {n for n in by_name if self.agents is not None and self.agents.builds(n)}   # posted from a build
         fails = B.failures(ended, {n: x.has_connected for n, x in by_name.items()},
-                           m.seen_online | m.seen_busy, m.retired)
+                           m.seen_online | m.seen_busy | ran, m.retired)
         gone: set[str] = set()
         for f in fails:
             self.boot.failed(f, f.key)
