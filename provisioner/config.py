@@ -65,6 +65,8 @@ DEFAULTS: dict[str, Any] = {
                "report_url": None,          # what agents post usage to (default: http://<listen>)
                "remote_fs": "/home/jenkins/agent",
                "ondemand_after_interruptions": 2,   # a job interrupted this often plans on-demand (0: never)
+               "pause_after_boot_failures": 3,      # agents of one image/config dying before connecting
+               #                                      this often in a row: its demand is held (0: never)
                "blocked_offer_ttl_s": 600,  # an offer that failed to boot is skipped this long
                "lease_ttl_s": 30,
                "launch_workers": 8,         # launches run in parallel within a tick
@@ -238,6 +240,7 @@ SCHEMA: dict[str, Any] = {
                "max_per_label": _count, "max_per_job": _count, "budget_usd_per_hour": _positive,
                "boot_timeout_s": _positive, "orphan_grace_s": _positive, "report_url": _http_url,
                "remote_fs": _STR, "ondemand_after_interruptions": _count, "blocked_offer_ttl_s": _positive,
+               "pause_after_boot_failures": _count,
                "lease_ttl_s": _positive, "launch_workers": _count, "drain_poll_s": _non_negative,
                "api": {"max_body_bytes": lambda v: _int_between(v, 1024, 16 << 20),
                        "records_per_min": _count, "samples_per_min": _count, "token_grace_s": _positive},

@@ -11,6 +11,9 @@ modules never breaks an image.
   watch [WATCHER-OPTIONS]                                   the spot/expiry/idle watcher
   check-version VERSION                                     exit 125 unless this is provisioner VERSION
   sync-down S3-URL DIR [--region R]                         the run's synced folder, before the job
+  report-event --code CODE [--exit-code N] [--message M] [--log FILE]
+                                                            the instance's own failure report to the
+                                                            daemon (POST /v1/events); never fails
 
 Exit codes: the job's own for `job`; 125 when a helper failed before the job ran (docs/contracts.md).
 """
@@ -137,6 +140,37 @@ def cmd_sync_down(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_event(a: argparse.Namespace) -> int:
+    """POST the failure report to {PROVISIONER_REPORT_URL}/v1/events with the instance's token.
+    Best effort (two tries, a few seconds): the instance shuts down after it whatever happens."""
+    import json
+    url, token = os.environ.get("PROVISIONER_REPORT_URL"), os.environ.get("PROVISIONER_REPORT_TOKEN")
+    if not url or not token:
+        return 0
+    tail: list[str] = []
+    if a.log:
+        try:
+            tail = Path(a.log).read_text(errors="replace").splitlines()[-20:]
+        except OSError:
+            pass
+    body = json.dumps({"code": a.code, "exit_code": a.exit_code, "message": (a.message or "")[:500],
+                       "log_tail": [line[:300] for line in tail]}).encode()
+    request = urllib.request.Request(url.rstrip("/") + "/v1/events", data=body, method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    for attempt in range(2):
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                resp.read()
+            return 0
+        except OSError as exc:
+            if attempt == 1:
+                print(f"provisioner-agent: warning: the failure report did not reach the daemon: {exc}",
+                      file=sys.stderr)
+            else:
+                time.sleep(1)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["watch"]:                     # the watcher parses its own options
@@ -175,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("dir")
     d.add_argument("--region")
     d.set_defaults(func=cmd_sync_down)
+    r = sub.add_parser("report-event", help="report this instance's failure to the daemon")
+    r.add_argument("--code", required=True, choices=("bootstrap-failed", "agent-exited"))
+    r.add_argument("--exit-code", type=int)
+    r.add_argument("--message")
+    r.add_argument("--log", help="a log file whose last lines go with the report")
+    r.set_defaults(func=cmd_report_event)
     a = p.parse_args(args)
     return a.func(a)
 

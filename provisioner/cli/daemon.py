@@ -56,6 +56,8 @@ def check(path: str | None) -> int:
     if not problems:
         resolved, more = _selector_problems(config)
         problems += more
+    if not problems:
+        problems += _existence_problems(config)
     if problems:
         raise ConfigError(config.path or "<defaults>", problems)
     for r in resolved:
@@ -114,6 +116,25 @@ def _selector_problems(config) -> tuple[list, list[tuple[str, int | None, str]]]
         text = str(exc).removesuffix(f" [{exc.code}]")
         path, message = text.split(": ", 1) if text.startswith("ec2.") else ("ec2", text)
         return [], [(path, config.line(path), message)]
+
+
+def _existence_problems(config) -> list[tuple[str, int | None, str]]:
+    """What the configuration names must exist (daemon/deepcheck.py): the docker cloud's instance
+    image with java and the bootstrap; on EC2, with credentials, AMIs, subnets, security groups and
+    the instance profile."""
+    from provisioner.daemon import deepcheck
+    if config.data["cloud"] == "ec2":
+        if not deepcheck.has_credentials():
+            print("note: no AWS credentials here: the ec2 images, subnets, security groups and instance "
+                  "profile were not checked", file=sys.stderr)
+            return []
+        from provisioner import aws
+        from provisioner.clouds.ec2_params import Ec2Settings
+        settings = Ec2Settings.from_config(config.section("ec2"), config.regions)
+        found = deepcheck.ec2_problems(settings, lambda service, region: aws.client(service, region=region))
+    else:
+        found = deepcheck.docker_problems(config.section("docker")["instance_image"])
+    return [(key, config.line(key), message) for key, message in found]
 
 
 def read_token(j: dict) -> str | None:

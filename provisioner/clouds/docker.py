@@ -180,6 +180,9 @@ class DockerCloud:
         self._me = launcher_id()
         self._creating: set[str] = set()           # instance ids this process is launching now
         self._lock = threading.Lock()
+        self._exited: dict[str, Any] = {}          # agent containers describe saw exited, not yet reported
+        self._reported: set[str] = set()           # ... and those `ended` has reported
+        self._watching = False                     # a daemon reads `ended`: keep exited ones until then
 
     @property
     def client(self) -> Any:
@@ -274,6 +277,7 @@ class DockerCloud:
         found = self._call(self.client.containers.list, all=True, ignore_removed=True,   # one gone meanwhile
                            filters={"label": [f"{OWNER_TAG}={owner}", f"{KIND_LABEL}={KIND}"]})
         out = []
+        exited: dict[str, Any] = {}
         for container in found:
             if container.status == "created" and self._abandoned(container):
                 log.warning("removing half-made instance %s: its launcher %s died between create and "
@@ -281,9 +285,59 @@ class DockerCloud:
                 self._remove_with_builds(container.name)
             elif container.status in STATES:
                 out.append(self._instance(container))
+            elif self._watching and container.name not in self._reported and self._agent(container):
+                exited[container.name] = container   # `ended` reports it first (bootfail.py)
             elif self._exited_for(container) >= self.keep_for(container):
                 self._remove_with_builds(container.name)
+        with self._lock:
+            self._exited = exited
+            self._reported &= {c.name for c in found}
         return out
+
+    def ended(self, owner: str) -> list[Any]:
+        """Agent instances that exited since the last call (as seen by the last `describe`), each
+        with its exit code and the last lines of its log: the daemon tells a dead agent within one
+        tick. From the first call on, describe keeps an exited agent container until it has been
+        reported here (the daemon then terminates it, or the usual garbage collection removes it)."""
+        from provisioner.daemon.bootfail import BOOT_CONFIG_TAG, LOG_TAIL_LINES, Ended
+        self._watching = True
+        with self._lock:
+            exited, self._exited = self._exited, {}
+        out = []
+        for name, container in exited.items():
+            labels = container.labels or {}
+            if labels.get(OWNER_TAG) != owner:
+                continue
+            state = container.attrs.get("State", {}) or {}
+            try:
+                raw = container.logs(tail=LOG_TAIL_LINES)
+                tail = tuple(raw.decode("utf-8", "replace").splitlines()[-LOG_TAIL_LINES:])
+            except Exception as exc:               # removed meanwhile: the exit code still tells
+                tail = (f"(log not readable: {_reason(exc)})",)
+            code = state.get("ExitCode")
+            out.append(Ended(instance=name, node=labels.get("provisioner:node"),
+                             image=str(container.attrs.get("Image") or ""), config=labels.get(BOOT_CONFIG_TAG, ""),
+                             code="agent-oom-killed" if state.get("OOMKilled") else "agent-exited",
+                             exit_code=int(code) if isinstance(code, int) else None, log_tail=tail,
+                             offer=(labels.get("provisioner:instance-type", ""), labels.get("provisioner:region", ""),
+                                    labels.get("provisioner:market", ""))))
+            self._reported.add(name)
+        return out
+
+    def image_identity(self, offer: Offer | None = None) -> str:
+        """The id of the instance image the next launch boots ('' when it is not on this engine):
+        a rebuilt tag has a new id, which is what lifts a boot-failure pause."""
+        import docker.errors
+        try:
+            return str(self.client.images.get(self.settings.instance_image).id)
+        except docker.errors.ImageNotFound:
+            return ""
+        except docker.errors.DockerException as exc:
+            raise CloudError(f"Docker engine error: {_reason(exc)}", code="DockerError") from None
+
+    @staticmethod
+    def _agent(container: Any) -> bool:
+        return not (container.labels or {}).get("provisioner:run-id")
 
     def keep_for(self, container: Any) -> float:
         """How long an exited instance container stays (a remote run's: its retention)."""

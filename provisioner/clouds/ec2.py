@@ -405,6 +405,15 @@ class Ec2Cloud:
             out += self._finish_batches(region, items)
         return out
 
+    def ended(self, owner: str) -> list:
+        """This owner's instances that stopped or terminated, each once (ec2_ended.py)."""
+        from provisioner.clouds import ec2_ended
+        return ec2_ended.collect(self, owner)
+
+    def image_identity(self, offer: Offer) -> str:
+        """The AMI the next launch of `offer` boots (a boot-failure pause lifts when it changes)."""
+        return P.image_for(self.settings, offer) or ""
+
     def _items(self, region: str, filters: list[dict]) -> list[dict]:
         """Every DescribeInstances item matching these filters in one region, page by page."""
         items: list[dict] = []

@@ -8,7 +8,10 @@ POST /v1/usage   Bearer token of one agent; body = one usage record. 201 stored,
                  `node` and `queue_id` are filled from the token's agent; `build` from the build
                  the daemon saw run on that node.
 POST /v1/samples same auth and caps (`samples_per_min`); {run_id, at, cpu_pct, mem_bytes, gpu_util_pct} -> 204.
-Either post means the agent's build is running: its node is drained before the answer, so a build
+POST /v1/events  same auth and caps (`records_per_min`): the instance's own failure report,
+                 {code: bootstrap-failed | agent-exited, exit_code, message, log_tail: [lines]} -> 202;
+                 the loop judges it on its next tick (daemon/bootfail.py). It drains nothing.
+A usage or samples post means the agent's build is running: its node is drained before the answer, so a build
 that reports can never be followed by a second one on the same agent, however short it is.
 
 Which job an agent may write for: the builds of a node are those /computer showed on its executors
@@ -41,7 +44,8 @@ from provisioner.daemon.state import Tokens
 log = logging.getLogger(__name__)
 _QUEUE_ID = re.compile(r"-q(\d+)(?:-\d+)?$")
 _INT64 = 2 ** 63
-AGENT_PATHS = ("/v1/usage", "/v1/samples")
+AGENT_PATHS = ("/v1/usage", "/v1/samples", "/v1/events")
+EVENT_CODES = ("bootstrap-failed", "agent-exited")
 LOG_EVERY_S = 60.0                 # a refusal is logged once a minute per node and reason (all are counted)
 
 
@@ -104,13 +108,14 @@ class AgentApi:
                  on_report: Callable[[str], Any] | None = None, *,
                  node_builds: Callable[[str], Iterable[str]] | None = None,
                  build_result: Callable[[str, str], str | None] | None = None,
-                 limits: ApiLimits = ApiLimits()):
+                 limits: ApiLimits = ApiLimits(), on_event: Callable[[str, dict], None] | None = None):
         self.tokens, self.metrics, self._open_store = tokens, metrics, open_store
         self.book = tokens.book
         self._on_record = on_record          # the planner reads the job's history again; alerts
         self._on_report = on_report          # drains the reporting agent's node
         self._node_builds = node_builds      # Jenkins: the build URLs on a node's executors now
         self._build_result = build_result    # Jenkins: a finished build's result word
+        self._on_event = on_event            # the loop's BootWatch: an instance's failure report
         self.limits = limits
         self._logged: dict[tuple[str, str], tuple[float, int]] = {}   # (node, reason) -> (logged at, quiet)
         self._logged_lock = threading.Lock()
@@ -168,6 +173,7 @@ class AgentApi:
 
     def admit(self, node: str, path: str) -> None:
         kind, per_min = (("usage", self.limits.records_per_min) if path == "/v1/usage"
+                         else ("events", self.limits.records_per_min) if path == "/v1/events"
                          else ("samples", self.limits.samples_per_min))
         if not self.book.allow(node, kind, per_min):
             raise Refused(429, "rate", f"more than {per_min} {kind} posts a minute from this agent")
@@ -253,6 +259,31 @@ class AgentApi:
         if result in records.RESULT_EXIT_CODES:
             record["result"], record["exit_code"] = result, records.RESULT_EXIT_CODES[result]
             record["interrupted"] = result == "ABORTED"
+
+    # -- failure reports ----------------------------------------------------------------------------
+    def event(self, node: str, body: Any) -> tuple[int, dict]:
+        """An instance's own failure report: checked here, judged by the loop on its next tick."""
+        if not isinstance(body, dict):
+            return 400, {"error": "body: must be a JSON object", "field": "body"}
+        if body.get("code") not in EVENT_CODES:
+            return 400, {"error": f"code: must be one of {', '.join(EVENT_CODES)}", "field": "code"}
+        exit_code = body.get("exit_code")
+        if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)
+                                      or not -(2 ** 31) <= exit_code < 2 ** 31):
+            return 400, {"error": "exit_code: must be an integer or null", "field": "exit_code"}
+        message = body.get("message")
+        if message is not None and not isinstance(message, str):
+            return 400, {"error": "message: must be a string", "field": "message"}
+        tail = body.get("log_tail")
+        if tail is not None and not (isinstance(tail, list) and all(isinstance(x, str) for x in tail)):
+            return 400, {"error": "log_tail: must be a list of strings", "field": "log_tail"}
+        report = {"code": body["code"], "exit_code": exit_code, "message": (message or "")[:500],
+                  "log_tail": [x[:300] for x in (tail or [])[-50:]]}
+        if self._on_event is not None:
+            self._on_event(node, report)
+        log.info("%s", json.dumps({"event": "agent.event-received", "node": node, "code": report["code"],
+                                   "exit_code": exit_code}))
+        return 202, {"accepted": True}
 
     # -- samples ------------------------------------------------------------------------------------
     def sample(self, node: str, body: Any) -> tuple[int, dict | None]:
@@ -347,13 +378,15 @@ class DaemonApp:
             return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
         api, node = self.api, req.context["node"]
         assert api is not None
-        api.reporting(node)
+        if req.path != "/v1/events":                           # a failure report is no build start
+            api.reporting(node)
         try:
             body = json.loads(req.body or b"null")
         except (ValueError, RecursionError):
             return error(400, "body: not valid JSON", close=False, field_name="body")
         try:
-            code, obj = api.usage(node, body) if req.path == "/v1/usage" else api.sample(node, body)
+            code, obj = api.usage(node, body) if req.path == "/v1/usage" else \
+                api.event(node, body) if req.path == "/v1/events" else api.sample(node, body)
         except Exception as exc:                               # the store is away: the agent retries
             log.warning("%s", json.dumps({"event": "usage.store-failed", "node": node,
                                           "error": type(exc).__name__, "detail": str(exc)[:200]}))

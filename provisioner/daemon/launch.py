@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from provisioner.clouds.base import OWNER_TAG, Instance, LaunchSpec
 from provisioner.clouds.pacing import grouper
+from provisioner.daemon.bootfail import BOOT_CONFIG_TAG, config_hash
 from provisioner.daemon.jenkins import JenkinsClient, JenkinsError
 from provisioner.daemon.model import InFlight, NodeMeta, Provision
 from provisioner.daemon.state import Attempts, Tokens
@@ -140,12 +141,20 @@ class Launcher:
         bundle = self.bundle(p.node, secret)
         tags = dict(self.s.extra_tags)
         tags.update(launch_tags(self.s.owner, p, expires, intent.team if intent is not None else None))
+        tags[BOOT_CONFIG_TAG] = self.boot_config(p.item.label)
         spot_only = bool(intent is not None and intent.spot_only)   # `spot` fails over to spot only
         spec = LaunchSpec(candidates=tuple(c.offer for c in p.plan.candidates) or (p.plan.chosen.offer,),
                           user_data=user_data, tags=tags, client_token=p.token,
                           disk_gib=int(p.plan.disk_gib), spot_only=spot_only,
                           secret_env=bootstrap.secret_env(self.cloud, bundle))
         return spec, bundle
+
+    def boot_config(self, label: str | None) -> str:
+        """The hash of what an agent for `label` boots with besides its image (daemon/bootfail.py):
+        a boot-failure pause lifts when it changes."""
+        from provisioner import __version__
+        return config_hash(__version__, getattr(self.cloud, "name", ""), self.s.jenkins_url, self.s.remote_fs,
+                           self.s.init_scripts.for_label(label) or "")
 
     def bundle(self, node: str, secret: str) -> dict:
         """The secret bundle of one agent: its secret, where and how it reports, and who it is."""

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from provisioner import killpoints
 from provisioner.clouds.base import BlockedOffers, Instance
+from provisioner.daemon import bootfail as B
 from provisioner.daemon import reconcile as R
 from provisioner.daemon.drains import Drains
 from provisioner.daemon.http import Health
@@ -71,7 +72,7 @@ class Daemon:
                  health: Health, blocked: BlockedOffers, lease: Lease | None = None,
                  sentinel: str | None = None, prices: Callable[[Instance], tuple[float, Any]] | None = None,
                  launch_workers: int = 8, drain_poll_s: float = 1.0, drains: Drains | None = None,
-                 agents: Any = None, clock: Callable[[], float] = time.time):
+                 agents: Any = None, clock: Callable[[], float] = time.time, boot: Any = None):
         self.s, self.client, self.reader, self.cloud = settings, client, reader, cloud
         self.planner, self.launcher, self.attempts = planner, launcher, attempts
         self.metrics, self.health, self.blocked, self.lease = metrics, health, blocked, lease
@@ -86,6 +87,8 @@ class Daemon:
         self.drain_poll_s = drain_poll_s if drain_poll_s < settings.interval_s else 0.0
         self.drains = drains or Drains(client)              # shared with the agent API
         self.agents = agents                                # agents.AgentBook of the agent API
+        self.boot = boot                                    # bootwatch.BootWatch: agents dying before connecting
+        self._boot_keys: dict = {}                          # plan key -> boot key, this tick
         self._restarted = threading.Event()                 # Jenkins restarted: drain used agents at once
         self._waiting: set = set()                          # keys of the items in the last queue read
         if hasattr(client, "on_restart"):
@@ -122,6 +125,7 @@ class Daemon:
             return report
         items = self._screen(items)
         now = self.clock()
+        nodes, instances = self._boot_failures(nodes, instances, report)
         self._online_events(nodes, now)
         self.memory = R.remember(self.memory, nodes, instances, now)
         demand_items = [i for i in items if R.is_demand_item(i, self.s)]
@@ -133,8 +137,9 @@ class Daemon:
         plans = self.planner.plans(R.plan_keys(demand_items, self.s, interruptions), runs)
         report.plan_s = time.perf_counter() - t0
         prices = {i.id: self._price(i)[0] for i in instances}
+        paused = self._paused(plans, report)
         observed = Observed(tuple(items), tuple(nodes), tuple(instances), prices, plans,
-                            self.attempts.load(), dict(interruptions), self.memory)
+                            self.attempts.load(), dict(interruptions), self.memory, paused)
         c0 = time.process_time()
         actions = R.reconcile(observed, self.s, now)
         report.reconcile_s = time.process_time() - c0
@@ -145,6 +150,53 @@ class Daemon:
         self._publish(observed, demand_items, actions, now)
         self._finish(report, started)
         return report
+
+    def _boot_failures(self, nodes: list[Node], instances: list[Instance], report: TickReport
+                       ) -> tuple[list[Node], list[Instance]]:
+        """Agents that died before connecting (bootfail.py decides which): one line, one count, the
+        node deleted and the instance terminated now; reconcile then sees the item without a node."""
+        if self.boot is None:
+            return nodes, instances
+        m = self.memory
+        by_name = {n.name: n for n in nodes}
+        try:
+            ended = self.boot.collect(self.s.owner, instances, by_name, m.in_flight)
+        except Exception as exc:
+            self._failed("boot-watch", report, exc)
+            ended = []
+        ran = {n for n in by_name if self.agents is not None and self.agents.builds(n)}   # posted from a build
+        fails = B.failures(ended, {n: x.has_connected for n, x in by_name.items()},
+                           m.seen_online | m.seen_busy | ran, m.retired)
+        gone: set[str] = set()
+        for f in fails:
+            self.boot.failed(f, f.key)
+            gone.add(f.node)
+            ids = {f.ended.instance} | {i.id for i in instances if i.tag("node") == f.node}
+            if f.node in m.in_flight:
+                ids.add(m.in_flight[f.node].instance.id)
+            ids.discard("?")
+            if self._guard("delete-node", report, lambda f=f: self.client.delete_node(f.node) or True,
+                           node=f.node, reason="boot-failed") is not None:
+                self.metrics.retired.labels("boot-failed").inc()
+            if ids:
+                self._guard("terminate", report, lambda ids=sorted(ids): self.cloud.terminate(ids) or True,
+                            instances=sorted(ids))
+            report.actions["BootFailed"] += 1
+        self.boot.settle([f.key for f in fails], [n.name for n in nodes if n.has_connected])
+        if not gone:
+            return nodes, instances
+        self.memory = replace(m, in_flight={k: v for k, v in m.in_flight.items() if k not in gone},
+                              retired=m.retired | gone)
+        return ([n for n in nodes if n.name not in gone],
+                [i for i in instances if i.tag("node") not in gone])
+
+    def _paused(self, plans: dict, report: TickReport) -> frozenset:
+        """The plan keys held for a paused image/config; each plan's boot key is kept for the launch."""
+        if self.boot is None:
+            return frozenset()
+        keys = self._guard("boot-keys", report, lambda: self.boot.plan_keys(plans))
+        self._boot_keys = keys or {}
+        return B.paused_plans(self._boot_keys, self.boot.ledger)
 
     def _screen(self, items: list) -> list:
         """The items a tick can serve. One whose label cannot be parsed or planned (too deep, a bad
@@ -232,7 +284,12 @@ class Daemon:
                 event("item.held", queue_id=key[0], label=a.label, reason=a.reason)
         self._held = {k: a.reason for k, a in held.items()}
         self._hand_over_missing(observed, nodes, actions, report)     # before this tick's launches
-        launched = self._provision([a for a in actions if isinstance(a, Provision)], report)
+        provisions = [a for a in actions if isinstance(a, Provision)]
+        launched = self._provision(provisions, report)
+        if self.boot is not None:
+            for p in provisions:
+                if p.node in launched:
+                    self.boot.launched(p.node, self._boot_keys.get(R.plan_key(p.item, self.s, observed.interruptions)))
         self.memory = R.after_actions(self.memory, actions, deleted, launched)
 
     def _provision(self, provisions: list[Provision], report: TickReport) -> dict[str, InFlight]:

@@ -190,6 +190,7 @@ class Observed:
     attempts: Mapping[ItemKey, int] = field(default_factory=dict)  # persisted attempt counters
     interruptions: Mapping[str, int] = field(default_factory=dict)  # job -> recent interruptions
     memory: Memory = Memory()
+    paused: frozenset = frozenset()             # plan keys whose image/config is paused (bootfail.py)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ class Settings:
     orphan_grace_s: float = 300
     ondemand_after_interruptions: int = 2
     interval_s: float = 5
+    pause_after_boot_failures: int = 3  # consecutive boot failures of one image/config, then held (0: never)
 
     @property
     def prefix(self) -> str:
@@ -243,6 +245,7 @@ DRAIN_MESSAGES = {"started": "provisioner: one build per agent", "no-demand": "p
 class DeleteNode:
     node: str
     reason: str                     # finished | item-gone | boot-timeout | interrupted | lost | relabel | orphan
+    #                                 (boot-failed: retired by the loop, see bootfail.py)
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,8 @@ class Block:
 
 @dataclass(frozen=True)
 class Hold:
-    """An item left waiting this tick, and why (cap, budget, no-offer, replan): for logs and metrics."""
+    """An item left waiting this tick, and why (cap, budget, no-offer, replan, paused): for logs and
+    metrics. `paused`: its plan's image/config failed to boot too often in a row (bootfail.py)."""
 
     item: ItemKey
     label: str

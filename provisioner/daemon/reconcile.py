@@ -332,6 +332,9 @@ class _Tick:
             if plan is None or isinstance(plan, NoPlan):
                 self.actions.append(Hold(item.key, label, "no-offer"))
                 continue
+            if key in self.obs.paused:                     # its image/config keeps failing to boot
+                self.actions.append(Hold(item.key, label, "paused"))
+                continue
             price = plan.chosen.offer.price
             if s.max_agents is not None and total + 1 > s.max_agents:
                 reason = "cap:global"

@@ -16,6 +16,7 @@ from provisioner.errors import ConfigError
 from provisioner.daemon.db import DaemonDb
 from provisioner.daemon.drains import Drains
 from provisioner.daemon.agents import AgentBook
+from provisioner.daemon.bootwatch import BootWatch, alert_sender
 from provisioner.daemon.http import AgentApi, ApiLimits, DaemonHttpServer, Health, metrics_server, parse_listen
 from provisioner.daemon.jenkins import JenkinsClient
 from provisioner.daemon.launch import AgentSettings, Launcher, ec2_secret_cleanup, ec2_secret_handover
@@ -55,7 +56,8 @@ def settings_from_config(config: Config, owner: str) -> Settings:
                     budget_usd_per_hour=d["budget_usd_per_hour"], boot_timeout_s=float(d["boot_timeout_s"]),
                     orphan_grace_s=float(d["orphan_grace_s"]),
                     ondemand_after_interruptions=int(d["ondemand_after_interruptions"]),
-                    interval_s=float(d["interval_s"]))
+                    interval_s=float(d["interval_s"]),
+                    pause_after_boot_failures=int(d["pause_after_boot_failures"]))
 
 
 def make_cloud(config: Config, blocked: BlockedOffers) -> Any:
@@ -116,8 +118,11 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
             threading.Thread(target=alert_on_record, args=(alerts, history_location, record),
                              name="alerts", daemon=True).start()
     drains = Drains(client, on_observed=book.nodes_seen)   # the loop and the agent API drain through one book
+    boot = BootWatch(cloud, None, metrics, settings.pause_after_boot_failures,
+                     alert_sender(alerts, history_location))
     api = AgentApi(tokens, metrics, store, on_record=on_record, on_report=drains.drain_reporting,
-                   node_builds=client.node_builds, build_result=client.build_result, limits=limits)
+                   node_builds=client.node_builds, build_result=client.build_result, limits=limits,
+                   on_event=boot.report)
     separate = d.get("metrics_listen")
     http = DaemonHttpServer(parse_listen(listen or d["listen"]), metrics, health, api,
                             metrics_token=metrics_token, serve_metrics=not separate).start()
@@ -144,12 +149,13 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               init_scripts=InitScripts.from_config(config.data, getattr(cloud, "name", "docker")))
         launcher = Launcher(agent, client, cloud, attempts, tokens, after_launch=after_launch,
                             after_terminate=after_terminate)
+        boot.cloud, boot.launcher = cloud, launcher
         parts.daemon = Daemon(settings=settings, client=client, reader=reader, cloud=cloud, planner=planner,
                               launcher=launcher, attempts=attempts, metrics=metrics, health=health,
                               blocked=blocked, lease=lease, sentinel=j["sentinel_node"],
                               prices=prices or catalog_prices(catalog),
                               launch_workers=int(d["launch_workers"]) or 1,
-                              drain_poll_s=float(d["drain_poll_s"]), drains=drains, agents=book)
+                              drain_poll_s=float(d["drain_poll_s"]), drains=drains, agents=book, boot=boot)
     except BaseException:
         parts.close()
         raise

@@ -210,3 +210,24 @@ def test_a_container_another_live_process_is_still_launching_is_left_alone(cloud
     docker_client.containers.create(**params)
     [inst] = cloud.describe(owner)
     assert inst.state == "pending"
+
+
+def test_an_exited_agent_is_kept_until_ended_reports_it_with_exit_code_and_log(cloud, docker_client):
+    """Even with no garbage-collection grace, an exited instance stays until the daemon has read its
+    exit code and log tail (`ended`), once; then the usual collection removes it."""
+    owner = f"dc-test-{uuid.uuid4().hex[:6]}"
+    cloud.ended(owner)                                  # a daemon watches this cloud from now on
+    s = replace(spec(owner), user_data="#!/bin/sh\necho starting\necho 'sh: java: not found' >&2\nexit 127\n",
+                tags={**spec(owner).tags, "provisioner:node": "prov-x-q1", "provisioner:boot-config": "cfg"})
+    inst = cloud.launch(s)
+    docker_client.containers.get(inst.id).wait(timeout=30)
+    assert cloud.describe(owner) == []                  # exited: not a live instance
+    [e] = cloud.ended(owner)
+    assert (e.instance, e.node, e.exit_code, e.code, e.config) == (inst.id, "prov-x-q1", 127, "agent-exited", "cfg")
+    assert e.image == docker_client.images.get(cloud.settings.instance_image).id == cloud.image_identity()
+    assert e.log_tail[-2:] == ("starting", "sh: java: not found")
+    assert e.offer == ("r5.xlarge", "us-east-1", "spot")
+    cloud.describe(owner)
+    assert cloud.ended(owner) == []                     # reported once
+    cloud.describe(owner)                               # now collected as before
+    assert not docker_client.containers.list(all=True, sparse=True, filters={"label": f"provisioner:owner={owner}"})

@@ -159,3 +159,17 @@ def test_an_image_of_the_wrong_architecture_is_a_config_error(harness, owner, ec
     with pytest.raises(CloudError, match="x86_64 is arm64") as err:
         harness(settings=settings).cloud.launch(make_spec(owner))
     assert err.value.kind == "config"
+
+
+def test_an_instance_that_stopped_is_reported_once_by_ended(harness, owner, moto_world):
+    """The daemon's boot-failure check on EC2: stopped or terminated instances, once each, with
+    their AMI and node (daemon/bootfail.py decides whether it was a boot failure)."""
+    h = harness()
+    inst = h.cloud.launch(make_spec(owner))
+    assert h.cloud.ended(owner) == []
+    h.raw.stop_instances(InstanceIds=[inst.id])
+    [e] = h.cloud.ended(owner)
+    assert (e.instance, e.node, e.code) == (inst.id, f"{owner}-node", "instance-stopped")
+    assert e.image == moto_world["images"]["x86_64"] == h.cloud.image_identity(spot_candidates()[0])
+    assert e.offer[0] == inst.instance_type
+    assert h.cloud.ended(owner) == []                    # once

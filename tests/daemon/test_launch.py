@@ -40,9 +40,12 @@ def test_spec_tags_token_and_no_secret_in_user_data(cloud):
     p = provision()
     spec, bundle = launcher.spec(p, SECRET, 1700000000.0)
     assert spec.client_token == p.token
-    assert {k: v for k, v in spec.tags.items() if k != "provisioner:expires-at"} == {
+    assert {k: v for k, v in spec.tags.items() if k not in ("provisioner:expires-at", "provisioner:boot-config")} == {
         "provisioner:owner": "t", "provisioner:node": "prov-t-q42", "provisioner:queue-id": "42",
         "provisioner:job": "ml/train", "provisioner:team": "ml"}
+    # what the agent boots with besides its image (a boot-failure pause lifts when it changes)
+    assert spec.tags["provisioner:boot-config"] == launcher.boot_config(p.item.label)
+    assert len(spec.tags["provisioner:boot-config"]) == 16
     assert spec.tags["provisioner:expires-at"].endswith("Z")
     token = tokens.for_node("prov-t-q42")
     assert SECRET not in spec.user_data and token not in spec.user_data

@@ -53,10 +53,13 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(db):
     assert live.try_acquire() and not Lease(db, "team2", ttl_s=30).try_acquire()
 
 
-def test_check_valid_and_invalid_configs(cli, tmp_path):
+@pytest.mark.docker
+def test_check_valid_and_invalid_configs(cli, tmp_path, docker_client):
+    from tests.images import runtime_stub_image
     good = tmp_path / "good.yaml"
+    # --check also looks for the instance image and its java and bootstrap (tests/daemon/test_deepcheck.py)
     good.write_text("jenkins:\n  url: http://127.0.0.1:8080/\n  user: bot\ndaemon:\n  owner_id: team\n"
-                    "  max_agents: 5\n  budget_usd_per_hour: 2.5\n")
+                    f"  max_agents: 5\n  budget_usd_per_hour: 2.5\ndocker:\n  instance_image: {runtime_stub_image(docker_client)}\n")
     r = cli("daemon", "--check", str(good))
     assert r.returncode == 0 and "valid" in r.stdout
     bad = tmp_path / "bad.yaml"

@@ -108,3 +108,24 @@ def python_image(client) -> str:
     if not _exists(client, PYTHON_TAG):
         _import(client, PYTHON_TAG, _add_python)
     return PYTHON_TAG
+
+
+RUNTIME_STUB_TAG = f"provisioner-test/runtime-stub:{RECIPE}"
+
+
+def _add_runtime_stubs(tar: tarfile.TarFile) -> None:
+    """busybox plus `java` and `provisioner-agent` commands that only say who they are: an image
+    `daemon --check` finds complete without the cost of a real instance image."""
+    _add_busybox(tar)
+    for path in ("usr/bin/java", "usr/local/bin/provisioner-agent"):
+        script = f"#!/bin/sh\necho stub {path}\n".encode()
+        info = tarfile.TarInfo(path)
+        info.size, info.mode = len(script), 0o755
+        tar.addfile(info, io.BytesIO(script))
+
+
+def runtime_stub_image(client) -> str:
+    """An image with stand-ins for the agent's runtime (java) and the bootstrap (provisioner-agent)."""
+    if not _exists(client, RUNTIME_STUB_TAG):
+        _import(client, RUNTIME_STUB_TAG, _add_runtime_stubs)
+    return RUNTIME_STUB_TAG
