@@ -77,7 +77,7 @@ def validate_sinks(v: Any) -> str | None:
 def _rule_problem(i: int, r: Any) -> str | None:
     if not isinstance(r, dict):
         return f"item {i}: must be a mapping with 'on'"
-    unknown = sorted(set(r) - _RULE_KEYS)
+    unknown = sorted(str(k) for k in set(r) - _RULE_KEYS)   # YAML 1.1 reads a bare `on` key as true
     if unknown:
         return f"item {i}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(_RULE_KEYS))})"
     on = r.get("on")
