@@ -97,40 +97,72 @@ def earliest_start(rules: Iterable[Rule], now: float) -> str | None:
     return _iso(min(starts)) if starts else None
 
 
-def _counts(rule: Rule, job: str | None, own_team: str | None, teams_map: Mapping[str, Any]) -> bool:
-    """Does a run of `job` count against `rule`? Enforced rules use the mapping's team only."""
-    team = team_for(job or "", teams_map) if rule.enforce else own_team
-    return matches(rule, job, team)
+@dataclass(frozen=True)
+class Recorded:
+    """The recorded part of every budget's spend (changes only when records arrive)."""
+
+    rules: tuple[Rule, ...]
+    since: tuple[str, ...]
+    usd: tuple[float, ...]
+    nodes: frozenset[str]           # nodes whose build has a record (their agents are not accrued)
+
+
+def _team_of(teams_map: Mapping[str, Any], memo: dict[str, str | None], job: str | None) -> str | None:
+    key = job or ""
+    if key not in memo:
+        memo[key] = team_for(key, teams_map)
+    return memo[key]
+
+
+def recorded_spend(rules: Iterable[Rule], teams_map: Mapping[str, Any], records: Iterable[Mapping[str, Any]],
+                   now: float) -> Recorded:
+    """Sum the recorded costs of each budget's current period (enforced rules: the mapping's team)."""
+    rules = tuple(budget_rules(rules))
+    at = datetime.fromtimestamp(now, timezone.utc)
+    since = tuple(_iso(period_start(r.period, at)) for r in rules)
+    usd = [0.0] * len(rules)
+    nodes: set[str] = set()
+    memo: dict[str, str | None] = {}
+    oldest = min(since) if since else ""
+    for rec in records:
+        start = str(rec.get("start") or "")
+        if rec.get("node"):
+            nodes.add(str(rec["node"]))
+        if not rules or start < oldest:
+            continue
+        job, cost = rec.get("job"), None
+        for i, r in enumerate(rules):
+            team = _team_of(teams_map, memo, job) if r.enforce else rec.get("team")
+            if start >= since[i] and matches(r, job, team):
+                if cost is None:
+                    cost = run_cost(rec if isinstance(rec, dict) else dict(rec)) or 0.0
+                usd[i] += cost
+    return Recorded(rules, since, tuple(usd), frozenset(nodes))
+
+
+def with_running(recorded: Recorded, teams_map: Mapping[str, Any], running: Iterable[Running],
+                 now: float) -> list[BudgetUse]:
+    """Add the running agents' accrued cost (from each period's start) to the recorded spend."""
+    rules = recorded.rules
+    starts = [datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+              for s in recorded.since]
+    accrued = [0.0] * len(rules)
+    memo: dict[str, str | None] = {}
+    for agent in running:
+        if not agent.job or (agent.node and agent.node in recorded.nodes):
+            continue
+        for i, r in enumerate(rules):
+            team = _team_of(teams_map, memo, agent.job) if r.enforce else None
+            if matches(r, agent.job, team):
+                begin = max(agent.launched_at, starts[i])
+                accrued[i] += max(0.0, now - begin) / 3600.0 * max(0.0, agent.price_usd_per_hour)
+    return [BudgetUse(r, recorded.since[i], recorded.usd[i], accrued[i]) for i, r in enumerate(rules)]
 
 
 def budget_use(rules: Iterable[Rule], teams_map: Mapping[str, Any], records: Iterable[Mapping[str, Any]],
                running: Iterable[Running], now: float) -> list[BudgetUse]:
     """Each budget rule's spend in its current period (see the module's doc)."""
-    rules = budget_rules(rules)
-    if not rules:
-        return []
-    at = datetime.fromtimestamp(now, timezone.utc)
-    starts = [period_start(r.period, at) for r in rules]
-    since = [_iso(s) for s in starts]
-    recorded = [0.0] * len(rules)
-    recorded_nodes: set[str] = set()
-    for rec in records:
-        start = str(rec.get("start") or "")
-        if rec.get("node"):
-            recorded_nodes.add(str(rec["node"]))
-        for i, r in enumerate(rules):
-            if start >= since[i] and _counts(r, rec.get("job"), rec.get("team"), teams_map):
-                recorded[i] += run_cost(dict(rec)) or 0.0
-    accrued = [0.0] * len(rules)
-    for agent in running:
-        if agent.node and agent.node in recorded_nodes:
-            continue
-        for i, r in enumerate(rules):
-            if not agent.job or not _counts(r, agent.job, None, teams_map):
-                continue
-            begin = max(agent.launched_at, starts[i].timestamp())
-            accrued[i] += max(0.0, now - begin) / 3600.0 * max(0.0, agent.price_usd_per_hour)
-    return [BudgetUse(r, since[i], recorded[i], accrued[i]) for i, r in enumerate(rules)]
+    return with_running(recorded_spend(rules, teams_map, records, now), teams_map, running, now)
 
 
 def exhausted_teams(uses: Iterable[BudgetUse]) -> dict[str, BudgetUse]:

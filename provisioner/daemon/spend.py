@@ -13,7 +13,8 @@ import time
 from typing import Any, Callable, Iterable, Mapping
 
 from provisioner.alerts.config import AlertSettings
-from provisioner.budgets import BudgetUse, Running, budget_rules, budget_use, earliest_start, use_alerts
+from provisioner.budgets import (BudgetUse, Recorded, Running, budget_rules, earliest_start, recorded_spend, use_alerts,
+                                 with_running)
 from provisioner.clouds.base import Instance
 from provisioner.daemon.model import GONE_STATES
 from provisioner.runner.summary import team_for
@@ -32,7 +33,7 @@ class TeamSpend:
         self.alert_settings = alerts
         self.teams_map = dict(teams_map or {})
         self._store, self._dispatch, self.refresh_s, self._clock = store, dispatch, refresh_s, clock
-        self._records: list[dict] = []
+        self._recorded: Recorded | None = None
         self._read_at: float | None = None
         self._since: str | None = None
         self._announced: set[str] = set()
@@ -61,7 +62,8 @@ class TeamSpend:
         if not stale:
             return
         with self._store() as store:
-            self._records = [{k: r.get(k) for k in _KEEP} for r in store.records(since=since)]
+            records = [{k: r.get(k) for k in _KEEP} for r in store.records(since=since)]
+        self._recorded = recorded_spend(self.rules, self.teams_map, records, now)
         self._read_at, self._since = self._clock(), since
 
     def evaluate(self, now: float, instances: Iterable[Instance], prices: Mapping[str, float]) -> list[BudgetUse]:
@@ -70,7 +72,9 @@ class TeamSpend:
         self._refresh(now)
         running = [Running(i.tag("job"), i.tag("node"), prices.get(i.id, 0.0), i.launched_at)
                    for i in instances if i.state not in GONE_STATES]
-        self.uses = budget_use(self.rules, self.teams_map, self._records, running, now)
+        if self._recorded is None:
+            return []
+        self.uses = with_running(self._recorded, self.teams_map, running, now)
         self._announce()
         return self.uses
 
