@@ -73,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
                "metrics_token_env": None,   # env var holding a bearer token /metrics then requires
                # vCPU caps (docs/operations.md): all agents, each label, {on-demand|spot: {class: n}}
                "max_vcpus": None, "max_vcpus_per_label": None, "max_vcpus_per_class": None,
-               "service_quotas": "auto",    # auto: on EC2, read the account's vCPU quotas at start; off
+               "service_quotas": True,      # on EC2, read the account's vCPU quotas at start (false: never)
                "quota_share": 1.0,          # the share of each account quota this daemon may fill
                "budget_refresh_s": 60},     # enforced team budgets: recorded spend re-read this often
     "teams": {},
@@ -238,7 +238,7 @@ SCHEMA: dict[str, Any] = {
                        "records_per_min": _count, "samples_per_min": _count, "token_grace_s": _positive},
                "metrics_listen": lambda v: None if v is None else _listen(v), "metrics_token_env": _STR,
                "max_vcpus": _positive, "max_vcpus_per_label": _positive, "max_vcpus_per_class": quota_caps_problem,
-               "service_quotas": _one_of("auto", "off"), "quota_share": _fraction,
+               "service_quotas": _type(bool, nullable=False), "quota_share": _fraction,
                "budget_refresh_s": _positive},
     "teams": validate_teams,
     "labels": validate_labels,

@@ -4,7 +4,8 @@ One call per (region, quota code) of provisioner/quotas.py's table. A quota the 
 changed may be answered with NoSuchResourceException on some accounts: the AWS default is asked for
 then (GetAWSDefaultServiceQuota). A quota that cannot be read (no permission, throttled, endpoint
 away) is left out and reported in `problems`: the daemon then plans without it (the configured caps
-still hold), never refuses to start for it.
+still hold), never refuses to start for it. When a region's first quota cannot be read, the rest of
+that region is not asked (the same endpoint or permission would fail them all).
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ def read_quotas(client_for: Callable[[str], Any], regions: Iterable[str]) -> Acc
         except Exception as exc:            # noqa: BLE001 - no credentials or region: plan without quotas
             problems.append(f"{region}: no Service Quotas client ({_code(exc)})")
             continue
-        for (cls, market), code in QUOTA_CODES.items():
+        for n, ((cls, market), code) in enumerate(QUOTA_CODES.items()):
             value = _one(client, code, region, problems)
             if value is not None:
                 limits[(region, cls, market)] = value
-    for p in problems:
-        log.warning("service quota not read: %s", p)
+            elif n == 0:            # the endpoint or the permission fails for all: do not ask 17 more times
+                problems[-1] += "; the other classes were not asked"
+                break
+    if problems:
+        log.warning("service quotas not read (planning without them): %s", "; ".join(problems)[:2000])
     return AccountQuotas(limits, tuple(problems))
 
 

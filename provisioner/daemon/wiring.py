@@ -62,9 +62,9 @@ def settings_from_config(config: Config, owner: str) -> Settings:
 
 def account_quotas(config: Config, cloud_name: str, client_for: Callable[[str], Any] | None = None) -> dict:
     """The account's vCPU quotas per (region, class, market) times daemon.quota_share, read once at
-    start on EC2 (daemon.service_quotas: auto); {} on the docker cloud, when off, or when unreadable."""
+    start on EC2 (daemon.service_quotas: true); {} on the docker cloud, when false, or when unreadable."""
     d = config.section("daemon")
-    if cloud_name != "ec2" or d.get("service_quotas", "auto") == "off":
+    if cloud_name != "ec2" or d.get("service_quotas") is False:
         return {}
     from provisioner import aws
     from provisioner.clouds.service_quotas import read_quotas
@@ -96,7 +96,8 @@ def state_location(history_location: str) -> str:
 
 def build(config: Config, history_location: str, token: str | None, *, owner: str,
           listen: str | None = None, cloud: Any = None, catalog: Any = None,
-          prices: Callable[[Instance], tuple[float, Any]] | None = None) -> Parts:
+          prices: Callable[[Instance], tuple[float, Any]] | None = None,
+          quota_clients: Callable[[str], Any] | None = None) -> Parts:
     """Everything wired and the HTTP port open; `parts.daemon.run(stop)` starts the loop."""
     from provisioner.history import open_store
     j, d = config.section("jenkins"), config.section("daemon")
@@ -106,7 +107,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
         cloud = make_cloud(config, blocked)
     elif hasattr(cloud, "blocked"):
         blocked = cloud.blocked                   # one blocked set: the cloud's failures and our boot timeouts
-    quotas = account_quotas(config, getattr(cloud, "name", ""))
+    quotas = account_quotas(config, getattr(cloud, "name", ""), quota_clients)
     if quotas:
         settings = replace(settings, class_quotas=quotas)
     if catalog is None:
@@ -180,8 +181,16 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
         raise
     log.info("%s", json.dumps({"event": "daemon.started", "owner": owner, "jenkins": j["url"],
                                "cloud": getattr(cloud, "name", type(cloud).__name__), "listen": http.url,
-                               "settings": settings.__dict__}, default=str))
+                               "settings": _loggable(settings)}, default=str))
     return parts
+
+
+def _loggable(settings: Settings) -> dict:
+    """Settings for the start line: the (region, class, market) keys of the vCPU limits as text."""
+    out = dict(settings.__dict__)
+    for name in ("class_caps", "class_quotas"):
+        out[name] = {" ".join(k): v for k, v in out[name].items()}
+    return out
 
 
 def team_spend(config: Config, history_location: str, store: Callable[[], Any]) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from provisioner.catalog.model import ON_DEMAND, SPOT
 from provisioner.daemon.model import Hold, Memory, PlanKey, Provision
 from provisioner.daemon.reconcile import reconcile
@@ -101,3 +103,34 @@ def test_without_caps_the_ledger_is_not_built_and_nothing_changes():
     plans = {PlanKey(LABEL, "train"): plan_of(offer("m5.xlarge", vcpu=4))}
     acts = reconcile(obs([item(i) for i in range(1, 4)], plans), SETTINGS, NOW)
     assert len(kinds(acts, Provision)) == 3
+
+
+def test_config_caps_become_settings_per_region_and_log_as_text():
+    import json
+    from provisioner.config import parse_config
+    from provisioner.daemon.wiring import _loggable, account_quotas, settings_from_config
+    config = parse_config("regions: [us-east-1, eu-west-1]\ndaemon:\n  max_vcpus: 64\n  max_vcpus_per_label: 16\n"
+                          "  max_vcpus_per_class: {spot: {standard: 32}, on-demand: {g: 8}}\n")
+    s = settings_from_config(config, "o")
+    assert (s.max_vcpus, s.max_vcpus_per_label) == (64, 16)
+    assert s.class_caps == {("us-east-1", "standard", "spot"): 32, ("eu-west-1", "standard", "spot"): 32,
+                            ("us-east-1", "g", "on-demand"): 8, ("eu-west-1", "g", "on-demand"): 8}
+    assert json.loads(json.dumps(_loggable(s)))["class_caps"]["eu-west-1 g on-demand"] == 8
+    assert account_quotas(config, "docker") == {}                   # quotas are EC2's
+    off = parse_config("daemon:\n  service_quotas: false\n")
+    assert account_quotas(off, "ec2", lambda region: pytest.fail("asked")) == {}
+
+
+def test_metrics_show_vcpus_limits_and_team_budgets():
+    from provisioner.daemon.metrics import DaemonMetrics, Snapshot
+    m = DaemonMetrics()
+    m.publish(Snapshot(1.0, team_ratio={"ml": 1.25, "data": 0.5}, team_remaining={"ml": 0.0, "data": 50.0},
+                       vcpus={("us-east-1", "g", "spot"): 8.0},
+                       vcpu_limits={("us-east-1", "g", "spot"): (8.0, "quota")}, max_vcpus=64.0))
+    get = m.registry.get_sample_value
+    assert get("provisioner_team_budget_used_ratio", {"team": "ml"}) == 1.25
+    assert get("provisioner_team_budget_remaining_usd", {"team": "data"}) == 50.0
+    assert get("provisioner_agent_vcpus", {"region": "us-east-1", "quota_class": "g", "market": "spot"}) == 8
+    assert get("provisioner_vcpu_limit", {"region": "us-east-1", "quota_class": "g", "market": "spot",
+                                          "source": "quota"}) == 8
+    assert get("provisioner_max_vcpus") == 64
