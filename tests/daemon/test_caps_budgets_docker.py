@@ -4,6 +4,8 @@ and the budget alert fires once."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 import uuid
 from datetime import datetime, timezone
@@ -61,7 +63,7 @@ def test_a_vcpu_cap_lets_exactly_the_builds_that_fit_start(emu, tmp_path, docker
 
 
 def test_a_team_at_100_percent_gets_no_launch_another_team_does_and_the_alert_fires_once(
-        emu, tmp_path, docker_client, images):  # noqa: F811
+        emu, tmp_path, docker_client, images, caplog):  # noqa: F811
     from provisioner.daemon.wiring import build
     instance_image, _ = images
     owner = f"bud-{uuid.uuid4().hex[:6]}"
@@ -83,7 +85,8 @@ def test_a_team_at_100_percent_gets_no_launch_another_team_does_and_the_alert_fi
             # is (docs/operations.md says so); the hold is about launches.
             emu.create_job("ml-train", label=LABEL, script="true")
             emu.create_job("etl-load", label="ec2 && vcpu=2 && mem=3", script="true")
-            emu.schedule("ml-train")
+            caplog.set_level(logging.INFO, logger="provisioner.daemon.loop")
+            q_ml = emu.schedule("ml-train")
             emu.schedule("etl-load")
             emu.wait_for(lambda: finished(emu, "etl-load"), timeout=180)
             assert emu.builds("etl-load")[0]["result"] == "SUCCESS"
@@ -94,6 +97,8 @@ def test_a_team_at_100_percent_gets_no_launch_another_team_does_and_the_alert_fi
             assert not emu.builds("ml-train")                        # still waiting
             assert not any(c.labels.get("provisioner:job") == "ml-train" for c in containers(docker_client, owner))
             assert len(sink.bodies) == 1, sink.bodies
+            held = [json.loads(r.getMessage()) for r in caplog.records if '"item.held"' in r.getMessage()]
+            assert [(h["queue_id"], h["reason"], h["detail"]) for h in held] == [(q_ml, "budget", "team:ml")]
             assert "team ml" in sink.bodies[0]["text"] and "100%" in sink.bodies[0]["text"]
             emu.wait_for(lambda: not containers(docker_client, owner), timeout=60)
         finally:
