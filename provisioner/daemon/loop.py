@@ -163,7 +163,9 @@ class Daemon:
             out["teams"] = {j: t for j in {i.job for i in demand_items} if (t := self.spend.team_of(j))}
             live = {i.id: i for i in [*instances, *flying]}
             priced = {**{f.instance.id: f.price for f in self.memory.in_flight.values()}, **prices}
-            uses = self._guard("budgets", report, lambda: self.spend.evaluate(now, live.values(), priced)) or []
+            uses = self._guard("budgets", report, lambda: self.spend.evaluate(now, live.values(), priced))
+            if uses is None:                                # the store unreadable: the last known state holds
+                uses = self.spend.uses
             out["over_budget"] = frozenset(exhausted_teams(uses))
             self._caps_seen["budgets"] = uses
         return out
