@@ -1,5 +1,6 @@
-"""The daemon's side of team budgets: reads the period's records (at most every `refresh_s`, and after
-each record an agent posts), adds the running agents' accrued cost, and announces crossed thresholds.
+"""The daemon's side of team budgets: reads the period's records every `refresh_s` (a record an agent
+posts meanwhile is added to the sums as it is stored), adds the running agents' accrued cost each
+tick, and announces crossed thresholds.
 
 The arithmetic is provisioner/budgets.py's; this adapter owns only the store reads, the cache and
 the alert hand-off (off the loop's thread: a slow sink must not stretch a tick).
@@ -38,6 +39,8 @@ class TeamSpend:
         self._since: str | None = None
         self._announced: set[str] = set()
         self._team_of: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+        self._wall = time.time
         self.uses: list[BudgetUse] = []
 
     @property
@@ -53,8 +56,19 @@ class TeamSpend:
         return self._team_of[job]
 
     def invalidate(self, record: dict | None = None) -> None:
-        """A record arrived: read again on the next tick."""
-        self._read_at = None
+        """A record was stored (the agent API's thread): its cost is added to the sums at once, without
+        reading the store again; without a record (or across a period's start), read on the next tick."""
+        with self._lock:
+            if record is None or self._recorded is None:
+                self._read_at = None
+                return
+            add = recorded_spend(self.rules, self.teams_map, [{k: record.get(k) for k in _KEEP}], self._wall())
+            old = self._recorded
+            if add.since != old.since:
+                self._read_at = None
+                return
+            self._recorded = Recorded(old.rules, old.since, tuple(a + b for a, b in zip(old.usd, add.usd)),
+                                      old.nodes | add.nodes)
 
     def _refresh(self, now: float) -> None:
         since = earliest_start(self.rules, now)
@@ -69,12 +83,14 @@ class TeamSpend:
     def evaluate(self, now: float, instances: Iterable[Instance], prices: Mapping[str, float]) -> list[BudgetUse]:
         if not self.rules:
             return []
-        self._refresh(now)
+        with self._lock:
+            self._refresh(now)
+            recorded = self._recorded
         running = [Running(i.tag("job"), i.tag("node"), prices.get(i.id, 0.0), i.launched_at)
                    for i in instances if i.state not in GONE_STATES]
-        if self._recorded is None:
+        if recorded is None:
             return []
-        self.uses = with_running(self._recorded, self.teams_map, running, now)
+        self.uses = with_running(recorded, self.teams_map, running, now)
         self._announce()
         return self.uses
 

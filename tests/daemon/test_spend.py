@@ -46,9 +46,12 @@ def test_reads_on_refresh_and_after_a_record_and_accrues_running_agents_each_tic
         s.add(record("r2", 5.0, node="n1"))                # n1's build is recorded now
     [use] = spend.evaluate(now, [agent("n1", now - 3600)], {"i-n1": 2.0})
     assert (use.recorded_usd, len(reads)) == (3.0, 1)         # not re-read before refresh_s ...
-    spend.invalidate()                                        # ... unless a record arrived
+    spend.invalidate(record("r2", 5.0, node="n1"))            # ... but the agent API hands it over
     [use] = spend.evaluate(now, [agent("n1", now - 3600)], {"i-n1": 2.0})
-    assert (use.recorded_usd, use.running_usd, len(reads)) == (8.0, 0.0, 2)   # n1 counted once
+    assert (use.recorded_usd, use.running_usd, len(reads)) == (8.0, 0.0, 1)   # n1 counted once, no read
+    spend.invalidate()                                        # without a record: read again
+    [use] = spend.evaluate(now, [], {})
+    assert (use.recorded_usd, len(reads)) == (8.0, 2)
     clock[0] = 61
     spend.evaluate(now, [], {})
     assert len(reads) == 3
