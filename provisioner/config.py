@@ -19,6 +19,7 @@ from provisioner.alerts.validate import validate_rules, validate_sinks, validate
 from provisioner.catalog.devices import IMAGE_SLOTS
 from provisioner.clouds.ec2_selectors import problem as selector_problem
 from provisioner.errors import ConfigError, UsageError
+from provisioner.quotas import config_problem as quota_caps_problem
 from provisioner.init_scripts import script_problem, size_problems, validate_labels
 from provisioner.units import parse_duration_s
 from provisioner.yamlfile import Document, check_schema, parse_yaml, read_text
@@ -75,7 +76,12 @@ DEFAULTS: dict[str, Any] = {
                "api": {"max_body_bytes": 32768, "records_per_min": 30, "samples_per_min": 120,
                        "token_grace_s": 900},
                "metrics_listen": None,      # HOST:PORT: /metrics (and /healthz) there, not on `listen`
-               "metrics_token_env": None},  # env var holding a bearer token /metrics then requires
+               "metrics_token_env": None,   # env var holding a bearer token /metrics then requires
+               # vCPU caps (docs/operations.md): all agents, each label, {on-demand|spot: {class: n}}
+               "max_vcpus": None, "max_vcpus_per_label": None, "max_vcpus_per_class": None,
+               "service_quotas": True,      # on EC2, read the account's vCPU quotas at start (false: never)
+               "quota_share": 1.0,          # the share of each account quota this daemon may fill
+               "budget_refresh_s": 60},     # enforced team budgets: recorded spend re-read this often
     "teams": {},
     # per label expression (canonical form decides): {init_script: ...}; see provisioner/init_scripts.py
     "labels": {},
@@ -244,7 +250,10 @@ SCHEMA: dict[str, Any] = {
                "lease_ttl_s": _positive, "launch_workers": _count, "drain_poll_s": _non_negative,
                "api": {"max_body_bytes": lambda v: _int_between(v, 1024, 16 << 20),
                        "records_per_min": _count, "samples_per_min": _count, "token_grace_s": _positive},
-               "metrics_listen": lambda v: None if v is None else _listen(v), "metrics_token_env": _STR},
+               "metrics_listen": lambda v: None if v is None else _listen(v), "metrics_token_env": _STR,
+               "max_vcpus": _positive, "max_vcpus_per_label": _positive, "max_vcpus_per_class": quota_caps_problem,
+               "service_quotas": _type(bool, nullable=False), "quota_share": _fraction,
+               "budget_refresh_s": _positive},
     "teams": validate_teams,
     "labels": validate_labels,
     "alerts": {"sinks": validate_sinks, "rules": validate_rules, "rate_limit_s": _positive},

@@ -33,6 +33,7 @@ class PlanResult:
     requirements: Requirements          # as declared (the intent's `declared`)
     warnings: tuple[str, ...] = ()
     intent: Intent | None = None
+    budget: dict | None = None          # the job's team's fullest budget (provisioner/budgets.py), or None
 
 
 def host_arch() -> str:
@@ -125,5 +126,34 @@ def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, tim
     if job:
         with ctx.open_history() as store:
             runs = records.count_once(store.runs(job, limit=HISTORY_RUNS))   # each build once
+    budget = team_budget(ctx, job)
     plan = plan_intent(catalog, intent, runs, settings, managed_atom=config.section("jenkins")["managed_atom"])
-    return PlanResult(plan, settings, intent.declared, tuple(catalog.warnings), intent)
+    return PlanResult(plan, settings, intent.declared, tuple(catalog.warnings), intent, budget)
+
+
+def team_budget(ctx, job: str | None, now: float | None = None) -> dict | None:
+    """The fullest budget of the job's team (the config's `teams` mapping decides the team) from the
+    recorded costs of its period; NoOfferError (exit 3, constraint `budget:<team>`) when it is an
+    enforced budget at 100%. None when the job has no team or the team no budget."""
+    import time
+    from provisioner.alerts.config import parse_alerts
+    from provisioner.budgets import budget_rules, budget_use, earliest_start, team_uses
+    from provisioner.runner.summary import team_for
+    teams_map = ctx.config.data.get("teams") or {}
+    team = team_for(job, teams_map) if job else None
+    rules = [r for r in budget_rules(parse_alerts(ctx.config.data.get("alerts")).rules) if team in r.teams]
+    if not team or not rules:
+        return None
+    now = time.time() if now is None else now
+    with ctx.open_history() as store:
+        records = list(store.records(since=earliest_start(rules, now)))
+    uses = team_uses(team, budget_use(rules, teams_map, records, [], now))
+    full = next((u for u in uses if u.exhausted), None)
+    if full is not None:
+        raise NoOfferError(f"team {team} is at {full.ratio:.0%} of its enforced {full.rule.period} budget "
+                           f"(${full.spent_usd:.2f} of ${full.rule.budget_usd:g} since {full.since[:10]}): "
+                           "new launches wait until the next period or a larger budget", f"budget:{team}")
+    use = uses[0]
+    return {"team": team, "budget_usd": use.rule.budget_usd, "period": use.rule.period, "since": use.since,
+            "spent_usd": round(use.spent_usd, 4), "remaining_usd": round(use.remaining_usd, 4),
+            "ratio": round(use.ratio, 4), "enforced": use.enforced, "text": use.describe(team)}

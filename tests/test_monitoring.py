@@ -42,7 +42,8 @@ def exported() -> set[str]:
     """Every sample name the daemon's registry can export (counters with _total, histograms' parts)."""
     metrics = DaemonMetrics()   # gauges of the loop's snapshot exist once a tick has published one
     metrics.publish(Snapshot(1.0, {"ec2": 1}, (AgentInfo("n", "busy", "c5.large", "spot", 0.04, 2, 4),),
-                             5.0, {"budget": 1}))
+                             5.0, {"budget": 1}, {"ml": 0.5}, {"ml": 5.0}, {("us-east-1", "standard", "spot"): 2},
+                             {("us-east-1", "standard", "spot"): (32.0, "quota")}, 64.0))
     names = set()
     for family in metrics.registry.collect():
         if family.type == "counter":
@@ -70,7 +71,7 @@ def unit_of(expr: str) -> str:
     metric = METRIC.findall(expr)[0]
     if metric.endswith("_seconds_bucket") or metric.endswith("_timestamp_seconds"):
         return "s"                                   # histogram_quantile of seconds, or time() - ts
-    if metric.endswith("_usd_per_hour"):
+    if metric.endswith("_usd_per_hour") or metric.endswith("_usd"):
         return "currencyUSD"
     if metric.endswith("_ratio"):
         return "percentunit"

@@ -12,7 +12,10 @@ alerts:
     - {on: [failure, timeout, oom, interruption], jobs: ["release/*"], sinks: [chat, oncall]}
     - {on: [oom], teams: [ml], rate_limit_s: 3600}
     - {on: [budget], budget_usd: 500, period: month, thresholds: [0.8, 1.0], teams: [ml], sinks: [pager]}
+    - {on: [budget], budget_usd: 200, period: week, teams: [data], enforce: true}   # holds launches at 100%
 ```
+
+`enforce: true` (budget rules with `teams` only) makes the budget hold: provisioner/budgets.py.
 
 A rule without `sinks` goes to every sink; without `jobs`/`teams` it matches every job. With sinks
 and no rules at all, failures, timeouts, OOM kills and interruptions of every job go to every sink.
@@ -43,6 +46,7 @@ class Rule:
     budget_usd: float | None = None
     period: str = "month"
     thresholds: tuple[float, ...] = (1.0,)
+    enforce: bool = False               # budget rules: at 100% new launches for its teams wait
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ def parse_alerts(section: dict | None) -> AlertSettings:
         rules.append(Rule(on=on, jobs=tuple(r.get("jobs") or ()), teams=tuple(r.get("teams") or ()),
                           sinks=tuple(r.get("sinks") or ()), rate_limit_s=r.get("rate_limit_s"),
                           budget_usd=r.get("budget_usd"), period=r.get("period", "month"),
-                          thresholds=tuple(sorted(r.get("thresholds") or [1.0]))))
+                          thresholds=tuple(sorted(r.get("thresholds") or [1.0])),
+                          enforce=bool(r.get("enforce", False))))
     known = {s.name for s in sinks}
     for i, rule in enumerate(rules, 1):
         unknown = [n for n in rule.sinks if n not in known]

@@ -17,7 +17,7 @@ _SINK_KEYS = {
     "smtp": {"host", "port", "from", "to", "starttls", "ssl", "user", "password_env", "timeout_s"},
     "sns": {"topic_arn", "region"},
 }
-_RULE_KEYS = {"on", "jobs", "teams", "sinks", "rate_limit_s", "budget_usd", "period", "thresholds"}
+_RULE_KEYS = {"on", "jobs", "teams", "sinks", "rate_limit_s", "budget_usd", "period", "thresholds", "enforce"}
 
 
 # ---- validators: value -> message or None (config.SCHEMA leaves) ------------------------------------
@@ -77,7 +77,7 @@ def validate_sinks(v: Any) -> str | None:
 def _rule_problem(i: int, r: Any) -> str | None:
     if not isinstance(r, dict):
         return f"item {i}: must be a mapping with 'on'"
-    unknown = sorted(set(r) - _RULE_KEYS)
+    unknown = sorted(str(k) for k in set(r) - _RULE_KEYS)   # YAML 1.1 reads a bare `on` key as true
     if unknown:
         return f"item {i}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(_RULE_KEYS))})"
     on = r.get("on")
@@ -98,8 +98,12 @@ def _rule_problem(i: int, r: Any) -> str | None:
         t = r.get("thresholds", [1.0])
         if not (isinstance(t, list) and t and all(_is_num(x) and 0 < x <= 10 for x in t)):
             return f"item {i}: thresholds must be a list of fractions of the budget, e.g. [0.8, 1.0]"
-    elif any(k in r for k in ("budget_usd", "period", "thresholds")):
-        return f"item {i}: budget_usd, period and thresholds belong to rules on budget"
+        if "enforce" in r and not isinstance(r["enforce"], bool):
+            return f"item {i}: enforce must be true or false"
+        if r.get("enforce") and not r.get("teams"):
+            return f"item {i}: enforce: true needs teams (the teams whose launches wait at 100% of the budget)"
+    elif any(k in r for k in ("budget_usd", "period", "thresholds", "enforce")):
+        return f"item {i}: budget_usd, period, thresholds and enforce belong to rules on budget"
     return None
 
 

@@ -55,7 +55,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     for w in due(result.warnings):
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
-        print(json.dumps(result.plan.to_dict()))
+        out = result.plan.to_dict()
+        out["budget"] = result.budget
+        print(json.dumps(out))
     else:
         print(render(result))
     return 0
@@ -68,7 +70,11 @@ def reason_lines(result) -> list[str]:
     lines = [f"Requirements: {result.requirements.text or '(none)'}",
              f"Timeout {format_duration(s.timeout_s)}, runtime target {s.target_s:.0f}s, policy {s.policy}, "
              f"regions {', '.join(s.regions)}"]
-    return lines + [f"  - {r}" for r in result.plan.reasons]
+    lines += [f"  - {r}" for r in result.plan.reasons]
+    budget = getattr(result, "budget", None)
+    if budget:
+        lines.append(f"Budget: {budget['text']} (recorded runs; the daemon adds running agents)")
+    return lines
 
 
 def render(result) -> str:

@@ -21,7 +21,9 @@ from typing import Any, Callable
 from provisioner import killpoints
 from provisioner.clouds.base import BlockedOffers, Instance
 from provisioner.daemon import bootfail as B
+from provisioner.budgets import exhausted_teams
 from provisioner.daemon import reconcile as R
+from provisioner.daemon.caps import caps_active, class_key
 from provisioner.daemon.drains import Drains
 from provisioner.daemon.http import Health
 from provisioner.daemon.jenkins import JenkinsClient
@@ -72,7 +74,8 @@ class Daemon:
                  health: Health, blocked: BlockedOffers, lease: Lease | None = None,
                  sentinel: str | None = None, prices: Callable[[Instance], tuple[float, Any]] | None = None,
                  launch_workers: int = 8, drain_poll_s: float = 1.0, drains: Drains | None = None,
-                 agents: Any = None, clock: Callable[[], float] = time.time, boot: Any = None):
+                 agents: Any = None, clock: Callable[[], float] = time.time, boot: Any = None,
+                 spend: Any = None):
         self.s, self.client, self.reader, self.cloud = settings, client, reader, cloud
         self.planner, self.launcher, self.attempts = planner, launcher, attempts
         self.metrics, self.health, self.blocked, self.lease = metrics, health, blocked, lease
@@ -89,6 +92,8 @@ class Daemon:
         self.agents = agents                                # agents.AgentBook of the agent API
         self.boot = boot                                    # bootwatch.BootWatch: agents dying before connecting
         self._boot_keys: dict = {}                          # plan key -> boot key, this tick
+        self.spend = spend                                  # daemon.spend.TeamSpend (team budgets)
+        self._caps_seen: dict = {}                          # for metrics: vCPUs and budgets last tick
         self._restarted = threading.Event()                 # Jenkins restarted: drain used agents at once
         self._waiting: set = set()                          # keys of the items in the last queue read
         if hasattr(client, "on_restart"):
@@ -139,7 +144,8 @@ class Daemon:
         prices = {i.id: self._price(i)[0] for i in instances}
         paused = self._paused(plans, report)
         observed = Observed(tuple(items), tuple(nodes), tuple(instances), prices, plans,
-                            self.attempts.load(), dict(interruptions), self.memory, paused)
+                            self.attempts.load(), dict(interruptions), self.memory, paused,
+                            **self._limits(demand_items, instances, prices, now, report))
         c0 = time.process_time()
         actions = R.reconcile(observed, self.s, now)
         report.reconcile_s = time.process_time() - c0
@@ -197,6 +203,26 @@ class Daemon:
         keys = self._guard("boot-keys", report, lambda: self.boot.plan_keys(plans))
         self._boot_keys = keys or {}
         return B.paused_plans(self._boot_keys, self.boot.ledger)
+
+    def _limits(self, demand_items: list, instances: list[Instance], prices: dict, now: float,
+                report: TickReport) -> dict:
+        """What the vCPU caps and team budgets need from outside reconcile: the vCPUs of the instance
+        types in play, each waiting job's team and the teams at 100% of an enforced budget."""
+        out: dict = {}
+        flying = [f.instance for f in self.memory.in_flight.values()]
+        if caps_active(self.s):
+            out["vcpus"] = {i.instance_type: float(getattr(self._price(i)[1], "vcpu", 0) or 0)
+                            for i in [*instances, *flying]}
+        if self.spend is not None and self.spend.rules:
+            out["teams"] = {j: t for j in {i.job for i in demand_items} if (t := self.spend.team_of(j))}
+            live = {i.id: i for i in [*instances, *flying]}
+            priced = {**{f.instance.id: f.price for f in self.memory.in_flight.values()}, **prices}
+            uses = self._guard("budgets", report, lambda: self.spend.evaluate(now, live.values(), priced))
+            if uses is None:                                # the store unreadable: the last known state holds
+                uses = self.spend.uses
+            out["over_budget"] = frozenset(exhausted_teams(uses))
+            self._caps_seen["budgets"] = uses
+        return out
 
     def _screen(self, items: list) -> list:
         """The items a tick can serve. One whose label cannot be parsed or planned (too deep, a bad
@@ -281,7 +307,8 @@ class Daemon:
         held = {a.item: a for a in actions if isinstance(a, Hold)}
         for key, a in held.items():                         # once per item and reason, not every tick
             if self._held.get(key) != a.reason:
-                event("item.held", queue_id=key[0], label=a.label, reason=a.reason)
+                event("item.held", queue_id=key[0], label=a.label, reason=a.reason,
+                      **({"detail": a.detail} if a.detail else {}))
         self._held = {k: a.reason for k, a in held.items()}
         self._hand_over_missing(observed, nodes, actions, report)     # before this tick's launches
         provisions = [a for a in actions if isinstance(a, Provision)]
@@ -388,6 +415,7 @@ class Daemon:
         held = Counter(a.reason for a in actions if isinstance(a, Hold))
         nodes = {n.name: n for n in observed.nodes}
         agents = []
+        vcpus: dict = {}
         described = {i.id for i in observed.instances}
         flying = [f.instance for f in self.memory.in_flight.values() if f.instance.id not in described]
         for inst in [*observed.instances, *flying]:
@@ -403,7 +431,26 @@ class Daemon:
                 state = "idle" if node.online else "booting"
             agents.append(AgentInfo(inst.tag("node") or inst.id, state, inst.instance_type, inst.market, price,
                                     getattr(offer, "vcpu", None), getattr(offer, "memory_gib", None)))
-        self.metrics.publish(Snapshot(now, dict(waiting), tuple(agents), self.s.budget_usd_per_hour, dict(held)))
+            key = class_key(inst.instance_type, inst.market, inst.region)
+            if key is not None and getattr(offer, "vcpu", None):
+                vcpus[key] = vcpus.get(key, 0.0) + float(offer.vcpu)
+        self.metrics.publish(Snapshot(now, dict(waiting), tuple(agents), self.s.budget_usd_per_hour, dict(held),
+                                      **self._caps_snapshot(vcpus)))
+
+    def _caps_snapshot(self, vcpus: dict) -> dict:
+        uses = self._caps_seen.get("budgets") or []
+        fullest: dict = {}
+        for use in uses:
+            for team in use.teams:
+                if team not in fullest or use.ratio > fullest[team].ratio:
+                    fullest[team] = use
+        limits = {k: (float(n), "cap") for k, n in self.s.class_caps.items()}
+        for k, n in self.s.class_quotas.items():
+            if k not in limits or n < limits[k][0]:
+                limits[k] = (float(n), "quota")
+        return {"team_ratio": {t: u.ratio for t, u in fullest.items()},
+                "team_remaining": {t: u.remaining_usd for t, u in fullest.items()},
+                "vcpus": vcpus, "vcpu_limits": limits, "max_vcpus": self.s.max_vcpus}
 
     # -- run -------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, once: bool = False) -> int:

@@ -78,6 +78,11 @@ class Snapshot:
     agents: tuple[AgentInfo, ...] = ()
     budget_usd_per_hour: float | None = None
     held: Mapping[str, int] = field(default_factory=dict)            # hold reason -> items
+    team_ratio: Mapping[str, float] = field(default_factory=dict)    # team -> spend / budget (fullest budget)
+    team_remaining: Mapping[str, float] = field(default_factory=dict)  # team -> USD left (fullest budget)
+    vcpus: Mapping[tuple[str, str, str], float] = field(default_factory=dict)   # (region, class, market)
+    vcpu_limits: Mapping[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)  # -> (n, source)
+    max_vcpus: float | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,7 @@ class _SnapshotCollector(Collector):
                                     value=snap.budget_usd_per_hour - cost)
         yield GaugeMetricFamily("provisioner_last_tick_timestamp_seconds", "When the last tick ended",
                                 value=snap.at)
+        yield from _caps_and_budgets(snap)
         yield from self._utilisation(snap)
 
     def _utilisation(self, snap: Snapshot) -> Iterator[GaugeMetricFamily]:
@@ -212,3 +218,33 @@ class _SnapshotCollector(Collector):
             if s.gpu_util_pct is not None and not math.isnan(s.gpu_util_pct):
                 gpu.add_metric(key, s.gpu_util_pct / 100.0)
         yield from (cpu, mem, mem_ratio, gpu)
+
+
+def _caps_and_budgets(snap: Snapshot) -> Iterator[GaugeMetricFamily]:
+    """vCPUs by quota class against their limits, and team budget use (team names come from the
+    config, still capped like any label value)."""
+    used = GaugeMetricFamily("provisioner_agent_vcpus", "vCPUs of live agents, by region, EC2 quota class and market",
+                             labels=["region", "quota_class", "market"])
+    for (region, cls, market), n in sorted(snap.vcpus.items()):
+        used.add_metric([region, cls, market], n)
+    yield used
+    limits = GaugeMetricFamily("provisioner_vcpu_limit", "vCPU limit per region, quota class and market "
+                               "(source: cap = daemon.max_vcpus_per_class, quota = the account's Service Quota "
+                               "times daemon.quota_share)", labels=["region", "quota_class", "market", "source"])
+    for (region, cls, market), (n, source) in sorted(snap.vcpu_limits.items()):
+        limits.add_metric([region, cls, market, source], n)
+    yield limits
+    if snap.max_vcpus is not None:
+        yield GaugeMetricFamily("provisioner_max_vcpus", "daemon.max_vcpus: vCPUs of all agents together",
+                                value=snap.max_vcpus)
+    ratio = GaugeMetricFamily("provisioner_team_budget_used_ratio", "Spend over budget in the current period "
+                              "(records plus running agents), the fullest budget naming the team",
+                              labels=["team"])
+    for team, r in capped(snap.team_ratio):
+        ratio.add_metric([team], r)
+    yield ratio
+    left = GaugeMetricFamily("provisioner_team_budget_remaining_usd", "USD left in the team's fullest budget "
+                             "this period", labels=["team"])
+    for team, r in capped(snap.team_remaining):
+        left.add_metric([team], r)
+    yield left

@@ -191,6 +191,9 @@ class Observed:
     interruptions: Mapping[str, int] = field(default_factory=dict)  # job -> recent interruptions
     memory: Memory = Memory()
     paused: frozenset = frozenset()             # plan keys whose image/config is paused (bootfail.py)
+    vcpus: Mapping[str, float] = field(default_factory=dict)       # instance type -> vCPUs (vCPU caps)
+    teams: Mapping[str, str] = field(default_factory=dict)         # job -> team (the config's `teams`)
+    over_budget: frozenset[str] = frozenset()                       # teams at 100% of an enforced budget
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,10 @@ class Settings:
     ondemand_after_interruptions: int = 2
     interval_s: float = 5
     pause_after_boot_failures: int = 3  # consecutive boot failures of one image/config, then held (0: never)
+    max_vcpus: float | None = None              # all agents together (provisioner/daemon/caps.py)
+    max_vcpus_per_label: float | None = None
+    class_caps: Mapping[tuple[str, str, str], float] = field(default_factory=dict)    # (region, class, market)
+    class_quotas: Mapping[tuple[str, str, str], float] = field(default_factory=dict)  # the account's, x share
 
     @property
     def prefix(self) -> str:
@@ -271,6 +278,7 @@ class Hold:
     item: ItemKey
     label: str
     reason: str
+    detail: str = ""                # e.g. the team of a budget hold, the class of a quota hold
 
 
 Action = Union[Provision, Drain, DeleteNode, Terminate, Block, Hold]

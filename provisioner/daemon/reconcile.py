@@ -20,7 +20,9 @@ memoisation of pure functions):
   an online one is drained first and retired once seen idle while drained, since Jenkins may hand
   it a build between our read of /computer and a delete (which would kill that build).
 * Items still without a node are provisioned oldest first while the caps (global, per label, per job)
-  and the USD/hour budget allow; running, booting and in-flight instances all count.
+  and the USD/hour budget allow; running, booting and in-flight instances all count. A team at 100%
+  of an enforced budget launches nothing; vCPU caps and quotas (provisioner/daemon/caps.py) may move
+  a plan to a runner-up in a class with room, else hold it.
 * Instances whose node is gone are terminated: at once when we retired the node, else after a grace.
 """
 
@@ -33,6 +35,7 @@ from typing import Iterable
 
 from provisioner import labels
 from provisioner.clouds.base import Instance
+from provisioner.daemon.caps import caps_active, ledger_for
 from provisioner.daemon.model import (DRAIN_MESSAGES, GONE_STATES, Action, Block, DeleteNode, Drain, Hold,
                                       InFlight, Item, ItemKey, Memory, Node, NoPlan, Observed, PlanKey,
                                       Provision, Settings, Terminate, client_token, node_name)
@@ -323,6 +326,11 @@ class _Tick:
         for inst in self.untagged:
             total += 1
             spend += self._price(inst)
+        ledger = None
+        if caps_active(s):
+            ledger = ledger_for(s, self.obs.vcpus, [
+                *((insts[0], self.nodes[n].meta.label if n in self.nodes and self.nodes[n].meta else None)
+                  for n, insts in self.instances.items()), *((i, None) for i in self.untagged)])
         taken = set(self.nodes) | set(self.instances) | set(self.memory.in_flight)
         interruptions = dict(self.obs.interruptions)
         for item, node in need:
@@ -334,6 +342,10 @@ class _Tick:
                 continue
             if key in self.obs.paused:                     # its image/config keeps failing to boot
                 self.actions.append(Hold(item.key, label, "paused"))
+                continue
+            team = self.obs.teams.get(item.job)
+            if team is not None and team in self.obs.over_budget:
+                self.actions.append(Hold(item.key, label, "budget", f"team:{team}"))
                 continue
             price = plan.chosen.offer.price
             if s.max_agents is not None and total + 1 > s.max_agents:
@@ -349,6 +361,13 @@ class _Tick:
             if reason:
                 self.actions.append(Hold(item.key, label, reason))
                 continue
+            if ledger is not None:
+                plan, reason, detail = ledger.admit(plan, label)
+                if plan is None:
+                    self.actions.append(Hold(item.key, label, reason, detail))
+                    continue
+                ledger.add_plan(plan, label)
+                price = plan.chosen.offer.price
             if node is not None and node.meta is not None and \
                     set(plan.node_labels) | {node.name} != set(node.labels):
                 self._retire(node, "relabel")               # the new plan's node carries other labels

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +27,7 @@ from provisioner.daemon.model import Settings
 from provisioner.daemon.plans import Planner
 from provisioner.daemon.queue import QueueReader
 from provisioner.daemon.state import Attempts, Tokens, load_secret
+from provisioner.quotas import class_limits
 from provisioner.init_scripts import InitScripts
 from provisioner.intent import default_timeout_s
 from provisioner.units import parse_duration_s
@@ -56,8 +57,26 @@ def settings_from_config(config: Config, owner: str) -> Settings:
                     budget_usd_per_hour=d["budget_usd_per_hour"], boot_timeout_s=float(d["boot_timeout_s"]),
                     orphan_grace_s=float(d["orphan_grace_s"]),
                     ondemand_after_interruptions=int(d["ondemand_after_interruptions"]),
-                    interval_s=float(d["interval_s"]),
-                    pause_after_boot_failures=int(d["pause_after_boot_failures"]))
+                    interval_s=float(d["interval_s"]), max_vcpus=d.get("max_vcpus"),
+                    pause_after_boot_failures=int(d["pause_after_boot_failures"]),
+                    max_vcpus_per_label=d.get("max_vcpus_per_label"),
+                    class_caps=class_limits(d.get("max_vcpus_per_class"), None, config.regions))
+
+
+def account_quotas(config: Config, cloud_name: str, client_for: Callable[[str], Any] | None = None) -> dict:
+    """The account's vCPU quotas per (region, class, market) times daemon.quota_share, read once at
+    start on EC2 (daemon.service_quotas: true); {} on the docker cloud, when false, or when unreadable."""
+    d = config.section("daemon")
+    if cloud_name != "ec2" or d.get("service_quotas") is False:
+        return {}
+    from provisioner import aws
+    from provisioner.clouds.service_quotas import read_quotas
+    found = read_quotas(client_for or (lambda region: aws.client("service-quotas", region=region, max_attempts=2)),
+                        config.regions)
+    share = float(d.get("quota_share") or 1.0)
+    log.info("%s", json.dumps({"event": "daemon.quotas", "read": len(found.limits), "problems": list(found.problems)[:20],
+                               "share": share}))
+    return {k: v * share for k, v in found.limits.items()}
 
 
 def make_cloud(config: Config, blocked: BlockedOffers) -> Any:
@@ -80,7 +99,8 @@ def state_location(history_location: str) -> str:
 
 def build(config: Config, history_location: str, token: str | None, *, owner: str,
           listen: str | None = None, cloud: Any = None, catalog: Any = None,
-          prices: Callable[[Instance], tuple[float, Any]] | None = None) -> Parts:
+          prices: Callable[[Instance], tuple[float, Any]] | None = None,
+          quota_clients: Callable[[str], Any] | None = None) -> Parts:
     """Everything wired and the HTTP port open; `parts.daemon.run(stop)` starts the loop."""
     from provisioner.history import open_store
     j, d = config.section("jenkins"), config.section("daemon")
@@ -90,6 +110,9 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
         cloud = make_cloud(config, blocked)
     elif hasattr(cloud, "blocked"):
         blocked = cloud.blocked                   # one blocked set: the cloud's failures and our boot timeouts
+    quotas = account_quotas(config, getattr(cloud, "name", ""), quota_clients)
+    if quotas:
+        settings = replace(settings, class_quotas=quotas)
     if catalog is None:
         from provisioner.catalog import load_catalog
         defaults = config.defaults
@@ -111,8 +134,12 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
     planner = Planner(config, catalog, store, blocked.current, settings.managed_atom)
     alerts = config.data.get("alerts") or {}
 
+    spend = team_spend(config, history_location, store)
+
     def on_record(record: dict) -> None:
         planner.invalidate(record["job"])
+        if spend is not None:
+            spend.invalidate(record)
         if alerts.get("sinks"):                   # sinks may be slow: off the request thread
             from provisioner.alerts.dispatch import alert_on_record
             threading.Thread(target=alert_on_record, args=(alerts, history_location, record),
@@ -155,14 +182,36 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               blocked=blocked, lease=lease, sentinel=j["sentinel_node"],
                               prices=prices or catalog_prices(catalog),
                               launch_workers=int(d["launch_workers"]) or 1,
-                              drain_poll_s=float(d["drain_poll_s"]), drains=drains, agents=book, boot=boot)
+                              drain_poll_s=float(d["drain_poll_s"]), drains=drains, agents=book, boot=boot,
+                              spend=spend)
     except BaseException:
         parts.close()
         raise
     log.info("%s", json.dumps({"event": "daemon.started", "owner": owner, "jenkins": j["url"],
                                "cloud": getattr(cloud, "name", type(cloud).__name__), "listen": http.url,
-                               "settings": settings.__dict__}, default=str))
+                               "settings": _loggable(settings)}, default=str))
     return parts
+
+
+def _loggable(settings: Settings) -> dict:
+    """Settings for the start line: the (region, class, market) keys of the vCPU limits as text."""
+    out = dict(settings.__dict__)
+    for name in ("class_caps", "class_quotas"):
+        out[name] = {" ".join(k): v for k, v in out[name].items()}
+    return out
+
+
+def team_spend(config: Config, history_location: str, store: Callable[[], Any]) -> Any:
+    """The team-budget reader when some alert rule is a budget (None: no budget rules)."""
+    from provisioner.alerts.config import parse_alerts
+    from provisioner.daemon.spend import TeamSpend, alert_dispatcher
+    section = config.data.get("alerts") or {}
+    settings = parse_alerts(section)
+    if not any("budget" in r.on and r.budget_usd for r in settings.rules):
+        return None
+    return TeamSpend(settings, config.data.get("teams") or {}, store,
+                     dispatch=alert_dispatcher(section, history_location),
+                     refresh_s=float(config.section("daemon").get("budget_refresh_s") or 60))
 
 
 def _metrics_token(config: Config) -> str | None:

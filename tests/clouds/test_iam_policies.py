@@ -49,7 +49,8 @@ def test_daemon_policy_covers_what_the_adapter_calls():
     assert {"ec2:CreateFleet", "ec2:RunInstances", "ec2:CreateLaunchTemplate", "ec2:CreateTags",
             "ec2:DescribeInstances", "ec2:DescribeImages", "ec2:DescribeInstanceTypes",
             "ec2:DescribeSpotPriceHistory", "ec2:TerminateInstances", "iam:PassRole", "ssm:PutParameter",
-            "ssm:DeleteParameter", "ssm:DeleteParameters", "pricing:GetProducts"} <= allowed
+            "ssm:DeleteParameter", "ssm:DeleteParameters", "pricing:GetProducts",
+            "servicequotas:GetServiceQuota", "servicequotas:GetAWSDefaultServiceQuota"} <= allowed
     assert "ec2:DeleteLaunchTemplate" not in allowed           # the base template is never deleted
 
 
