@@ -309,6 +309,10 @@ class DockerCloud:
             self._remove(container)
             log.info("terminated %s", instance_id)
 
+    def image_fingerprint(self) -> str:
+        """The instance image's id: a warm spare made from another is rebuilt (daemon/pools.py)."""
+        return str(self._call(self.client.images.get, self.settings.instance_image).id)
+
     # ---- what the launcher of a job-mode instance reads --------------------------------------
 
     def container(self, instance_id: str) -> Any | None:

@@ -85,6 +85,7 @@ class Daemon:
         self.drain_poll_s = drain_poll_s if drain_poll_s < settings.interval_s else 0.0
         self.drains = drains or Drains(client)              # shared with the agent API
         self.agents = agents                                # agents.AgentBook of the agent API
+        self.pools: Any = None                              # pools.PoolKeeper when labels have a pool
         self._restarted = threading.Event()                 # Jenkins restarted: drain used agents at once
         self._waiting: set = set()                          # keys of the items in the last queue read
         if hasattr(client, "on_restart"):
@@ -134,16 +135,26 @@ class Daemon:
         prices = {i.id: self._price(i)[0] for i in instances}
         observed = Observed(tuple(items), tuple(nodes), tuple(instances), prices, plans,
                             self.attempts.load(), dict(interruptions), self.memory)
+        view = self._pool_split(observed, now, report)      # the warm pool's spares, if any
+        seen = view.observed if view is not None else observed
         c0 = time.process_time()
-        actions = R.reconcile(observed, self.s, now)
+        actions = R.reconcile(seen, self.s, now)
         report.reconcile_s = time.process_time() - c0
         self.metrics.reconcile_cpu.observe(report.reconcile_s)
         report.items, report.demand = len(items), len(demand_items)
-        self._execute(actions, observed, report)
+        self._execute(actions, seen, report)
+        if view is not None:
+            self._guard("pool", report, lambda: self.pools.act(view, actions, now))
         self.attempts.prune({i.key for i in items})
         self._publish(observed, demand_items, actions, now)
         self._finish(report, started)
         return report
+
+    def _pool_split(self, observed: Observed, now: float, report: TickReport) -> Any:
+        """provisioner/daemon/pools.py: the observation without unused spares (None: no pool)."""
+        if self.pools is None:
+            return None
+        return self._guard("pool", report, lambda: self.pools.split(observed, now))
 
     def _screen(self, items: list) -> list:
         """The items a tick can serve. One whose label cannot be parsed or planned (too deep, a bad

@@ -149,6 +149,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               prices=prices or catalog_prices(catalog),
                               launch_workers=int(d["launch_workers"]) or 1,
                               drain_poll_s=float(d["drain_poll_s"]), drains=drains, agents=book)
+        parts.daemon.pools = _pool_keeper(config, parts.daemon, drains)
     except BaseException:
         parts.close()
         raise
@@ -209,3 +210,18 @@ def _ec2_handover(ssm: Callable[[str], Any]):
             account["id"] = aws.client("sts").get_caller_identity()["Account"]
         return account["id"]
     return ec2_secret_handover(ssm, account_id)
+
+
+def _pool_keeper(config: Config, daemon: Daemon, drains: Drains) -> Any:
+    """The warm pool's keeper when any `labels:` entry has a pool (else None: nothing changes)."""
+    from provisioner.pool import pools_from_config
+    specs = pools_from_config(config.data.get("labels"))
+    if not specs:
+        return None
+    from provisioner.daemon.pool_metrics import PoolMetrics
+    from provisioner.daemon.pools import PoolKeeper
+    metrics = PoolMetrics(daemon.metrics.registry)
+    keeper = PoolKeeper(specs, settings=daemon.s, planner=daemon.planner, launcher=daemon.launcher,
+                        cloud=daemon.cloud, client=daemon.client, drains=drains, metrics=metrics)
+    metrics.keeper = keeper
+    return keeper
