@@ -308,7 +308,17 @@ class Daemon:
         self._handed.update(i for i in self._pool.map(hand_over, missing) if i)   # many after a restart
 
     def _launch(self, ready: list[Prepared]) -> list[Any]:
-        """An Instance or the exception, per prepared launch."""
+        """An Instance or the exception, per prepared launch; a parked warm spare (EC2) serves those
+        of its plan (daemon/pools.py), the others launch."""
+        taken = self._guard("pool", TickReport(), lambda: self.pools.take(ready)) if self.pools else None
+        if not taken:
+            return self._launch_new(ready)
+        rest = iter(self._launch_new([r for k, r in enumerate(ready) if k not in taken]))
+        return [taken[k] if k in taken else next(rest) for k in range(len(ready))]
+
+    def _launch_new(self, ready: list[Prepared]) -> list[Any]:
+        if not ready:
+            return []
         batch = getattr(self.cloud, "launch_many", None)
         if batch is not None:
             try:

@@ -30,6 +30,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
+from provisioner import killpoints
 from provisioner import pool as P
 from provisioner.clouds.base import Instance
 from provisioner.daemon import reconcile as R
@@ -42,6 +43,8 @@ POOL_TAG, IMAGE_TAG = "provisioner:pool", "provisioner:image"
 CLAIM_FOR_S = 15.0          # an item a spare should serve is kept from reconcile at most this long
 IN_FLIGHT_S = 120.0         # a spare node whose launch describe does not show yet
 TAG_MAX = 255
+WARM_S = 90.0               # EC2: a spare runs this long on its first boot (volume warmed), then parks
+SPARE_MAX_S = 86400.0       # a spare without max_idle retires after a day (its lifetime is made for it)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class PoolKeeper:
         self._next = 1
         self._image: tuple[float, str | None] = (0.0, None)
         self.states: dict[tuple[str, str], int] = {}          # (label, state) -> spares, for the gauge
+        # EC2: spares are parked (stopped) instances without a node, claimed by the launch path
+        self.parks = callable(getattr(cloud, "park", None)) and callable(getattr(cloud, "claim", None))
+        self.warm_s = WARM_S
+        self._parked: dict[str, list[Instance]] = {}          # canonical label -> spare instances
+        self._taken: dict = {}                                # item key -> claimed spare id (this tick)
 
     def is_spare(self, name: str) -> bool:
         return name.startswith(self.prefix)
@@ -93,9 +101,15 @@ class PoolKeeper:
                 self._hit(n, now)                         # a spare started a build
         instances: dict[str, list[Instance]] = {}
         rest = []
+        self._parked = {}
         for inst in observed.instances:
             node = inst.tag("node") or ""
-            if inst.tags.get(POOL_TAG) is not None and (node in unused or node not in spare_nodes):
+            pooled = inst.tags.get(POOL_TAG)
+            if pooled is not None and not node:             # EC2: a spare has no node until claimed
+                if inst.state not in ("shutting-down", "terminated"):
+                    self._parked.setdefault(pooled, []).append(inst)
+                continue
+            if pooled is not None and (node in unused or node not in spare_nodes):
                 if inst.state not in GONE_STATES or inst.state == "stopped":
                     instances.setdefault(node, []).append(inst)
                 continue
@@ -115,7 +129,9 @@ class PoolKeeper:
             insts = instances.get(name, [])
             spare = self._spare(n, insts, now, image)
             spares.setdefault(c or "", []).append(spare)
-        claimed = self._claims_for(demand, observed, spares, now)
+        for c, insts in self._parked.items():
+            spares.setdefault(c, []).extend(self._parked_spare(i) for i in insts)
+        claimed = self._claims_for(demand, observed, spares, now) if not self.parks else set()
         items = tuple(i for i in observed.items if i.key not in claimed)
         kept_nodes = tuple(n for n in observed.nodes if n.name not in unused)
         view = PoolView(replace(observed, items=items, nodes=kept_nodes, instances=tuple(rest)),
@@ -136,6 +152,41 @@ class PoolKeeper:
         return P.Spare(n.name, tuple(n.meta.offer) if n.meta and n.meta.offer else None,
                        (inst.tags.get(IMAGE_TAG) or "") if inst is not None else (image or ""),
                        state, launched, self._ready_since.get(n.name) if state == "ready" else None, n.labels)
+
+    @staticmethod
+    def _parked_spare(inst: Instance) -> P.Spare:
+        state = "stopped" if inst.state == "stopped" else "starting"
+        return P.Spare(inst.id, (inst.instance_type, inst.region, inst.market), inst.tags.get(IMAGE_TAG) or "",
+                       state, inst.launched_at)
+
+    def take(self, ready: list[Any]) -> dict[int, Instance]:
+        """EC2: the prepared launches a parked spare serves (index -> the started spare); a build
+        takes a spare of its plan's type and region (spares are on demand: not for `spot`-only)."""
+        if not self.parks:
+            return {}
+        out: dict[int, Instance] = {}
+        for k, r in enumerate(ready):
+            p = r.provision
+            offer = p.plan.chosen.offer
+            if r.spec.spot_only:
+                continue
+            every = [self._parked_spare(i) for group in self._parked.values() for i in group]
+            spare = P.claim(p.item.label, (offer.instance_type, offer.region, "on-demand"),
+                            [replace(s, node_labels=frozenset({"*"})) for s in every],
+                            lambda _label, _labels: True, set(self._taken.values()))
+            if spare is None:
+                continue
+            tags = {k2: v for k2, v in r.spec.tags.items() if k2 not in (POOL_TAG, IMAGE_TAG)}
+            try:
+                out[k] = self.cloud.claim(spare.node, tags)
+            except Exception as exc:                        # noqa: BLE001 - then the usual launch
+                event("pool.claim-failed", instance=spare.node, node=p.node, error=str(exc)[:200])
+                continue
+            self._taken[p.item.key] = spare.node
+            c = self._canon(p.item.label)
+            self._hit_label(c, now=self.clock())
+            event("pool.hit", node=p.node, instance=spare.node, label=(c or "")[:200])
+        return out
 
     def _claims_for(self, demand: list[Item], observed: Observed, spares: dict, now: float) -> set:
         """Items a ready spare serves (oldest first, one spare each), for at most CLAIM_FOR_S."""
@@ -161,13 +212,16 @@ class PoolKeeper:
         for a in actions:
             if isinstance(a, Provision) and not self.is_spare(a.node):
                 c = self._canon(a.item.label)
-                if c in self.specs and a.item.key not in self._missed:
+                if c in self.specs and a.item.key not in self._missed and a.item.key not in self._taken:
                     self._missed.add(a.item.key)
                     self._starts[c].append(now)
                     if self.metrics is not None:
                         self.metrics.misses.labels(self._short(c)).inc()
         if len(self._missed) > 10000:
             self._missed.clear()
+        taken, self._taken = set(self._taken.values()), {}     # spares claimed in this tick's launches
+        if self.parks:
+            self._park(now, taken)
         for name, insts in view.instances.items():        # a spare instance whose node is gone
             if name not in view.nodes and not (name in self._in_flight and now - self._in_flight[name] < IN_FLIGHT_S):
                 self._terminate(insts, name, "no-node")
@@ -175,8 +229,11 @@ class PoolKeeper:
         for c, spec in self.specs.items():
             plan = view.plans.get(c)
             offer = plan.chosen.offer.key if plan is not None else None
-            group = view.spares.get(c, [])
-            lost = [s for s in group if s.node not in view.instances
+            if offer is not None and self.parks:
+                offer = (offer[0], offer[1], "on-demand")
+            spec = spec if spec.max_idle_s else replace(spec, max_idle_s=SPARE_MAX_S)
+            group = [s for s in view.spares.get(c, []) if s.node not in taken]
+            lost = [s for s in group if not self.parks and s.node not in view.instances
                     and now - self._in_flight.get(s.node, 0) > IN_FLIGHT_S]
             want = P.target(spec, now, sum(1 for t in self._starts[c] if now - t <= P.DEMAND_WINDOW_S))
             retire = P.retirements([s for s in group if s not in lost], spec, now=now, want=want, image=image,
@@ -196,6 +253,10 @@ class PoolKeeper:
         event("pool.spare-retired", node=name, reason=reason)
         if self.metrics is not None:
             self.metrics.retired.labels(reason).inc()
+        parked = [i for group in self._parked.values() for i in group if i.id == name]
+        if parked:                                        # EC2: no node, the instance is the spare
+            self._terminate(parked, "", reason)
+            return
         if node is not None and node.online:
             self.drains.drain(name, "no-demand")          # reconcile retires it once seen idle drained
             return
@@ -210,6 +271,38 @@ class PoolKeeper:
             self.launcher.forget(insts)
             event("instance.terminated", node=name, reason=f"pool:{reason}", instances=[i.id for i in insts])
 
+    def _park(self, now: float, taken: set) -> None:
+        """EC2: spares that ran their first boot long enough are stopped."""
+        due = [i.id for group in self._parked.values() for i in group
+               if i.state == "running" and now - i.launched_at >= self.warm_s and i.id not in taken]
+        if due:
+            self.cloud.park(due)
+            event("pool.spares-parked", instances=due)
+
+    def _launch_parked(self, canon: str, spec: P.PoolSpec, plan: Any, name: str, index: int, job: str,
+                       now: float, image: str | None) -> None:
+        """EC2: an on-demand instance without a node, its user-data run on every boot."""
+        from provisioner import bootstrap
+        from provisioner.clouds.base import INSTANCE_TAG_KEYS
+        p = Provision(name, Item(0, 0, spec.label, job), plan, index, False,
+                      client_token(self.s.owner, name, int(now * 1000), index))
+        lspec, _ = self.launcher.spec(p, "", now, spec.max_idle_s or SPARE_MAX_S)
+        catalog = getattr(self.planner, "catalog", None)
+        ondemand = [o if o.market == "on-demand" or catalog is None else catalog.find(o.instance_type, o.region,
+                                                                                       "on-demand")
+                    for o in lspec.candidates]
+        candidates = tuple(dict.fromkeys(o for o in ondemand if o is not None and o.market == "on-demand"))
+        if not candidates:
+            event("pool.no-on-demand-offer", label=canon[:200])
+            return
+        tags = {k: v for k, v in lspec.tags.items() if k not in INSTANCE_TAG_KEYS}
+        tags.update({POOL_TAG: canon[:TAG_MAX], IMAGE_TAG: (image or "")[:TAG_MAX]})
+        lspec = replace(lspec, candidates=candidates, tags=tags, secret_env={}, spot_only=False,
+                        user_data=bootstrap.every_boot(lspec.user_data))
+        instance = self.cloud.launch(lspec)
+        event("pool.spare-launched", node="", label=canon[:200], instance=instance.id,
+              instance_type=instance.instance_type)
+
     def _launch(self, canon: str, spec: P.PoolSpec, plan: Any, view: PoolView, now: float,
                 image: str | None) -> None:
         seen = [int(x) for x in (n.rsplit("-", 1)[-1] for n in [*view.nodes, *view.instances]
@@ -218,9 +311,12 @@ class PoolKeeper:
         self._next = index + 1
         name = f"{self.prefix}{_h(canon)}-{index}"
         job = (self._jobs[canon].most_common(1) or [("", 0)])[0][0]
+        if self.parks:
+            return self._launch_parked(canon, spec, plan, name, index, job, now, image)
         item = Item(0, 0, spec.label, job)
         p = Provision(name, item, plan, index, True, client_token(self.s.owner, name, int(now * 1000), index))
-        prepared = self.launcher.prepare(p)
+        prepared = self.launcher.prepare(p, spec.max_idle_s or SPARE_MAX_S)
+        killpoints.reached("pool.node-created")          # tests: a spare node without its instance
         tags = {**prepared.spec.tags, POOL_TAG: canon[:TAG_MAX], IMAGE_TAG: (image or "")[:TAG_MAX]}
         prepared = replace(prepared, spec=replace(prepared.spec, tags=tags))
         self._in_flight[name] = now
@@ -233,13 +329,16 @@ class PoolKeeper:
     def _hit(self, node: Node, now: float) -> None:
         self._hits.add(node.name)
         c = self._canon(node.meta.label if node.meta else None)
+        self._hit_label(c, now)
+        event("pool.hit", node=node.name, label=(c or "")[:200])
+        if len(self._hits) > 10000:
+            self._hits.clear()
+
+    def _hit_label(self, c: str | None, now: float) -> None:
         if c in self.specs:
             self._starts[c].append(now)
         if self.metrics is not None:
             self.metrics.hits.labels(self._short(c or "")).inc()
-        event("pool.hit", node=node.name, label=(c or "")[:200])
-        if len(self._hits) > 10000:
-            self._hits.clear()
 
     def _plan(self, canon: str, observed: Observed) -> Any:
         """The label's most likely plan: the offer most of its recent jobs are planned on."""
