@@ -127,3 +127,35 @@ def test_a_stopped_spare_is_claimed_after_ready_ones() -> None:
     spares = [spare("stopped", state="stopped"), spare("ready")]
     assert pool.claim("ec2", A, spares, sat).node == "ready"
     assert pool.claim("ec2", A, spares[:1], sat).node == "stopped"
+
+
+# ---- metrics and dashboard ----------------------------------------------------------------------
+
+def test_pool_metrics_are_exported_capped_and_on_the_dashboard() -> None:
+    import json
+    import re
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from provisioner.daemon.metrics import DaemonMetrics
+    from provisioner.daemon.pool_metrics import PoolMetrics
+    metrics = DaemonMetrics()
+    pm = PoolMetrics(metrics.registry)
+    long_label = "ec2&&" + "x" * 400
+    pm.keeper = SimpleNamespace(states={("ec2&&vcpu=2", "ready"): 2, ("ec2&&vcpu=2", "stopped"): 0,
+                                        (long_label, "starting"): 1})
+    pm.hits.labels("ec2&&vcpu=2").inc()
+    pm.misses.labels("ec2&&vcpu=2").inc(3)
+    pm.retired.labels("image").inc()
+    r = metrics.registry
+    assert r.get_sample_value("provisioner_pool_spares", {"label": "ec2&&vcpu=2", "state": "ready"}) == 2
+    assert r.get_sample_value("provisioner_pool_hits_total", {"label": "ec2&&vcpu=2"}) == 1
+    assert r.get_sample_value("provisioner_pool_misses_total", {"label": "ec2&&vcpu=2"}) == 3
+    assert r.get_sample_value("provisioner_pool_spares_retired_total", {"reason": "image"}) == 1
+    spares = [s for f in r.collect() if f.name == "provisioner_pool_spares" for s in f.samples]
+    assert all(len(s.labels["label"]) <= 120 for s in spares) and len(spares) == 3   # a long label is cut
+    names = {f.name + ("_total" if f.type == "counter" else "") for f in r.collect() if "pool" in f.name}
+    dashboard = (Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json").read_text()
+    used = {m for p in json.loads(dashboard)["panels"] for t in p.get("targets", [])
+            for m in re.findall(r"provisioner_pool_[a-z_]+", t["expr"])}
+    assert used == names
