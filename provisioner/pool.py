@@ -127,6 +127,14 @@ def pools_from_config(labels_section: Mapping | None) -> dict[str, PoolSpec]:
             if isinstance(entry, dict) and entry.get("pool") is not None}
 
 
+def reuse_from_config(labels_section: Mapping | None) -> dict[str, ReuseSpec]:
+    """Canonical label -> ReuseSpec for every `labels:` entry with reuse (validated already)."""
+    from provisioner.init_scripts import canonical
+    return {canonical(expr): parse_reuse(entry["reuse"], f"labels.{expr!r}.reuse")
+            for expr, entry in (labels_section or {}).items()
+            if isinstance(entry, dict) and entry.get("reuse") is not None}
+
+
 # ---- decisions --------------------------------------------------------------------------------
 
 def in_hours(hours: tuple[int, int] | None, now: float) -> bool:
@@ -200,3 +208,18 @@ def claim(item_label: str | None, item_offer: OfferKey | None, spares: Iterable[
             and s.offer == item_offer and satisfies(item_label, s.node_labels)]
     fits.sort(key=lambda s: (s.state != "ready", s.ready_since or s.launched_at, s.node))
     return fits[0] if fits else None
+
+
+def next_build(job: str, node_labels: frozenset[str], builds_done: int, spec: ReuseSpec,
+               waiting: Iterable[tuple[Any, str, str | None]], satisfies: Any, taken: Iterable[Any] = ()) -> Any:
+    """Agent reuse: the queue item (key) a finished agent takes next, or None. `waiting`: (key, job,
+    label) oldest first. Jenkins hands an online node to the oldest item its labels satisfy, so the
+    agent is offered only when that item is of its own job; never past `max_builds`."""
+    if builds_done >= spec.max_builds:
+        return None
+    busy = set(taken)
+    for key, item_job, label in waiting:
+        if key in busy or not satisfies(label, node_labels):
+            continue
+        return key if item_job == job else None
+    return None

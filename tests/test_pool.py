@@ -159,3 +159,34 @@ def test_pool_metrics_are_exported_capped_and_on_the_dashboard() -> None:
     used = {m for p in json.loads(dashboard)["panels"] for t in p.get("targets", [])
             for m in re.findall(r"provisioner_pool_[a-z_]+", t["expr"])}
     assert used == names
+
+
+# ---- agent reuse ----------------------------------------------------------------------------------
+
+def test_next_build_is_the_oldest_fitting_item_only_when_it_is_the_same_job() -> None:
+    spec = pool.ReuseSpec(300, 3)
+    labels = frozenset({"ec2", "vcpu=2"})
+    waiting = [((1, 1), "other", "ec2 && mem=8"), ((2, 2), "train", "ec2 && vcpu=2"), ((3, 3), "train", "ec2")]
+    assert pool.next_build("train", labels, 1, spec, waiting, sat) == (2, 2)
+    assert pool.next_build("train", labels, 1, spec, waiting, sat, taken={(2, 2)}) == (3, 3)
+    assert pool.next_build("train", labels, 3, spec, waiting, sat) is None           # max_builds
+    first_other = [((0, 0), "other", "ec2"), *waiting]        # Jenkins would hand the node to "other"
+    assert pool.next_build("train", labels, 1, spec, first_other, sat) is None
+
+
+def test_recycle_kills_the_build_users_processes_or_all_but_init_and_itself() -> None:
+    from provisioner.agent.recycle import leftovers
+    procs = [(1, 0, 0), (7, 1, 0), (8, 7, 0), (20, 1, 1000), (21, 20, 1000), (30, 8, 0)]
+    assert leftovers(procs, keep={7, 8}, agent_uid=None) == [20, 21, 30]
+    assert leftovers(procs, keep={7, 8}, agent_uid=1000) == [20, 21]
+
+
+def test_a_reused_agent_gets_a_new_token_per_build_and_the_last_one_stops_working() -> None:
+    from provisioner.daemon.state import Tokens
+    tokens = Tokens(b"secret")
+    first = tokens.for_node("prov-t-q1")
+    assert tokens.node_of(first) == "prov-t-q1"
+    second = tokens.for_node("prov-t-q1", 2)
+    assert second != first and tokens.node_of(second) == "prov-t-q1"
+    assert tokens.node_of(first) is None
+    assert tokens.node_of(second.replace("~2.", "~3.")) is None                      # forged build number

@@ -22,6 +22,8 @@ class PoolMetrics:
         self.retired = Counter("provisioner_pool_spares_retired", "Spares retired unused, by reason "
                                "(image, offer, boot-timeout, max-idle, shrink, lost, no-node)",
                                ["reason"], registry=registry)
+        self.reuses = Counter("provisioner_agent_reuses", "Builds that started on a reused agent (an agent "
+                              "that had finished a build of the same job)", registry=registry)
         self.keeper: Any = None
         registry.register(_SparesCollector(self))
 

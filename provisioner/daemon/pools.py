@@ -70,6 +70,7 @@ class PoolKeeper:
         self.planner, self.launcher, self.cloud, self.client = planner, launcher, cloud, client
         self.drains = drains
         self.metrics, self.clock = metrics, clock
+        self.reuse: Any = None                              # reuse.ReuseKeeper when a label reuses agents
         self.prefix = f"{settings.prefix}pool-"
         self._jobs: dict[str, Counter] = {c: Counter() for c in specs}    # recent jobs per label
         self._starts: dict[str, deque] = {c: deque(maxlen=200) for c in specs}
@@ -92,6 +93,11 @@ class PoolKeeper:
 
     # -- before reconcile ---------------------------------------------------------------------
     def split(self, observed: Observed, now: float) -> PoolView:
+        if self.reuse is not None:                        # reused agents between builds (daemon/reuse.py)
+            held, keep_items = self.reuse.split(observed, now)
+            observed = replace(observed, nodes=tuple(n for n in observed.nodes if n.name not in held),
+                               instances=tuple(i for i in observed.instances if i.tag("node") not in held),
+                               items=tuple(i for i in observed.items if i.key not in keep_items))
         used = observed.memory.seen_busy
         spare_nodes = {n.name: n for n in observed.nodes if self.is_spare(n.name)}
         unused = {k: n for k, n in spare_nodes.items()

@@ -214,9 +214,10 @@ def _ec2_handover(ssm: Callable[[str], Any]):
 
 def _pool_keeper(config: Config, daemon: Daemon, drains: Drains) -> Any:
     """The warm pool's keeper when any `labels:` entry has a pool (else None: nothing changes)."""
-    from provisioner.pool import pools_from_config
+    from provisioner.pool import pools_from_config, reuse_from_config
     specs = pools_from_config(config.data.get("labels"))
-    if not specs:
+    reuse = reuse_from_config(config.data.get("labels"))
+    if not specs and not reuse:
         return None
     from provisioner.daemon.pool_metrics import PoolMetrics
     from provisioner.daemon.pools import PoolKeeper
@@ -224,4 +225,11 @@ def _pool_keeper(config: Config, daemon: Daemon, drains: Drains) -> Any:
     keeper = PoolKeeper(specs, settings=daemon.s, planner=daemon.planner, launcher=daemon.launcher,
                         cloud=daemon.cloud, client=daemon.client, drains=drains, metrics=metrics)
     metrics.keeper = keeper
+    if reuse and callable(getattr(daemon.cloud, "recycle", None)):
+        from provisioner.daemon.reuse import ReuseKeeper
+        keeper.reuse = ReuseKeeper(reuse, settings=daemon.s, launcher=daemon.launcher, cloud=daemon.cloud,
+                                   client=daemon.client, drains=drains, metrics=metrics)
+    elif reuse:
+        log.warning("%s", json.dumps({"event": "reuse.unsupported", "cloud": getattr(daemon.cloud, "name", "?"),
+                                      "detail": "agent reuse runs on the docker cloud only: one build per agent"}))
     return keeper
