@@ -141,3 +141,18 @@ def secret_env(cloud: Any, bundle: Mapping[str, Any]) -> dict[str, str]:
     if getattr(cloud, "name", cloud) == "docker":
         return {secrets.BUNDLE_ENV: secrets.encode(bundle)}
     return {}
+
+
+EVERY_BOOT_BOUNDARY = "==provisioner-every-boot=="
+
+
+def every_boot(script: str) -> str:
+    """EC2 user-data that cloud-init runs on every boot, not only the first: a MIME multi-part whose
+    cloud-config part sets the user-scripts module to `always`. A warm spare (daemon/pools.py) is
+    booted once, stopped, and started for a build later: its bootstrap must run again then."""
+    b = EVERY_BOOT_BOUNDARY
+    return (f'Content-Type: multipart/mixed; boundary="{b}"\nMIME-Version: 1.0\n\n'
+            f'--{b}\nContent-Type: text/cloud-config; charset="us-ascii"\n\n'
+            "#cloud-config\ncloud_final_modules:\n- [scripts-user, always]\n\n"
+            f'--{b}\nContent-Type: text/x-shellscript; charset="us-ascii"\n\n'
+            f"{script.rstrip()}\n--{b}--\n")

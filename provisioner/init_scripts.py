@@ -14,7 +14,8 @@ from provisioner import labels
 from provisioner.errors import InputError
 
 USER_DATA_LIMIT = 16384          # EC2: bytes of user-data before base64
-DELIMITER = "PROVISIONER_INIT_SCRIPT_EOF"   # the heredoc that carries a script into the user-data
+DELIMITER = "PROVISIONER_INIT_SCRIPT_EOF"
+LABEL_KEYS = frozenset({"init_script", "pool", "reuse"})   # what a `labels:` entry may hold   # the heredoc that carries a script into the user-data
 
 
 def canonical(expression: str) -> str:
@@ -52,13 +53,30 @@ def validate_labels(value: Any) -> str | None:
             return f"{where}: the same label as {seen[key]!r}"
         seen[key] = expression
         if not isinstance(entry, dict):
-            return f"{where}: must be a mapping with init_script"
-        unknown = sorted(set(entry) - {"init_script"})
+            return f"{where}: must be a mapping with init_script, pool or reuse"
+        unknown = sorted(set(entry) - LABEL_KEYS)
         if unknown:
-            return f"{where}: unknown key {unknown[0]!r} (known: init_script)"
+            return f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(LABEL_KEYS))})"
+        problem = _entry_problem(entry, where)
+        if problem:
+            return problem
+    return None
+
+
+def _entry_problem(entry: dict, where: str) -> str | None:
+    """One `labels:` entry's init script, pool and reuse settings (provisioner/pool.py)."""
+    from provisioner import pool
+    if "init_script" in entry:
         problem = script_problem(entry.get("init_script"))
         if problem:
             return f"{where}.init_script: {problem}"
+    try:
+        if entry.get("pool") is not None:
+            pool.parse_pool(where, entry["pool"], f"{where}.pool")
+        if entry.get("reuse") is not None:
+            pool.parse_reuse(entry["reuse"], f"{where}.reuse")
+    except InputError as exc:
+        return exc.message
     return None
 
 

@@ -31,7 +31,7 @@ def test_labels_entries_are_validated_by_canonical_expression():
     assert InitScripts.from_config(c.data, "docker").by_label == {canonical(GPU_LABEL): "nvidia-smi"}
     bad = {"labels: [a]": "must map label expressions",
            "labels: {'ec2 &&': {init_script: x}}": "not a label expression Jenkins can parse",
-           "labels: {'ec2': {pool: {min_spare: 1}}}": "unknown key 'pool'",
+           "labels: {'ec2': {spares: {min_spare: 1}}}": "unknown key 'spares'",
            "labels: {'ec2': {init_script: ''}}": "must be a non-empty shell script",
            f"labels: {{'ec2': {{init_script: \"a\\n{DELIMITER}\\nb\"}}}}": f"must not contain a line {DELIMITER}",
            "labels: {'ec2&&gpu=1': {init_script: a}, 'ec2 && gpu=1': {init_script: b}}": "the same label as",

@@ -201,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("plan-env", help="exports correcting the plan from instance metadata")
     e.set_defaults(func=cmd_plan_env)
     sub.add_parser("watch", help="the spot, expiry and idle watcher (its options: watch --help)")
+    r = sub.add_parser("recycle", help="agent reuse: clean up after a build, take the next bundle")
+    r.add_argument("--work-dir", required=True)
+    r.add_argument("--agent-user", help="the user builds run as (their processes are killed)")
+    r.add_argument("--state-dir")
+    r.set_defaults(func=lambda a: __import__("provisioner.agent.recycle", fromlist=["main"]).main(
+        _state_dir(a.state_dir), Path(a.work_dir), a.agent_user))
     v = sub.add_parser("check-version", help="exit 125 unless this is provisioner VERSION")
     v.add_argument("version")
     v.set_defaults(func=cmd_check_version)

@@ -374,6 +374,27 @@ class DockerCloud:
         except Exception as exc:                    # gone or stuck: the forced removal follows
             log.debug("stop of %s failed: %s", getattr(container, "name", "?"), exc)
 
+    def recycle(self, instance_id: str, bundle_json: str, state_dir: str = "/run/provisioner") -> None:
+        """Agent reuse: hand a running instance its next build's bundle and stop its agent; its
+        bootstrap then cleans up after the last build and starts the agent again (agent/recycle.py)."""
+        container = self._get(instance_id)
+        if container is None:
+            raise CloudError(f"instance {instance_id} is gone", code="NotFound", kind="not-found")
+        buf = io.BytesIO()
+        data = bundle_json.encode()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo("next-bundle")
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+        self._call(container.put_archive, state_dir, buf.getvalue())
+        result = self._call(container.exec_run, ["sh", "-c", f'kill -TERM "$(cat {state_dir}/agent.pid)"'])
+        if getattr(result, "exit_code", 0):
+            raise CloudError(f"cannot stop the agent of {instance_id} for its next build", code="ExecFailed")
+
+    def image_fingerprint(self) -> str:
+        """The instance image's id: a warm spare made from another is rebuilt (daemon/pools.py)."""
+        return str(self._call(self.client.images.get, self.settings.instance_image).id)
+
     # ---- what the launcher of a job-mode instance reads --------------------------------------
 
     def container(self, instance_id: str) -> Any | None:

@@ -78,6 +78,15 @@ class Drains:
         self._drained[name] = self._clock()
         self._unsure.discard(name)
 
+    def undrain(self, name: str) -> bool:
+        """Toggle a node we drained back online (a reused agent, daemon/reuse.py); True when done."""
+        with self._lock:
+            if name not in self._drained:
+                return False
+            self._client.drain(name, "")            # toggleOffline is a toggle
+            del self._drained[name]
+            return True
+
     def drain_reporting(self, name: str) -> bool:
         """An agent reported: its build runs. Drain it now, reading its state first when no /computer
         read has shown it yet (a daemon that just restarted must not toggle a drained node back)."""

@@ -96,7 +96,7 @@ class Launcher:
         if self.after_terminate is not None and instances:
             self.after_terminate(instances)
 
-    def prepare(self, p: Provision) -> Prepared:
+    def prepare(self, p: Provision, spare_s: float = 0.0) -> Prepared:
         now = self.clock()
         offer = p.plan.chosen.offer
         self.attempts.record(p.item.key, p.attempt)
@@ -110,7 +110,7 @@ class Launcher:
                 if not (exc.code == "400" and "already exists" in str(exc)):
                     raise                          # a crash after creation: the node is ours, go on
         secret = self.client.node_secret(p.node)
-        spec, bundle = self.spec(p, secret, now)
+        spec, bundle = self.spec(p, secret, now, spare_s)
         return Prepared(p, spec, bundle, now)
 
     def launched(self, ready: Prepared, instance: Instance) -> InFlight:
@@ -125,17 +125,19 @@ class Launcher:
                                    "price_usd_per_hour": offer.price}))
         return InFlight(instance, offer.price, ready.at)
 
-    def spec(self, p: Provision, secret: str, now: float) -> tuple[LaunchSpec, dict]:
+    def spec(self, p: Provision, secret: str, now: float, spare_s: float = 0.0) -> tuple[LaunchSpec, dict]:
         """The LaunchSpec and the secret bundle. The user-data holds neither the secret nor the node
         (the bundle names it), so agents planned alike share one script and can share one request.
         Timeout, team and market come from the plan's intent (the label is not read again)."""
         from provisioner import bootstrap
         intent = p.plan.intent
         timeout = intent.timeout_s if intent is not None else self.s.default_timeout_s
-        lifetime = timeout + self.s.boot_timeout_s + 600   # then the instance stops itself
+        # then the instance stops itself; a warm spare (daemon/pools.py) may first wait `spare_s`
+        lifetime = timeout + self.s.boot_timeout_s + 600 + spare_s
+        idle = self.s.idle_timeout_s + spare_s if self.s.idle_timeout_s else self.s.idle_timeout_s
         expires = iso_utc(_utc(_minute(now) + lifetime))   # whole minutes: one script per tick
         bspec = bootstrap.BootstrapSpec(run_id="", expires_at=expires, jenkins_url=self.s.jenkins_url,
-                                        work_dir=self.s.remote_fs, idle_timeout_s=self.s.idle_timeout_s,
+                                        work_dir=self.s.remote_fs, idle_timeout_s=idle,
                                         init_script=self.s.init_scripts.for_label(p.item.label))
         user_data = bootstrap.render_user_data("agent", p.plan, bspec, self.cloud)
         bundle = self.bundle(p.node, secret)

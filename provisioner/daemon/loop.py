@@ -94,6 +94,7 @@ class Daemon:
         self._boot_keys: dict = {}                          # plan key -> boot key, this tick
         self.spend = spend                                  # daemon.spend.TeamSpend (team budgets)
         self._caps_seen: dict = {}                          # for metrics: vCPUs and budgets last tick
+        self.pools: Any = None                              # pools.PoolKeeper when labels have a pool
         self._restarted = threading.Event()                 # Jenkins restarted: drain used agents at once
         self._waiting: set = set()                          # keys of the items in the last queue read
         if hasattr(client, "on_restart"):
@@ -146,12 +147,16 @@ class Daemon:
         observed = Observed(tuple(items), tuple(nodes), tuple(instances), prices, plans,
                             self.attempts.load(), dict(interruptions), self.memory, paused,
                             **self._limits(demand_items, instances, prices, now, report))
+        view = self._pool_split(observed, now, report)      # the warm pool's spares, if any
+        seen = view.observed if view is not None else observed
         c0 = time.process_time()
-        actions = R.reconcile(observed, self.s, now)
+        actions = R.reconcile(seen, self.s, now)
         report.reconcile_s = time.process_time() - c0
         self.metrics.reconcile_cpu.observe(report.reconcile_s)
         report.items, report.demand = len(items), len(demand_items)
-        self._execute(actions, observed, report)
+        self._execute(actions, seen, report)
+        if view is not None:
+            self._guard("pool", report, lambda: self.pools.act(view, actions, now))
         self.attempts.prune({i.key for i in items})
         self._publish(observed, demand_items, actions, now)
         self._finish(report, started)
@@ -223,6 +228,12 @@ class Daemon:
             out["over_budget"] = frozenset(exhausted_teams(uses))
             self._caps_seen["budgets"] = uses
         return out
+
+    def _pool_split(self, observed: Observed, now: float, report: TickReport) -> Any:
+        """provisioner/daemon/pools.py: the observation without unused spares (None: no pool)."""
+        if self.pools is None:
+            return None
+        return self._guard("pool", report, lambda: self.pools.split(observed, now))
 
     def _screen(self, items: list) -> list:
         """The items a tick can serve. One whose label cannot be parsed or planned (too deep, a bad
@@ -382,7 +393,17 @@ class Daemon:
         self._handed.update(i for i in self._pool.map(hand_over, missing) if i)   # many after a restart
 
     def _launch(self, ready: list[Prepared]) -> list[Any]:
-        """An Instance or the exception, per prepared launch."""
+        """An Instance or the exception, per prepared launch; a parked warm spare (EC2) serves those
+        of its plan (daemon/pools.py), the others launch."""
+        taken = self._guard("pool", TickReport(), lambda: self.pools.take(ready)) if self.pools else None
+        if not taken:
+            return self._launch_new(ready)
+        rest = iter(self._launch_new([r for k, r in enumerate(ready) if k not in taken]))
+        return [taken[k] if k in taken else next(rest) for k in range(len(ready))]
+
+    def _launch_new(self, ready: list[Prepared]) -> list[Any]:
+        if not ready:
+            return []
         batch = getattr(self.cloud, "launch_many", None)
         if batch is not None:
             try:

@@ -110,6 +110,9 @@ def _read_secret(path: Path) -> bytes | None:
     return value
 
 
+BUILD_MARK = "~"                 # node~N: the token of a reused agent's N-th build
+
+
 class Tokens:
     """Per-agent report tokens derived from the daemon secret (never logged). `book` says which
     are alive (agents.AgentBook): a token is valid only while its node lives, plus a grace."""
@@ -117,19 +120,29 @@ class Tokens:
     def __init__(self, secret: bytes, book: AgentBook | None = None):
         self._secret = secret
         self.book = book if book is not None else AgentBook()
+        self._builds: dict[str, int] = {}       # reused agents: node -> the build whose token is valid
 
     def __repr__(self) -> str:
         return "Tokens(***)"
 
-    def for_node(self, node: str) -> str:
-        """The token of `node` (called when its agent's secret bundle is made: the node exists)."""
+    def for_node(self, node: str, build: int = 0) -> str:
+        """The token of `node` (called when its agent's secret bundle is made: the node exists).
+        A reused agent (daemon/reuse.py) gets a new token for its `build`-th build (1, 2, ...): from
+        then on the earlier ones are refused."""
         self.book.minted(node)
+        if build:
+            self._builds[node] = build
+            name = f"{node}{BUILD_MARK}{build}"
+            return f"{name}.{self._mac(name)}"
         return f"{node}.{self._mac(node)}"
 
     def node_of(self, token: str) -> str | None:
-        """The node a token belongs to, or None when it is not one of ours."""
-        node, _, mac = token.rpartition(".")
-        if not node or not mac or not hmac.compare_digest(mac, self._mac(node)):
+        """The node a token belongs to, or None when it is not one of ours (or an earlier build's)."""
+        name, _, mac = token.rpartition(".")
+        if not name or not mac or not hmac.compare_digest(mac, self._mac(name)):
+            return None
+        node, _, build = name.partition(BUILD_MARK)
+        if self._builds.get(node, 0) != (int(build) if build.isdigit() else 0):
             return None
         return node
 

@@ -184,6 +184,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               launch_workers=int(d["launch_workers"]) or 1,
                               drain_poll_s=float(d["drain_poll_s"]), drains=drains, agents=book, boot=boot,
                               spend=spend)
+        parts.daemon.pools = _pool_keeper(config, parts.daemon, drains)
     except BaseException:
         parts.close()
         raise
@@ -265,3 +266,26 @@ def _ec2_handover(ssm: Callable[[str], Any]):
             account["id"] = aws.client("sts").get_caller_identity()["Account"]
         return account["id"]
     return ec2_secret_handover(ssm, account_id)
+
+
+def _pool_keeper(config: Config, daemon: Daemon, drains: Drains) -> Any:
+    """The warm pool's keeper when any `labels:` entry has a pool (else None: nothing changes)."""
+    from provisioner.pool import pools_from_config, reuse_from_config
+    specs = pools_from_config(config.data.get("labels"))
+    reuse = reuse_from_config(config.data.get("labels"))
+    if not specs and not reuse:
+        return None
+    from provisioner.daemon.pool_metrics import PoolMetrics
+    from provisioner.daemon.pools import PoolKeeper
+    metrics = PoolMetrics(daemon.metrics.registry)
+    keeper = PoolKeeper(specs, settings=daemon.s, planner=daemon.planner, launcher=daemon.launcher,
+                        cloud=daemon.cloud, client=daemon.client, drains=drains, metrics=metrics)
+    metrics.keeper = keeper
+    if reuse and callable(getattr(daemon.cloud, "recycle", None)):
+        from provisioner.daemon.reuse import ReuseKeeper
+        keeper.reuse = ReuseKeeper(reuse, settings=daemon.s, launcher=daemon.launcher, cloud=daemon.cloud,
+                                   client=daemon.client, drains=drains, metrics=metrics)
+    elif reuse:
+        log.warning("%s", json.dumps({"event": "reuse.unsupported", "cloud": getattr(daemon.cloud, "name", "?"),
+                                      "detail": "agent reuse runs on the docker cloud only: one build per agent"}))
+    return keeper
