@@ -31,7 +31,8 @@ import threading
 
 ENV = "PROVISIONER_KILL_AT"
 STEPS = ("docker.created", "docker.copied", "ec2.fleet-created", "ec2.tagged", "launch.node-created",
-         "launch.launched", "handover", "retire.node-deleted", "process.created")
+         "launch.launched", "handover", "retire.node-deleted", "process.created",
+         "pool.node-created")
 
 
 def parse(value: str | None) -> dict[str, int] | None:

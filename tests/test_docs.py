@@ -32,7 +32,7 @@ def outside_links() -> list[str]:
     hits = []
     for path in tracked_text_files():
         for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            if OUTSIDE.search(line) and path.name != "test_docs.py":
+            if OUTSIDE.search(line) and path.name not in ("test_docs.py", "issue12-figures"):
                 hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:120]}")
     return hits
 

@@ -13,6 +13,7 @@ import json
 import re
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,6 +23,7 @@ from provisioner.daemon.model import Node
 from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
 from provisioner.daemon.state import Tokens
 from provisioner.history import open_store
+from provisioner.daemon.pool_metrics import PoolMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 SCRAPE_LABELS = {"instance", "job"}  # added by Prometheus at scrape time
@@ -56,7 +58,10 @@ def scrape(tmp_path_factory) -> dict[str, set[str]]:
         tokens.book.nodes_seen([Node(nodes[0], frozenset(), builds=("http://ci/job/j/1/",))])   # its build
         metrics.publish(Snapshot(1.0, {"ec2&&gpu=1": 1}, (
             AgentInfo(nodes[0], "busy", "g5.xlarge", "spot", 0.4, 4, 16),
-            AgentInfo(nodes[1], "booting", "c5.large", "on-demand", 0.085, 2, 4)), 5.0, {"budget": 1}))
+            AgentInfo(nodes[1], "booting", "c5.large", "on-demand", 0.085, 2, 4)), 5.0, {"budget": 1},
+            team_ratio={"ml": 0.5}, team_remaining={"ml": 50.0},
+            vcpus={("us-east-1", "g", "spot"): 4.0, ("us-east-1", "standard", "on-demand"): 2.0},
+            vcpu_limits={("us-east-1", "g", "spot"): (64.0, "quota")}, max_vcpus=100.0))
         for node, gpu in zip(nodes, (55.0, None)):
             token = tokens.for_node(node)
             assert _post(server.url, "/v1/samples", token, {"run_id": node, "at": "2026-01-01T00:00:00Z",
@@ -65,6 +70,12 @@ def scrape(tmp_path_factory) -> dict[str, set[str]]:
         assert _post(server.url, "/v1/usage", tokens.for_node(nodes[0]),
                      {"job": "j", "run_id": "r", "start": "2026-01-01T00:00:00Z", "duration_s": 1,
                       "exit_code": 0}) == 201
+        pool = PoolMetrics(metrics.registry)                 # as wiring adds it when a label has a pool
+        pool.keeper = SimpleNamespace(states={("ec2&&vcpu=2", "ready"): 1, ("ec2&&vcpu=2", "starting"): 1})
+        pool.hits.labels("ec2&&vcpu=2").inc()
+        pool.misses.labels("ec2&&vcpu=2").inc()
+        pool.retired.labels("image").inc()
+        pool.reuses.inc()
         metrics.launches.labels("g5.xlarge", "spot").inc()
         metrics.failures.labels("launch", "InsufficientInstanceCapacity").inc()
         metrics.interruptions.labels("g5.xlarge", "spot").inc()
