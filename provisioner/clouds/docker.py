@@ -387,7 +387,12 @@ class DockerCloud:
             info.size, info.mode = len(data), 0o600
             tar.addfile(info, io.BytesIO(data))
         self._call(container.put_archive, state_dir, buf.getvalue())
-        result = self._call(container.exec_run, ["sh", "-c", f'kill -TERM "$(cat {state_dir}/agent.pid)"'])
+        # the old agent must be gone before its node is offered again, or Jenkins could hand the next
+        # build to the old connection before the workspace is wiped: wait for it (KILL after 10 s)
+        stop = (f'pid="$(cat {state_dir}/agent.pid)"; kill -TERM "$pid" || exit 1; i=0; '
+                f'while kill -0 "$pid" 2>/dev/null; do i=$((i+1)); [ "$i" -lt 100 ] || kill -KILL "$pid"; '
+                f'[ "$i" -lt 150 ] || exit 1; sleep 0.1; done')
+        result = self._call(container.exec_run, ["sh", "-c", stop])
         if getattr(result, "exit_code", 0):
             raise CloudError(f"cannot stop the agent of {instance_id} for its next build", code="ExecFailed")
 
