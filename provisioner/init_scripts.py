@@ -18,10 +18,7 @@ DELIMITER = "PROVISIONER_INIT_SCRIPT_EOF"
 LABEL_KEYS = frozenset({"init_script", "pool", "reuse"})   # what a `labels:` entry may hold   # the heredoc that carries a script into the user-data
 
 
-def canonical(expression: str) -> str:
-    """A label expression as Jenkins names it (`ec2&&gpu=1` for `ec2 && gpu=1`): the key by which
-    a queue item's label finds its entry."""
-    return labels.canonical(labels.parse_jenkins(expression))
+canonical = labels.canonical_expression     # the key by which a queue item's label finds its entry
 
 
 def script_problem(text: Any) -> str | None:

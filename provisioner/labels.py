@@ -356,6 +356,12 @@ def canonical(node: Node) -> str:
     return fold(node, lambda a: (atom_expression(a.name), _PRECEDENCE["atom"]), combine)[0]
 
 
+def canonical_expression(expression: str) -> str:
+    """A label expression as Jenkins names it (`ec2&&gpu=1` for `ec2 && gpu=1`): the key by which a
+    queue item's label finds its entry in the config's `labels:` map."""
+    return canonical(parse_jenkins(expression))
+
+
 def label_name(node: Node) -> str:
     """The name Jenkins shows in `why`: a lone atom unquoted, anything else canonical."""
     return node.name if isinstance(node, Atom) else canonical(node)

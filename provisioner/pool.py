@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from provisioner.errors import InputError
+from provisioner.labels import canonical_expression
 from provisioner.units import parse_duration_s
 
 MAX_SPARES = 50                       # per label: a typo must not start a fleet
@@ -121,16 +122,14 @@ def parse_reuse(entry: Any, where: str = "reuse") -> ReuseSpec:
 
 def pools_from_config(labels_section: Mapping | None) -> dict[str, PoolSpec]:
     """Canonical label -> PoolSpec for every `labels:` entry with a pool (validated already)."""
-    from provisioner.init_scripts import canonical
-    return {canonical(expr): parse_pool(expr, entry["pool"], f"labels.{expr!r}.pool")
+    return {canonical_expression(expr): parse_pool(expr, entry["pool"], f"labels.{expr!r}.pool")
             for expr, entry in (labels_section or {}).items()
             if isinstance(entry, dict) and entry.get("pool") is not None}
 
 
 def reuse_from_config(labels_section: Mapping | None) -> dict[str, ReuseSpec]:
     """Canonical label -> ReuseSpec for every `labels:` entry with reuse (validated already)."""
-    from provisioner.init_scripts import canonical
-    return {canonical(expr): parse_reuse(entry["reuse"], f"labels.{expr!r}.reuse")
+    return {canonical_expression(expr): parse_reuse(entry["reuse"], f"labels.{expr!r}.reuse")
             for expr, entry in (labels_section or {}).items()
             if isinstance(entry, dict) and entry.get("reuse") is not None}
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from provisioner.agent.buildtree import BuildContainers, Look, ProcessTree
-from provisioner.agent.watcher import _alive, read_pid
+from provisioner.agent.procs import _alive, read_pid
 from provisioner.runner.sampler import Frame, UsageAccumulator
 
 BUILD_RUN_ID_ENV = "PROVISIONER_BUILD_RUN_ID"
@@ -254,7 +254,7 @@ def from_env(settings: Any, environ: Mapping[str, str], out: Callable[[str], Non
         if reporter is None:
             out("provisioner-watcher: no report URL: the build's usage is not recorded")
             return None
-        from provisioner.agent.watcher import _docker_from_env
+        from provisioner.agent.procs import _docker_from_env
         node = environ.get("PROVISIONER_NODE_NAME") or None
         containers = BuildContainers(lambda: _docker_from_env(timeout=5), node)
         return BuildUsage(reporter.report, agent_pid_file=settings.agent_pid_file, work_dir=settings.work_dir,

@@ -36,7 +36,7 @@ from provisioner.clouds.base import Instance
 from provisioner.daemon import reconcile as R
 from provisioner.daemon.model import (GONE_STATES, Item, Node, Observed, PlanKey, Provision, Settings,
                                       client_token)
-from provisioner.init_scripts import canonical
+from provisioner.labels import canonical_expression as canonical
 
 log = logging.getLogger(__name__)
 POOL_TAG, IMAGE_TAG = "provisioner:pool", "provisioner:image"

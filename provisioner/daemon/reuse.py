@@ -26,7 +26,7 @@ from typing import Any, Callable
 from provisioner import pool as P
 from provisioner.daemon import reconcile as R
 from provisioner.daemon.model import Observed
-from provisioner.init_scripts import canonical
+from provisioner.labels import canonical_expression as canonical
 
 log = logging.getLogger(__name__)
 RESTART_S = 1.0           # after the recycle, the old agent has exited: the node is put online again
