@@ -21,7 +21,6 @@ import platform
 import queue
 import re
 import signal
-import socket
 import sys
 import time
 import uuid

@@ -38,7 +38,6 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 from provisioner.agent.procs import agent_has_children, read_pid
 from provisioner.backoff import UNCAPPED, Backoff

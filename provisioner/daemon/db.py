@@ -8,7 +8,6 @@ PostgreSQL a table lock), so the lease works across hosts when the team store is
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator

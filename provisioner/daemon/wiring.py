@@ -30,7 +30,6 @@ from provisioner.daemon.state import Attempts, Tokens, load_secret
 from provisioner.quotas import class_limits
 from provisioner.init_scripts import InitScripts
 from provisioner.intent import default_timeout_s
-from provisioner.units import parse_duration_s
 
 log = logging.getLogger("provisioner.daemon")
 
