@@ -209,9 +209,12 @@ class AgentApi:
                                    "run_id": record["run_id"], "new": added}))
         return (201 if added else 200), {"stored": added, "run_id": record["run_id"]}
 
-    def _builds(self, node: str) -> list[Build]:
+    def _builds(self, node: str, claimed: object = None) -> list[Build]:
+        """The builds seen on `node`, read again from Jenkins when none is known yet or the record
+        claims one not seen (a reused agent's next build can post before the loop's next read)."""
         builds = self.book.builds(node)
-        if not builds and self._node_builds is not None:
+        unknown = claimed not in (None, "") and all(b.number != claimed for b in builds)
+        if (not builds or unknown) and self._node_builds is not None:
             try:
                 urls = list(self._node_builds(node))
             except Exception as exc:               # Jenkins away: the agent retries later
@@ -222,7 +225,7 @@ class AgentApi:
 
     def _bind(self, node: str, record: dict) -> None:
         """Fill `job` and `build` from what ran on `node`; Refused 403 for anything else."""
-        builds = self._builds(node)
+        builds = self._builds(node, record.get("build"))
         if not builds:
             raise Refused(403, "no-build", "no build of this agent's node has been seen")
         job = record["job"]

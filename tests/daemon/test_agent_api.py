@@ -131,7 +131,25 @@ def test_a_record_before_the_loop_saw_the_build_asks_jenkins_for_the_node(tmp_pa
         d.observe({"prov-t-q6": ()})
         assert d.post("/v1/usage", RECORD, token).status_code == 201
         assert d.post("/v1/usage", {**RECORD, "job": "victim", "run_id": "r-2"}, token).status_code == 403
-        assert asked == ["prov-t-q6"] and d.runs("app")[0]["build"] == "8"
+        # each claim of a build not seen on the node (build 7 here) reads the node again: twice
+        assert asked == ["prov-t-q6"] * 2 and d.runs("app")[0]["build"] == "8"
+    finally:
+        d.http.stop()
+
+
+def test_a_reused_agents_next_build_is_read_from_jenkins_when_its_record_comes_first(tmp_path):
+    """A reused agent: the loop saw build 7 on the node; build 8's record arrives before its next read.
+    Jenkins is asked again, so the record is not filed under build 7; a claim Jenkins does not
+    confirm is still corrected to a build the node ran."""
+    on_node = [url("app", 7)]
+    d = Daemon(tmp_path, node_builds=lambda node: list(on_node))
+    try:
+        token = d.tokens.for_node("prov-t-q6")
+        d.observe({"prov-t-q6": (url("app", 7),)})
+        on_node.append(url("app", 8))
+        assert d.post("/v1/usage", {**RECORD, "build": "8"}, token).status_code == 201
+        assert d.post("/v1/usage", {**RECORD, "run_id": "r-2", "build": "999"}, token).status_code == 201
+        assert sorted(r["build"] for r in d.runs("app")) == ["7", "8"]
     finally:
         d.http.stop()
 
