@@ -237,8 +237,11 @@ def test_after_a_jenkins_restart_an_agent_whose_build_was_lost_never_gets_a_seco
     emu.schedule("second")
     emu.set_down(True)
     emu.set_temporarily_offline(node, False)              # it comes back from the restart not drained
-    cloud.restart_agent(cloud.by_node(node)["id"])        # retries every 1 s: back ~0.9 s after the restart
+    emu.hold_agent(node)                                  # its reconnect waits for the daemon's first read:
+    cloud.restart_agent(cloud.by_node(node)["id"])        # ordered, not raced against the agent's 1 s retry
     emu.restart(down_for=2.1)
+    emu.wait_for(lambda: emu.node(node).temp_offline, timeout=30)          # drained from the first read
+    emu.hold_agent(node, False)
     emu.wait_for(lambda: finished(emu, "first"), timeout=30)
     assert emu.builds("first")[0]["result"] == "FAILURE"                  # the restart lost it
     emu.wait_for(lambda: finished(emu, "second"), timeout=60)

@@ -66,6 +66,7 @@ class JenkinsEmulator(EmulatorAPI):
         for group in (ControllerRoutes(self), NodeRoutes(self), JobRoutes(self)):
             group.register(self.routes)
         self.down_mode: str | None = None
+        self.held_agents: set[str] = set()         # their connections get 503 until released
         self.session = self.crumb_salt = ''
         self._new_session()
         self._server: EmulatorServer | None = None
@@ -148,6 +149,11 @@ class JenkinsEmulator(EmulatorAPI):
                     if build.disconnected_at is not None:
                         build.disconnected_at = time.monotonic()
             self.wake()
+
+    def hold_agent(self, name: str, held: bool = True) -> None:
+        """While held, `name`'s agent connections are answered 503 (it retries every second): lets a
+        test order an agent's reconnect after something else, instead of racing it."""
+        (self.held_agents.add if held else self.held_agents.discard)(name)
 
     def _drop_channels(self) -> None:
         with self.state.lock:

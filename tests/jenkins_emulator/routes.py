@@ -183,6 +183,8 @@ class ControllerRoutes:
         if not name or not secret:
             raise HttpError(400, 'Node-Name and Secret-Key headers are required')
         emu = self.emu
+        if name in emu.held_agents:
+            raise HttpError(503, f'{name} is held by the test')
         handler = req.handler
         with emu.state.lock:
             node = emu.state.nodes.get(name)
