@@ -49,5 +49,5 @@ def run_output(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _owner() -> str:
-    from provisioner.remote import owner_id
+    from provisioner.remote_runs import owner_id
     return owner_id()
