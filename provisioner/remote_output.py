@@ -41,6 +41,10 @@ class Incomplete(Exception):
     """The outputs are not (all) there yet, or no longer; the message says which."""
 
 
+class NotEnded(Incomplete):
+    """The run still runs: its outputs are not final."""
+
+
 @dataclass(frozen=True)
 class Outputs:
     run_id: str
@@ -219,17 +223,17 @@ def bring_back(backend: Any, run: Any, dest: Path | None, say: Callable[[str], N
     try:
         if s3 is None:
             if backend.alive(run):
-                raise Incomplete("the run has not ended yet")
+                raise NotEnded("the run has not ended yet")
             files, size = fetch_folder(Path(out.where), target, run.run_id)
         else:
             try:
                 files, size = fetch_s3(s3, out.where, target, run.run_id)
             except Incomplete:
                 if backend.alive(run):
-                    raise Incomplete("the run has not ended yet") from None
+                    raise NotEnded("the run has not ended yet") from None
                 raise
     except Incomplete as exc:
-        hint = f" (they come back when it ends: provisioner attach {run.run_id})" if "not ended" in str(exc) else ""
+        hint = f" (they come back when it ends: provisioner attach {run.run_id})" if isinstance(exc, NotEnded) else ""
         say(f"warning: outputs of run {run.run_id} not brought back: {exc}{hint}")
         return 1
     except Exception as exc:          # a file system or S3 error: named, the run's outputs stay where they are
