@@ -203,13 +203,15 @@ class RemoteRun:
                                      transfer=self.transfer)
         bundle = parts.secret_bundle(spec, os.environ)
         from provisioner import remote_runs
+        output_tags = self.transfer.launched(run_id) if self.transfer is not None else {}
         launch = LaunchSpec(candidates=tuple(c.offer for c in candidates),
                             user_data=parts.user_data(best.offer, bspec, self.cloud_name),
                             tags={**parts.tags(owner_id(), job, run_id, bspec.expires_at),
                                   "provisioner:price": f"{best.offer.price:g}",
                                   "provisioner:log-group": bspec.log_group,
                                   **({remote_runs.USAGE_S3_TAG: self.args.usage_s3}
-                                     if getattr(self.args, "usage_s3", None) else {})},
+                                     if getattr(self.args, "usage_s3", None) else {}),
+                                  **output_tags},
                             client_token=run_id, disk_gib=int(result.plan.disk_gib),
                             spot_only=result.intent.spot_only,
                             secret_env=parts.secret_env(self.cloud_name, bundle))

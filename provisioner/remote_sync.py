@@ -4,8 +4,9 @@ Checked before anything is planned (exit 2): `-v` on EC2 (the instance cannot se
 folders), a sync folder that is not one, EC2 without `ec2.sync_s3`. Before the first launch the
 tree goes to S3 under `<ec2.sync_s3>/runs/<id>/sync/` (EC2; the instance role reads it) or is
 copied into a host folder the instance mounts (docker cloud). After a foreground run the outputs
-come back into `--output` and the run's S3 objects are deleted; a detached run leaves them there
-and says where.
+come back into `--output` and the run's S3 objects are deleted; a detached run carries where its
+outputs are and go (tags / labels, and the launcher's state dir: provisioner/remote_output.py), and
+`attach`, `logs -f` or `provisioner output` bring them back once it ended.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Transfer:
     base_url: str | None = None       # EC2: s3://bucket/prefix/runs/<id>
     stage: Path | None = None         # docker cloud: host folder holding work/ and output/
     region: str | None = None
+    run_id: str | None = None         # the launch being followed (the last one tried)
 
     @property
     def sync_url(self) -> str | None:
@@ -48,6 +50,23 @@ class Transfer:
                 "sync_root": str(self.stage) if self.stage else None,
                 "sync_mount": self.mount if self.sync_dir else None,
                 "output_mount": sync.OUTPUT_MOUNT if self.output_dir else None}
+
+    @property
+    def output_where(self) -> str | None:
+        """Where the instance leaves the outputs: the S3 prefix, or the host folder (docker)."""
+        if self.output_dir is None:
+            return None
+        return self.output_url or (str(self.stage / "output") if self.stage else None)
+
+    def launched(self, run_id: str) -> dict[str, str]:
+        """A launch of this run: recorded here, and the tags that carry it with the run."""
+        from provisioner import remote_output
+        self.run_id = run_id
+        where = self.output_where
+        if where is None:
+            return {}
+        remote_output.note(run_id, self.cloud, where, self.output_dir)
+        return remote_output.tags(where, self.output_dir)
 
     def _s3(self) -> Any:
         from provisioner import aws
@@ -72,27 +91,31 @@ class Transfer:
             sync.upload_tree(self._s3(), tree, self.sync_url or "")
 
     def receive(self, kind: str, console: Any) -> None:
-        """After the run: outputs into --output (a detached run: say where they will be)."""
+        """After the run: outputs into --output (a detached run: say how they will come back)."""
+        from provisioner import remote_output
         if kind not in ("done", "detached"):        # nothing ran: only clean up
             self._clean()
             return
         if kind == "detached":
-            if self.output_url:
-                console.info(f"  outputs: {self.output_url} when the run ends "
-                             f"(e.g. aws s3 cp --recursive {self.output_url} {self.output_dir})")
-            elif self.output_dir and self.stage:
-                console.info(f"  outputs: {self.stage / 'output'} when the run ends")
+            if self.output_dir is not None:
+                run = self.run_id or "RUN"
+                console.info(f"  outputs: {self.output_where} once the run ended; `provisioner attach {run}` or "
+                             f"`provisioner logs -f {run}` bring them into {self.output_dir} "
+                             f"(or later: provisioner output {run})")
             return
         try:
             if self.output_dir is not None:
+                where = self.output_where or ""
                 if self.stage is not None:
-                    shutil.copytree(self.stage / "output", self.output_dir, dirs_exist_ok=True)
-                    files = sum(1 for p in self.output_dir.rglob("*") if p.is_file())
+                    files, size = remote_output.fetch_folder(self.stage / "output", self.output_dir,
+                                                             self.run_id or "run")
                     console.info(f"Outputs: {files} files into {self.output_dir}")
                 else:
-                    files, size = sync.download_prefix(self._s3(), self.output_url or "", self.output_dir)
+                    files, size = remote_output.fetch_s3(self._s3(), where, self.output_dir, self.run_id or "run")
                     console.info(f"Outputs: {files} files, {sync.human_size(size)} from "
-                                 f"{self.output_url} into {self.output_dir}")
+                                 f"{where} into {self.output_dir}")
+                if self.run_id:
+                    remote_output.mark_fetched(self.run_id, self.output_dir)
         except Exception as exc:          # the job's exit code stands; say what is missing (and keep it)
             where = self.output_url or (self.stage / "output" if self.stage else "")
             console.warn(f"outputs not fetched from {where}: {type(exc).__name__}: {exc}")

@@ -10,6 +10,7 @@ upload of its outputs after) use it; the instance never needs `pathspec` (nothin
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -25,6 +26,7 @@ OUTPUT_ENV = "PROVISIONER_OUTPUT_DIR"
 WORKERS = 16                         # concurrent requests (aws s3 sync uses 10)
 LARGE = 32 * 1024 * 1024             # from this size on: the multipart transfer manager
 MODE_KEY = "mode"                    # object metadata: the file's permission bits (x survives)
+MANIFEST = ".provisioner-outputs.json"   # under output/, put last by the instance: {"files": {rel: size}}
 
 
 class SyncError(Exception):
@@ -171,7 +173,8 @@ def download_prefix(s3: Any, url: str, dest: Path, workers: int = WORKERS) -> tu
     bucket, prefix = split_url(url)
     dest = Path(dest)
     keys = list_keys(s3, url)
-    targets = [(key, size, local_path(dest, prefix, key)) for key, size in keys if not key.endswith("/")]
+    targets = [(key, size, local_path(dest, prefix, key)) for key, size in keys
+               if not key.endswith("/") and key != prefix + MANIFEST]
 
     def get(item: tuple[str, int, Path]) -> int:
         key, size, path = item
@@ -191,6 +194,30 @@ def download_prefix(s3: Any, url: str, dest: Path, workers: int = WORKERS) -> tu
         return size
     dest.mkdir(parents=True, exist_ok=True)
     return len(targets), _pool(get, targets, workers)
+
+
+def put_manifest(s3: Any, tree: Tree, url: str) -> None:
+    """The instance's last word on its outputs: every file and its size, put after all of them, so a
+    set without it (or with fewer or other files) is known to be incomplete."""
+    bucket, prefix = split_url(url)
+    body = json.dumps({"files": {e.rel: e.size for e in tree.files if e.rel != MANIFEST}}, sort_keys=True)
+    s3.put_object(Bucket=bucket, Key=prefix + MANIFEST, Body=body.encode())
+
+
+def read_manifest(s3: Any, url: str) -> dict[str, int] | None:
+    """{rel: size} the instance put under `url`, or None when it has not (yet, or ever)."""
+    bucket, prefix = split_url(url)
+    try:
+        body = s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
+    except Exception as exc:
+        if (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    try:
+        files = json.loads(body)["files"]
+        return {str(k): int(v) for k, v in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise SyncError(f"{url}{MANIFEST}: not a manifest of outputs") from None
 
 
 def delete_prefix(s3: Any, url: str) -> int:

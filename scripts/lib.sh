@@ -6,7 +6,8 @@
 # Debian packages, by step: python3 python3-venv (the .venv), docker.io (the engine), busybox-static
 # (the local test and demo images copy its static /usr/bin/busybox), default-jdk-headless (javac,
 # jar: the Jenkins emulator's agent.jar), packer, postgresql (tests), groovy default-jre-headless
-# junit4 (the Groovy suite). Everything else the scripts use is in Debian's essential set.
+# junit4 (the Groovy suite), iproute2 (`ip netns`: the EC2 user-data test's network namespace).
+# Everything else the scripts use is in Debian's essential set (util-linux: nsenter, unshare).
 STARTED_DOCKERD_PID=""
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }

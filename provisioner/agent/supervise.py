@@ -79,7 +79,10 @@ def upload_outputs(environ: Mapping[str, str], emit: Any) -> None:
     from provisioner import aws, sync
     try:
         tree = sync.scan(Path(root) / "output")
-        sync.upload_tree(aws.client("s3", region=environ.get("PROVISIONER_REGION")), tree, url)
+        tree = sync.Tree(tree.root, tuple(e for e in tree.files if e.rel != sync.MANIFEST))
+        s3 = aws.client("s3", region=environ.get("PROVISIONER_REGION"))
+        sync.upload_tree(s3, tree, url)
+        sync.put_manifest(s3, tree, url)             # last: the set is complete
         emit(f"provisioner-agent: outputs: {sync.describe(tree)} to {url}")
     except Exception as exc:           # the job's exit code stands
         emit(f"provisioner-agent: warning: outputs not uploaded to {url}: {type(exc).__name__}: {exc}")

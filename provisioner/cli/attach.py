@@ -1,4 +1,5 @@
-"""`provisioner attach RUN`: `logs -f`, and Ctrl-C stops the run (asks first unless --yes)."""
+"""`provisioner attach RUN`: `logs -f`, and Ctrl-C stops the run (asks first unless --yes). A run
+started with --output has its outputs brought back once it ended (or was stopped from here)."""
 
 from __future__ import annotations
 
@@ -19,17 +20,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 @guarded
 def run_attach(args: argparse.Namespace, ctx: Context) -> int:
-    from provisioner.cli.logs import print_lines, resolve
+    from provisioner.cli.logs import bring_back, print_lines, resolve
     from provisioner.cli.stop import stop
     backend, run = resolve(args, ctx)
     try:
         print_lines(backend, run, True, args.since)
-        return 0
+        return bring_back(backend, run)
     except KeyboardInterrupt:
         if not args.yes and not _confirm(f"\nStop run {run.run_id}? [y/N] "):
             print("detached; the run goes on", file=sys.stderr)
             return 0
-    return stop(ctx, backend, run)
+    code = stop(ctx, backend, run)
+    return bring_back(backend, run) or code
 
 
 def _confirm(prompt: str) -> bool:

@@ -1,5 +1,6 @@
 """`provisioner logs RUN [-f] [--since]`: a remote run's output from its start; the last lines are
-its usage summary (from the record the instance wrote)."""
+its usage summary (from the record the instance wrote). With -f, a run started with --output has its
+outputs brought back once it ended (provisioner/remote_output.py)."""
 
 from __future__ import annotations
 
@@ -66,4 +67,10 @@ def run_logs(args: argparse.Namespace, ctx: Context) -> int:
     if record is not None and args.follow and run.owner == owner_id():
         ended = [r for r in backend.list(None) if r.run_id == run.run_id]
         remote_runs.import_unseen(ctx, backend, ended, owner_id(), lambda text: print(text, file=sys.stderr))
-    return 0
+    return bring_back(backend, run) if args.follow else 0
+
+
+def bring_back(backend, run) -> int:
+    """The run ended while followed: its outputs (if it has any) into its --output folder."""
+    from provisioner import remote_output
+    return remote_output.bring_back(backend, run, None, lambda text: print(text, file=sys.stderr, flush=True))

@@ -26,6 +26,7 @@ COMMANDS = {
     "logs": "print a remote run's output (-f: until it ends)",
     "stop": "stop a remote run (its usage record is kept)",
     "attach": "follow a remote run; Ctrl-C stops it",
+    "output": "bring a remote run's --output folder back",
     "completion": "print a shell completion script (bash, zsh)",
 }
 _GLOBAL_WITH_VALUE = ("--config", "--history")

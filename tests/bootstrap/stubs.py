@@ -1,5 +1,6 @@
 """Small HTTP stubs on 127.0.0.1 for the bootstrap's tests: instance metadata (IMDSv2 enforced)
-and the daemon's usage API. Containers reach them through host networking."""
+and the daemon's usage API. Containers reach them through host networking, or (`host=`: an address
+of a network namespace's veth, tests/netns.py) from inside a namespace the test made."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from typing import Any
 
 
 class _Server:
-    def __init__(self, handler: type[BaseHTTPRequestHandler]):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1"):
+        self.httpd = ThreadingHTTPServer((host, 0), handler)
         self.httpd.stub = self                         # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"http://{self.httpd.server_address[0]}:{self.httpd.server_address[1]}"
 
     def start(self) -> "_Server":
         self.thread.start()
@@ -65,8 +66,8 @@ class ImdsStub(_Server):
     """IMDSv2: PUT /latest/api/token; GET /latest/meta-data/... with the token, else 401.
     `spot/instance-action` exists only after `notify()`; `rotate_token()` makes old tokens 401."""
 
-    def __init__(self, data: dict[str, str] | None = None):
-        super().__init__(_ImdsHandler)
+    def __init__(self, data: dict[str, str] | None = None, host: str = "127.0.0.1"):
+        super().__init__(_ImdsHandler, host)
         self.token = secrets.token_hex(16)
         self.log: list[tuple[str, str, bool]] = []
         self.data = {"instance-id": "i-0stub", "instance-type": "m5.large", "placement/region": "us-east-1",
