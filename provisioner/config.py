@@ -20,7 +20,8 @@ from provisioner.catalog.devices import IMAGE_SLOTS
 from provisioner.clouds.ec2_selectors import problem as selector_problem
 from provisioner.errors import ConfigError, UsageError
 from provisioner.quotas import config_problem as quota_caps_problem
-from provisioner.init_scripts import script_problem, size_problems, validate_labels
+from provisioner.init_script_size import size_problems
+from provisioner.init_scripts import script_problem, validate_labels
 from provisioner.units import parse_duration_s
 from provisioner.yamlfile import Document, check_schema, parse_yaml, read_text
 

@@ -126,7 +126,7 @@ class RemoteRun:
         from provisioner.catalog.notice import due
         for warning in due(result.warnings):
             self.console.warn(warning)
-        from provisioner.cli.plan import reason_lines
+        from provisioner.planner import reason_lines
         for line in reason_lines(result):                # what `provisioner plan` prints first
             self.console.info(line)
         # the remote `provisioner run` gets the intent's timeout (--timeout > label timeout= > config)
