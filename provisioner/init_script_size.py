@@ -22,18 +22,21 @@ def sample_user_data(script: str | None, cloud_name: str) -> str:
 
 
 def size_problems(data: dict) -> list[tuple[str, str]]:
-    """(config path, problem) for each init script that makes EC2 user-data too large."""
-    if data.get("cloud") != "ec2":
+    """(config path, problem) for each init script that makes the user-data too large for the
+    configured cloud (one with a limit: EC2)."""
+    from provisioner.clouds import registry
+    cloud = data.get("cloud") or ""
+    if registry.adapter(cloud).user_data_limit is None:
         return []
-    scripts = InitScripts.from_config(data, "ec2")
+    scripts = InitScripts.from_config(data, cloud)
     out = []
-    for path, expression in [("ec2.init_script", None)] + [
+    for path, expression in [(f"{cloud}.init_script", None)] + [
             (f"labels.{e!r}.init_script", e) for e in (data.get("labels") or {})]:
         script = scripts.for_label(expression)
         if script is None or (expression is None and scripts.cloud is None):
             continue
         try:
-            check_size(sample_user_data(script, "ec2"), "ec2", path)
+            check_size(sample_user_data(script, cloud), cloud, path)
         except InputError as exc:
             out.append((path, exc.message))
     return out

@@ -13,7 +13,7 @@ from typing import Any
 from provisioner import labels
 from provisioner.errors import InputError
 
-USER_DATA_LIMIT = 16384          # EC2: bytes of user-data before base64
+USER_DATA_LIMIT = 16384          # EC2: bytes of user-data before base64 (clouds/ec2_seam.py says so)
 DELIMITER = "PROVISIONER_INIT_SCRIPT_EOF"
 LABEL_KEYS = frozenset({"init_script", "pool", "reuse"})   # what a `labels:` entry may hold   # the heredoc that carries a script into the user-data
 
@@ -104,8 +104,11 @@ class InitScripts:
 
 
 def check_size(user_data: str, cloud_name: str, source: str = "the init script") -> None:
-    """EC2's limit on user-data; `source` names what made it large."""
+    """The cloud's limit on user-data (Cloud.user_data_limit: EC2's USER_DATA_LIMIT; none on docker);
+    `source` names what made it large."""
+    from provisioner.clouds import registry
+    limit = registry.adapter(cloud_name).user_data_limit
     size = len(user_data.encode())
-    if cloud_name == "ec2" and size > USER_DATA_LIMIT:
-        raise InputError(f"the user-data would be {size} bytes, over EC2's {USER_DATA_LIMIT}: "
+    if limit is not None and size > limit:
+        raise InputError(f"the user-data would be {size} bytes, over {cloud_name.upper()}'s {limit}: "
                          f"shorten {source} (or have it fetch a longer script)")

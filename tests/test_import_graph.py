@@ -31,3 +31,21 @@ def test_no_new_import_cycle():
 
 def test_nothing_below_the_cli_imports_it():
     assert import_graph.cli_imports(import_graph.graph()) == KNOWN_CLI_IMPORTS
+
+
+def test_only_a_clouds_own_modules_and_the_registry_import_its_adapter():
+    """clouds/registry.py builds every cloud: outside a cloud's own modules (provisioner.clouds.NAME,
+    provisioner.clouds.NAME_*), nothing imports its adapter, so adding a cloud touches no caller."""
+    adapters = import_graph.registered_adapters()
+    assert adapters["docker"] == "provisioner.clouds.docker" and adapters["ec2"] == "provisioner.clouds.ec2"
+    assert import_graph.adapter_imports(import_graph.graph(), adapters) == []
+
+
+def test_the_adapter_check_names_an_import_from_outside_and_allows_the_clouds_own_modules():
+    edges = {"provisioner.daemon.wiring": {"provisioner.clouds.ec2", "provisioner.clouds.base"},
+             "provisioner.clouds.ec2_seam": {"provisioner.clouds.ec2"},
+             "provisioner.clouds.registry": {"provisioner.clouds.ec2", "provisioner.clouds.docker"},
+             "provisioner.clouds.docker": {"provisioner.clouds.ec2"}}
+    adapters = {"ec2": "provisioner.clouds.ec2", "docker": "provisioner.clouds.docker"}
+    assert import_graph.adapter_imports(edges, adapters) == [
+        ("provisioner.clouds.docker", "provisioner.clouds.ec2"), ("provisioner.daemon.wiring", "provisioner.clouds.ec2")]
