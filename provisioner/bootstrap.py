@@ -133,7 +133,9 @@ def render_user_data(mode: str, plan: Any, spec: BootstrapSpec, cloud: Any) -> s
     if mode == "agent" and not spec.jenkins_url:
         raise ValueError("agent mode needs the Jenkins URL (the node name comes with the secret bundle)")
     template = _environment(str(template_dir())).get_template(TEMPLATES[mode])
+    from provisioner.clouds import registry
     text = template.render(mode=mode, template=TEMPLATES[mode], cloud=cloud_name, offer=_offer(plan),
+                           secrets_from=registry.adapter(cloud_name).bundle_source,
                            spec=spec, version=__version__, init_delimiter=init_scripts.DELIMITER)
     if spec.init_script:
         init_scripts.check_size(text, cloud_name)

@@ -128,6 +128,7 @@ class CloudDefaults:
     signals_jobs = False                # `run --remote` stops a job by a signal to the instance (else
     #                                     by terminating it); its follower reports the instance's exit
     notional_prices = False             # its prices are the catalog's, not charged (the docker cloud)
+    bundle_source = "env"               # where the bootstrap reads the secret bundle: env | ssm
 
     @classmethod
     def pinned_arches(cls, config: Any) -> frozenset[str]:

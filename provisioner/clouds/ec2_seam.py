@@ -28,6 +28,7 @@ class Ec2Seam(CloudDefaults):
         return cls(None, settings, blocked=blocked)                  # type: ignore[call-arg]
 
     user_data_limit = USER_DATA_LIMIT      # bytes of user-data before base64
+    bundle_source = "ssm"                  # the bootstrap reads its bundle from SSM (secret_handover puts it)
 
     @classmethod
     def secret_env(cls, bundle: dict) -> dict[str, str]:
