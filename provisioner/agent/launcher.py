@@ -16,7 +16,7 @@ from provisioner import bootstrap, records
 from provisioner.agent import secrets
 from provisioner.backoff import Backoff
 from provisioner.catalog.model import SPOT, Offer
-from provisioner.clouds.base import Cloud, Instance
+from provisioner.clouds.base import Cloud, Instance, work_tags
 from provisioner.runner.console import Console
 
 DEFAULT_LOG_GROUP = "/provisioner/jobs"       # the IAM policies grant /provisioner/*
@@ -167,13 +167,8 @@ def tags(owner: str, job: Any, run_id: str, expires: str) -> dict[str, str]:
     """The run's tags. Its state lives with it (`provisioner:state`, `provisioner:user`), so `ps`
     from any machine with the same credentials sees it; nothing here ties it to the launcher's
     process: a run ends by its own end or its expiry, never because its launcher went away."""
-    out = {"provisioner:owner": owner, "provisioner:job": job.job, "provisioner:run-id": run_id,
-           "provisioner:expires-at": expires, USER_TAG: launching_user(), STATE_TAG: "running"}
-    if job.build:
-        out["provisioner:build"] = job.build
-    if job.team:
-        out["provisioner:team"] = job.team
-    return out
+    return {**work_tags(owner, job=job.job, expires_at=expires, build=job.build, run_id=run_id, team=job.team),
+            USER_TAG: launching_user(), STATE_TAG: "running"}
 
 
 # ---- following ---------------------------------------------------------------------------------

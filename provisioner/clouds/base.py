@@ -30,6 +30,15 @@ BATCH_TAG = "provisioner:batch"              # the batched request (its idempote
 BATCH_NODES_TAG = "provisioner:batch-nodes"  # that request's nodes, in assignment order
 
 
+def work_tags(owner: str, *, job: str, expires_at: str, node: str | None = None, queue_id: object = None,
+              build: str | None = None, run_id: str | None = None, team: str | None = None) -> dict[str, str]:
+    """The provisioner:* tags (TAG_KEYS) of one launch, the same for the daemon's agents and for
+    `run --remote`; a value not given is left out. The cloud adds its own (Cloud.launch_tags)."""
+    values = {"owner": owner, "node": node, "queue-id": queue_id, "job": job, "build": build, "run-id": run_id,
+              "team": team, "expires-at": expires_at}
+    return {TAG_PREFIX + key: str(value) for key, value in values.items() if value not in (None, "")}
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     """What to launch: ranked candidates (best first), the bootstrap, and how to find it again."""

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from provisioner.clouds.base import OWNER_TAG, Cloud, Instance, LaunchSpec
+from provisioner.clouds.base import Cloud, Instance, LaunchSpec, work_tags
 from provisioner.daemon.bootfail import BOOT_CONFIG_TAG, config_hash
 from provisioner.daemon.jenkins import JenkinsClient, JenkinsError
 from provisioner.daemon.model import InFlight, NodeMeta, Provision
@@ -46,11 +46,7 @@ class AgentSettings:
 
 def launch_tags(owner: str, p: Provision, expires_at: str, team: str | None) -> dict[str, str]:
     """docs/contracts.md tags: owner, node, queue-id, job, team, expires-at (build and run-id come later)."""
-    tags = {OWNER_TAG: owner, "provisioner:node": p.node, "provisioner:queue-id": str(p.item.id),
-            "provisioner:job": p.item.job, "provisioner:expires-at": expires_at}
-    if team:
-        tags["provisioner:team"] = team
-    return tags
+    return work_tags(owner, job=p.item.job, expires_at=expires_at, node=p.node, queue_id=p.item.id, team=team)
 
 
 @dataclass(frozen=True)
