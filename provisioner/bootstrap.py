@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 from provisioner import __version__, init_scripts
 from provisioner.agent import secrets
 from provisioner.catalog.model import Offer
+from provisioner.clouds.base import Cloud
 from provisioner.records import iso_utc
 
 TEMPLATES = {"job": "job.sh.j2", "agent": "agent.sh.j2"}
@@ -121,8 +122,8 @@ def _offer(plan: Any) -> Offer:
     return plan
 
 
-def render_user_data(mode: str, plan: Any, spec: BootstrapSpec, cloud: Any) -> str:
-    """The bootstrap script for `mode` ('job' | 'agent') on `cloud` (a Cloud, or 'docker' | 'ec2')."""
+def render_user_data(mode: str, plan: Any, spec: BootstrapSpec, cloud: Cloud | str) -> str:
+    """The bootstrap script for `mode` ('job' | 'agent') on `cloud` (a Cloud, or a registered cloud's name)."""
     cloud_name = getattr(cloud, "name", cloud)
     if mode not in TEMPLATES:
         raise ValueError(f"unknown bootstrap mode {mode!r} (job or agent)")
@@ -142,7 +143,7 @@ def render_user_data(mode: str, plan: Any, spec: BootstrapSpec, cloud: Any) -> s
     return text
 
 
-def secret_env(cloud: Any, bundle: Mapping[str, Any]) -> dict[str, str]:
+def secret_env(cloud: Cloud | str, bundle: Mapping[str, Any]) -> dict[str, str]:
     """The LaunchSpec.secret_env that carries the bundle, by the cloud's own rule (Cloud.secret_env:
     the docker cloud's container environment; EC2 none, its bundle goes to SSM after launch).
     `cloud`: a Cloud, or a registered cloud's name."""
