@@ -36,7 +36,7 @@ def arch_choice(req: Any, args: argparse.Namespace, cloud_name: str, host_arch: 
     if req.mentions_arch:
         return None
     from provisioner.clouds import registry
-    if registry.adapter(cloud_name).runs_host_arch:
+    if registry.adapter(cloud_name).on_this_host:
         return image_arch.ArchChoice(host_arch, f"the {cloud_name} cloud runs the host's architecture: arch={host_arch}")
     if args.instance_type or req.names_type:
         return None

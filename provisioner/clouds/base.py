@@ -133,7 +133,7 @@ class CloudDefaults:
 
     name = ""
     user_data_limit: int | None = None  # bytes of user-data the cloud takes (None: no limit)
-    runs_host_arch = False              # its instances run on this host (its architecture only)
+    on_this_host = False                # its instances run on this machine (its folders, its architecture)
     signals_jobs = False                # `run --remote` stops a job by a signal to the instance (else
     #                                     by terminating it); its follower reports the instance's exit
     notional_prices = False             # its prices are the catalog's, not charged (the docker cloud)

@@ -171,7 +171,7 @@ class DockerCloud(CloudDefaults):
     environment: CloudDefaults.secret_env)."""
 
     name = "docker"
-    runs_host_arch = True        # containers on this host
+    on_this_host = True          # containers on this host: its folders and its architecture
     signals_jobs = True          # `run --remote` signals the container; its exit is reported
     notional_prices = True       # the catalog's EC2 prices, for comparison: nothing is charged
 
