@@ -137,6 +137,7 @@ def render_user_data(mode: str, plan: Any, spec: BootstrapSpec, cloud: Cloud | s
     from provisioner.clouds import registry
     text = template.render(mode=mode, template=TEMPLATES[mode], cloud=cloud_name, offer=_offer(plan),
                            secrets_from=registry.adapter(cloud_name).bundle_source,
+                           ships_logs=registry.adapter(cloud_name).ships_logs,
                            spec=spec, version=__version__, init_delimiter=init_scripts.DELIMITER)
     if spec.init_script:
         init_scripts.check_size(text, cloud_name)

@@ -138,6 +138,7 @@ class CloudDefaults:
     #                                     by terminating it); its follower reports the instance's exit
     notional_prices = False             # its prices are the catalog's, not charged (the docker cloud)
     bundle_source = "env"               # where the bootstrap reads the secret bundle: env | ssm
+    ships_logs = False                  # the instance ships a job's log to the log group (EC2: CloudWatch)
 
     @classmethod
     def pinned_arches(cls, config: Any) -> frozenset[str]:

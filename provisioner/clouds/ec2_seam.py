@@ -29,6 +29,7 @@ class Ec2Seam(CloudDefaults):
 
     user_data_limit = USER_DATA_LIMIT      # bytes of user-data before base64
     bundle_source = "ssm"                  # the bootstrap reads its bundle from SSM (secret_handover puts it)
+    ships_logs = True                      # to CloudWatch Logs (agent/supervise.py), what `follower` reads
 
     @classmethod
     def secret_env(cls, bundle: dict) -> dict[str, str]:
