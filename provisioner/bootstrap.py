@@ -22,10 +22,10 @@ from typing import Any, Mapping, Sequence
 from provisioner import __version__, init_scripts
 from provisioner.agent import secrets
 from provisioner.catalog.model import Offer
+from provisioner.clouds.base import Cloud
 from provisioner.records import iso_utc
 
 TEMPLATES = {"job": "job.sh.j2", "agent": "agent.sh.j2"}
-CLOUDS = ("docker", "ec2")
 TEMPLATE_DIR_ENV = "PROVISIONER_BOOTSTRAP_DIR"
 DEFAULT_GRACE_S = 90.0          # of the 120 s spot notice; see provisioner/agent/watcher.py
 DEFAULT_WORK_DIR = "/var/lib/jenkins-agent"
@@ -97,6 +97,12 @@ def _qjoin(values: Sequence[Any]) -> str:
     return " ".join(_q(v) for v in values)
 
 
+def clouds() -> tuple[str, ...]:
+    """The clouds a bootstrap renders for: the registered ones (clouds/registry.py)."""
+    from provisioner.clouds import registry
+    return registry.names()
+
+
 @functools.lru_cache(maxsize=4)
 def _environment(folder: str) -> Any:
     import jinja2
@@ -116,31 +122,37 @@ def _offer(plan: Any) -> Offer:
     return plan
 
 
-def render_user_data(mode: str, plan: Any, spec: BootstrapSpec, cloud: Any) -> str:
-    """The bootstrap script for `mode` ('job' | 'agent') on `cloud` (a Cloud, or 'docker' | 'ec2')."""
+def render_user_data(mode: str, plan: Any, spec: BootstrapSpec, cloud: Cloud | str) -> str:
+    """The bootstrap script for `mode` ('job' | 'agent') on `cloud` (a Cloud, or a registered cloud's name)."""
     cloud_name = getattr(cloud, "name", cloud)
     if mode not in TEMPLATES:
         raise ValueError(f"unknown bootstrap mode {mode!r} (job or agent)")
-    if cloud_name not in CLOUDS:
-        raise ValueError(f"unknown cloud {cloud_name!r} (docker or ec2)")
+    if cloud_name not in clouds():
+        raise ValueError(f"unknown cloud {cloud_name!r} ({' or '.join(clouds())})")
     if mode == "job" and not spec.run_args:
         raise ValueError("job mode needs the `provisioner run` arguments")
     if mode == "agent" and not spec.jenkins_url:
         raise ValueError("agent mode needs the Jenkins URL (the node name comes with the secret bundle)")
     template = _environment(str(template_dir())).get_template(TEMPLATES[mode])
+    from provisioner.clouds import registry
     text = template.render(mode=mode, template=TEMPLATES[mode], cloud=cloud_name, offer=_offer(plan),
+                           secrets_from=registry.adapter(cloud_name).bundle_source,
+                           ships_logs=registry.adapter(cloud_name).ships_logs,
                            spec=spec, version=__version__, init_delimiter=init_scripts.DELIMITER)
     if spec.init_script:
         init_scripts.check_size(text, cloud_name)
     return text
 
 
-def secret_env(cloud: Any, bundle: Mapping[str, Any]) -> dict[str, str]:
-    """The LaunchSpec.secret_env that carries the bundle: the docker cloud's container environment.
-    EC2 gets none (the bundle goes to SSM with `provisioner.agent.secrets.put_ssm` after launch)."""
-    if getattr(cloud, "name", cloud) == "docker":
-        return {secrets.BUNDLE_ENV: secrets.encode(bundle)}
-    return {}
+def secret_env(cloud: Cloud | str, bundle: Mapping[str, Any]) -> dict[str, str]:
+    """The LaunchSpec.secret_env that carries the bundle, by the cloud's own rule (Cloud.secret_env:
+    the docker cloud's container environment; EC2 none, its bundle goes to SSM after launch).
+    `cloud`: a Cloud, or a registered cloud's name."""
+    from provisioner.clouds import registry
+    rule = getattr(cloud, "secret_env", None)
+    if not callable(rule):
+        rule = registry.adapter(getattr(cloud, "name", cloud)).secret_env
+    return rule(dict(bundle))
 
 
 EVERY_BOOT_BOUNDARY = "==provisioner-every-boot=="

@@ -17,10 +17,12 @@ from typing import Any, Callable
 from provisioner import paths
 from provisioner.alerts.validate import validate_rules, validate_sinks, validate_teams
 from provisioner.catalog.devices import IMAGE_SLOTS
+from provisioner.clouds import registry
 from provisioner.clouds.ec2_selectors import problem as selector_problem
 from provisioner.errors import ConfigError, UsageError
 from provisioner.quotas import config_problem as quota_caps_problem
-from provisioner.init_scripts import script_problem, size_problems, validate_labels
+from provisioner.init_script_size import size_problems
+from provisioner.init_scripts import script_problem, validate_labels
 from provisioner.units import parse_duration_s
 from provisioner.yamlfile import Document, check_schema, parse_yaml, read_text
 
@@ -105,6 +107,12 @@ def _type(*types: type, nullable: bool = True) -> Callable[[Any], str | None]:
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)} (got {v!r})"
+
+
+def _cloud_name(v: Any) -> str | None:
+    """A registered cloud (clouds/registry.py: docker, ec2, and any a deployment registers)."""
+    names = registry.names()
+    return None if v in names else f"must be one of {', '.join(names)} (got {v!r})"
 
 
 def _duration(v: Any) -> str | None:
@@ -220,7 +228,7 @@ def _node_name(v: Any) -> str | None:
 _STR, _INT, _DICT, _LIST = _type(str), _type(int), _type(dict), _type(list)
 
 SCHEMA: dict[str, Any] = {
-    "cloud": _one_of("docker", "ec2"),
+    "cloud": _cloud_name,
     "regions": _str_list,
     "history": _STR,
     "defaults": {"image": _STR, "timeout": _duration, "policy": _one_of(*POLICIES),
@@ -287,12 +295,13 @@ class Config:
 def parse_config(text: str, where: str = "<config>") -> Config:
     """Validate YAML text and merge it over DEFAULTS; ConfigError lists every problem."""
     doc = parse_yaml(text, where)
-    problems = check_schema(doc, SCHEMA)
+    schema, defaults = _with_registered_clouds()
+    problems = check_schema(doc, schema)
     if problems:
         raise ConfigError(where, problems)
-    merged = copy.deepcopy(DEFAULTS)
+    merged = copy.deepcopy(defaults)
     for name, value in (doc.data or {}).items():
-        if isinstance(SCHEMA[name], dict) and isinstance(value, dict):
+        if isinstance(schema[name], dict) and isinstance(value, dict):
             merged[name].update(value)
         elif value is not None:
             merged[name] = value
@@ -300,6 +309,15 @@ def parse_config(text: str, where: str = "<config>") -> Config:
     if too_large:
         raise ConfigError(where, [(path, None, msg) for path, msg in too_large])
     return Config(merged, where, doc.lines)
+
+
+def _with_registered_clouds() -> tuple[dict, dict]:
+    """SCHEMA and DEFAULTS plus the sections of clouds registered with their own (registry.register)."""
+    extra = {name: e for name, e in registry.sections().items() if name not in SCHEMA}
+    if not extra:
+        return SCHEMA, DEFAULTS
+    return ({**SCHEMA, **{n: e.schema for n, e in extra.items()}},
+            {**DEFAULTS, **{n: dict(e.defaults) for n, e in extra.items()}})
 
 
 def load_config(flag: str | None = None) -> Config:

@@ -13,7 +13,7 @@ from typing import Any
 from provisioner import labels
 from provisioner.errors import InputError
 
-USER_DATA_LIMIT = 16384          # EC2: bytes of user-data before base64
+USER_DATA_LIMIT = 16384          # EC2: bytes of user-data before base64 (clouds/ec2_seam.py says so)
 DELIMITER = "PROVISIONER_INIT_SCRIPT_EOF"
 LABEL_KEYS = frozenset({"init_script", "pool", "reuse"})   # what a `labels:` entry may hold   # the heredoc that carries a script into the user-data
 
@@ -104,39 +104,11 @@ class InitScripts:
 
 
 def check_size(user_data: str, cloud_name: str, source: str = "the init script") -> None:
-    """EC2's limit on user-data; `source` names what made it large."""
+    """The cloud's limit on user-data (Cloud.user_data_limit: EC2's USER_DATA_LIMIT; none on docker);
+    `source` names what made it large."""
+    from provisioner.clouds import registry
+    limit = registry.adapter(cloud_name).user_data_limit
     size = len(user_data.encode())
-    if cloud_name == "ec2" and size > USER_DATA_LIMIT:
-        raise InputError(f"the user-data would be {size} bytes, over EC2's {USER_DATA_LIMIT}: "
+    if limit is not None and size > limit:
+        raise InputError(f"the user-data would be {size} bytes, over {cloud_name.upper()}'s {limit}: "
                          f"shorten {source} (or have it fetch a longer script)")
-
-
-def sample_user_data(script: str | None, cloud_name: str) -> str:
-    """The agent user-data of a typical launch carrying `script`: what the size check measures."""
-    from types import SimpleNamespace
-
-    from provisioner import bootstrap
-    offer = SimpleNamespace(instance_type="m7i-flex.48xlarge", market="on-demand", region="ap-southeast-2",
-                            price=12.3456)
-    spec = bootstrap.BootstrapSpec(run_id="", expires_at="2030-01-01T00:00:00Z",
-                                   jenkins_url="https://jenkins.example.com/", idle_timeout_s=900,
-                                   init_script=script)
-    return bootstrap.render_user_data("agent", offer, spec, cloud_name)
-
-
-def size_problems(data: dict) -> list[tuple[str, str]]:
-    """(config path, problem) for each init script that makes EC2 user-data too large."""
-    if data.get("cloud") != "ec2":
-        return []
-    scripts = InitScripts.from_config(data, "ec2")
-    out = []
-    for path, expression in [("ec2.init_script", None)] + [
-            (f"labels.{e!r}.init_script", e) for e in (data.get("labels") or {})]:
-        script = scripts.for_label(expression)
-        if script is None or (expression is None and scripts.cloud is None):
-            continue
-        try:
-            check_size(sample_user_data(script, "ec2"), "ec2", path)
-        except InputError as exc:
-            out.append((path, exc.message))
-    return out

@@ -121,17 +121,16 @@ def image_arches(config: Any, host_arch: str) -> tuple[frozenset[str] | None, st
     is unknown (None): the launch names the missing image. The docker cloud: its instances are
     containers on this host, so the host's architecture, unless `defaults.arch` is set (a host
     that emulates others says so there; `any` is both)."""
+    from provisioner.clouds import registry
     data = config.data
-    if data.get("cloud") == "ec2":
-        arches = ec2_image_arches(data["ec2"])
-        if not arches:
-            return None, "ec2.images names no image: every architecture is planned"
-        return arches, f"ec2.images has images for {', '.join(sorted(arches))}"
+    own = registry.adapter(data["cloud"]).image_arches(config)
+    if own is not None:
+        return own
     chosen = data["defaults"].get("arch")
     if chosen:
         arches = frozenset(ALL_ARCHES if chosen == "any" else (chosen,))
-        return arches, f"the docker cloud runs {', '.join(sorted(arches))} (defaults.arch)"
-    return frozenset((host_arch,)), f"the docker cloud runs the host's architecture, {host_arch}"
+        return arches, f"the {data['cloud']} cloud runs {', '.join(sorted(arches))} (defaults.arch)"
+    return frozenset((host_arch,)), f"the {data['cloud']} cloud runs the host's architecture, {host_arch}"
 
 
 def config_arch_rule(req: Requirements, default_arch: str | None, images: frozenset[str] | None,

@@ -21,7 +21,7 @@ from provisioner.estimate import estimate
 from provisioner.intent import ArchRule, Intent, config_arch_rule, image_arches, resolve, timeout_rule
 from provisioner.requirements import Requirements
 from provisioner.selection import Plan, PlanSettings, select
-from provisioner.units import parse_duration_s
+from provisioner.units import format_duration, parse_duration_s
 
 HISTORY_RUNS = 50   # newest runs that inform a plan
 
@@ -157,3 +157,17 @@ def team_budget(ctx, job: str | None, now: float | None = None) -> dict | None:
     return {"team": team, "budget_usd": use.rule.budget_usd, "period": use.rule.period, "since": use.since,
             "spent_usd": round(use.spent_usd, 4), "remaining_usd": round(use.remaining_usd, 4),
             "ratio": round(use.ratio, 4), "enforced": use.enforced, "text": use.describe(team)}
+
+
+def reason_lines(result) -> list[str]:
+    """The request, the settings and the plan's reasons: what `plan` prints first, and what
+    `run --remote` prints before `Starting ...`."""
+    s = result.settings
+    lines = [f"Requirements: {result.requirements.text or '(none)'}",
+             f"Timeout {format_duration(s.timeout_s)}, runtime target {s.target_s:.0f}s, policy {s.policy}, "
+             f"regions {', '.join(s.regions)}"]
+    lines += [f"  - {r}" for r in result.plan.reasons]
+    budget = getattr(result, "budget", None)
+    if budget:
+        lines.append(f"Budget: {budget['text']} (recorded runs; the daemon adds running agents)")
+    return lines

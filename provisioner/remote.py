@@ -126,7 +126,7 @@ class RemoteRun:
         from provisioner.catalog.notice import due
         for warning in due(result.warnings):
             self.console.warn(warning)
-        from provisioner.cli.plan import reason_lines
+        from provisioner.planner import reason_lines
         for line in reason_lines(result):                # what `provisioner plan` prints first
             self.console.info(line)
         # the remote `provisioner run` gets the intent's timeout (--timeout > label timeout= > config)
@@ -223,11 +223,10 @@ class RemoteRun:
                 instance = cloud.launch(launch)
             except CloudError as exc:
                 raise RemoteFailure(f"launch failed: {exc}") from None
-            if self.cloud_name == "ec2":
-                try:
-                    parts.hand_over_ec2_secrets(instance, bspec.secret_parameter, bundle)
-                except CloudError as exc:
-                    raise RemoteFailure(str(exc)) from None
+            try:
+                cloud.put_run_secrets(instance, bspec.secret_parameter, bundle)   # EC2: SSM
+            except CloudError as exc:
+                raise RemoteFailure(str(exc)) from None
             if self.args.max_concurrent and not self._still_within_cap(cloud, instance, job.job):
                 self.console.info(f"Another launch took the last slot of job {job.job}: waiting again")
                 return Outcome("slot-lost")
@@ -252,8 +251,7 @@ class RemoteRun:
                 self.terminated_at = time.time()
                 self.console.info(f"Instance {instance.id} terminated "
                                   f"({time.monotonic() - gone_from:.2f} s)")
-            if self.cloud_name == "ec2":
-                parts.discard_ec2_secrets(bspec.secret_parameter, instance.region if instance else best.offer.region)
+            cloud.forget_run_secrets(bspec.secret_parameter, instance.region if instance else best.offer.region)
         record = parts.final_record(outcome, instance, best, job, spec, result, self.args,
                                     instance_s=ended - started, cloud=self.cloud_name,
                                     terminated_at=self.terminated_at)
@@ -307,7 +305,7 @@ class RemoteRun:
                         job_started = now           # a silent job counts as started soon after this
                 if out.ready_s is not None and job_deadline is None:
                     job_deadline = now + timeout_total
-                if out.exit_seen and self.cloud_name != "docker":
+                if out.exit_seen and not cloud.signals_jobs:
                     out.ended_at = now           # EC2: the instance is shutting itself down
                     break
             elif kind == "eof":
@@ -318,7 +316,7 @@ class RemoteRun:
                 break
             elif kind == "signal":
                 name = signal.Signals(event[1]).name
-                if self.signal is not None or out.ready_s is None or self.cloud_name != "docker":
+                if self.signal is not None or out.ready_s is None or not cloud.signals_jobs:
                     self.console.warn(f"{name}: terminating instance {instance.id}")
                     self.signal = self.signal or event[1]
                     out.ended_at = now

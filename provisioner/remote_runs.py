@@ -77,6 +77,7 @@ class DockerRuns:
     """Remote runs on the local engine (one container each)."""
 
     name = "docker"
+    stop_terminates = False     # `stop`: the signal ends the container's job; the container ends with it
 
     def __init__(self, client: Any):
         self.client = client
@@ -154,6 +155,7 @@ class Ec2Runs:
     """Remote runs on EC2: instance tags and the CloudWatch Logs stream named after the instance."""
 
     name = "ec2"
+    stop_terminates = True      # `stop`: the instance's shutdown stops the job; its record is logged
 
     def __init__(self, regions: list[str], client: Callable[..., Any]):
         self.regions, self.client = regions, client
@@ -233,16 +235,17 @@ def _ec2_end(item: dict) -> float | None:
 
 
 def runs_backend(ctx: Any, cloud_name: str | None) -> Any:
+    """Where `ps`/`stop`/`logs` find remote runs: the cloud's own backend (Cloud.runs)."""
+    from provisioner.clouds import registry
+    from provisioner.clouds.base import CloudError
     name = cloud_name or ctx.config.data["cloud"]
-    if name == "docker":
-        from provisioner.clouds.base import CloudError
-        from provisioner.clouds.docker import DockerCloud
-        try:
-            return DockerRuns(DockerCloud().client)
-        except CloudError as exc:
-            raise UsageError(str(exc)) from None
-    from provisioner import aws
-    return Ec2Runs(ctx.config.regions, lambda service, region: aws.client(service, region=region))
+    try:
+        backend = registry.adapter(name).runs(ctx.config)
+    except CloudError as exc:
+        raise UsageError(str(exc)) from None
+    if backend is None:
+        raise UsageError(f"the {name} cloud runs no remote jobs (provisioner run --remote)")
+    return backend
 
 
 # ---- finding one run, its record -------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner import sync
+from provisioner.clouds import registry
 from provisioner.errors import UsageError
 
 SYNC_S3_KEY = "ec2.sync_s3"
@@ -74,7 +75,7 @@ class Transfer:
 
     def send(self, console: Any) -> None:
         """Ship the tree (EC2: S3; docker: a host copy); raises SyncError."""
-        if self.cloud == "docker":
+        if registry.adapter(self.cloud).on_this_host:        # docker: a host folder the job mounts
             self.stage = Path(tempfile.mkdtemp(prefix="provisioner-sync-"))
             self.stage.chmod(0o755)
             (self.stage / "work").mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,7 @@ class Transfer:
 def plan_transfer(args: argparse.Namespace, cloud_name: str, config: Any) -> Transfer | None:
     """The transfer this run asks for, or None; UsageError (exit 2) before anything is launched."""
     volumes = list(getattr(args, "volume", None) or ())
-    if volumes and cloud_name == "ec2":
+    if volumes and not registry.adapter(cloud_name).on_this_host:
         raise UsageError(f"-v/--volume {volumes[0]} cannot work with --remote on EC2 (the instance does not "
                          "see this machine's folders): ship a folder with --sync DIR, bring results back "
                          "with --output DIR")
@@ -153,8 +154,8 @@ def plan_transfer(args: argparse.Namespace, cloud_name: str, config: Any) -> Tra
         if output_dir.exists() and not output_dir.is_dir():
             raise UsageError(f"--output {args.output}: exists and is not a directory")
     mount = args.workdir or sync.SYNC_MOUNT
-    if cloud_name == "docker":
-        return Transfer("docker", sync_dir, output_dir, mount)
+    if registry.adapter(cloud_name).on_this_host:
+        return Transfer(cloud_name, sync_dir, output_dir, mount)
     base = (config.section("ec2") or {}).get("sync_s3")
     if not base:
         raise UsageError(f"--sync/--output on EC2 go through S3: set {SYNC_S3_KEY} (s3://BUCKET/PREFIX/) "

@@ -23,6 +23,7 @@ _NAMED = {
     "_ids_by_region": "list of ids or selectors, or a mapping of region to one",
     "_images": "mapping of region to {image slot: AMI id or selector}", "_http_url": "http:// or https:// URL",
     "_listen": "HOST:PORT", "_label_atom": "one Jenkins label atom", "_node_name": "Jenkins node name",
+    "_cloud_name": "a registered cloud: `docker`, `ec2` (docs/adding-a-cloud.md)",
     "_init_script": "init script (inline text or a file path)", "_days_or_never": "positive number of days, or `never`",
     "validate_teams": "{job pattern: team} or {team: [job patterns]}",
     "validate_labels": "{label expression: {init_script: ...}}",

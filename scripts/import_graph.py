@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The import graph of provisioner/ (ast, every import statement, at module level or inside a
-function): prints its cycles and imports from a non-CLI module into provisioner.cli.
+function): prints its cycles, imports from a non-CLI module into provisioner.cli, and imports of a
+cloud's adapter from outside that cloud's own modules (clouds/registry.py alone builds clouds).
 
     python scripts/import_graph.py        # exit 1 when there is a cycle or a CLI import
 """
@@ -101,15 +102,44 @@ def cli_imports(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
                   and a != "provisioner.__main__")
 
 
+REGISTRY = "provisioner.clouds.registry"
+
+
+def registered_adapters() -> dict[str, str]:
+    """cloud name -> its adapter module, for the product's registered clouds."""
+    sys.path.insert(0, str(ROOT))
+    from provisioner.clouds import registry
+    out = {}
+    for name in registry.names():
+        target = registry.entry(name).adapter
+        if isinstance(target, str) and target.startswith("provisioner."):
+            out[name] = target.partition(":")[0]
+    return out
+
+
+def adapter_imports(edges: dict[str, set[str]], adapters: dict[str, str]) -> list[tuple[str, str]]:
+    """(importer, adapter) where a module imports a cloud's adapter though it is neither the registry
+    nor one of that cloud's own modules (provisioner.clouds.NAME, provisioner.clouds.NAME_*)."""
+    def own(importer: str, name: str) -> bool:
+        base = f"provisioner.clouds.{name}"
+        return importer == base or importer.startswith((base + "_", base + "."))
+    return sorted((a, m) for a, targets in edges.items() for name, m in adapters.items()
+                  if m in targets and a != REGISTRY and not own(a, name))
+
+
 def main() -> int:
     edges = graph()
     found, up = cycles(edges), cli_imports(edges)
+    outside = adapter_imports(edges, registered_adapters())
     for comp in found:
         print("cycle:", " <-> ".join(comp))
     for a, b in up:
         print(f"CLI import: {a} -> {b}")
-    print(f"{len(found)} import cycles, {len(up)} imports into provisioner.cli from below")
-    return 1 if found or up else 0
+    for a, b in outside:
+        print(f"adapter import: {a} -> {b}")
+    print(f"{len(found)} import cycles, {len(up)} imports into provisioner.cli from below, "
+          f"{len(outside)} imports of a cloud's adapter from outside it")
+    return 1 if found or up or outside else 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from provisioner import bootstrap, records
 from provisioner.agent import secrets
 from provisioner.backoff import Backoff
 from provisioner.catalog.model import SPOT, Offer
-from provisioner.clouds.base import Cloud, CloudError, Instance
+from provisioner.clouds.base import Cloud, Instance, work_tags
 from provisioner.runner.console import Console
 
 DEFAULT_LOG_GROUP = "/provisioner/jobs"       # the IAM policies grant /provisioner/*
@@ -35,8 +35,9 @@ def arch_choice(req: Any, args: argparse.Namespace, cloud_name: str, host_arch: 
     from provisioner.agent import image_arch
     if req.mentions_arch:
         return None
-    if cloud_name == "docker":
-        return image_arch.ArchChoice(host_arch, f"the docker cloud runs the host's architecture: arch={host_arch}")
+    from provisioner.clouds import registry
+    if registry.adapter(cloud_name).on_this_host:
+        return image_arch.ArchChoice(host_arch, f"the {cloud_name} cloud runs the host's architecture: arch={host_arch}")
     if args.instance_type or req.names_type:
         return None
     return image_arch.for_image(image, engine)
@@ -60,13 +61,13 @@ def plan(args: argparse.Namespace, ctx: Any, job: str, arch: Any = None, *,
     """planner.plan_job with the run's flags and `run --remote`'s architecture rule: `arch` (an
     ArchChoice made already) or `choose` (makes it from the declared Requirements, e.g. with
     `arch_choice`). `--instance-type T` means `type=T`. The result carries the intent."""
-    from provisioner.intent import ec2_image_arches
+    from provisioner.clouds import registry
     from provisioner.planner import plan_job
     filters = list(args.filter or [])
     if args.instance_type:
         filters.append(f"type={args.instance_type}")
     cloud_name = cloud_name or getattr(args, "cloud", None) or ctx.config.data["cloud"]
-    amis = ec2_image_arches(ctx.config.section("ec2")) if cloud_name == "ec2" else frozenset()
+    amis = registry.adapter(cloud_name).pinned_arches(ctx.config)     # EC2: the AMIs' architectures
     rule = (lambda req: arch_rule(choose(req) if choose else arch, amis))  # noqa: E731
     return plan_job(ctx, label=args.label, filters=filters, job=job, timeout=args.timeout or None,
                     policy=args.policy, regions=args.region, max_price=args.max_price,
@@ -74,18 +75,9 @@ def plan(args: argparse.Namespace, ctx: Any, job: str, arch: Any = None, *,
 
 
 def make_cloud(name: str, ctx: Any) -> Cloud:
-    from provisioner.clouds.base import BlockedOffers
-    config = ctx.config
-    if name == "docker":
-        from provisioner.clouds.docker import DockerCloud, DockerSettings
-        return DockerCloud(settings=DockerSettings.from_config(config.section("docker")), blocked=BlockedOffers())
-    from provisioner.clouds.ec2 import Ec2Cloud
-    from provisioner.clouds.ec2_params import Ec2Settings
-    settings = Ec2Settings.from_config(config.section("ec2"), config.regions)
-    if not (settings.images and any(settings.images.values())):
-        raise CloudError("no image configured for ec2: set ec2.images.<region>.<x86_64|arm64|gpu_x86_64|"
-                         "gpu_arm64|...> to the pre-warmed AMI (agent_bootstrap/packer)", code="Config", kind="config")
-    return Ec2Cloud(None, settings, blocked=BlockedOffers())
+    """The run's cloud, built by its adapter (clouds/registry.py)."""
+    from provisioner.clouds import registry
+    return registry.make_cloud(ctx.config, name=name, purpose="run")
 
 
 def starting_line(candidate: Any) -> str:
@@ -175,47 +167,15 @@ def tags(owner: str, job: Any, run_id: str, expires: str) -> dict[str, str]:
     """The run's tags. Its state lives with it (`provisioner:state`, `provisioner:user`), so `ps`
     from any machine with the same credentials sees it; nothing here ties it to the launcher's
     process: a run ends by its own end or its expiry, never because its launcher went away."""
-    out = {"provisioner:owner": owner, "provisioner:job": job.job, "provisioner:run-id": run_id,
-           "provisioner:expires-at": expires, USER_TAG: launching_user(), STATE_TAG: "running"}
-    if job.build:
-        out["provisioner:build"] = job.build
-    if job.team:
-        out["provisioner:team"] = job.team
-    return out
-
-
-# ---- EC2 secrets ------------------------------------------------------------------------------
-
-def hand_over_ec2_secrets(instance: Instance, parameter: str, bundle: dict) -> None:
-    """The bundle as an SSM SecureString tagged with the instance's ARN (the instance polls for it)."""
-    from provisioner import aws
-    try:
-        account = aws.client("sts", region=instance.region).get_caller_identity()["Account"]
-        arn = f"arn:aws:ec2:{instance.region}:{account}:instance/{instance.id}"
-        secrets.put_ssm(aws.client("ssm", region=instance.region), parameter, bundle, arn)
-    except Exception as exc:
-        raise CloudError(f"cannot hand the secret bundle to {instance.id} via SSM: {type(exc).__name__}: {exc}",
-                         code="SecretHandover", kind="auth") from None
-
-
-def discard_ec2_secrets(parameter: str, region: str) -> None:
-    try:
-        from provisioner import aws
-        secrets.delete_ssm(aws.client("ssm", region=region, max_attempts=2), parameter)
-    except Exception:
-        pass      # never there, or no credentials: nothing to clean
+    return {**work_tags(owner, job=job.job, expires_at=expires, build=job.build, run_id=run_id, team=job.team),
+            USER_TAG: launching_user(), STATE_TAG: "running"}
 
 
 # ---- following ---------------------------------------------------------------------------------
 
 def follower(cloud: Cloud, instance: Instance, events: Any, tag: object, log_group: str) -> Any:
-    from provisioner.agent.follow import CloudWatchFollower, DockerFollower
-    if cloud.name == "docker":
-        return DockerFollower(cloud.client, instance.id, events, tag).start()   # type: ignore[attr-defined]
-    from provisioner import aws
-    logs = aws.client("logs", region=instance.region)
-    alive = lambda: any(i.id == instance.id for i in cloud.describe(instance.tags["provisioner:owner"]))
-    return CloudWatchFollower(logs, log_group, instance.id, alive, events, tag).start()
+    """The cloud's follower of the instance's output (docker: the container; EC2: CloudWatch)."""
+    return cloud.follower(instance, events, tag, log_group)
 
 
 def signal_instance(cloud: Cloud, instance: Instance, name: str) -> None:
@@ -285,7 +245,7 @@ def store_and_summarise(record: dict, ctx: Any, console: Console, summary_json: 
         console.warn(f"usage record not written to the history store: {exc}")
     if after is not None:
         after(record)
-    notional = " (notional EC2 price)" if record.get("cloud") == "docker" else ""
+    notional = " (notional EC2 price)" if _notional_prices(record.get("cloud")) else ""
     boot = f"{record['boot_s']:.2f} s" if record.get("boot_s") is not None else "n/a"
     console.info(f"Remote: instance {record.get('instance_id')} {record.get('instance_type')} "
                  f"{record.get('market')} {record.get('region')}; boot {boot}, instance "
@@ -296,3 +256,12 @@ def store_and_summarise(record: dict, ctx: Any, console: Console, summary_json: 
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(dict(record, summary_line=summary_line(record)), indent=2, sort_keys=True) + "\n")
         os.replace(tmp, target)
+
+
+def _notional_prices(cloud_name: Any) -> bool:
+    """Whether that cloud's prices are the catalog's EC2 prices it does not charge (docker)."""
+    from provisioner.clouds import registry
+    try:
+        return bool(registry.adapter(str(cloud_name)).notional_prices)
+    except ValueError:                  # a record of a cloud not registered here
+        return False

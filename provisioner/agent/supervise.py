@@ -148,9 +148,10 @@ class _Tee:
 
 
 def _sink(environ: Mapping[str, str]) -> Any:
-    """A CloudWatch sink (stream = instance id) on EC2 with PROVISIONER_LOG_GROUP, else None."""
+    """A CloudWatch sink (stream = instance id) with PROVISIONER_LOG_GROUP (the bootstrap sets it on a
+    cloud that ships logs: Cloud.ships_logs, EC2), else None."""
     group = environ.get("PROVISIONER_LOG_GROUP")
-    if not group or environ.get("PROVISIONER_CLOUD", "ec2") != "ec2":
+    if not group:
         return None
     instance_id = environ.get("PROVISIONER_INSTANCE_ID")
     if not instance_id:

@@ -13,12 +13,24 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from provisioner.errors import UsageError
 
-if TYPE_CHECKING:
-    from provisioner.catalog.model import Offer
+
+class DeviceFacts(Protocol):
+    """What the device predicates read of an offer (catalog.model.Offer is one; typed here, not
+    imported, so that the model and its device vocabulary import in one direction only)."""
+    @property
+    def gpu_count(self) -> int: ...
+    @property
+    def gpu_model(self) -> str | None: ...
+    @property
+    def gpu_manufacturer(self) -> str | None: ...
+    @property
+    def accel_count(self) -> int: ...
+    @property
+    def accel_model(self) -> str | None: ...
 
 # Makers whose "GPUs" in AWS's data are accelerators with their own stack.
 ACCELERATOR_GPU_MAKERS = ("habana",)
@@ -135,11 +147,11 @@ _gpu_names = functools.lru_cache(maxsize=256)(gpu_names)
 _accel_names = functools.lru_cache(maxsize=256)(accel_names)
 
 
-def nvidia_gpus(o: "Offer") -> int:
+def nvidia_gpus(o: DeviceFacts) -> int:
     return o.gpu_count if o.gpu_count and is_nvidia(o.gpu_manufacturer) else 0
 
 
-def predicate(key: str, op: str, name: str | None, count: int) -> Callable[["Offer"], bool]:
+def predicate(key: str, op: str, name: str | None, count: int) -> Callable[[DeviceFacts], bool]:
     """A parsed request as a predicate over offers: how many of the named devices an offer has,
     compared with `count` (`=` means at least; `!=` with a name: none of them)."""
     if name is None:
@@ -148,10 +160,10 @@ def predicate(key: str, op: str, name: str | None, count: int) -> Callable[["Off
         compare = _COMPARE[op]
         return lambda o: compare(nvidia_gpus(o), count)
     if key == "gpu":
-        def have(o: "Offer") -> int:
+        def have(o: DeviceFacts) -> int:
             return o.gpu_count if o.gpu_count and name in _gpu_names(o.gpu_model, o.gpu_manufacturer) else 0
     else:
-        def have(o: "Offer") -> int:
+        def have(o: DeviceFacts) -> int:
             return o.accel_count if o.accel_count and name in _accel_names(o.accel_model) else 0
     if op == "!=":
         return lambda o: not have(o)

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
-from provisioner.catalog import devices
+import provisioner.catalog.devices as devices
 from provisioner.catalog.model import ON_DEMAND, SPOT, Catalog, Offer
 
 COMPOSITE = "composite"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from provisioner.catalog import devices
+import provisioner.catalog.devices as devices
 
 SPOT = "spot"
 ON_DEMAND = "on-demand"

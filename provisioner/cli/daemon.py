@@ -96,45 +96,24 @@ class _KeyLines:
 
 
 def _selector_problems(config) -> tuple[list, list[tuple[str, int | None, str]]]:
-    """EC2 selectors (tags / name patterns) resolved with the Describe* calls the daemon makes:
-    (what each matched, problems). Without AWS credentials they are left for the daemon (a note)."""
-    if config.data["cloud"] != "ec2":
-        return [], []
-    from provisioner.clouds.base import CloudError
-    from provisioner.clouds.ec2 import Ec2Cloud
-    from provisioner.clouds.ec2_params import Ec2Settings
-    from provisioner.clouds.ec2_selectors import has_selectors
-    settings = Ec2Settings.from_config(config.section("ec2"), config.regions)
-    if not has_selectors(settings):
-        return [], []
-    try:
-        return Ec2Cloud(settings=settings).resolve_selectors()[1], []
-    except CloudError as exc:
-        if exc.kind == "auth":
-            print(f"note: the ec2 selectors were not resolved here: {exc}", file=sys.stderr)
-            return [], []
-        text = str(exc).removesuffix(f" [{exc.code}]")
-        path, message = text.split(": ", 1) if text.startswith("ec2.") else ("ec2", text)
-        return [], [(path, config.line(path), message)]
+    """The cloud's look-ups (EC2 selectors: tags / name patterns) resolved as the daemon would:
+    (what each matched, problems)."""
+    from provisioner.clouds import registry
+    found, problems = registry.adapter(config.data["cloud"]).selector_problems(config, _note)
+    return found, [(path, config.line(path), message) for path, message in problems]
 
 
 def _existence_problems(config) -> list[tuple[str, int | None, str]]:
     """What the configuration names must exist (daemon/deepcheck.py): the docker cloud's instance
     image with java and the bootstrap; on EC2, with credentials, AMIs, subnets, security groups and
     the instance profile."""
-    from provisioner.daemon import deepcheck
-    if config.data["cloud"] == "ec2":
-        if not deepcheck.has_credentials():
-            print("note: no AWS credentials here: the ec2 images, subnets, security groups and instance "
-                  "profile were not checked", file=sys.stderr)
-            return []
-        from provisioner import aws
-        from provisioner.clouds.ec2_params import Ec2Settings
-        settings = Ec2Settings.from_config(config.section("ec2"), config.regions)
-        found = deepcheck.ec2_problems(settings, lambda service, region: aws.client(service, region=region))
-    else:
-        found = deepcheck.docker_problems(config.section("docker")["instance_image"])
+    from provisioner.clouds import registry
+    found = registry.adapter(config.data["cloud"]).existence_problems(config, _note)
     return [(key, config.line(key), message) for key, message in found]
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
 
 def read_token(j: dict) -> str | None:

@@ -63,21 +63,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def reason_lines(result) -> list[str]:
-    """The request, the settings and the plan's reasons: what `plan` prints first, and what
-    `run --remote` prints before `Starting ...`."""
-    s = result.settings
-    lines = [f"Requirements: {result.requirements.text or '(none)'}",
-             f"Timeout {format_duration(s.timeout_s)}, runtime target {s.target_s:.0f}s, policy {s.policy}, "
-             f"regions {', '.join(s.regions)}"]
-    lines += [f"  - {r}" for r in result.plan.reasons]
-    budget = getattr(result, "budget", None)
-    if budget:
-        lines.append(f"Budget: {budget['text']} (recorded runs; the daemon adds running agents)")
-    return lines
-
-
 def render(result) -> str:
+    from provisioner.planner import reason_lines  # the request, settings and reasons (run --remote prints them too)
     plan = result.plan
     c = plan.chosen
     o = c.offer

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def add_cloud_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cloud", choices=("ec2", "docker"), help="where the runs are (default: the config's cloud)")
+    p.add_argument("--cloud", choices=_clouds(), help="where the runs are (default: the config's cloud)")
 
 
 def listed(args: argparse.Namespace, ctx: Context, all_users: bool = False) -> tuple:
@@ -78,3 +78,9 @@ def run_ps(args: argparse.Namespace, ctx: Context) -> int:
 def _duration(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _clouds() -> tuple[str, ...]:
+    """The clouds `--cloud` may name: the registered ones (clouds/registry.py)."""
+    from provisioner.clouds import registry
+    return registry.names()

@@ -161,7 +161,7 @@ def _remote_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("remote", "run on a freshly launched instance chosen like `provisioner plan`")
     g.add_argument("--remote", action="store_true",
                    help="plan, launch an instance, run the job there, stream its output, terminate it")
-    g.add_argument("--cloud", choices=("ec2", "docker"), help="where to launch (default: the config's cloud)")
+    g.add_argument("--cloud", choices=_clouds(), help="where to launch (default: the config's cloud)")
     g.add_argument("--filter", action="append", default=[], metavar="F",
                    help="a requirement such as vcpu>=8, mem>=16, gpu=a10g, spot (repeatable)")
     g.add_argument("--label", metavar="EXPR", help="a Jenkins label expression, e.g. 'ec2 && vcpu=8'")
@@ -278,3 +278,9 @@ def _handle(args: argparse.Namespace, ctx: Context) -> int:
     pricing = resolve_pricing(args.instance_type, environ, default_region=region)
     outcome = RunSession(services).run(spec, job, policy, pricing, args.summary_json)
     return outcome.exit_code
+
+
+def _clouds() -> tuple[str, ...]:
+    """The clouds `--cloud` may name: the registered ones (clouds/registry.py)."""
+    from provisioner.clouds import registry
+    return registry.names()

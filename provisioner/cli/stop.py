@@ -36,8 +36,8 @@ def stop(ctx: Context, backend, run, wait_s: float = STOP_WAIT_S) -> int:
     else:
         err(f"Stopping run {run.run_id} on instance {run.instance_id} (SIGTERM, then up to {wait_s:g} s)")
         backend.signal(run)
-        if backend.name == "ec2":
-            backend.terminate(run)            # the instance's shutdown stops the job; its record is logged
+        if backend.stop_terminates:
+            backend.terminate(run)            # EC2: the instance's shutdown stops the job; its record is logged
         deadline = time.monotonic() + wait_s
         while backend.alive(run) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from provisioner.catalog.model import Offer
 from provisioner.errors import ProvisionerError
@@ -28,6 +28,15 @@ TAG_KEYS = ("owner", "node", "queue-id", "job", "build", "run-id", "team", "expi
 INSTANCE_TAG_KEYS = ("provisioner:node", "provisioner:queue-id", "provisioner:job")
 BATCH_TAG = "provisioner:batch"              # the batched request (its idempotency token)
 BATCH_NODES_TAG = "provisioner:batch-nodes"  # that request's nodes, in assignment order
+
+
+def work_tags(owner: str, *, job: str, expires_at: str, node: str | None = None, queue_id: object = None,
+              build: str | None = None, run_id: str | None = None, team: str | None = None) -> dict[str, str]:
+    """The provisioner:* tags (TAG_KEYS) of one launch, the same for the daemon's agents and for
+    `run --remote`; a value not given is left out. The cloud adds its own (Cloud.launch_tags)."""
+    values = {"owner": owner, "node": node, "queue-id": queue_id, "job": job, "build": build, "run-id": run_id,
+              "team": team, "expires-at": expires_at}
+    return {TAG_PREFIX + key: str(value) for key, value in values.items() if value not in (None, "")}
 
 
 @dataclass(frozen=True)
@@ -74,8 +83,16 @@ class CloudError(ProvisionerError):
         super().__init__(f"{message} [{code}]")
 
 
+# What differs by cloud besides launch/describe/terminate (clouds/registry.py builds a cloud; the
+# callers ask it, never its name). SecretHandover: after a launch, the bundle goes to the instance
+# (put), and after a terminate, the bundles no instance will read are deleted (forget).
+Handover = Callable[[Instance, dict], None]
+Forget = Callable[[list[Instance]], None]
+
+
 class Cloud(Protocol):
     name: str
+    blocked: BlockedOffers
 
     def launch(self, spec: LaunchSpec) -> Instance:
         """Launch one instance from the best candidate that has capacity; raise CloudError."""
@@ -85,6 +102,97 @@ class Cloud(Protocol):
 
     def terminate(self, ids: list[str]) -> None:
         """Terminate these instances (already gone is fine)."""
+
+    def secret_env(self, bundle: dict) -> dict[str, str]:
+        """The LaunchSpec.secret_env that carries the bundle ({}: it is handed over after launch)."""
+
+    def secret_handover(self) -> tuple[Handover, Forget] | None:
+        """The daemon's (put, forget) of secret bundles, or None when secret_env carries them."""
+
+    def launch_tags(self) -> dict[str, str]:
+        """Tags every launch carries besides provisioner:* (the admin's extra tags)."""
+
+    def vcpu_quotas(self, regions: list[str], client_for: Callable[[str], Any] | None = None) -> Any:
+        """The account's vCPU quotas (clouds/service_quotas.Quotas), or None where there are none."""
+
+    signals_jobs: bool
+
+    def put_run_secrets(self, instance: Instance, parameter: str, bundle: dict) -> None:
+        """`run --remote`: hand the bundle to a launched instance (nothing where secret_env carries it)."""
+
+    def forget_run_secrets(self, parameter: str, region: str) -> None:
+        """`run --remote`: delete a run's bundle if its instance never read it."""
+
+    def follower(self, instance: Instance, events: Any, tag: object, log_group: str) -> Any:
+        """`run --remote`: a started follower of the instance's output (agent/follow.py)."""
+
+
+class CloudDefaults:
+    """What a cloud has unless it says otherwise: the bundle in the instance's environment, no
+    hand-over, no extra tags, no account quotas. Adapters inherit it and override what differs."""
+
+    name = ""
+    user_data_limit: int | None = None  # bytes of user-data the cloud takes (None: no limit)
+    on_this_host = False                # its instances run on this machine (its folders, its architecture)
+    signals_jobs = False                # `run --remote` stops a job by a signal to the instance (else
+    #                                     by terminating it); its follower reports the instance's exit
+    notional_prices = False             # its prices are the catalog's, not charged (the docker cloud)
+    bundle_source = "env"               # where the bootstrap reads the secret bundle: env | ssm
+    ships_logs = False                  # the instance ships a job's log to the log group (EC2: CloudWatch)
+
+    @classmethod
+    def pinned_arches(cls, config: Any) -> frozenset[str]:
+        """Architectures the configured images allow (empty: any; `run --remote` keeps to a single one)."""
+        return frozenset()
+
+    @classmethod
+    def image_arches(cls, config: Any) -> tuple[frozenset[str] | None, str] | None:
+        """The architectures this cloud has an image for, and where that comes from; None: the
+        host's (its instances run here; intent.image_arches decides, with `defaults.arch`)."""
+        return None
+
+    def put_run_secrets(self, instance: Instance, parameter: str, bundle: dict) -> None:
+        """`run --remote`: hand the bundle to a launched instance (nothing where secret_env carries it)."""
+
+    def forget_run_secrets(self, parameter: str, region: str) -> None:
+        """`run --remote`: delete a run's bundle if its instance never read it."""
+
+    def follower(self, instance: Instance, events: Any, tag: object, log_group: str) -> Any:
+        """`run --remote`: a started follower of the instance's log (agent/follow.py)."""
+        raise CloudError(f"the {self.name} cloud cannot follow a remote run's log", code="Unsupported",
+                         kind="config")
+
+    @classmethod
+    def secret_env(cls, bundle: dict) -> dict[str, str]:
+        """A class-level rule (clouds/registry.adapter(name) answers it without building a cloud)."""
+        from provisioner.agent import secrets
+        return {secrets.BUNDLE_ENV: secrets.encode(bundle)}
+
+    def secret_handover(self) -> tuple[Handover, Forget] | None:
+        return None
+
+    def launch_tags(self) -> dict[str, str]:
+        return {}
+
+    @classmethod
+    def vcpu_quotas(cls, regions: list[str], client_for: Callable[[str], Any] | None = None) -> Any:
+        return None
+
+    @classmethod
+    def runs(cls, config: Any) -> Any:
+        """Where `ps`, `stop` and `logs` find this cloud's remote runs (remote_runs.py; None: none)."""
+        return None
+
+    @classmethod
+    def selector_problems(cls, config: Any, note: Callable[[str], None]) -> tuple[list, list[tuple[str, str]]]:
+        """`daemon --check`: what the config's look-ups (selectors) resolve to, and (config path,
+        problem) for each that cannot; `note` says what could not be checked here."""
+        return [], []
+
+    @classmethod
+    def existence_problems(cls, config: Any, note: Callable[[str], None]) -> list[tuple[str, str]]:
+        """`daemon --check`: (config path, problem) for each thing the config names that does not exist."""
+        return []
 
 
 class BatchingCloud(Cloud, Protocol):

@@ -41,7 +41,8 @@ from typing import Any, Callable, Mapping
 
 from provisioner import killpoints
 from provisioner.catalog.model import SPOT, Offer
-from provisioner.clouds.base import OWNER_TAG, TAG_PREFIX, BlockedOffers, CloudError, Instance, LaunchSpec
+from provisioner.clouds.base import (OWNER_TAG, TAG_PREFIX, BlockedOffers, CloudDefaults, CloudError, Instance,
+                                     LaunchSpec)
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +166,34 @@ def _user_data_tar(user_data: str) -> bytes:
     return buf.getvalue()
 
 
-class DockerCloud:
-    """The Cloud protocol on the local Docker engine."""
+class DockerCloud(CloudDefaults):
+    """The Cloud protocol on the local Docker engine (the secret bundle travels in the container's
+    environment: CloudDefaults.secret_env)."""
 
     name = "docker"
+    on_this_host = True          # containers on this host: its folders and its architecture
+    signals_jobs = True          # `run --remote` signals the container; its exit is reported
+    notional_prices = True       # the catalog's EC2 prices, for comparison: nothing is charged
+
+    @classmethod
+    def from_config(cls, config: Any, blocked: BlockedOffers, *, purpose: str = "daemon") -> "DockerCloud":
+        return cls(settings=DockerSettings.from_config(config.section("docker")), blocked=blocked)
+
+    @classmethod
+    def runs(cls, config: Any) -> Any:
+        from provisioner.remote_runs import DockerRuns
+        return DockerRuns(cls().client)
+
+    def follower(self, instance: Instance, events: Any, tag: object, log_group: str) -> Any:
+        """The container's output."""
+        from provisioner.agent.follow import DockerFollower
+        return DockerFollower(self.client, instance.id, events, tag).start()
+
+    @classmethod
+    def existence_problems(cls, config: Any, note: Callable[[str], None]) -> list[tuple[str, str]]:
+        """The instance image, with java and the bootstrap (daemon/deepcheck.py)."""
+        from provisioner.daemon import deepcheck
+        return deepcheck.docker_problems(config.section("docker")["instance_image"])
 
     def __init__(self, client: Any = None, settings: DockerSettings | None = None, *,
                  blocked: BlockedOffers | None = None, clock: Callable[[], float] = time.time):

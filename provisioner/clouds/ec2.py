@@ -37,6 +37,7 @@ from provisioner.clouds import ec2_responses as R
 from provisioner.clouds import ec2_selectors as selectors
 from provisioner.clouds.base import BATCH_TAG, OWNER_TAG, BlockedOffers, CloudError, Instance, LaunchSpec
 from provisioner.clouds.ec2_pool import ParkingMixin
+from provisioner.clouds.ec2_seam import Ec2Seam
 from provisioner.clouds.pacing import Backoff, grouper
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def default_clients(service: str, region: str) -> Any:
     return aws.client(service, region=region, max_attempts=1)   # our Backoff retries, not botocore
 
 
-class Ec2Cloud(ParkingMixin):
+class Ec2Cloud(ParkingMixin, Ec2Seam):
     """The Cloud protocol on EC2. `calls` counts API calls by operation; `errors` failures by code."""
 
     name = "ec2"

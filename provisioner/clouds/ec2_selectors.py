@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 from provisioner.clouds.base import CloudError
 
+ANY_REGION = "*"                  # a flat list of subnets/security groups applies to every region
 KEYS = ("tags", "name", "owners")
 Describe = Callable[[str, str, dict], dict]      # (region, operation, request) -> answer
 
@@ -124,7 +125,6 @@ def _image(region: str, path: str, selector: Selector, describe: Describe, found
 def resolve(settings: Any, describe: Describe) -> tuple[Any, list[Resolved]]:
     """Settings with every selector replaced by ids, and what each selector resolved to. A
     region-wide ('*') list is resolved for each configured region."""
-    from provisioner.clouds.ec2_params import ANY_REGION
     found: list[Resolved] = []
 
     def by_region(mapping: Mapping[str, tuple], what: str, op: str, key: str, id_key: str,

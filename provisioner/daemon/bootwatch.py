@@ -16,7 +16,7 @@ import logging
 import threading
 from typing import Any, Callable, Iterable, Mapping
 
-from provisioner.clouds.base import Instance
+from provisioner.clouds.base import Cloud, Instance
 from provisioner.daemon import bootfail as B
 from provisioner.daemon.model import Node, NoPlan
 
@@ -30,7 +30,7 @@ def _event(name: str, level: int = logging.INFO, **fields: Any) -> None:
 
 
 class BootWatch:
-    def __init__(self, cloud: Any, launcher: Any, metrics: Any, threshold: int,
+    def __init__(self, cloud: Cloud, launcher: Any, metrics: Any, threshold: int,
                  alert: Callable[[str, str], None] | None = None):
         self.cloud, self.launcher, self.metrics = cloud, launcher, metrics
         self.threshold, self.alert = threshold, alert

@@ -17,10 +17,9 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
-from provisioner.clouds.base import OWNER_TAG, Instance, LaunchSpec
-from provisioner.clouds.pacing import grouper
+from provisioner.clouds.base import Cloud, Instance, LaunchSpec, work_tags
 from provisioner.daemon.bootfail import BOOT_CONFIG_TAG, config_hash
 from provisioner.daemon.jenkins import JenkinsClient, JenkinsError
 from provisioner.daemon.model import InFlight, NodeMeta, Provision
@@ -30,7 +29,6 @@ from provisioner.labels import node_label_string
 from provisioner.records import iso_utc
 
 log = logging.getLogger(__name__)
-SSM_DELETE_BATCH = 10            # DeleteParameters takes at most 10 names
 
 
 @dataclass(frozen=True)
@@ -48,11 +46,7 @@ class AgentSettings:
 
 def launch_tags(owner: str, p: Provision, expires_at: str, team: str | None) -> dict[str, str]:
     """docs/contracts.md tags: owner, node, queue-id, job, team, expires-at (build and run-id come later)."""
-    tags = {OWNER_TAG: owner, "provisioner:node": p.node, "provisioner:queue-id": str(p.item.id),
-            "provisioner:job": p.item.job, "provisioner:expires-at": expires_at}
-    if team:
-        tags["provisioner:team"] = team
-    return tags
+    return work_tags(owner, job=p.item.job, expires_at=expires_at, node=p.node, queue_id=p.item.id, team=team)
 
 
 @dataclass(frozen=True)
@@ -70,7 +64,7 @@ class Launcher:
     secret, spec; one per provision), the cloud's launch (several specs may share one request), and
     `launched` (the secret hand-over, the log line); the daemon's loop runs them in that order."""
 
-    def __init__(self, settings: AgentSettings, client: JenkinsClient, cloud: Any, attempts: Attempts,
+    def __init__(self, settings: AgentSettings, client: JenkinsClient, cloud: Cloud, attempts: Attempts,
                  tokens: Tokens, *, after_launch: Callable[[Instance, dict], None] | None = None,
                  after_terminate: Callable[[list[Instance]], None] | None = None,
                  clock: Callable[[], float] = time.time):
@@ -174,33 +168,3 @@ def _minute(epoch: float) -> float:
 def _utc(epoch: float):
     from datetime import datetime, timezone
     return datetime.fromtimestamp(epoch, timezone.utc).replace(microsecond=0)
-
-
-def ec2_secret_handover(ssm_for_region: Callable[[str], Any], account_id: Callable[[], str]
-                        ) -> Callable[[Instance, dict], None]:
-    """After an EC2 launch: the bundle into an SSM SecureString named after the instance id (what
-    the instance's bootstrap reads) and tagged with the instance's ARN (what its role may read)."""
-    from provisioner.agent import secrets
-
-    def handover(instance: Instance, bundle: dict) -> None:
-        arn = f"arn:aws:ec2:{instance.region}:{account_id()}:instance/{instance.id}"
-        ssm = ssm_for_region(instance.region)
-        try:
-            secrets.put_ssm(ssm, secrets.parameter_name(instance.id), bundle, arn)
-        except ssm.exceptions.ParameterAlreadyExists:
-            pass                                 # put before (a restart): still waiting to be read
-    return handover
-
-
-def ec2_secret_cleanup(ssm_for_region: Callable[[str], Any]) -> Callable[[list[Instance]], None]:
-    """After terminating EC2 instances: delete the bundles none of them read (absent is fine)."""
-    from provisioner.agent import secrets
-
-    def cleanup(instances: list[Instance]) -> None:
-        by_region: dict[str, list[str]] = {}
-        for inst in instances:
-            by_region.setdefault(inst.region, []).append(secrets.parameter_name(inst.id))
-        for region, names in by_region.items():
-            for batch in grouper(names, SSM_DELETE_BATCH):
-                ssm_for_region(region).delete_parameters(Names=batch)
-    return cleanup

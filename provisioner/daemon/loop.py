@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from provisioner import killpoints
-from provisioner.clouds.base import BlockedOffers, Instance
+from provisioner.clouds.base import BlockedOffers, Cloud, Instance
 from provisioner.daemon import bootfail as B
 from provisioner.budgets import exhausted_teams
 from provisioner.daemon import reconcile as R
+from provisioner.daemon import tick_rules as T
 from provisioner.daemon.caps import caps_active, class_key
 from provisioner.daemon.drains import Drains
 from provisioner.daemon.http import Health
@@ -35,7 +36,6 @@ from provisioner.daemon.model import (Block, DeleteNode, Drain, Hold, InFlight, 
 from provisioner.daemon.plans import Planner
 from provisioner.daemon.queue import QueueReader
 from provisioner.daemon.state import Attempts
-from provisioner.daemon.drain_rule import build_started
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class TickReport:
 
 
 class Daemon:
-    def __init__(self, *, settings: Settings, client: JenkinsClient, reader: QueueReader, cloud: Any,
+    def __init__(self, *, settings: Settings, client: JenkinsClient, reader: QueueReader, cloud: Cloud,
                  planner: Planner, launcher: Launcher, attempts: Attempts, metrics: DaemonMetrics,
                  health: Health, blocked: BlockedOffers, lease: Lease | None = None,
                  sentinel: str | None = None, prices: Callable[[Instance], tuple[float, Any]] | None = None,
@@ -359,13 +359,11 @@ class Daemon:
 
     def _forget_unread(self, terms: list[Terminate], nodes: dict[str, Node], observed: Observed,
                        report: TickReport) -> None:
-        """Delete the bundles of terminated instances that may never have read theirs: an agent
-        whose node has connected has read it, so the usual end of a build costs no call."""
+        """Delete the bundles of terminated instances that may never have read theirs (tick_rules)."""
         if not self.launcher.hands_over:
             return
-        known = {i.id: i for i in [*observed.instances, *(f.instance for f in self.memory.in_flight.values())]}
-        unread = [known[i] for a in terms for i in a.instance_ids if i in known
-                  and not (a.node in nodes and nodes[a.node].has_connected)]
+        unread = T.unread_bundles(terms, nodes, [*observed.instances,
+                                                 *(f.instance for f in self.memory.in_flight.values())])
         if unread:
             self._guard("forget-bundles", report, lambda: self.launcher.forget(unread) or True,
                         instances=[i.id for i in unread])
@@ -376,13 +374,9 @@ class Daemon:
         the hand-over, or the hand-over failed) gets it now; one still waiting to be read is kept."""
         if not self.launcher.hands_over:
             return
-        live = {i.id for i in observed.instances}
-        self._handed &= live | {f.instance.id for f in self.memory.in_flight.values()}
-        ending = ({i for a in actions if isinstance(a, Terminate) for i in a.instance_ids}
-                  | {a.node for a in actions if isinstance(a, DeleteNode)})
-        missing = [(nodes[n], inst) for inst in observed.instances if (n := inst.tag("node") or "") in nodes
-                   and not nodes[n].has_connected and inst.id not in self._handed and inst.id not in ending
-                   and n not in ending and inst.state in ("pending", "running")]
+        self._handed = T.handed_still_live(self._handed, [*(i.id for i in observed.instances),
+                                                          *(f.instance.id for f in self.memory.in_flight.values())])
+        missing = T.missing_handovers(observed.instances, nodes, actions, self._handed)
 
         def hand_over(pair: tuple[Node, Instance]) -> str | None:
             node, inst = pair
@@ -523,11 +517,10 @@ class Daemon:
         if self._restarted.is_set():
             self._drain_after_restart(nodes)
         self._online_events(nodes, self.clock())          # the same read times queue-wait more finely
-        started = [n for n in nodes if build_started(n.builds, n.temporarily_offline)]
+        started = T.started_nodes(nodes)
         for n in started:
             self._guard("drain", TickReport(), lambda n=n: self.drains.drain(n.name), node=n.name)
-        self.memory = replace(self.memory, seen_busy=self.memory.seen_busy | {n.name for n in started},
-                              seen_online=self.memory.seen_online | {n.name for n in nodes if n.has_connected})
+        self.memory = T.after_drain_poll(self.memory, nodes, started)
 
     def _drain_after_restart(self, nodes: list[Node]) -> None:
         """Jenkins restarted: a restart aborts running builds, and the agents reconnect idle. Jenkins
@@ -535,17 +528,10 @@ class Daemon:
         whose own item is not waiting (it ran, or lost, its build; or it is a spare) is drained now,
         from the first read after the restart, before its agent is back."""
         self._restarted.clear()
-        m = self.memory
-        for n in nodes:
-            connected = n.has_connected or n.name in m.seen_online or n.name in m.seen_busy
-            if not connected or n.temporarily_offline or n.meta is None:
-                continue
-            if n.name not in m.seen_busy and n.meta.item_key in self._waiting:
-                continue                                    # its own item still waits: it runs it
-            reason = "started" if n.name in m.seen_busy or n.busy else "no-demand"
-            if self._guard("drain", TickReport(), lambda n=n, r=reason: self.drains.drain(n.name, r),
-                           node=n.name, reason=reason):
-                event("agent.drained-after-restart", node=n.name, reason=reason)
+        for name, reason in T.drains_after_restart(nodes, self.memory, self._waiting):
+            if self._guard("drain", TickReport(), lambda n=name, r=reason: self.drains.drain(n, r),
+                           node=name, reason=reason):
+                event("agent.drained-after-restart", node=name, reason=reason)
 
     def _renew(self) -> bool:
         try:

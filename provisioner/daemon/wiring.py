@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from provisioner import paths
-from provisioner.clouds.base import BlockedOffers, Instance
+from provisioner.clouds import registry
+from provisioner.clouds.base import BlockedOffers, Cloud, Instance
 from provisioner.config import Config
 from provisioner.errors import ConfigError
 from provisioner.daemon.db import DaemonDb
@@ -19,7 +20,7 @@ from provisioner.daemon.agents import AgentBook
 from provisioner.daemon.bootwatch import BootWatch, alert_sender
 from provisioner.daemon.http import AgentApi, ApiLimits, DaemonHttpServer, Health, metrics_server, parse_listen
 from provisioner.daemon.jenkins import JenkinsClient
-from provisioner.daemon.launch import AgentSettings, Launcher, ec2_secret_cleanup, ec2_secret_handover
+from provisioner.daemon.launch import AgentSettings, Launcher
 from provisioner.daemon.lease import Lease
 from provisioner.daemon.loop import Daemon
 from provisioner.daemon.metrics import DaemonMetrics
@@ -62,29 +63,28 @@ def settings_from_config(config: Config, owner: str) -> Settings:
                     class_caps=class_limits(d.get("max_vcpus_per_class"), None, config.regions))
 
 
-def account_quotas(config: Config, cloud_name: str, client_for: Callable[[str], Any] | None = None) -> dict:
+def account_quotas(config: Config, cloud: Cloud | str, client_for: Callable[[str], Any] | None = None) -> dict:
     """The account's vCPU quotas per (region, class, market) times daemon.quota_share, read once at
-    start on EC2 (daemon.service_quotas: true); {} on the docker cloud, when false, or when unreadable."""
+    start where the cloud has them (EC2; daemon.service_quotas: true); {} elsewhere, when false, or
+    when unreadable. `cloud`: the cloud, or a registered cloud's name."""
     d = config.section("daemon")
-    if cloud_name != "ec2" or d.get("service_quotas") is False:
+    if d.get("service_quotas") is False:
         return {}
-    from provisioner import aws
-    from provisioner.clouds.service_quotas import read_quotas
-    found = read_quotas(client_for or (lambda region: aws.client("service-quotas", region=region, max_attempts=2)),
-                        config.regions)
+    found = _ask(registry.adapter(cloud) if isinstance(cloud, str) else cloud, "vcpu_quotas",
+                 config.regions, client_for)
+    if found is None:
+        return {}
     share = float(d.get("quota_share") or 1.0)
     log.info("%s", json.dumps({"event": "daemon.quotas", "read": len(found.limits), "problems": list(found.problems)[:20],
                                "share": share}))
     return {k: v * share for k, v in found.limits.items()}
 
 
-def make_cloud(config: Config, blocked: BlockedOffers) -> Any:
-    if config.data["cloud"] == "ec2":
-        from provisioner.clouds.ec2 import Ec2Cloud
-        from provisioner.clouds.ec2_params import Ec2Settings
-        return Ec2Cloud(settings=Ec2Settings.from_config(config.section("ec2"), config.regions), blocked=blocked)
-    from provisioner.clouds.docker import DockerCloud, DockerSettings
-    return DockerCloud(settings=DockerSettings.from_config(config.section("docker")), blocked=blocked)
+def _ask(cloud: Any, rule: str, *args: Any, default: Any = None) -> Any:
+    """A cloud's answer to one of clouds.base.Cloud's questions; `default` for a stand-in object
+    that is no full Cloud (some tests build a daemon over one)."""
+    method = getattr(cloud, rule, None)
+    return method(*args) if callable(method) else default
 
 
 def state_location(history_location: str) -> str:
@@ -97,7 +97,7 @@ def state_location(history_location: str) -> str:
 
 
 def build(config: Config, history_location: str, token: str | None, *, owner: str,
-          listen: str | None = None, cloud: Any = None, catalog: Any = None,
+          listen: str | None = None, cloud: Cloud | None = None, catalog: Any = None,
           prices: Callable[[Instance], tuple[float, Any]] | None = None,
           quota_clients: Callable[[str], Any] | None = None) -> Parts:
     """Everything wired and the HTTP port open; `parts.daemon.run(stop)` starts the loop."""
@@ -106,10 +106,10 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
     settings = settings_from_config(config, owner)
     blocked = BlockedOffers(ttl_s=float(d["blocked_offer_ttl_s"]))
     if cloud is None:
-        cloud = make_cloud(config, blocked)
+        cloud = registry.make_cloud(config, blocked)
     elif hasattr(cloud, "blocked"):
         blocked = cloud.blocked                   # one blocked set: the cloud's failures and our boot timeouts
-    quotas = account_quotas(config, getattr(cloud, "name", ""), quota_clients)
+    quotas = account_quotas(config, cloud, quota_clients)
     if quotas:
         settings = replace(settings, class_quotas=quotas)
     if catalog is None:
@@ -161,17 +161,13 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
         parts.closers.append(db.close)
         attempts = Attempts(location, owner, db=db)
         lease = Lease(location, owner, ttl_s=float(d["lease_ttl_s"]), db=db)
-        after_launch = after_terminate = None
-        if getattr(cloud, "name", "") == "ec2":
-            ssm = _ssm_clients()
-            after_launch, after_terminate = _ec2_handover(ssm), ec2_secret_cleanup(ssm)
+        after_launch, after_terminate = _ask(cloud, "secret_handover") or (None, None)
         agent = AgentSettings(owner=owner, jenkins_url=j["agent_url"] or j["url"],
                               report_url=d["report_url"] or http.url, remote_fs=d["remote_fs"],
                               default_timeout_s=default_timeout_s(config.defaults),
                               boot_timeout_s=settings.boot_timeout_s,
                               idle_timeout_s=settings.boot_timeout_s + settings.orphan_grace_s,
-                              extra_tags=tuple(sorted((config.section("ec2").get("extra_tags") or {}).items()))
-                              if getattr(cloud, "name", "") == "ec2" else (),
+                              extra_tags=tuple(sorted(_ask(cloud, "launch_tags", default={}).items())),
                               init_scripts=InitScripts.from_config(config.data, getattr(cloud, "name", "docker")))
         launcher = Launcher(agent, client, cloud, attempts, tokens, after_launch=after_launch,
                             after_terminate=after_terminate)
@@ -239,32 +235,6 @@ def catalog_prices(catalog: Any) -> Callable[[Instance], tuple[float, Any]]:
             value = offer.price if offer else 0.0
         return value, offer
     return price
-
-
-def _ssm_clients() -> Callable[[str], Any]:
-    """One SSM client per region, made on first use (a client costs ~0.2 s of CPU to make; a burst
-    hands over dozens of bundles, from the launch pool's threads)."""
-    from provisioner import aws
-    clients: dict[str, Any] = {}
-    lock = threading.Lock()
-
-    def for_region(region: str) -> Any:
-        with lock:
-            if region not in clients:
-                clients[region] = aws.client("ssm", region=region)
-            return clients[region]
-    return for_region
-
-
-def _ec2_handover(ssm: Callable[[str], Any]):
-    from provisioner import aws
-    account: dict[str, str] = {}
-
-    def account_id() -> str:
-        if "id" not in account:
-            account["id"] = aws.client("sts").get_caller_identity()["Account"]
-        return account["id"]
-    return ec2_secret_handover(ssm, account_id)
 
 
 def _pool_keeper(config: Config, daemon: Daemon, drains: Drains) -> Any:

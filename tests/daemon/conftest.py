@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from provisioner.config import parse_config
-from tests.daemon.fakes import reap_started, small_catalog  # noqa: F401  (small_catalog: re-exported)
+from tests.daemon.fakes import reap_started, register_process_cloud, small_catalog  # noqa: F401  (small_catalog: re-exported)
 from tests.jenkins_emulator import JenkinsEmulator, agent_jar
+
+register_process_cloud()          # `cloud: process` builds the tests' process cloud (clouds/registry.py)
 
 ADMIN = ("admin", "admin-token")
 BOB = ("bob", "bob-token")         # no Administer: /scriptText is 403
@@ -32,12 +34,13 @@ def emu():
     e.stop()
 
 
-def daemon_config(emu_url: str, user: str = "admin", **daemon: Any) -> Any:
+def daemon_config(emu_url: str, user: str = "admin", *, cloud: str = "", **daemon: Any) -> Any:
+    """A daemon's config; `cloud`: lines that choose the cloud (e.g. process_cloud_yaml(...))."""
     d = {"owner_id": "t", "interval_s": 0.3, "listen": "127.0.0.1:0", "boot_timeout_s": 60,
          "orphan_grace_s": 30, "lease_ttl_s": 10, **daemon}
     lines = ["jenkins:", f"  url: {emu_url}", f"  user: {user}", "daemon:"]
     lines += [f"  {k}: {v}" for k, v in d.items() if v is not None]
-    return parse_config("\n".join(lines) + "\n", "test.yaml")
+    return parse_config(cloud + "\n".join(lines) + "\n", "test.yaml")
 
 
 class RunningDaemon:

@@ -1,4 +1,7 @@
-"""A fake Cloud whose instances are the Jenkins emulator's stand-in agent processes.
+"""A fake Cloud whose instances are the Jenkins emulator's stand-in agent processes, registered as
+the `process` cloud (`register_process_cloud`, called by tests/conftest.py and run_daemon.py): a
+config with `cloud: process` and a `process:` section builds it through clouds/registry.py, as the
+product builds docker and ec2.
 
 launch = start `java -jar agent.jar -url ... -secret ... -name NODE -webSocket` with the secret from
 the launch's secret bundle; terminate = kill it. State lives in a folder (one JSON file per
@@ -19,7 +22,8 @@ from pathlib import Path
 
 from provisioner import killpoints
 from provisioner.catalog.model import Catalog
-from provisioner.clouds.base import OWNER_TAG, BlockedOffers, CloudError, Instance, LaunchSpec
+from provisioner.clouds import registry
+from provisioner.clouds.base import OWNER_TAG, BlockedOffers, CloudDefaults, CloudError, Instance, LaunchSpec
 from tests.factories import offer
 
 
@@ -41,8 +45,41 @@ def reap_started() -> None:
             _kill(proc.pid)
 
 
-class ProcessCloud:
-    name = "docker"          # the bootstrap renders docker mode: the secret bundle is in secret_env
+def _optional(*types: type):
+    return lambda v: None if v is None or isinstance(v, types) else f"must be {' or '.join(t.__name__ for t in types)}"
+
+
+# The `process:` config section (yamlfile.check_schema's shape) and its defaults.
+PROCESS_SCHEMA = {"folder": _optional(str), "agent_jar": _optional(str), "launch_delay_s": _optional(int, float),
+                  "fail_types": _optional(list), "start_agents": _optional(bool), "agent_env": _optional(dict)}
+PROCESS_DEFAULTS = {"folder": None, "agent_jar": None, "launch_delay_s": 0.0, "fail_types": [], "start_agents": True,
+                    "agent_env": {}}
+
+
+def register_process_cloud() -> None:
+    """`cloud: process` in a config builds a ProcessCloud (the registry's line a new cloud adds)."""
+    registry.register("process", "tests.daemon.fakes:ProcessCloud", schema=PROCESS_SCHEMA, defaults=PROCESS_DEFAULTS)
+
+
+def process_cloud_yaml(folder: Path, agent_jar: Path, **settings) -> str:
+    """The config lines that select the process cloud (prepend them to a daemon config's text)."""
+    lines = ["cloud: process", "process:", f"  folder: {json.dumps(str(folder))}",
+             f"  agent_jar: {json.dumps(str(agent_jar))}"]
+    return "\n".join(lines + [f"  {k}: {json.dumps(v)}" for k, v in settings.items()]) + "\n"
+
+
+class ProcessCloud(CloudDefaults):
+    name = "process"         # the secret bundle travels in secret_env (CloudDefaults), as on docker
+
+    @classmethod
+    def from_config(cls, config, blocked: BlockedOffers, *, purpose: str = "daemon") -> "ProcessCloud":
+        s = config.section("process")
+        if not s.get("folder") or not s.get("agent_jar"):
+            raise CloudError("the process cloud needs process.folder and process.agent_jar", code="Config",
+                             kind="config")
+        return cls(Path(s["folder"]), config.section("jenkins")["url"], Path(s["agent_jar"]), blocked=blocked,
+                   launch_delay_s=float(s.get("launch_delay_s") or 0), fail_types=tuple(s.get("fail_types") or ()),
+                   start_agents=bool(s.get("start_agents", True)), agent_env=dict(s.get("agent_env") or {}))
 
     def __init__(self, folder: Path, jenkins_url: str, agent_jar: Path, *, blocked: BlockedOffers | None = None,
                  launch_delay_s: float = 0.0, fail_types: tuple[str, ...] = (), start_agents: bool = True,

@@ -1,5 +1,6 @@
-"""`python -m tests.daemon.run_daemon`: the real daemon (wiring.build + Daemon.run) over the fake
-process cloud, as a separate process the robustness tests can SIGKILL and restart."""
+"""`python -m tests.daemon.run_daemon`: the real daemon (wiring.build + Daemon.run) over the config's
+cloud (`cloud: process`: the tests' process cloud, registered here as tests/daemon/conftest.py does),
+as a separate process the robustness tests can SIGKILL and restart."""
 
 from __future__ import annotations
 
@@ -14,26 +15,23 @@ from pathlib import Path
 
 from provisioner.config import parse_config
 from provisioner.daemon.wiring import build
-from tests.daemon.fakes import ProcessCloud, small_catalog
+from tests.daemon.fakes import register_process_cloud, small_catalog
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--config", required=True)
     p.add_argument("--history", required=True)
-    p.add_argument("--cloud-dir", required=True)
-    p.add_argument("--agent-jar", required=True)
     p.add_argument("--owner", default="t")
-    p.add_argument("--launch-delay", type=float, default=0.0)
     p.add_argument("--once", action="store_true", help="one tick, then exit (0: it observed)")
-    p.add_argument("--real-cloud", action="store_true", help="the config's cloud (docker), not the fake")
+    p.add_argument("--real-cloud", action="store_true", help="(the config's cloud is always the one built)")
     p.add_argument("--ec2-moto", help="the ec2 cloud against this moto server, with --ec2-settings (JSON)")
     p.add_argument("--ec2-settings", default="{}")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    register_process_cloud()
     config = parse_config(Path(args.config).read_text(), args.config)
-    cloud = None if args.real_cloud else ProcessCloud(Path(args.cloud_dir), config.section("jenkins")["url"],
-                                                      Path(args.agent_jar), launch_delay_s=args.launch_delay)
+    cloud = None                                  # the config's cloud, built by clouds/registry.py
     if args.ec2_moto:
         from provisioner.clouds.ec2 import Ec2Cloud
         from provisioner.clouds.ec2_params import Ec2Settings

@@ -21,14 +21,14 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from tests.clouds.conftest import ec2_moto_url, moto_images, moto_world  # noqa: F401
 from tests.conftest import ROOT
 from tests.daemon.conftest import ADMIN, needs_jdk
-from tests.daemon.fakes import ProcessCloud
+from tests.daemon.fakes import ProcessCloud, process_cloud_yaml
 from tests.daemon.test_loop_e2e import finished, ours
 
 pytestmark = [needs_jdk, pytest.mark.slow]
@@ -36,11 +36,10 @@ LABEL = "ec2 && vcpu=2 && mem=4"
 
 
 class DaemonProcess:
-    def __init__(self, tmp: Path, emu, name: str, launch_delay: float = 0.0):
+    def __init__(self, tmp: Path, emu, name: str):
         self.log = tmp / f"{name}.log"
         self.cmd = [sys.executable, "-m", "tests.daemon.run_daemon", "--config", str(tmp / "daemon.yaml"),
-                    "--history", str(tmp / "history.sqlite3"), "--cloud-dir", str(tmp / "cloud"),
-                    "--agent-jar", str(emu.agent_jar()), "--launch-delay", str(launch_delay)]
+                    "--history", str(tmp / "history.sqlite3")]
         self.env = {**os.environ, "JENKINS_TOKEN": ADMIN[1], "PYTHONPATH": str(ROOT)}
         self.proc: subprocess.Popen | None = None
 
@@ -64,9 +63,11 @@ class DaemonProcess:
         return self.log.read_text() if self.log.exists() else ""
 
 
-def write_config(tmp: Path, emu) -> None:
+def write_config(tmp: Path, emu, **process: Any) -> None:
+    """The daemons' config: the tests' process cloud (by `cloud: process`), state under tmp/cloud."""
     (tmp / "daemon.yaml").write_text(
-        f"jenkins:\n  url: {emu.url}\n  user: {ADMIN[0]}\ndaemon:\n  owner_id: t\n  interval_s: 0.3\n"
+        process_cloud_yaml(tmp / "cloud", emu.agent_jar(), **process)
+        + f"jenkins:\n  url: {emu.url}\n  user: {ADMIN[0]}\ndaemon:\n  owner_id: t\n  interval_s: 0.3\n"
         "  listen: 127.0.0.1:0\n  boot_timeout_s: 15\n  orphan_grace_s: 10\n  lease_ttl_s: 5\n")
 
 
@@ -149,11 +150,11 @@ def test_sigkill_at_kill_points_and_random_moments_no_duplicates_no_leaks_every_
     seed = int(os.environ.get("PROVISIONER_KILL_SEED", str(random.randrange(1 << 30))))
     print(f"seed {seed} builds {builds}")
     rng = random.Random(seed)
-    write_config(tmp_path, emu)
-    cloud = ProcessCloud(tmp_path / "cloud", emu.url, emu.agent_jar())
+    write_config(tmp_path, emu, launch_delay_s=0.2)                 # a wider window inside launch
+    cloud = ProcessCloud(tmp_path / "cloud", emu.url, emu.agent_jar())   # reads what the daemons launched
     for i in range(4):
         emu.create_job(f"job{i}", label=LABEL, script=["sleep 1.5"], concurrent=True)
-    daemon = DaemonProcess(tmp_path, emu, "d", launch_delay=0.2)   # a wider window inside launch
+    daemon = DaemonProcess(tmp_path, emu, "d")
     queued: dict[str, float] = {}
     hits: Counter = Counter()            # step -> starts that died there
     missed: Counter = Counter()          # step -> armed starts killed before reaching it

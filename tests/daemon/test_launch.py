@@ -81,8 +81,8 @@ def test_launch_reads_timeout_team_and_market_from_the_plans_intent_not_the_labe
 def test_ec2_hand_over_puts_the_bundle_in_ssm_tagged_with_the_instance_arn(moto_env):
     from provisioner import aws
     from provisioner.clouds.base import Instance
-    from provisioner.daemon.wiring import _ec2_handover, _ssm_clients
-    handover = _ec2_handover(_ssm_clients())
+    from provisioner.clouds.ec2_seam import account_ids, handover as ec2_handover, ssm_clients
+    handover = ec2_handover(ssm_clients(), account_ids())
     inst = Instance("i-0123456789abcdef0", "c5.large", "on-demand", "us-east-1", "pending", 0.0)
     handover(inst, {"agent_secret": SECRET, "node_name": "prov-t-q42"})
     ssm = aws.client("ssm", region="us-east-1")

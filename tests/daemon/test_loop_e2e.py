@@ -1,4 +1,5 @@
-"""The loop end to end: the Jenkins emulator, a fake cloud of stand-in agent processes, the daemon."""
+"""The loop end to end: the Jenkins emulator, the daemon, and the tests' process cloud of stand-in
+agent processes, chosen by `cloud: process` in the config (built through clouds/registry.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import requests
 
 from tests.daemon.conftest import ADMIN, BOB, daemon_config, needs_jdk
-from tests.daemon.fakes import ProcessCloud
+from tests.daemon.fakes import ProcessCloud, process_cloud_yaml
 
 pytestmark = [needs_jdk, pytest.mark.slow]
 LABEL = "ec2 && vcpu=2 && mem=4"
@@ -21,6 +22,11 @@ REPORT = (f"{sys.executable} -c \"import os,uuid; from provisioner.runner.report
 
 def cloud_for(emu, tmp_path, **kw) -> ProcessCloud:
     return ProcessCloud(tmp_path / "cloud", emu.url, emu.agent_jar(), **kw)
+
+
+def process_cloud(emu, tmp_path, **settings) -> str:
+    """The config lines choosing the process cloud, its instances' state under tmp_path/cloud."""
+    return process_cloud_yaml(tmp_path / "cloud", emu.agent_jar(), **settings)
 
 
 def node_names(emu) -> list[str]:
@@ -38,8 +44,9 @@ def finished(emu, job: str, n: int = 1) -> bool:
 
 @pytest.mark.parametrize("user", [ADMIN, BOB], ids=["admin-scriptText", "non-admin-rest-sentinel"])
 def test_a_queued_build_gets_an_agent_runs_reports_and_everything_is_cleaned_up(emu, tmp_path, start_daemon, user):
-    cloud = cloud_for(emu, tmp_path)
-    d = start_daemon(daemon_config(emu.url, user[0]), cloud, user[1])
+    d = start_daemon(daemon_config(emu.url, user[0], cloud=process_cloud(emu, tmp_path)), None, user[1])
+    cloud = d.daemon.cloud
+    assert isinstance(cloud, ProcessCloud) and cloud.name == "process"
     emu.create_job("train", label=LABEL, script=["sleep 1", REPORT])
     emu.schedule("train")
     emu.wait_for(lambda: finished(emu, "train"), timeout=40)
@@ -73,8 +80,9 @@ def test_an_agent_that_reports_is_drained_before_its_build_ends_so_it_never_runs
         emu, tmp_path, start_daemon):
     """Two items, one agent at a time, builds far shorter than the tick and no drain poll: only the
     drain made when the build posts its usage record keeps the second item off the first agent."""
-    cloud = cloud_for(emu, tmp_path)
-    start_daemon(daemon_config(emu.url, interval_s=3, drain_poll_s=0, max_agents=1), cloud, ADMIN[1])
+    d = start_daemon(daemon_config(emu.url, interval_s=3, drain_poll_s=0, max_agents=1,
+                                   cloud=process_cloud(emu, tmp_path)), None, ADMIN[1])
+    cloud = d.daemon.cloud
     for job in ("a", "b"):
         emu.create_job(job, label=LABEL, script=[REPORT])
         emu.schedule(job)

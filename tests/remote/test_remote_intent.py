@@ -14,7 +14,7 @@ import pytest
 
 from provisioner.agent import launcher
 from provisioner.cli.main import main
-from provisioner.clouds.base import CloudError
+from provisioner.clouds.base import CloudDefaults, CloudError
 from provisioner.config import parse_config
 from provisioner.daemon.launch import AgentSettings, Launcher
 from provisioner.daemon.model import PlanKey
@@ -23,7 +23,7 @@ from provisioner.daemon.state import Tokens
 from tests.factories import run
 
 
-class RecordingCloud:
+class RecordingCloud(CloudDefaults):
     """Records each LaunchSpec and refuses it."""
 
     name = "docker"
