@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from provisioner.catalog.model import SPOT, Offer
 from provisioner.errors import NoOfferError
 from provisioner.estimate import Estimate
+from provisioner.plan_settings import PlanSettings
 from provisioner.requirements import Requirements, Sizing, always_true
 from provisioner.sizing import autotune, implausible_reason
 from provisioner.units import format_duration, format_gib
@@ -28,30 +29,6 @@ MIN_BILLED_S = 60
 NEAR_TIE = 0.02              # predictions this close count as equal (costs cold, runtimes in a fallback)
 TOP_CANDIDATES = 10          # a plan keeps the chosen offer and its runners-up
 MAX_POOLS = 256              # narrowed offer lists a `pools` memo keeps (references, ~12 KB each)
-
-
-@dataclass(frozen=True)
-class PlanSettings:
-    timeout_s: float = 6 * 3600
-    runtime_target: float = 0.8
-    policy: str = "deadline"
-    max_price: float | None = None
-    default_runtime_s: float = 3600
-    boot_s: float = 90
-    disk_gib: float = 30
-    mem_headroom: float = 0.2
-    autotune: bool = True
-    autotune_min_runs: int = 3
-    regions: tuple[str, ...] = ("us-east-1",)
-    # Burstable types (t2, t3, t4g...) sustain only a baseline share of their CPU once credits run
-    # out; long jobs measured at burst speed would miss deadlines. Named types are always allowed.
-    allow_burstable: bool = False
-    # Previous-generation types (m1, c3, m4...) cost more per unit of work and are being retired.
-    allow_previous_generation: bool = False
-
-    @property
-    def target_s(self) -> float:
-        return self.timeout_s * self.runtime_target
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import TYPE_CHECKING
 
 from provisioner.estimate import Estimate, memory_floor
+from provisioner.plan_settings import PlanSettings
 from provisioner.requirements import Requirements, Sizing
 from provisioner.units import format_gib
-
-if TYPE_CHECKING:
-    from provisioner.selection import PlanSettings
 
 MIN_MEM_HEADROOM = 0.05
 # One-sided 99% quantiles of Student's t by degrees of freedom (n - 1 peaks); past 30 the

@@ -1,0 +1,30 @@
+"""The settings one plan is made with (flags > label > config > built-in defaults, see
+provisioner/planner.py): a value the sizing rules and the selection both read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    timeout_s: float = 6 * 3600
+    runtime_target: float = 0.8
+    policy: str = "deadline"
+    max_price: float | None = None
+    default_runtime_s: float = 3600
+    boot_s: float = 90
+    disk_gib: float = 30
+    mem_headroom: float = 0.2
+    autotune: bool = True
+    autotune_min_runs: int = 3
+    regions: tuple[str, ...] = ("us-east-1",)
+    # Burstable types (t2, t3, t4g...) sustain only a baseline share of their CPU once credits run
+    # out; long jobs measured at burst speed would miss deadlines. Named types are always allowed.
+    allow_burstable: bool = False
+    # Previous-generation types (m1, c3, m4...) cost more per unit of work and are being retired.
+    allow_previous_generation: bool = False
+
+    @property
+    def target_s(self) -> float:
+        return self.timeout_s * self.runtime_target
