@@ -41,11 +41,21 @@ class RunWork:
     parallel: float     # score-seconds at all-core speed (per vCPU used)
     threads: int
 
+    alone: float = 0.0  # the parallel section in single-core score-seconds, summed over its threads
+
     def runtime_on(self, offer: Offer) -> float:
         t = self.serial / offer.score_single if self.serial else 0.0
         if self.parallel:
             t += self.parallel / (offer.score_multi * min(self.threads, offer.vcpu) / offer.vcpu)
         return t
+
+    def alone_on(self, offer: Offer) -> float:
+        """The runtime on `offer` if each thread had run on a core of its own (see
+        `Estimate.fewer_threads_runtimes`)."""
+        if not self.alone:                 # it filled its machine: the all-core model holds
+            return self.runtime_on(offer)
+        t = self.serial / offer.score_single if self.serial else 0.0
+        return t + self.alone / (offer.score_single * min(self.threads, offer.vcpu))
 
 
 class RuntimeBounds(NamedTuple):
@@ -157,6 +167,23 @@ class Estimate:
         hi.update(zip(types, high))
         return RuntimeBounds(lo, hi, measured)
 
+    def fewer_threads_runtimes(self, offers: dict[str, Offer]) -> dict[str, float]:
+        """For each type with fewer vCPUs than the job ran threads on (not a type it ran on), the
+        runtime if every past thread had had a core to itself: its parallel section then slows by
+        the full thread ratio, at single-core speed. The all-core model credits a thread on a big
+        shared machine with that machine's average per vCPU, which a memory-bound job or a machine
+        with idle cores beats; moving such a job to fewer vCPUs is where that error costs a
+        deadline, so the deadline check takes the slower of the two there."""
+        if not self.works:
+            return {}
+        most = max(w.threads for w in self.works)
+        out: dict[str, float] = {}
+        for t, o in offers.items():
+            if o.vcpu >= most or t in self.by_type or not o.score_single:
+                continue
+            out[t] = statistics.median(w.alone_on(o) for w in self.works)
+        return out
+
     def mem_spread(self) -> float | None:
         """Coefficient of variation of the peaks (None with fewer than 5 samples)."""
         if len(self.mem_peaks) < 5:
@@ -185,7 +212,7 @@ def reduce_run(record: dict, offer: Offer, declared_vcpu: float | None) -> RunWo
         p_wall = min(t, max(0.0, (busy - 1.0) * t / (k - 1))) if k > 1 else 0.0
     s_wall = t - p_wall
     return RunWork(record["run_id"], offer.instance_type, t, s_wall * offer.score_single,
-                   p_wall * offer.score_multi * k / n, k)
+                   p_wall * offer.score_multi * k / n, k, p_wall * offer.score_single * k if k < n else 0.0)
 
 
 def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | None],

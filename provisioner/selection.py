@@ -245,21 +245,28 @@ class _Runtimes:
     """
 
     def __init__(self, types: dict[str, Offer], lo: dict[str, float], hi: dict[str, float],
-                 measured: set[str], exact: set[str], est: Estimate | None = None):
+                 measured: set[str], exact: set[str], est: Estimate | None = None,
+                 fewer_threads: dict[str, float] | None = None):
         self.types, self.lo, self.hi, self.measured = types, lo, hi, measured
         self._exact, self._est = exact, est
+        # types with fewer vCPUs than the job's threads: the deadline also checks the runtime with
+        # a core per past thread (`Estimate.fewer_threads_runtimes`), the slower of the two
+        self.fewer_threads = {t: d for t, d in (fewer_threads or {}).items() if t in lo}
         # the same bounds of the runtime the deadline checks (`Candidate.deadline_s`)
         m = 1 + SCALED_MARGIN
         self.deadline_lo = {t: d * m for t, d in lo.items()}
         self.deadline_hi = {t: d * m for t, d in hi.items()}
         for t in measured:
             self.deadline_lo[t], self.deadline_hi[t] = lo[t], hi[t]
+        for t, d in self.fewer_threads.items():
+            self.deadline_lo[t] = max(self.deadline_lo[t], d)
+            self.deadline_hi[t] = max(self.deadline_hi[t], d)
 
     @classmethod
     def from_history(cls, est: Estimate, pool: list[Offer]) -> "_Runtimes":
         first = {o.instance_type: o for o in reversed(pool)}   # a type's runtime is its first offer's
         b = est.runtime_bounds(first)
-        return cls(first, b.lo, b.hi, b.measured, set(b.measured), est)
+        return cls(first, b.lo, b.hi, b.measured, set(b.measured), est, est.fewer_threads_runtimes(first))
 
     @classmethod
     def exact(cls, runtime: dict[str, float]) -> "_Runtimes":
@@ -274,7 +281,8 @@ class _Runtimes:
             m = 1 + SCALED_MARGIN
             for t, (d, _) in self._est.runtimes(todo).items():
                 self.lo[t] = self.hi[t] = d
-                self.deadline_lo[t] = self.deadline_hi[t] = d if t in self.measured else d * m
+                self.deadline_lo[t] = self.deadline_hi[t] = d if t in self.measured else \
+                    max(d * m, self.fewer_threads.get(t, 0.0))
                 self._exact.add(t)
 
     def within(self, limit: float) -> set[str]:
@@ -298,9 +306,11 @@ def _rank(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gib: fl
         meet = _of_types(rows, rt.within(min(settings.timeout_s, settings.target_s)))
         dropped = len(rows) - len(meet)
         if dropped:
+            fewer = (f"; on fewer vCPUs than the threads it ran, the runtime with a core per past thread "
+                     f"if slower" if rt.fewer_threads else "")
             reasons.append(f"{dropped} offers dropped: predicted to miss the runtime target of "
                            f"{settings.target_s:.0f}s (runtimes scaled from other types by CPU score "
-                           f"need a {SCALED_MARGIN:.0%} margin).")
+                           f"need a {SCALED_MARGIN:.0%} margin{fewer}).")
         if meet:
             return _cheapest(meet, rt, boot_s, disk_gib, keep), reasons
         reasons.append("No offer is predicted to meet the runtime target: choosing the fastest "

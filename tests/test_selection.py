@@ -90,6 +90,37 @@ def test_deadline_drops_offers_predicted_to_miss_the_target():
     assert any("dropped" in r and "runtime target of 4320s" in r for r in p.reasons)
 
 
+def test_a_run_that_left_cores_idle_also_predicts_with_a_core_per_thread():
+    """4 threads on the 16-vCPU m5.4xlarge: besides the all-core model (each thread worth the
+    machine's average per vCPU), the run predicts as if each thread had had a core to itself; a
+    machine-filling run keeps the all-core model only."""
+    big = [run(n=i, instance_type="m5.4xlarge", duration=4000, cpu_avg=400, cpu_max=400, vcpu=16) for i in range(3)]
+    w = reduce_run(big[0], BIG16, None)
+    assert w.threads == 4 and w.alone_on(SLOW2) == pytest.approx(4000 * 4 / 2)   # 4 threads' work on 2 cores
+    assert w.runtime_on(SLOW2) == pytest.approx(4000 * (14400 * 4 / 16) / 1800)
+    est = estimate(big, lookup)
+    assert set(est.fewer_threads_runtimes({"m5.large": SLOW2, "m5.2xlarge": SLOW8})) == {"m5.large"}
+    full = reduce_run(run(instance_type="m5.2xlarge", duration=1000, cpu_avg=800, cpu_max=800, vcpu=8), SLOW8, None)
+    assert full.alone == 0 and full.alone_on(SLOW2) == full.runtime_on(SLOW2)
+
+
+def test_the_deadline_drops_a_downsize_that_fits_only_on_the_all_core_model():
+    """History: 4 threads for 3000 s on a 16-vCPU type with hyper-threads (600 per vCPU all-core,
+    1000 single). On a 2-vCPU type with a core per vCPU (1000 each) the all-core model says
+    3000 x 600 x 4 / 2000 = 3600 s (4500 s with the 25% margin); a core per past thread says
+    3000 x 4 / 2 = 6000 s. A target between the two drops the downsize."""
+    ht16 = offer("c5.4xlarge", vcpu=16, mem=32, price=0.68, single=1000, multi=9600)
+    small = offer("c7a.large", vcpu=2, mem=8, price=0.05, single=1000, multi=2000)
+    runs = [run(n=i, instance_type="c5.4xlarge", duration=3000, cpu_avg=400, cpu_max=400, vcpu=16) for i in range(3)]
+    est = estimate(runs, lambda t, r: ht16 if t == "c5.4xlarge" else None)
+    req = Requirements.parse("ec2 && ondemand")
+    roomy = select([small, ht16], req, est, PlanSettings(timeout_s=8000, policy="deadline"))   # target 6400 s
+    assert roomy.chosen.offer.instance_type == "c7a.large"
+    tight = select([small, ht16], req, est, PlanSettings(timeout_s=6000, policy="deadline"))   # target 4800 s
+    assert tight.chosen.offer.instance_type == "c5.4xlarge"
+    assert any("a core per past thread" in r for r in tight.reasons)
+
+
 def test_history_on_the_candidates_own_type_is_used_directly():
     runs = [run(n=i, instance_type="m5.2xlarge", duration=d, cpu_avg=100, cpu_max=100, vcpu=8)
             for i, d in enumerate([1000, 1100, 1200])]
