@@ -58,6 +58,7 @@ class Instance:
     tags: dict[str, str] = field(default_factory=dict)
     az: str | None = None
     address: str | None = None          # private IP (EC2) or container name (docker)
+    image: str | None = None            # the image it booted (EC2: its AMI; a warm spare of another retires)
 
     def tag(self, key: str) -> str | None:
         return self.tags.get(TAG_PREFIX + key)
