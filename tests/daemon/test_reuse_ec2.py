@@ -123,3 +123,31 @@ def test_reuse_on_ec2_serves_three_builds_on_one_instance_through_its_ssm_next_b
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def test_the_ssm_handover_replaces_an_untaken_bundle_and_the_instance_side_reads_and_deletes_it(
+        moto_env, tmp_path):
+    """The daemon's SsmHandover and the instance's NextBuild/recycle hand-off against moto's SSM."""
+    from provisioner.agent import nextbuild, secrets
+    from provisioner.clouds.base import Instance
+    from provisioner.daemon.reuse_ec2 import SsmHandover
+    ssm = aws.client("ssm", region=REGION)
+    inst = Instance("i-0123456789abcdef0", "c5.large", "on-demand", REGION, "running", 0.0)
+    handover = SsmHandover(lambda region: aws.client("ssm", region=region), lambda: "123456789012")
+    poll = nextbuild.NextBuild(inst.id, tmp_path, lambda: ssm, out=lambda line: None)
+    assert not poll.poll() and not (tmp_path / "next-bundle").exists()      # nothing handed over yet
+    handover.recycle(inst, secrets.encode(secrets.make_bundle(report_token="first", node_name="n")))
+    handover.recycle(inst, secrets.encode(secrets.make_bundle(report_token="second", node_name="n")))
+    name = "/provisioner/agents/i-0123456789abcdef0.next"
+    tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name)["TagList"]
+    assert tags == [{"Key": "provisioner:instance-arn",
+                     "Value": f"arn:aws:ec2:{REGION}:123456789012:instance/{inst.id}"}]
+    assert ssm.get_parameter(Name=name)["Parameter"]["Type"] == "SecureString"
+    assert not handover.recycled(inst)
+    assert poll.poll()                                                       # the later one, not the first
+    assert json.loads((tmp_path / "next-bundle").read_text())["report_token"] == "second"
+    assert (tmp_path / "next-bundle").stat().st_mode & 0o777 == 0o600
+    assert not handover.recycled(inst), "read is not taken: the old agent may still run"
+    nextbuild.done(tmp_path, {"PROVISIONER_REGION": REGION})                # the recycle's last step
+    assert handover.recycled(inst) and not (tmp_path / "next-bundle.parameter").exists()
+    assert nextbuild.NextBuild.from_env({"PROVISIONER_INSTANCE_ID": inst.id}, tmp_path, print) is None
