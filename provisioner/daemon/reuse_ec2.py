@@ -47,12 +47,17 @@ class SsmHandover:
             secrets.put_ssm(ssm, name, bundle, arn)
 
     def recycled(self, inst: Instance) -> bool:
+        """Has the instance deleted the parameter? (Its tags are read: the daemon may not read values.)"""
+        from botocore.exceptions import ClientError
+
         from provisioner.agent import secrets
-        ssm = self.ssm(inst.region)
         try:
-            ssm.get_parameter(Name=secrets.next_parameter_name(inst.id))
-        except ssm.exceptions.ParameterNotFound:
-            return True
+            self.ssm(inst.region).list_tags_for_resource(ResourceType="Parameter",
+                                                         ResourceId=secrets.next_parameter_name(inst.id))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("InvalidResourceId", "ParameterNotFound"):
+                return True
+            raise
         return False
 
 
