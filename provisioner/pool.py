@@ -165,7 +165,17 @@ def likely_offer(plans: Mapping[str, OfferKey | None], weights: Mapping[str, int
     return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
 
 
-def retirements(spares: Iterable[Spare], spec: PoolSpec, *, now: float, want: int, image: str | None,
+def _stale(s: Spare, image: Any) -> bool:
+    """Is the spare of another image than the next launch boots? `image`: the current image (a spare
+    without one is stale too), or a function of the spare (EC2: the AMI of its architecture; unknown
+    on either side: not stale), or None (unknown)."""
+    if callable(image):
+        current = image(s)
+        return bool(current and s.image and s.image != current)
+    return image is not None and s.image != image
+
+
+def retirements(spares: Iterable[Spare], spec: PoolSpec, *, now: float, want: int, image: Any,
                 offer: OfferKey | None, boot_timeout_s: float) -> list[tuple[str, str]]:
     """(node, reason) for each spare to retire: image (an older image), offer (the label's plan
     moved), boot-timeout, max-idle, then shrink (more than `want` left: starting ones first, then
@@ -173,7 +183,7 @@ def retirements(spares: Iterable[Spare], spec: PoolSpec, *, now: float, want: in
     out: list[tuple[str, str]] = []
     kept: list[Spare] = []
     for s in spares:
-        if image is not None and s.image != image:
+        if _stale(s, image):
             out.append((s.node, "image"))
         elif offer is not None and s.offer is not None and s.offer != offer:
             out.append((s.node, "offer"))

@@ -99,6 +99,19 @@ def test_retire_old_image_other_offer_boot_timeout_and_idle() -> None:
     assert pool.to_launch(spares, [n for n, _ in out], 4) == 3
 
 
+def test_an_ec2_spare_retires_when_its_ami_is_not_the_one_of_its_architecture_now() -> None:
+    spec = PoolSpec("ec2", 3, 3, None, None)
+    arm = ("c7g.large", "us-east-1", "on-demand")
+    spares = [spare("x86-old", image="ami-old"), spare("x86-new", image="ami-x86"),
+              spare("arm", offer=arm, image="ami-arm"), spare("unknown", image="")]
+    current = {A: "ami-x86", arm: "ami-arm"}
+    out = pool.retirements(spares, spec, now=NOW, want=3, image=lambda s: current.get(s.offer), offer=None,
+                           boot_timeout_s=600)
+    assert out == [("x86-old", "image")]                          # unknown on either side: kept
+    assert pool.retirements(spares, spec, now=NOW, want=4, image=lambda s: None, offer=None,
+                            boot_timeout_s=600) == []              # the AMI cannot be told: none retires
+
+
 def test_shrink_retires_starting_ones_first_then_the_oldest() -> None:
     spec = PoolSpec("ec2", 0, 3, None, None)
     spares = [spare("r-old", launched=NOW - 300), spare("r-new", launched=NOW - 100),

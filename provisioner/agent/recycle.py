@@ -2,7 +2,9 @@
 
 The daemon hands an agent whose build ended the next build of the same job by writing a new secret
 bundle next to the old one (`next-bundle` in the state directory: the same node and agent secret, a
-new report token) and stopping the agent process. The bootstrap then runs this command before it
+new report token) and stopping the agent process (docker cloud); on EC2 the watcher fetches that
+bundle from SSM and stops the agent itself (agent/nextbuild.py), and the parameter is deleted here
+once the new bundle is in place. The bootstrap then runs this command before it
 starts the agent again: every process the last build left is killed, every container it started
 removed, its workspace wiped, and the new bundle put in place (report.env with the new token). Any
 failure exits non-zero and the bootstrap shuts the instance down as after a single build.
@@ -106,6 +108,8 @@ def main(state_dir: Path, work_dir: Path, agent_user: str | None) -> int:
         removed = remove_build_containers(os.environ.get("PROVISIONER_INSTANCE_ID", ""))
         wipe(work_dir)
         secrets.write_files(bundle, state_dir)
+        from provisioner.agent import nextbuild        # EC2: the daemon reads this as the old agent gone
+        nextbuild.done(state_dir, dict(os.environ))
     except Exception as exc:                          # noqa: BLE001 - the instance then shuts down
         print(f"provisioner-agent: recycle failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

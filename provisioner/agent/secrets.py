@@ -28,7 +28,9 @@ PARAMETER_PREFIX = "/provisioner/agents/"
 AGENT_SECRET_FILE, REPORT_ENV_FILE, JOB_ENV_FILE = "agent-secret", "report.env", "job.env"
 IDENTITY_ENV_FILE = "identity.env"
 REPORT_KEYS = {"report_url": "PROVISIONER_REPORT_URL", "report_token": "PROVISIONER_REPORT_TOKEN"}
-IDENTITY_KEYS = {"node_name": "PROVISIONER_NODE_NAME", "run_id": "PROVISIONER_RUN_ID"}
+IDENTITY_KEYS = {"node_name": "PROVISIONER_NODE_NAME", "run_id": "PROVISIONER_RUN_ID",
+                 "reuse": "PROVISIONER_REUSE"}      # EC2 agent reuse: the watcher polls for the next build
+NEXT_SUFFIX = ".next"
 
 
 class SecretError(RuntimeError):
@@ -37,11 +39,13 @@ class SecretError(RuntimeError):
 
 def make_bundle(*, agent_secret: str | None = None, report_url: str | None = None,
                 report_token: str | None = None, job_env: Mapping[str, str] | None = None,
-                node_name: str | None = None, run_id: str | None = None) -> dict:
-    """The bundle as the launcher builds it; empty parts are left out."""
+                node_name: str | None = None, run_id: str | None = None, reuse: bool = False) -> dict:
+    """The bundle as the launcher builds it; empty parts are left out. `reuse`: the agent may be
+    handed its job's next build (EC2: through `next_parameter_name`, provisioner/agent/nextbuild.py)."""
     out: dict[str, Any] = {}
     for key, value in (("agent_secret", agent_secret), ("report_url", report_url),
-                       ("report_token", report_token), ("node_name", node_name), ("run_id", run_id)):
+                       ("report_token", report_token), ("node_name", node_name), ("run_id", run_id),
+                       ("reuse", "1" if reuse else None)):
         if value:
             out[key] = value
     if job_env:
@@ -69,6 +73,12 @@ def decode(text: str, where: str) -> dict:
 def parameter_name(run_id: str) -> str:
     """The SSM parameter of one instance's bundle (the IAM policies grant /provisioner/agents/*)."""
     return PARAMETER_PREFIX + "".join(c if c.isalnum() or c in "-_." else "-" for c in run_id)
+
+
+def next_parameter_name(instance_id: str) -> str:
+    """EC2 agent reuse: the SSM parameter of the bundle for the instance's next build (same prefix,
+    same ARN tag: the instance policy that lets it read its first bundle lets it read this one)."""
+    return parameter_name(instance_id + NEXT_SUFFIX)
 
 
 # ---- on the instance --------------------------------------------------------------------------

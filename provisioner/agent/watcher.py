@@ -65,6 +65,7 @@ class WatchSettings:
     exit_margin_s: float = 5.0               # after the grace: the runner records and reports
 
 
+RECYCLE_KILL_S = 10.0        # agent reuse: the agent has this long to stop on TERM, then KILL
 ENGINE_RETRY_S = 60.0        # after the engine failed to answer, the container check waits this long
 ENGINE_TIMEOUT_S = 5.0       # a hung engine must not hold up the loop (the spot notice check)
 
@@ -164,6 +165,7 @@ class Watcher:
         self._idle_since: float | None = None
         self.busy: str | None = None                 # what showed a build at the last look
         self.stopped_reason: str | None = None
+        self.next_build: Any = None                  # EC2 agent reuse: agent/nextbuild.NextBuild
 
     # ---- one poll ----------------------------------------------------------------------------
 
@@ -191,6 +193,10 @@ class Watcher:
                     return "idle", {"idle_s": round(now - self._idle_since)}
             else:
                 self._idle_since = None
+        # EC2 agent reuse: the daemon hands the next bundle over only once Jenkins says the build
+        # ended (what it left running may still look like a build here: the recycle kills it)
+        if self.next_build is not None and read_pid(self.s.agent_pid_file) is not None and self.next_build.poll():
+            return "recycle", {}
         return None
 
     def _busy(self, agent: int) -> str | None:
@@ -208,6 +214,9 @@ class Watcher:
         """Poll until a reason to stop (then stop the job and return 0) or until asked to quit."""
         while not self._quit.is_set():
             found = self.check()
+            if found and found[0] == "recycle":
+                self.recycle()
+                return 0
             if found:
                 self.stop(*found)
                 return 0
@@ -218,6 +227,19 @@ class Watcher:
         self._quit.set()
 
     # ---- stopping ----------------------------------------------------------------------------
+
+    def recycle(self) -> None:
+        """EC2 agent reuse: the next bundle is in place; the agent stops, the bootstrap recycles."""
+        self.stopped_reason = "recycled for the next build"
+        agent = read_pid(self.s.agent_pid_file)
+        if agent is None:
+            return
+        self._signal(agent, signal.SIGTERM)
+        deadline = time.monotonic() + RECYCLE_KILL_S
+        while time.monotonic() < deadline and _alive(agent):
+            time.sleep(0.1)
+        if _alive(agent):
+            self._signal(agent, signal.SIGKILL)
 
     def stop(self, reason: str, detail: dict) -> None:
         self.stopped_reason = reason
@@ -360,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings.imds_url is None:
         print("provisioner-watcher: no instance metadata service: spot notices are not watched", flush=True)
     build_start_signal(settings, dict(os.environ))
+    if settings.agent_pid_file is not None:
+        from provisioner.agent.nextbuild import NextBuild
+        watcher.next_build = NextBuild.from_env(dict(os.environ), settings.state_dir, watcher.out)
     from provisioner.agent import buildusage       # agent mode: the build's usage record
     usage = buildusage.from_env(settings, dict(os.environ), watcher.out)
     try:

@@ -67,6 +67,7 @@ class Instance:
     tags: dict[str, str] = field(default_factory=dict)
     az: str | None = None
     address: str | None = None          # private IP (EC2) or container name (docker)
+    image: str | None = None            # the image it booted (EC2: its AMI; a warm spare of another retires)
 
     def tag(self, key: str) -> str | None:
         return self.tags.get(TAG_PREFIX + key)
@@ -169,6 +170,11 @@ class CloudDefaults:
         return {secrets.BUNDLE_ENV: secrets.encode(bundle)}
 
     def secret_handover(self) -> tuple[Handover, Forget] | None:
+        return None
+
+    def next_build_handover(self) -> Any:
+        """A reused agent's next bundle, handed over out of band (daemon/reuse.py); None: this cloud
+        cannot, and its agents serve one build each (a cloud with `recycle` copies it in itself)."""
         return None
 
     def launch_tags(self) -> dict[str, str]:

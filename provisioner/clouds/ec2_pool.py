@@ -55,4 +55,4 @@ class ParkingMixin:
         if inst is None:
             raise RuntimeError(f"the claimed spare {instance_id} cannot be described")
         return Instance(inst.id, inst.instance_type, inst.market, inst.region, "pending", inst.launched_at,
-                        merged, inst.az, inst.address)
+                        merged, inst.az, inst.address, inst.image)

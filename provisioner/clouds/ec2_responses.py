@@ -99,7 +99,8 @@ def instance_of(item: dict, region: str) -> Instance:
         state=(item.get("State") or {}).get("Name", "pending"),
         launched_at=launched.timestamp() if hasattr(launched, "timestamp") else time.time(),
         tags=tags_of(item),
-        az=(item.get("Placement") or {}).get("AvailabilityZone"), address=item.get("PrivateIpAddress"))
+        az=(item.get("Placement") or {}).get("AvailabilityZone"), address=item.get("PrivateIpAddress"),
+        image=item.get("ImageId"))
 
 
 def event(name: str, **fields: Any) -> str:

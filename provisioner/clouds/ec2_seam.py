@@ -81,6 +81,10 @@ class Ec2Seam(CloudDefaults):
         ssm = ssm_clients()
         return handover(ssm, account_ids()), cleanup(ssm)
 
+    def next_build_handover(self) -> Any:
+        from provisioner.clouds.ec2_nextbuild import SsmHandover
+        return SsmHandover(ssm_clients(), account_ids())
+
     def launch_tags(self) -> dict[str, str]:
         return dict(self._configured.extra_tags)                     # type: ignore[attr-defined]
 
@@ -172,13 +176,15 @@ def handover(ssm_for_region: Callable[[str], Any], account_id: Callable[[], str]
 
 
 def cleanup(ssm_for_region: Callable[[str], Any]) -> Forget:
-    """After terminating EC2 instances: delete the bundles none of them read (absent is fine)."""
+    """After terminating EC2 instances: delete the bundles none of them read, the first one's and a
+    reused agent's next one (absent is fine)."""
     from provisioner.agent import secrets
 
     def forget(instances: list[Instance]) -> None:
         by_region: dict[str, list[str]] = {}
         for inst in instances:
-            by_region.setdefault(inst.region, []).append(secrets.parameter_name(inst.id))
+            by_region.setdefault(inst.region, []).extend(
+                (secrets.parameter_name(inst.id), secrets.next_parameter_name(inst.id)))
         for region, names in by_region.items():
             for batch in grouper(names, SSM_DELETE_BATCH):
                 ssm_for_region(region).delete_parameters(Names=batch)

@@ -56,8 +56,14 @@ class VcpuLedger:
         self._add(self.vcpus.get(inst.instance_type, 0.0), label, class_key(inst.instance_type, inst.market, inst.region))
 
     def add_plan(self, plan: Plan, label: str) -> None:
-        o = plan.chosen.offer
+        self.add_offer(plan.chosen.offer, label)
+
+    def add_offer(self, o: Offer, label: str | None) -> None:
         self._add(float(o.vcpu), label, class_key(o.instance_type, o.market, o.region))
+
+    def refusal(self, offer: Offer, label: str) -> tuple[str, str] | None:
+        """(reason, detail) when one more `offer` would break a vCPU cap; None when it fits."""
+        return self._refusal(offer, label)
 
     def _add(self, v: float, label: str | None, key: ClassKey | None) -> None:
         self.total += v

@@ -73,6 +73,7 @@ class Launcher:
         self.after_launch = after_launch          # EC2: put the bundle into SSM for the instance
         self.after_terminate = after_terminate    # EC2: remove bundles that no instance will read
         self.clock = clock
+        self.reuse_labels: frozenset[str] = frozenset()   # EC2: canonical labels whose agents are reused
 
     @property
     def hands_over(self) -> bool:
@@ -135,6 +136,8 @@ class Launcher:
                                         init_script=self.s.init_scripts.for_label(p.item.label))
         user_data = bootstrap.render_user_data("agent", p.plan, bspec, self.cloud)
         bundle = self.bundle(p.node, secret)
+        if self.reuse_labels and self.hands_over and _canonical(p.item.label) in self.reuse_labels:
+            bundle["reuse"] = "1"                  # its watcher polls for the next build (agent/nextbuild.py)
         tags = dict(self.s.extra_tags)
         tags.update(launch_tags(self.s.owner, p, expires, intent.team if intent is not None else None))
         tags[BOOT_CONFIG_TAG] = self.boot_config(p.item.label)
@@ -158,6 +161,14 @@ class Launcher:
         return secrets.make_bundle(agent_secret=secret, report_url=self.s.report_url,
                                    report_token=self.tokens.for_node(node), node_name=node,
                                    run_id=node)          # the node name is unique per attempt
+
+
+def _canonical(label: str | None) -> str | None:
+    from provisioner.labels import canonical_expression
+    try:
+        return canonical_expression(label) if label else None
+    except Exception:                              # noqa: BLE001 - not a label that reuses agents
+        return None
 
 
 def _minute(epoch: float) -> float:

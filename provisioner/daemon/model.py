@@ -194,6 +194,7 @@ class Observed:
     vcpus: Mapping[str, float] = field(default_factory=dict)       # instance type -> vCPUs (vCPU caps)
     teams: Mapping[str, str] = field(default_factory=dict)         # job -> team (the config's `teams`)
     over_budget: frozenset[str] = frozenset()                       # teams at 100% of an enforced budget
+    spares: tuple = ()                          # warm-pool spares' pool_caps.SpareLoad: they count against caps
 
 
 @dataclass(frozen=True)

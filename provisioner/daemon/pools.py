@@ -23,16 +23,17 @@ their image in the instance's `provisioner:image` tag.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from provisioner import killpoints
 from provisioner import pool as P
-from provisioner.clouds.base import Instance
+from provisioner.clouds.base import Cloud, Instance
+from provisioner.daemon import pool_caps
+from provisioner.daemon.pool_fleet import FleetMixin, event
 from provisioner.daemon import reconcile as R
 from provisioner.daemon.model import (GONE_STATES, Item, Node, Observed, PlanKey, Provision, Settings,
                                       client_token)
@@ -57,15 +58,16 @@ class PoolView:
     instances: dict                            # spare node name -> [Instance]
     plans: dict                                # canonical label -> Plan or None
     claimed: frozenset                         # item keys a spare serves
+    loads: dict = field(default_factory=dict)  # spare node (EC2: instance id) -> pool_caps.SpareLoad
 
 
 def _h(canon: str) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()[:8]
 
 
-class PoolKeeper:
+class PoolKeeper(FleetMixin):
     def __init__(self, specs: dict[str, P.PoolSpec], *, settings: Settings, planner: Any, launcher: Any,
-                 cloud: Any, client: Any, drains: Any, metrics: Any = None, clock: Callable[[], float] = time.time):
+                 cloud: Cloud, client: Any, drains: Any, metrics: Any = None, clock: Callable[[], float] = time.time):
         self.specs, self.s = specs, settings
         self.planner, self.launcher, self.cloud, self.client = planner, launcher, cloud, client
         self.drains = drains
@@ -87,6 +89,7 @@ class PoolKeeper:
         self.warm_s = WARM_S
         self._parked: dict[str, list[Instance]] = {}          # canonical label -> spare instances
         self._taken: dict = {}                                # item key -> claimed spare id (this tick)
+        self._cap_logged: dict[str, str] = {}                 # label -> the cap holding its refill
 
     def is_spare(self, name: str) -> bool:
         return name.startswith(self.prefix)
@@ -140,8 +143,11 @@ class PoolKeeper:
         claimed = self._claims_for(demand, observed, spares, now) if not self.parks else set()
         items = tuple(i for i in observed.items if i.key not in claimed)
         kept_nodes = tuple(n for n in observed.nodes if n.name not in unused)
-        view = PoolView(replace(observed, items=items, nodes=kept_nodes, instances=tuple(rest)),
-                        spares, unused, instances, plans, frozenset(claimed))
+        loads = self._loads(spares, unused, instances, observed, plans)
+        serves = self._to_be_taken(demand, observed)
+        counted = tuple(replace(v, serves=serves.get(k)) for k, v in loads.items())
+        view = PoolView(replace(observed, items=items, nodes=kept_nodes, instances=tuple(rest), spares=counted),
+                        spares, unused, instances, plans, frozenset(claimed), loads)
         self._publish(spares)
         return view
 
@@ -162,8 +168,8 @@ class PoolKeeper:
     @staticmethod
     def _parked_spare(inst: Instance) -> P.Spare:
         state = "stopped" if inst.state == "stopped" else "starting"
-        return P.Spare(inst.id, (inst.instance_type, inst.region, inst.market), inst.tags.get(IMAGE_TAG) or "",
-                       state, inst.launched_at)
+        return P.Spare(inst.id, (inst.instance_type, inst.region, inst.market),
+                       inst.image or inst.tags.get(IMAGE_TAG) or "", state, inst.launched_at)
 
     def take(self, ready: list[Any]) -> dict[int, Instance]:
         """EC2: the prepared launches a parked spare serves (index -> the started spare); a build
@@ -231,7 +237,9 @@ class PoolKeeper:
         for name, insts in view.instances.items():        # a spare instance whose node is gone
             if name not in view.nodes and not (name in self._in_flight and now - self._in_flight[name] < IN_FLIGHT_S):
                 self._terminate(insts, name, "no-node")
-        image = self._fingerprint(now)
+        image = self._ami_of if self.parks else self._fingerprint(now)
+        gone: set[str] = set(taken)
+        launches: list[tuple[str, P.PoolSpec, Any, int]] = []
         for c, spec in self.specs.items():
             plan = view.plans.get(c)
             offer = plan.chosen.offer.key if plan is not None else None
@@ -246,30 +254,44 @@ class PoolKeeper:
                                    offer=offer, boot_timeout_s=self.s.boot_timeout_s)
             retire += [(s.node, "lost") for s in lost]
             for name, reason in retire:
-                self._retire(view, name, reason)
+                if self._retire(view, name, reason):
+                    gone.add(name)
             n = P.to_launch(group, [r[0] for r in retire], want) if plan is not None else 0
-            for _ in range(n):
-                self._launch(c, spec, plan, view, now, image)
+            launches.append((c, spec, plan, n))
         unknown = [s for c, group in view.spares.items() if c not in self.specs for s in group]
         for s in unknown:                                 # the label's pool was removed from the config
-            self._retire(view, s.node, "shrink")
+            if self._retire(view, s.node, "shrink"):
+                gone.add(s.node)
+        room = self._room(view, actions, gone) if pool_caps.any_cap(self.s) else None
+        for c, spec, plan, n in launches:
+            for _ in range(n):
+                if room is not None:
+                    why = room.admit(self._spare_offer(plan), spec.label)
+                    if why:
+                        self._capped(c, why)
+                        break
+                self._launch(c, spec, plan, view, now, self._fingerprint(now) if not self.parks else None)
 
-    def _retire(self, view: PoolView, name: str, reason: str) -> None:
+    def _retire(self, view: PoolView, name: str, reason: str) -> bool:
+        """Retire one spare; True when its machine is gone now (False: drained, reconcile retires it)."""
         node = view.nodes.get(name)
-        event("pool.spare-retired", node=name, reason=reason)
+        parked = [i for group in self._parked.values() for i in group if i.id == name]
+        extra = {"image": parked[0].image, "current": self._ami_of_instance(parked[0])} \
+            if parked and reason == "image" else {}
+        event("pool.spare-retired", node=name, reason=reason, **extra)
         if self.metrics is not None:
             self.metrics.retired.labels(reason).inc()
-        parked = [i for group in self._parked.values() for i in group if i.id == name]
         if parked:                                        # EC2: no node, the instance is the spare
             self._terminate(parked, "", reason)
-            return
+            return True
         if node is not None and node.online:
             self.drains.drain(name, "no-demand")          # reconcile retires it once seen idle drained
-            return
+            return False
         if node is not None:
             self.client.delete_node(name)
         self._terminate(view.instances.get(name, []), name, reason)
         self._ready_since.pop(name, None)
+        return True
 
     def _terminate(self, insts: list[Instance], name: str, reason: str) -> None:
         if insts:
@@ -391,6 +413,3 @@ class PoolKeeper:
                 states.setdefault((c, st), 0)
         self.states = dict(states)
 
-
-def event(name: str, **fields: Any) -> None:
-    log.info("%s", json.dumps({"event": name, **fields}, sort_keys=True, default=str))

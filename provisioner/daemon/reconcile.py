@@ -326,12 +326,18 @@ class _Tick:
         for inst in self.untagged:
             total += 1
             spend += self._price(inst)
+        for spare in self.obs.spares:                      # warm-pool spares (daemon/pool_caps.py)
+            total, spend = total + 1, spend + spare.price
+            if spare.label is not None:
+                per_label[spare.label] += 1
         ledger = None
         if caps_active(s):
             ledger = ledger_for(s, self.obs.vcpus, [
                 *((insts[0], self.nodes[n].meta.label if n in self.nodes and self.nodes[n].meta else None)
-                  for n, insts in self.instances.items()), *((i, None) for i in self.untagged)])
+                  for n, insts in self.instances.items()), *((i, None) for i in self.untagged),
+                *((sp.instance, sp.label) for sp in self.obs.spares if sp.running)])
         taken = set(self.nodes) | set(self.instances) | set(self.memory.in_flight)
+        served = {sp.serves for sp in self.obs.spares if sp.serves is not None}   # counted as spares
         interruptions = dict(self.obs.interruptions)
         for item, node in need:
             key = plan_key(item, s, interruptions)
@@ -348,9 +354,10 @@ class _Tick:
                 self.actions.append(Hold(item.key, label, "budget", f"team:{team}"))
                 continue
             price = plan.chosen.offer.price
-            if s.max_agents is not None and total + 1 > s.max_agents:
+            more = 0 if item.key in served else 1           # a parked spare it starts: counted already
+            if s.max_agents is not None and total + more > s.max_agents:
                 reason = "cap:global"
-            elif s.max_per_label is not None and per_label[label] + 1 > s.max_per_label:
+            elif s.max_per_label is not None and per_label[label] + more > s.max_per_label:
                 reason = "cap:label"
             elif s.max_per_job is not None and per_job[item.job] + 1 > s.max_per_job:
                 reason = "cap:job"
@@ -385,8 +392,8 @@ class _Tick:
                 create = True
                 token = client_token(s.owner, name, item.since, attempt)
             taken.add(name)
-            total, spend = total + 1, spend + price
-            per_label[label] += 1
+            total, spend = total + more, spend + price
+            per_label[label] += more
             per_job[item.job] += 1
             self.actions.append(Provision(name, item, plan, attempt, create, token))
 

@@ -4,16 +4,19 @@ An agent whose build ended is normally retired (one build per agent). With `reus
 it waits up to `idle` for the next build **of the same job**: when that build is the oldest waiting
 item the node's labels fit (the one Jenkins would hand it), the daemon writes the agent a new secret
 bundle (the same node and secret, a new report token: the last build's token stops working) and
-stops its agent process (the docker cloud's `recycle`); the instance's bootstrap kills every process
-and container the last build left, wipes the workspace and starts the agent again
-(provisioner/agent/recycle.py). Once the agent is back, its node is put online again and Jenkins
+its agent process stops (daemon/handover.py: on the docker cloud the bundle is copied in and the
+agent stopped at once; on EC2 the bundle goes into an SSM parameter of the instance, which its
+watcher picks up while idle, then stops the agent itself); the instance's bootstrap kills every
+process and container the last build left, wipes the workspace and starts the agent again
+(provisioner/agent/recycle.py). Once the old agent is gone (EC2: the instance deleted the
+parameter), its node is put online again and Jenkins
 starts the waiting build on it; from then on it is a used node like any other (drained at once,
 then waiting or retired). Each build posts its own usage record with its own token.
 
 Phases, per node: waiting (idle, drained) -> recycling (bundle written, agent restarting) ->
 offered (put online again; Jenkins starts the build once the new agent connects; a
 node drained by us reads offline in Jenkins whether or not its agent is connected) -> reconcile again. While in a phase the node, its instance and the
-item it serves are kept from `reconcile`. Every timeout (idle, boot, the offer) ends in the default:
+item it serves are kept from `reconcile`. Every timeout (idle, the recycle, the offer) ends in the default:
 the node is handed back to reconcile, which retires it. A restart forgets the phases: the default.
 """
 
@@ -24,12 +27,15 @@ import logging
 from typing import Any, Callable
 
 from provisioner import pool as P
+from provisioner.clouds.base import Cloud
 from provisioner.daemon import reconcile as R
-from provisioner.daemon.model import Observed
+from provisioner.daemon.handover import CloudHandover
+from provisioner.daemon.model import DRAIN_MESSAGES, Observed
 from provisioner.labels import canonical_expression as canonical
 
 log = logging.getLogger(__name__)
 RESTART_S = 1.0           # after the recycle, the old agent has exited: the node is put online again
+LEFT_GRACE_S = 5.0        # an offered item that left the queue without the node seen busy: how long to look
 
 
 def event(name: str, **fields: Any) -> None:
@@ -37,10 +43,12 @@ def event(name: str, **fields: Any) -> None:
 
 
 class ReuseKeeper:
-    def __init__(self, specs: dict[str, P.ReuseSpec], *, settings: Any, launcher: Any, cloud: Any,
-                 client: Any, drains: Any, metrics: Any = None, clock: Callable[[], float] | None = None):
+    def __init__(self, specs: dict[str, P.ReuseSpec], *, settings: Any, launcher: Any, cloud: Cloud,
+                 client: Any, drains: Any, metrics: Any = None, clock: Callable[[], float] | None = None,
+                 handover: Any = None):
         self.specs, self.s, self.launcher, self.cloud = specs, settings, launcher, cloud
         self.client, self.drains, self.metrics = client, drains, metrics
+        self.handover = handover if handover is not None else CloudHandover(cloud)   # daemon/handover.py
         self._agents: dict[str, dict] = {}          # node -> {phase, since, builds, item}
 
     def _spec(self, label: str | None) -> P.ReuseSpec | None:
@@ -65,7 +73,8 @@ class ReuseKeeper:
                 self._agents.pop(node.name, None)
                 continue
             if st is None:
-                if node.name in observed.memory.seen_busy and not node.busy and node.temporarily_offline:
+                ran = node.name in observed.memory.seen_busy or node.offline_reason == DRAIN_MESSAGES["started"]
+                if ran and not node.busy and node.temporarily_offline:     # (a short build: never seen busy)
                     st = self._agents[node.name] = {"phase": "waiting", "since": now, "builds": 1}
                 else:
                     continue
@@ -93,18 +102,25 @@ class ReuseKeeper:
             if st["item"] not in keys:                 # the build left the queue meanwhile
                 st.update(phase="waiting", since=now, item=None)
                 return True
-            if now - st["since"] >= RESTART_S:        # the old agent is gone: Jenkins hands the node
-                self.drains.undrain(node.name)         # its build as soon as the new one connects
-                st.update(phase="offered", since=now)
+            if now - st["since"] >= RESTART_S and self._recycled(node.name, inst):
+                self.drains.undrain(node.name)         # the old agent is gone: Jenkins hands the node
+                st.update(phase="offered", since=now)  # its build as soon as the new one connects
+            elif now - st["since"] > self.s.boot_timeout_s:
+                self.drains.drain(node.name, "no-demand")
+                return self._release(node.name, "recycle-timeout")
             return True
-        # offered
-        if node.busy:
+        # offered (the node was put online before this observation)
+        started = node.temporarily_offline and node.offline_reason == DRAIN_MESSAGES["started"]
+        if node.busy or started:                       # started: drained by its build-start signal
             if self.metrics is not None:
                 self.metrics.reuses.inc()
             event("reuse.build-started", node=node.name, builds=st["builds"])
             st.update(phase="waiting", since=now, item=None)
-            return False                               # reconcile drains it; it comes back here after
-        if now - st["since"] > self.s.boot_timeout_s or st["item"] not in keys:
+            st.pop("left", None)
+            return not node.busy                       # busy: reconcile keeps it; else held till seen busy
+        if st["item"] not in keys:                     # left the queue: the node's build, seen shortly
+            st.setdefault("left", now)
+        if now - st["since"] > self.s.boot_timeout_s or now - st.get("left", now) > LEFT_GRACE_S:
             self.drains.drain(node.name, "no-demand")
             return self._release(node.name, "not-taken")
         return True
@@ -116,14 +132,23 @@ class ReuseKeeper:
             bundle = secrets.make_bundle(agent_secret=self.client.node_secret(node.name),
                                          report_url=self.launcher.s.report_url,
                                          report_token=self.launcher.tokens.for_node(node.name, builds),
-                                         node_name=node.name, run_id=f"{node.name}-{builds}")
-            self.cloud.recycle(inst.id, secrets.encode(bundle))
+                                         node_name=node.name, run_id=f"{node.name}-{builds}",
+                                         reuse=getattr(self.handover, "bundle_reuse", False))
+            self.handover.recycle(inst, secrets.encode(bundle))
         except Exception as exc:                       # noqa: BLE001 - then the default: retire it
             event("reuse.failed", node=node.name, error=str(exc)[:200])
             return self._release(node.name, "recycle-failed")
         st.update(phase="recycling", since=now, item=key, builds=builds)
         event("reuse.recycled", node=node.name, queue_id=key[0], builds=builds)
         return True
+
+    def _recycled(self, name: str, inst: Any) -> bool:
+        """Has the agent taken its next bundle (the old agent gone)? A failed look: not yet."""
+        try:
+            return bool(self.handover.recycled(inst))
+        except Exception as exc:                       # noqa: BLE001 - asked again next tick
+            log.debug("recycle of %s not confirmed: %s", name, exc)
+            return False
 
     def _release(self, name: str, why: str = "") -> bool:
         """Back to reconcile (which retires the node); False, for the caller's return."""

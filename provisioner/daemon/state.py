@@ -121,17 +121,19 @@ class Tokens:
         self._secret = secret
         self.book = book if book is not None else AgentBook()
         self._builds: dict[str, int] = {}       # reused agents: node -> the build whose token is valid
+        self._next: dict[str, int] = {}         # node -> the build handed over, its token not used yet
 
     def __repr__(self) -> str:
         return "Tokens(***)"
 
     def for_node(self, node: str, build: int = 0) -> str:
         """The token of `node` (called when its agent's secret bundle is made: the node exists).
-        A reused agent (daemon/reuse.py) gets a new token for its `build`-th build (1, 2, ...): from
-        then on the earlier ones are refused."""
+        A reused agent (daemon/reuse.py) gets a new token for its `build`-th build (1, 2, ...): once
+        that one is used, the earlier ones are refused (until then the last build may still post its
+        own usage record: on EC2 its watcher does so while the agent is recycled)."""
         self.book.minted(node)
         if build:
-            self._builds[node] = build
+            self._next[node] = build
             name = f"{node}{BUILD_MARK}{build}"
             return f"{name}.{self._mac(name)}"
         return f"{node}.{self._mac(node)}"
@@ -142,7 +144,10 @@ class Tokens:
         if not name or not mac or not hmac.compare_digest(mac, self._mac(name)):
             return None
         node, _, build = name.partition(BUILD_MARK)
-        if self._builds.get(node, 0) != (int(build) if build.isdigit() else 0):
+        number = int(build) if build.isdigit() else 0
+        if number and self._next.get(node) == number:          # the next build's first use
+            self._builds[node] = self._next.pop(node)
+        if self._builds.get(node, 0) != number:
             return None
         return node
 

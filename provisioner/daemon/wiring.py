@@ -250,11 +250,14 @@ def _pool_keeper(config: Config, daemon: Daemon, drains: Drains) -> Any:
     keeper = PoolKeeper(specs, settings=daemon.s, planner=daemon.planner, launcher=daemon.launcher,
                         cloud=daemon.cloud, client=daemon.client, drains=drains, metrics=metrics)
     metrics.keeper = keeper
-    if reuse and callable(getattr(daemon.cloud, "recycle", None)):
+    from provisioner.daemon.handover import handover_for
+    handover = handover_for(daemon.cloud, daemon.launcher) if reuse else None
+    if handover is not None:
         from provisioner.daemon.reuse import ReuseKeeper
         keeper.reuse = ReuseKeeper(reuse, settings=daemon.s, launcher=daemon.launcher, cloud=daemon.cloud,
-                                   client=daemon.client, drains=drains, metrics=metrics)
+                                   client=daemon.client, drains=drains, metrics=metrics, handover=handover)
+        daemon.launcher.reuse_labels = frozenset(reuse)
     elif reuse:
         log.warning("%s", json.dumps({"event": "reuse.unsupported", "cloud": getattr(daemon.cloud, "name", "?"),
-                                      "detail": "agent reuse runs on the docker cloud only: one build per agent"}))
+                                      "detail": "this cloud cannot hand an agent its next build: one build per agent"}))
     return keeper

@@ -1,6 +1,6 @@
 """Agent reuse end to end on the real docker cloud with the Jenkins emulator: three builds of one job
 run on one agent (one node, one instance container), each after the last build's leftover process
-was killed and its workspace wiped, each with its own usage record posted with its own token."""
+was killed and its workspace wiped, each with its own usage records posted with its own token."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def script(busybox: str) -> str:
             f"provisioner run --image {busybox} -- echo record of build $BUILD_NUMBER\necho clean start\n")
 
 
-def test_reuse_serves_three_builds_on_one_agent_with_a_wiped_workspace_and_three_records(
+def test_reuse_serves_three_builds_on_one_agent_with_a_wiped_workspace_and_records_of_their_own(
         emu, tmp_path, docker_client, images):   # noqa: F811
     from provisioner.daemon.wiring import build
     from provisioner.history import open_store
@@ -66,10 +66,17 @@ def test_reuse_serves_three_builds_on_one_agent_with_a_wiped_workspace_and_three
         assert launched <= {builds[0]["node"]}
         # max_builds 3: the agent is retired after its third build
         emu.wait_for(lambda: not ours(emu), timeout=60)
-        with open_store(history) as store:
-            recs = store.runs("train")
-        assert len(recs) == 3 and {r["node"] for r in recs} == {builds[0]["node"]}
-        assert sorted(r["build"] for r in recs) == sorted(str(b["number"]) for b in builds)
+
+        def records() -> list[dict]:
+            with open_store(history) as store:
+                return store.runs("train")
+        # each build: its own build record (the agent's, posted with that build's token, also while
+        # the agent is recycled for the next one) and the record of its `provisioner run` step
+        recs = emu.wait_for(lambda: (lambda r: r if len(r) >= 6 else None)(records()), timeout=30)
+        assert len(recs) == 6 and {r["node"] for r in recs} == {builds[0]["node"]}
+        numbers = sorted(str(b["number"]) for b in builds)
+        for kind in ("build", "run"):
+            assert sorted(r["build"] for r in recs if r["kind"] == kind) == numbers, (kind, recs)
         reg = d.daemon.metrics.registry
         assert reg.get_sample_value("provisioner_agent_reuses_total") == 2
     finally:
