@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Iterable, Iterator
 from urllib.parse import quote
 
 from provisioner import records
+from provisioner.backoff import Backoff
 from provisioner.errors import StoreError
 from provisioner.sqlconn import connect
 
@@ -236,7 +238,7 @@ def _open_sqlite(location: str, create: bool) -> HistoryStore:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the history store {path} ({exc})") from None
     try:
-        _migrate(conn, str(path))
+        _migrate_patiently(conn, str(path))
     except sqlite3.Error as exc:
         conn.close()
         raise _open_error(path, exc) from None
@@ -302,6 +304,26 @@ def _check_ours(conn: sqlite3.Connection, where: str) -> int:
         raise StoreError(f"{where} has schema version {version}, newer than this provisioner "
                          f"understands ({SCHEMA_VERSION}); upgrade provisioner")
     return version
+
+
+# Opening a store that other processes are creating at the same moment: switching to WAL and the
+# first read while another connection runs WAL recovery can answer SQLITE_BUSY at once, without the
+# busy handler's wait (20 processes on 2 busy cores saw it). Retried within the busy timeout.
+MIGRATE_BACKOFF = Backoff(base_s=0.02, cap_s=1.0, attempts=1_000, jitter="full")
+
+
+def _migrate_patiently(conn: sqlite3.Connection, where: str) -> None:
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    retry = 0
+    while True:
+        try:
+            return _migrate(conn, where)
+        except sqlite3.OperationalError as exc:
+            low = str(exc).lower()
+            if not ("locked" in low or "busy" in low) or time.monotonic() >= deadline:
+                raise
+        time.sleep(min(MIGRATE_BACKOFF.delay(retry), max(0.0, deadline - time.monotonic())))
+        retry += 1
 
 
 def _migrate(conn: sqlite3.Connection, where: str) -> None:
