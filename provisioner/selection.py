@@ -306,8 +306,8 @@ def _rank(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gib: fl
         meet = _of_types(rows, rt.within(min(settings.timeout_s, settings.target_s)))
         dropped = len(rows) - len(meet)
         if dropped:
-            fewer = (f"; on fewer vCPUs than the threads it ran, the runtime with a core per past thread "
-                     f"if slower" if rt.fewer_threads else "")
+            fewer = ("; on fewer vCPUs than the threads it ran, the runtime with a core per past thread "
+                     "if slower" if rt.fewer_threads else "")
             reasons.append(f"{dropped} offers dropped: predicted to miss the runtime target of "
                            f"{settings.target_s:.0f}s (runtimes scaled from other types by CPU score "
                            f"need a {SCALED_MARGIN:.0%} margin{fewer}).")

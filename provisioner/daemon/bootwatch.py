@@ -11,22 +11,20 @@ instance; a key that reaches `daemon.pause_after_boot_failures` failures in a ro
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any, Callable, Iterable, Mapping
 
 from provisioner.clouds.base import Cloud, Instance
 from provisioner.daemon import bootfail as B
+from provisioner.daemon.events import emitter
 from provisioner.daemon.model import Node, NoPlan
 
-log = logging.getLogger("provisioner.daemon.loop")
 REPORT_CODES = ("bootstrap-failed", "agent-exited")
 MAX_REPORTS = 1000
 
 
-def _event(name: str, level: int = logging.INFO, **fields: Any) -> None:
-    log.log(level, "%s", json.dumps({"event": name, **fields}, sort_keys=True, default=str))
+_event = emitter("provisioner.daemon.loop")
 
 
 class BootWatch:

@@ -26,6 +26,7 @@ from provisioner.daemon import reconcile as R
 from provisioner.daemon import tick_rules as T
 from provisioner.daemon.caps import caps_active, class_key
 from provisioner.daemon.drains import Drains
+from provisioner.daemon.events import emitter
 from provisioner.daemon.http import Health
 from provisioner.daemon.jenkins import JenkinsClient
 from provisioner.daemon.launch import Launcher, Prepared
@@ -40,9 +41,7 @@ from provisioner.daemon.state import Attempts
 log = logging.getLogger(__name__)
 
 
-def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
-    """One structured log line (JSON). Callers never pass secrets or tokens."""
-    log.log(level, "%s", json.dumps({"event": name, **fields}, sort_keys=True, default=str))
+event = emitter(__name__)
 
 
 def error_code(exc: BaseException) -> str:

@@ -4,7 +4,6 @@ should have booted (a parked spare of another AMI than its architecture launches
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from typing import Any, Iterable
@@ -13,13 +12,13 @@ from provisioner import pool as P
 from provisioner.clouds.base import Instance
 from provisioner.daemon import pool_caps
 from provisioner.daemon import reconcile as R
+from provisioner.daemon.events import emitter
 from provisioner.daemon.model import GONE_STATES, Item, Observed, Provision
 
 log = logging.getLogger("provisioner.daemon.pools")
 
 
-def event(name: str, **fields: Any) -> None:
-    log.info("%s", json.dumps({"event": name, **fields}, sort_keys=True, default=str))
+event = emitter("provisioner.daemon.pools")
 
 
 class FleetMixin:

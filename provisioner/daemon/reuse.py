@@ -22,13 +22,13 @@ the node is handed back to reconcile, which retires it. A restart forgets the ph
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Callable
 
 from provisioner import pool as P
 from provisioner.clouds.base import Cloud
 from provisioner.daemon import reconcile as R
+from provisioner.daemon.events import emitter
 from provisioner.daemon.handover import CloudHandover
 from provisioner.daemon.model import DRAIN_MESSAGES, Observed
 from provisioner.labels import canonical_expression as canonical
@@ -38,8 +38,7 @@ RESTART_S = 1.0           # after the recycle, the old agent has exited: the nod
 LEFT_GRACE_S = 5.0        # an offered item that left the queue without the node seen busy: how long to look
 
 
-def event(name: str, **fields: Any) -> None:
-    log.info("%s", json.dumps({"event": name, **fields}, sort_keys=True, default=str))
+event = emitter(__name__)
 
 
 class ReuseKeeper:
