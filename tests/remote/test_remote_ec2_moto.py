@@ -37,21 +37,27 @@ def ec2_config(tmp_path, ec2) -> str:
     return str(path)
 
 
-def play_instance(found: dict, stop: threading.Event) -> None:
-    """What the bootstrap on the instance would do, against moto."""
-    ec2, ssm, logs = (aws.client(s, region=REGION) for s in ("ec2", "ssm", "logs"))
+def launched_instance(ec2, stop: threading.Event) -> dict | None:
+    """The running instance this machine's launcher started in moto, once there (None if stopped first)."""
     owner = f"remote:{socket.gethostname()}"
     while not stop.is_set():
         res = ec2.describe_instances(Filters=[{"Name": "tag:provisioner:owner", "Values": [owner]},
                                              {"Name": "instance-state-name", "Values": ["running"]}])
         inst = [i for r in res["Reservations"] for i in r["Instances"]]
         if inst:
-            break
+            return inst[0]
         time.sleep(0.2)
-    else:
+    return None
+
+
+def play_instance(found: dict, stop: threading.Event) -> None:
+    """What the bootstrap on the instance would do, against moto."""
+    ec2, ssm, logs = (aws.client(s, region=REGION) for s in ("ec2", "ssm", "logs"))
+    inst = launched_instance(ec2, stop)
+    if inst is None:
         return
-    iid = inst[0]["InstanceId"]
-    tags = {t["Key"]: t["Value"] for t in inst[0]["Tags"]}
+    iid = inst["InstanceId"]
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
     name = f"/provisioner/agents/{tags['provisioner:run-id']}"
     while not stop.is_set():
         try:
@@ -73,7 +79,7 @@ def play_instance(found: dict, stop: threading.Event) -> None:
         pass
     logs.create_log_stream(logGroupName=group, logStreamName=iid)
     record = {"job": "ec2-job", "run_id": "inner-run-1", "start": "2030-01-01T00:00:00Z", "duration_s": 1.5,
-              "exit_code": 0, "instance_type": inst[0]["InstanceType"], "region": REGION, "market": "on-demand",
+              "exit_code": 0, "instance_type": inst["InstanceType"], "region": REGION, "market": "on-demand",
               "price_usd_per_hour": 0.1, "cost_usd": 0.00004, "cpu_max_pct": 90.0}
     now = int(time.time() * 1000)
     lines = [markers.READY, "2030-01-01T00:00:00.000Z hello from ec2", markers.record_line(record),

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -38,7 +37,7 @@ from provisioner import aws, sync
 from tests import netns
 from tests.bootstrap.stubs import ImdsStub
 from tests.conftest import provisioner_exe
-from tests.remote.test_remote_ec2_moto import REGION, ec2_config
+from tests.remote.test_remote_ec2_moto import REGION, ec2_config, launched_instance
 from tests.remote.test_remote_sync_docker import JOB
 from tests.remote.test_sync import digests, make_tree
 
@@ -82,17 +81,9 @@ def play_instance(docker_client, image: str, net, root: str, found: dict, stop: 
     """Wait for the launcher's instance in moto, then run its user-data as that instance, in `net`.
     When it ended, the instance is terminated (on EC2 its own shutdown does that; the image has none)."""
     ec2 = aws.client("ec2", region=REGION)
-    owner = f"remote:{socket.gethostname()}"
-    while not stop.is_set():
-        res = ec2.describe_instances(Filters=[{"Name": "tag:provisioner:owner", "Values": [owner]},
-                                             {"Name": "instance-state-name", "Values": ["running"]}])
-        found_now = [i for r in res["Reservations"] for i in r["Instances"]]
-        if found_now:
-            break
-        time.sleep(0.2)
-    else:
+    inst = launched_instance(ec2, stop)
+    if inst is None:
         return
-    inst = found_now[0]
     user_data = base64.b64decode(ec2.describe_instance_attribute(
         InstanceId=inst["InstanceId"], Attribute="userData")["UserData"]["Value"]).decode()
     imds = imds_for(inst, net.host_ip)
