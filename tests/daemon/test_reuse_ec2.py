@@ -94,9 +94,12 @@ def test_reuse_on_ec2_serves_three_builds_on_one_instance_through_its_ssm_next_b
         keeper = d.daemon.pools.reuse
         for n in (2, 3):
             # the agent waits for its job's next build (a build queued while the daemon still saw the
-            # last one running gets a new agent: reuse is taken when it is there, never waited for)
+            # last one running gets a new agent: reuse is taken when it is there, never waited for),
+            # so the next build is queued once a whole tick has begun after the last build ended
             emu.wait_for(lambda: keeper._agents.get(node, {}).get("phase") == "waiting"
                          and keeper._agents[node]["builds"] == n - 1, timeout=60)
+            ticks = d.daemon._ticks
+            emu.wait_for(lambda: d.daemon._ticks >= ticks + 2, timeout=30)
             emu.schedule("train", params={"N": str(n)})
             emu.wait_for(lambda: finished(emu, "train", n), timeout=120)
         console = (tmp_path / iid / "console.log").read_text(errors="replace")
