@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 from provisioner import paths
-from provisioner.alerts.validate import validate_rules, validate_sinks, validate_teams
+from provisioner.alerts.config import AlertSettings, Rule, SinkConfig
+from provisioner.alerts.validate import RUN_KINDS, validate_rules, validate_sinks, validate_teams
 from provisioner.catalog.devices import IMAGE_SLOTS
 from provisioner.clouds import registry
 from provisioner.clouds.ec2_selectors import problem as selector_problem
+from provisioner.config_tree import (NESTED, SECTIONS, AlertsSection, DaemonSection, DefaultsSection, DockerSection,
+                                     Ec2Section, JenkinsSection, LabelSection)
 from provisioner.errors import ConfigError, UsageError
 from provisioner.quotas import config_problem as quota_caps_problem
 from provisioner.init_script_size import size_problems
 from provisioner.init_scripts import script_problem, validate_labels
+from provisioner.pool import parse_pool, parse_reuse
 from provisioner.units import parse_duration_s
 from provisioner.yamlfile import Document, check_schema, parse_yaml, read_text
 
@@ -270,26 +275,137 @@ SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Config:
-    """The merged configuration (defaults, then the file) and where it came from."""
+    """The merged configuration (defaults, then the file), where it came from, and its typed tree.
+
+    The typed sections (config_tree.py) are built once, here, from `data`; everything else reads
+    them as attributes (`config.daemon.interval_s`), never `data` by key."""
 
     data: dict
     path: str | None = None
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)  # key path -> line
+    cloud: str = field(init=False, compare=False, repr=False)
+    history: str | None = field(init=False, compare=False, repr=False)
+    defaults: DefaultsSection = field(init=False, compare=False, repr=False)
+    docker: DockerSection = field(init=False, compare=False, repr=False)
+    ec2: Ec2Section = field(init=False, compare=False, repr=False)
+    jenkins: JenkinsSection = field(init=False, compare=False, repr=False)
+    daemon: DaemonSection = field(init=False, compare=False, repr=False)
+    alerts: AlertsSection = field(init=False, compare=False, repr=False)
+    teams: Mapping[str, Any] = field(init=False, compare=False, repr=False)
+    labels: Mapping[str, LabelSection] = field(init=False, compare=False, repr=False)
+    clouds: Mapping[str, Any] = field(init=False, compare=False, repr=False)   # registered clouds' own
+
+    def __post_init__(self) -> None:
+        for name, value in _tree(self.data, self.path).items():
+            object.__setattr__(self, name, value)
 
     def line(self, path: str) -> int | None:
         """The line where the file gives `path` (or its nearest parent); None when it does not."""
         return Document(self.data, self.lines).line(path)
 
-    def section(self, name: str) -> dict:
-        return self.data[name]
-
-    @property
-    def defaults(self) -> dict:
-        return self.data["defaults"]
-
     @property
     def regions(self) -> list[str]:
         return list(self.data["regions"])
+
+    def cloud_section(self, name: str) -> Any:
+        """A registered cloud's own section, as its registry entry types it (registry.register)."""
+        try:
+            return self.clouds[name]
+        except KeyError:
+            raise ValueError(f"no config section for the cloud {name!r} (registered with one: "
+                             f"{', '.join(self.clouds) or 'none'})") from None
+
+    def init_script(self, cloud_name: str) -> str | None:
+        """The cloud's own `init_script` (docker.init_script, ec2.init_script, or a registered
+        cloud's section's), run by every instance it launches; None when it has none."""
+        section = {"docker": self.docker, "ec2": self.ec2}.get(cloud_name) or self.clouds.get(cloud_name)
+        if isinstance(section, Mapping):
+            return section.get("init_script") or None
+        return getattr(section, "init_script", None) or None
+
+
+# ---- the typed tree: the one place the merged dict is read by key ---------------------------------
+
+def _tree(data: dict, where: str | None) -> dict[str, Any]:
+    """The typed sections of a validated, merged config (config_tree.py)."""
+    tree: dict[str, Any] = {name: _section(cls, data[name], DEFAULTS[name], name) for name, cls in SECTIONS.items()}
+    d = tree["defaults"]
+    tree["defaults"] = replace(d, timeout_s=_seconds(d.timeout), default_runtime_s=_seconds(d.default_runtime))
+    tree["alerts"] = replace(tree["alerts"], settings=_alert_settings(data["alerts"], where))
+    tree["cloud"], tree["history"] = data["cloud"], data["history"]
+    tree["teams"] = MappingProxyType(copy.deepcopy(dict(data["teams"] or {})))
+    tree["labels"] = MappingProxyType({expr: _label(expr, entry) for expr, entry in (data["labels"] or {}).items()
+                                       if isinstance(entry, dict)})
+    tree["clouds"] = MappingProxyType({name: entry.typed(data.get(name) or {})
+                                       for name, entry in registry.sections().items() if name not in SECTIONS})
+    return tree
+
+
+def typed_section(name: str, values: Mapping[str, Any]) -> Any:
+    """A section's typed value from some of its keys merged over DEFAULTS (not validated: tests
+    and benches build settings from a few keys this way)."""
+    merged = {**copy.deepcopy(DEFAULTS[name]), **values}
+    return _section(SECTIONS[name], merged, DEFAULTS[name], name)
+
+
+def _label(expr: str, entry: dict) -> LabelSection:
+    """One `labels:` entry, its pool and reuse parsed (provisioner/pool.py's grammar)."""
+    pool, reuse = entry.get("pool"), entry.get("reuse")
+    return LabelSection(init_script=entry.get("init_script"),
+                        pool=None if pool is None else parse_pool(expr, pool, f"labels.{expr!r}.pool"),
+                        reuse=None if reuse is None else parse_reuse(reuse, f"labels.{expr!r}.reuse"))
+
+
+def _section(cls: type, values: dict | None, keys: dict, name: str) -> Any:
+    """One section's dataclass from its merged values: each of its YAML keys (`keys`) is a field."""
+    values = values or {}
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in keys:           # derived fields (timeout_s...) are set by _tree
+            continue
+        value = copy.deepcopy(values.get(f.name))
+        nested = NESTED.get((name, f.name))
+        if nested is not None:
+            value = _section(nested, value, keys[f.name], f"{name}.{f.name}")
+        elif isinstance(value, list):
+            value = tuple(value) if cls is AlertsSection else value
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None or value == "" else parse_duration_s(value)
+
+
+def _alert_settings(section: dict | None, where: str | None) -> AlertSettings:
+    try:
+        return alert_settings(section)
+    except UsageError as exc:
+        raise ConfigError(where or "<config>", [("alerts.rules", None, str(exc))]) from None
+
+
+def alert_settings(section: Mapping[str, Any] | None) -> AlertSettings:
+    """AlertSettings from a validated `alerts` section (the config's defaults when None)."""
+    section = section or {}
+    sinks = tuple(SinkConfig(s["name"], s["type"], {k: v for k, v in s.items() if k not in ("name", "type")})
+                  for s in section.get("sinks") or [])
+    rules = []
+    for r in section.get("rules") or []:
+        on = (r["on"],) if isinstance(r["on"], str) else tuple(r["on"])
+        rules.append(Rule(on=on, jobs=tuple(r.get("jobs") or ()), teams=tuple(r.get("teams") or ()),
+                          sinks=tuple(r.get("sinks") or ()), rate_limit_s=r.get("rate_limit_s"),
+                          budget_usd=r.get("budget_usd"), period=r.get("period", "month"),
+                          thresholds=tuple(sorted(r.get("thresholds") or [1.0])),
+                          enforce=bool(r.get("enforce", False))))
+    known = {s.name for s in sinks}
+    for i, rule in enumerate(rules, 1):
+        unknown = [n for n in rule.sinks if n not in known]
+        if unknown:
+            raise UsageError(f"alerts.rules item {i}: unknown sink {', '.join(unknown)} "
+                             f"(configured: {', '.join(sorted(known)) or 'none'})")
+    if sinks and not rules:
+        rules.append(Rule(on=RUN_KINDS))
+    return AlertSettings(sinks=sinks, rules=tuple(rules), rate_limit_s=float(section.get("rate_limit_s") or 900))
 
 
 def parse_config(text: str, where: str = "<config>") -> Config:
@@ -305,10 +421,11 @@ def parse_config(text: str, where: str = "<config>") -> Config:
             merged[name].update(value)
         elif value is not None:
             merged[name] = value
-    too_large = size_problems(merged)
+    config = Config(merged, where, doc.lines)
+    too_large = size_problems(config)
     if too_large:
         raise ConfigError(where, [(path, None, msg) for path, msg in too_large])
-    return Config(merged, where, doc.lines)
+    return config
 
 
 def _with_registered_clouds() -> tuple[dict, dict]:

@@ -4,6 +4,8 @@ from init_scripts (pure, and imported by the bootstrap) because it renders the b
 
 from __future__ import annotations
 
+from typing import Any
+
 from provisioner import bootstrap
 from provisioner.errors import InputError
 from provisioner.init_scripts import InitScripts, check_size
@@ -21,17 +23,17 @@ def sample_user_data(script: str | None, cloud_name: str) -> str:
     return bootstrap.render_user_data("agent", offer, spec, cloud_name)
 
 
-def size_problems(data: dict) -> list[tuple[str, str]]:
+def size_problems(config: Any) -> list[tuple[str, str]]:
     """(config path, problem) for each init script that makes the user-data too large for the
-    configured cloud (one with a limit: EC2)."""
+    configured cloud (one with a limit: EC2). `config`: a provisioner.config.Config."""
     from provisioner.clouds import registry
-    cloud = data.get("cloud") or ""
+    cloud = config.cloud or ""
     if registry.adapter(cloud).user_data_limit is None:
         return []
-    scripts = InitScripts.from_config(data, cloud)
+    scripts = InitScripts.from_config(config, cloud)
     out = []
     for path, expression in [(f"{cloud}.init_script", None)] + [
-            (f"labels.{e!r}.init_script", e) for e in (data.get("labels") or {})]:
+            (f"labels.{e!r}.init_script", e) for e in config.labels]:
         script = scripts.for_label(expression)
         if script is None or (expression is None and scripts.cloud is None):
             continue

@@ -85,11 +85,10 @@ class InitScripts:
     by_label: dict[str, str] = field(default_factory=dict)     # canonical expression -> script
 
     @classmethod
-    def from_config(cls, data: dict, cloud_name: str) -> "InitScripts":
-        section = data.get(cloud_name) or {}
-        by_label = {canonical(e): entry["init_script"] for e, entry in (data.get("labels") or {}).items()
-                    if isinstance(entry, dict) and entry.get("init_script")}
-        return cls(section.get("init_script") or None, by_label)
+    def from_config(cls, config: Any, cloud_name: str) -> "InitScripts":
+        """The cloud's and the labels' scripts of a provisioner.config.Config."""
+        by_label = {canonical(e): entry.init_script for e, entry in config.labels.items() if entry.init_script}
+        return cls(config.init_script(cloud_name), by_label)
 
     def for_label(self, expression: str | None) -> str | None:
         """The cloud's script, then the label's: what an instance for this label runs."""

@@ -20,10 +20,11 @@ Pure: no I/O. The host's architecture and the config come in as values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from provisioner import labels
 from provisioner.catalog.model import ON_DEMAND, SPOT
+from provisioner.config_tree import DefaultsSection
 from provisioner.requirements import Requirements
 from provisioner.units import format_duration, parse_duration_s
 
@@ -108,9 +109,9 @@ def names_type(req: Requirements) -> bool:
                and s.terms[a].op != "!=" for s, a, negated in _top_level_atoms(req))
 
 
-def ec2_image_arches(section: Mapping[str, Any]) -> frozenset[str]:
-    """The architectures with an AMI in the `ec2` section's `images` (plain or GPU slot, any region)."""
-    slots = {slot for images in (section.get("images") or {}).values() for slot in (images or {})}
+def ec2_image_arches(ec2: Any) -> frozenset[str]:
+    """The architectures with an AMI in `config.ec2.images` (plain or GPU slot, any region)."""
+    slots = {slot for images in (ec2.images or {}).values() for slot in (images or {})}
     return frozenset(a for a in ALL_ARCHES if a in slots or f"gpu_{a}" in slots)
 
 
@@ -122,15 +123,14 @@ def image_arches(config: Any, host_arch: str) -> tuple[frozenset[str] | None, st
     containers on this host, so the host's architecture, unless `defaults.arch` is set (a host
     that emulates others says so there; `any` is both)."""
     from provisioner.clouds import registry
-    data = config.data
-    own = registry.adapter(data["cloud"]).image_arches(config)
+    own = registry.adapter(config.cloud).image_arches(config)
     if own is not None:
         return own
-    chosen = data["defaults"].get("arch")
+    chosen = config.defaults.arch
     if chosen:
         arches = frozenset(ALL_ARCHES if chosen == "any" else (chosen,))
-        return arches, f"the {data['cloud']} cloud runs {', '.join(sorted(arches))} (defaults.arch)"
-    return frozenset((host_arch,)), f"the {data['cloud']} cloud runs the host's architecture, {host_arch}"
+        return arches, f"the {config.cloud} cloud runs {', '.join(sorted(arches))} (defaults.arch)"
+    return frozenset((host_arch,)), f"the {config.cloud} cloud runs the host's architecture, {host_arch}"
 
 
 def config_arch_rule(req: Requirements, default_arch: str | None, images: frozenset[str] | None,
@@ -153,18 +153,19 @@ def config_arch_rule(req: Requirements, default_arch: str | None, images: frozen
     return ArchRule(pin, f"Architecture: {pin or 'any'} (defaults.arch {default}; {where}).")
 
 
-def timeout_rule(flag: float | str | None, req: Requirements, defaults: Mapping[str, Any]) -> tuple[float, str]:
-    """`--timeout` > the label's `timeout=` > the config's `defaults.timeout` > 6 h."""
+def timeout_rule(flag: float | str | None, req: Requirements, defaults: DefaultsSection | None) -> tuple[float, str]:
+    """`--timeout` > the label's `timeout=` > the config's `defaults.timeout` > 6 h (`defaults`:
+    `config.defaults`; None: no config)."""
     if flag is not None and flag != "":
         return (parse_duration_s(flag) if isinstance(flag, str) else float(flag)), "--timeout"
     if req.timeout_s is not None:
         return float(req.timeout_s), "the label's timeout="
-    if defaults.get("timeout"):
-        return parse_duration_s(defaults["timeout"]), "the config's defaults.timeout"
+    if defaults is not None and defaults.timeout and defaults.timeout_s is not None:
+        return defaults.timeout_s, "the config's defaults.timeout"
     return BUILTIN_TIMEOUT_S, "the default"
 
 
-def default_timeout_s(defaults: Mapping[str, Any]) -> float:
+def default_timeout_s(defaults: DefaultsSection | None) -> float:
     """The job timeout when neither a flag nor the label gives one (timeout_rule's own fallback)."""
     return timeout_rule(None, Requirements(), defaults)[0]
 
@@ -176,7 +177,7 @@ def recent_interruptions(runs: list[dict]) -> int:
 
 # ---- the resolver -------------------------------------------------------------------------------
 
-def resolve(label: str | None, filters: list[str] | tuple[str, ...] = (), *, defaults: Mapping[str, Any],
+def resolve(label: str | None, filters: list[str] | tuple[str, ...] = (), *, defaults: DefaultsSection | None,
             timeout: float | str | None = None, no_autotune: bool = False, lax: bool = False,
             arch: ArchRule | Callable[[Requirements], ArchRule] | None = None, interruptions: int = 0,
             ondemand_after: int = 0, team: str | None = None) -> Intent:
@@ -189,7 +190,7 @@ def resolve(label: str | None, filters: list[str] | tuple[str, ...] = (), *, def
     declared = Requirements.parse(label, list(filters), lax=lax, no_autotune=no_autotune)
     reasons: list[str] = []
     timeout_s, timeout_from = timeout_rule(timeout, declared, defaults)
-    runtime_target = float(defaults.get("runtime_target", 0.8))
+    runtime_target = float(defaults.runtime_target if defaults is not None else 0.8)
     reasons.append(f"Timeout {format_duration(timeout_s)} from {timeout_from} (--timeout > the label's "
                    f"timeout= > defaults.timeout > 6h); runtime target {runtime_target:.0%} of it, "
                    f"{timeout_s * runtime_target:.0f}s.")
@@ -218,7 +219,7 @@ def resolve(label: str | None, filters: list[str] | tuple[str, ...] = (), *, def
     if extra:
         added = Requirements.parse(None, extra)
         requirements = Requirements(declared.sources + added.sources, declared.no_autotune)
-    disk = declared.disk_gib or float(defaults.get("disk_gib", 30))
+    disk = declared.disk_gib or float(defaults.disk_gib if defaults is not None else 30)
     return Intent(declared=declared, requirements=requirements, timeout_s=timeout_s,
                   timeout_from=timeout_from, runtime_target=runtime_target, market=market,
                   market_forced=forced, arch=pinned, disk_gib=disk, team=declared.team or team,

@@ -21,7 +21,7 @@ from provisioner.estimate import estimate
 from provisioner.intent import ArchRule, Intent, config_arch_rule, image_arches, resolve, timeout_rule
 from provisioner.requirements import Requirements
 from provisioner.selection import Plan, PlanSettings, select
-from provisioner.units import format_duration, parse_duration_s
+from provisioner.units import format_duration
 
 HISTORY_RUNS = 50   # newest runs that inform a plan
 
@@ -50,9 +50,9 @@ def resolve_for_config(config: Config, label: str | None, filters: list[str] | t
     rule = arch
     if rule is None:
         images, where = image_arches(config, host or host_arch())
-        default = config.defaults.get("arch")
+        default = config.defaults.arch
         rule = lambda req: config_arch_rule(req, default, images, where)  # noqa: E731
-    limit = int(config.section("daemon").get("ondemand_after_interruptions") or 0) if interruptions else 0
+    limit = int(config.daemon.ondemand_after_interruptions or 0) if interruptions else 0
     return resolve(label, filters, defaults=config.defaults, timeout=timeout, no_autotune=no_autotune,
                    lax=lax, arch=rule, interruptions=interruptions, ondemand_after=limit, team=team)
 
@@ -73,12 +73,12 @@ def settings_from(config: Config, req: Requirements, *, timeout: str | None = No
     d = config.defaults
     timeout_s, _why = timeout_rule(timeout, req, d)   # the one place the job timeout is decided
     return PlanSettings(
-        timeout_s=timeout_s, runtime_target=float(d["runtime_target"]),
-        policy=policy or d["policy"],
-        max_price=max_price if max_price is not None else d["max_price"],
-        default_runtime_s=parse_duration_s(d["default_runtime"]), boot_s=float(d["boot_s"]),
-        disk_gib=float(d["disk_gib"]), mem_headroom=float(d["mem_headroom"]),
-        autotune=not no_autotune, autotune_min_runs=int(d["autotune_min_runs"]),
+        timeout_s=timeout_s, runtime_target=float(d.runtime_target),
+        policy=policy or d.policy,
+        max_price=max_price if max_price is not None else d.max_price,
+        default_runtime_s=float(d.default_runtime_s),
+        boot_s=float(d.boot_s), disk_gib=float(d.disk_gib), mem_headroom=float(d.mem_headroom),
+        autotune=not no_autotune, autotune_min_runs=int(d.autotune_min_runs),
         regions=tuple(regions or config.regions or ["us-east-1"]))
 
 
@@ -121,13 +121,13 @@ def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, tim
                                 team=team)
     settings = settings_for(config, intent, policy=policy, regions=regions, max_price=max_price)
     d = config.defaults
-    catalog = load_catalog(score_source=d["score_source"], max_age_days=d["catalog_max_age_days"])
+    catalog = load_catalog(score_source=d.score_source, max_age_days=d.catalog_max_age_days)
     runs: list[dict] = []
     if job:
         with ctx.open_history() as store:
             runs = records.count_once(store.runs(job, limit=HISTORY_RUNS))   # each build once
     budget = team_budget(ctx, job)
-    plan = plan_intent(catalog, intent, runs, settings, managed_atom=config.section("jenkins")["managed_atom"])
+    plan = plan_intent(catalog, intent, runs, settings, managed_atom=config.jenkins.managed_atom)
     return PlanResult(plan, settings, intent.declared, tuple(catalog.warnings), intent, budget)
 
 
@@ -136,12 +136,11 @@ def team_budget(ctx, job: str | None, now: float | None = None) -> dict | None:
     recorded costs of its period; NoOfferError (exit 3, constraint `budget:<team>`) when it is an
     enforced budget at 100%. None when the job has no team or the team no budget."""
     import time
-    from provisioner.alerts.config import parse_alerts
     from provisioner.budgets import budget_rules, budget_use, earliest_start, team_uses
     from provisioner.runner.summary import team_for
-    teams_map = ctx.config.data.get("teams") or {}
+    teams_map = ctx.config.teams
     team = team_for(job, teams_map) if job else None
-    rules = [r for r in budget_rules(parse_alerts(ctx.config.data.get("alerts")).rules) if team in r.teams]
+    rules = [r for r in budget_rules(ctx.config.alerts.settings.rules) if team in r.teams]
     if not team or not rules:
         return None
     now = time.time() if now is None else now

@@ -120,18 +120,17 @@ def parse_reuse(entry: Any, where: str = "reuse") -> ReuseSpec:
                      _count(entry, "max_builds", 10, where, low=1, high=1000))
 
 
-def pools_from_config(labels_section: Mapping | None) -> dict[str, PoolSpec]:
-    """Canonical label -> PoolSpec for every `labels:` entry with a pool (validated already)."""
-    return {canonical_expression(expr): parse_pool(expr, entry["pool"], f"labels.{expr!r}.pool")
-            for expr, entry in (labels_section or {}).items()
-            if isinstance(entry, dict) and entry.get("pool") is not None}
+def pools_from_config(labels: Mapping[str, Any] | None) -> dict[str, PoolSpec]:
+    """Canonical label -> PoolSpec for every `labels:` entry with a pool (`config.labels`: label
+    expression -> config_tree.LabelSection, validated already)."""
+    return {canonical_expression(expr): entry.pool for expr, entry in (labels or {}).items()
+            if entry.pool is not None}
 
 
-def reuse_from_config(labels_section: Mapping | None) -> dict[str, ReuseSpec]:
-    """Canonical label -> ReuseSpec for every `labels:` entry with reuse (validated already)."""
-    return {canonical_expression(expr): parse_reuse(entry["reuse"], f"labels.{expr!r}.reuse")
-            for expr, entry in (labels_section or {}).items()
-            if isinstance(entry, dict) and entry.get("reuse") is not None}
+def reuse_from_config(labels: Mapping[str, Any] | None) -> dict[str, ReuseSpec]:
+    """Canonical label -> ReuseSpec for every `labels:` entry with reuse (`config.labels`)."""
+    return {canonical_expression(expr): entry.reuse for expr, entry in (labels or {}).items()
+            if entry.reuse is not None}
 
 
 # ---- decisions --------------------------------------------------------------------------------

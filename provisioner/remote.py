@@ -96,8 +96,8 @@ def run_remote(args: argparse.Namespace, ctx: Any) -> int:
 class RemoteRun:
     def __init__(self, args: argparse.Namespace, ctx: Any, console: Console, events: "queue.SimpleQueue[tuple]"):
         self.args, self.ctx, self.console, self.events = args, ctx, console, events
-        self.cloud_name = args.cloud or ctx.config.data["cloud"]
-        self.boot_timeout_s = float(ctx.config.section("daemon")["boot_timeout_s"])
+        self.cloud_name = args.cloud or ctx.config.cloud
+        self.boot_timeout_s = float(ctx.config.daemon.boot_timeout_s)
         self.signal: int | None = None
         self.terminated_at: float | None = None
         self._tty = _isatty(console.err)
@@ -120,7 +120,7 @@ class RemoteRun:
         spec = build_spec(self.args, self.ctx, os.environ)          # env files: 125 when unreadable
         if self.transfer is not None and self.transfer.sync_dir and not spec.workdir:
             spec = replace(spec, workdir=self.transfer.mount)      # the synced folder is where it starts
-        job = JobInfo.from_env(self.args.job, self.args.build, os.environ, self.ctx.config.data.get("teams"))
+        job = JobInfo.from_env(self.args.job, self.args.build, os.environ, self.ctx.config.teams)
         result = parts.plan(self.args, self.ctx, job.job, choose=self._arch_choice(spec.image),
                             cloud_name=self.cloud_name)
         from provisioner.catalog.notice import due
@@ -197,7 +197,7 @@ class RemoteRun:
         run_id = str(uuid.uuid4())
         timeout_total = parts.job_budget_s(self.args, spec)
         from provisioner.init_scripts import InitScripts
-        init = InitScripts.from_config(self.ctx.config.data, self.cloud_name).for_label(self.args.label)
+        init = InitScripts.from_config(self.ctx.config, self.cloud_name).for_label(self.args.label)
         bspec = parts.bootstrap_spec(self.args, spec, job, run_id,
                                      lifetime_s=self.boot_timeout_s + timeout_total + 300, init_script=init,
                                      transfer=self.transfer)

@@ -238,7 +238,7 @@ def runs_backend(ctx: Any, cloud_name: str | None) -> Any:
     """Where `ps`/`stop`/`logs` find remote runs: the cloud's own backend (Cloud.runs)."""
     from provisioner.clouds import registry
     from provisioner.clouds.base import CloudError
-    name = cloud_name or ctx.config.data["cloud"]
+    name = cloud_name or ctx.config.cloud
     try:
         backend = registry.adapter(name).runs(ctx.config)
     except CloudError as exc:

@@ -156,7 +156,7 @@ def plan_transfer(args: argparse.Namespace, cloud_name: str, config: Any) -> Tra
     mount = args.workdir or sync.SYNC_MOUNT
     if registry.adapter(cloud_name).on_this_host:
         return Transfer(cloud_name, sync_dir, output_dir, mount)
-    base = (config.section("ec2") or {}).get("sync_s3")
+    base = config.ec2.sync_s3
     if not base:
         raise UsageError(f"--sync/--output on EC2 go through S3: set {SYNC_S3_KEY} (s3://BUCKET/PREFIX/) "
                          "in the config (docs/remote-runs.md)")

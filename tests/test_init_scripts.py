@@ -28,7 +28,7 @@ def config(text: str):
 
 def test_labels_entries_are_validated_by_canonical_expression():
     c = config("labels:\n  'ec2 && gpu=1': {init_script: 'nvidia-smi'}\n")
-    assert InitScripts.from_config(c.data, "docker").by_label == {canonical(GPU_LABEL): "nvidia-smi"}
+    assert InitScripts.from_config(c, "docker").by_label == {canonical(GPU_LABEL): "nvidia-smi"}
     bad = {"labels: [a]": "must map label expressions",
            "labels: {'ec2 &&': {init_script: x}}": "not a label expression Jenkins can parse",
            "labels: {'ec2': {spares: {min_spare: 1}}}": "unknown key 'spares'",
@@ -55,7 +55,7 @@ def test_an_ec2_init_script_over_the_user_data_limit_is_refused_when_read():
 
 def test_the_cloud_script_runs_before_the_labels_and_only_matching_labels_get_theirs():
     scripts = InitScripts.from_config(config(
-        "ec2: {init_script: 'echo cloud'}\nlabels: {'ec2&&gpu=1': {init_script: 'echo gpu'}}").data, "ec2")
+        "ec2: {init_script: 'echo cloud'}\nlabels: {'ec2&&gpu=1': {init_script: 'echo gpu'}}"), "ec2")
     assert scripts.for_label("ec2 && gpu=1") == "echo cloud\necho gpu\n"
     assert scripts.for_label("(ec2 && gpu=1)") == "echo cloud\n"     # another expression, as Jenkins names it
     assert scripts.for_label("ec2 && vcpu=2") == "echo cloud\n"
@@ -64,7 +64,7 @@ def test_the_cloud_script_runs_before_the_labels_and_only_matching_labels_get_th
 
 
 def test_the_daemon_puts_the_items_label_script_in_its_agents_user_data():
-    scripts = InitScripts.from_config(config(f"labels: {{'{GPU_LABEL}': {{init_script: {json.dumps(NASTY)}}}}}").data,
+    scripts = InitScripts.from_config(config(f"labels: {{'{GPU_LABEL}': {{init_script: {json.dumps(NASTY)}}}}}"),
                                       "docker")
     launcher = Launcher(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108",
                                       init_scripts=scripts), None, Named("docker"), None, Tokens(b"k" * 32))

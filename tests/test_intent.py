@@ -43,7 +43,7 @@ def test_timeout_precedence_flag_label_config_default():
     assert resolve("ec2 && timeout=2h", defaults=two_h).timeout_s == 7200
     assert resolve("ec2", defaults=two_h).timeout_s == 3 * 3600
     assert resolve("ec2", defaults=DEFAULTS).timeout_s == 6 * 3600
-    assert resolve("ec2", defaults={}).timeout_s == 6 * 3600
+    assert resolve("ec2", defaults=None).timeout_s == 6 * 3600
     intent = resolve("ec2 && timeout=2h", defaults=DEFAULTS)
     assert intent.target_s == 5760 and "from the label's timeout=" in intent.reasons[0]
 
@@ -122,4 +122,4 @@ def test_the_job_timeout_default_is_decided_once():
     """planner, `run` and the daemon's agents all take the default from intent.timeout_rule."""
     from provisioner.intent import BUILTIN_TIMEOUT_S, default_timeout_s
     assert default_timeout_s(parse_config("defaults:\n  timeout: 3h\n").defaults) == 3 * 3600
-    assert default_timeout_s({}) == BUILTIN_TIMEOUT_S == 6 * 3600
+    assert default_timeout_s(None) == BUILTIN_TIMEOUT_S == 6 * 3600

@@ -53,7 +53,7 @@ def test_pool_entry_errors_name_the_key(entry, message) -> None:
 def test_config_accepts_pool_and_reuse_and_names_a_bad_key() -> None:
     c = parse_config("labels:\n  'ec2 && vcpu=2':\n    pool: {min_spare: 2, max_spare: 4, hours: '7-19'}\n"
                      "    reuse: {idle: 5m, max_builds: 10}\n", "c.yaml")
-    specs = pool.pools_from_config(c.data["labels"])
+    specs = pool.pools_from_config(c.labels)
     assert list(specs) == ["ec2&&vcpu=2"] and specs["ec2&&vcpu=2"].max_spare == 4
     with pytest.raises(ConfigError, match=r"pool\.max_spare: must be at least min_spare"):
         parse_config("labels:\n  ec2: {pool: {min_spare: 2, max_spare: 1}}\n", "c.yaml")

@@ -53,8 +53,8 @@ def test_file_merges_over_defaults_and_env_finds_it(tmp_path, monkeypatch):
     f.write_text("cloud: ec2\ndefaults:\n  timeout: 2h\njenkins:\n  managed_atom: farm\n")
     monkeypatch.setenv("PROVISIONER_CONFIG", str(f))
     cfg = load_config(None)
-    assert cfg.data["cloud"] == "ec2" and cfg.defaults["timeout"] == "2h" and cfg.defaults["policy"] == "deadline"
-    assert cfg.section("jenkins")["managed_atom"] == "farm" and cfg.section("jenkins")["token_env"] == "JENKINS_TOKEN"
+    assert cfg.data["cloud"] == "ec2" and cfg.defaults.timeout == "2h" and cfg.defaults.policy == "deadline"
+    assert cfg.jenkins.managed_atom == "farm" and cfg.jenkins.token_env == "JENKINS_TOKEN"
 
 
 def test_xdg_config_location(monkeypatch, tmp_path):

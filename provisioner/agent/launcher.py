@@ -66,7 +66,7 @@ def plan(args: argparse.Namespace, ctx: Any, job: str, arch: Any = None, *,
     filters = list(args.filter or [])
     if args.instance_type:
         filters.append(f"type={args.instance_type}")
-    cloud_name = cloud_name or getattr(args, "cloud", None) or ctx.config.data["cloud"]
+    cloud_name = cloud_name or getattr(args, "cloud", None) or ctx.config.cloud
     amis = registry.adapter(cloud_name).pinned_arches(ctx.config)     # EC2: the AMIs' architectures
     rule = (lambda req: arch_rule(choose(req) if choose else arch, amis))  # noqa: E731
     return plan_job(ctx, label=args.label, filters=filters, job=job, timeout=args.timeout or None,

@@ -24,9 +24,7 @@ and no rules at all, failures, timeouts, OOM kills and interruptions of every jo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from provisioner.alerts.validate import RUN_KINDS
-from provisioner.errors import UsageError
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -58,25 +56,8 @@ class AlertSettings:
 
 # ---- parsing (after validation) ------------------------------------------------------------------
 
-def parse_alerts(section: dict | None) -> AlertSettings:
-    """AlertSettings from the validated `alerts` section (the config's defaults when None)."""
-    section = section or {}
-    sinks = tuple(SinkConfig(s["name"], s["type"], {k: v for k, v in s.items() if k not in ("name", "type")})
-                  for s in section.get("sinks") or [])
-    rules = []
-    for r in section.get("rules") or []:
-        on = (r["on"],) if isinstance(r["on"], str) else tuple(r["on"])
-        rules.append(Rule(on=on, jobs=tuple(r.get("jobs") or ()), teams=tuple(r.get("teams") or ()),
-                          sinks=tuple(r.get("sinks") or ()), rate_limit_s=r.get("rate_limit_s"),
-                          budget_usd=r.get("budget_usd"), period=r.get("period", "month"),
-                          thresholds=tuple(sorted(r.get("thresholds") or [1.0])),
-                          enforce=bool(r.get("enforce", False))))
-    known = {s.name for s in sinks}
-    for i, rule in enumerate(rules, 1):
-        unknown = [n for n in rule.sinks if n not in known]
-        if unknown:
-            raise UsageError(f"alerts.rules item {i}: unknown sink {', '.join(unknown)} "
-                             f"(configured: {', '.join(sorted(known)) or 'none'})")
-    if sinks and not rules:
-        rules.append(Rule(on=RUN_KINDS))
-    return AlertSettings(sinks=sinks, rules=tuple(rules), rate_limit_s=float(section.get("rate_limit_s") or 900))
+def parse_alerts(section: Mapping[str, Any] | None) -> AlertSettings:
+    """AlertSettings from the validated `alerts` section (the config's defaults when None): the
+    config loader's parser (provisioner.config.alert_settings), which builds `config.alerts.settings`."""
+    from provisioner.config import alert_settings
+    return alert_settings(section)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
-from provisioner.alerts.config import AlertSettings, parse_alerts
+from provisioner.alerts.config import AlertSettings
 from provisioner.alerts.events import Alert, budget_alerts, period_start, record_alerts
 from provisioner.alerts.sinks import Sink, SinkError, build_sink
 from provisioner.alerts.state import AlertState
@@ -41,10 +41,6 @@ class Alerter:
                  clock: Callable[[], float] = time.time):
         self.settings, self.state, self.clock = settings, state, clock
         self._sinks: dict[str, Sink | SinkError] = dict(sinks or {})
-
-    @classmethod
-    def from_config(cls, alerts_section: dict | None, state: AlertState, **kw) -> "Alerter":
-        return cls(parse_alerts(alerts_section), state, **kw)
 
     @property
     def enabled(self) -> bool:
@@ -126,12 +122,12 @@ class Alerter:
         return outcomes
 
 
-def alert_on_record(alerts_section: dict | None, history_location: str, record: dict) -> list[Outcome]:
+def alert_on_record(settings: AlertSettings | None, history_location: str, record: dict) -> list[Outcome]:
     """The one call `provisioner run` (after storing a standalone run's record) or the daemon (per
-    record an agent posts) makes. Never raises: an alert problem is logged, the caller carries on."""
+    record an agent posts) makes, with `config.alerts.settings` (None: no alerts). Never raises: an
+    alert problem is logged, the caller carries on."""
     try:
-        settings = parse_alerts(alerts_section)
-        if not (settings.sinks and settings.rules):
+        if settings is None or not (settings.sinks and settings.rules):
             return []
         from provisioner.alerts.state import open_alert_state
         from provisioner.history import open_store

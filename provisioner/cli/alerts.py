@@ -32,8 +32,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _settings(ctx: Context):
-    from provisioner.alerts.config import parse_alerts
-    settings = parse_alerts(ctx.config.data.get("alerts"))
+    settings = ctx.config.alerts.settings
     if not settings.sinks:
         raise UsageError(f"no alert sinks configured (config {ctx.config.path or 'none'}: alerts.sinks)")
     return settings

@@ -19,7 +19,7 @@ class Context:
 
     @cached_property
     def history_location(self) -> str:
-        return paths.resolve_history(getattr(self.args, "history", None), self.config.data["history"])
+        return paths.resolve_history(getattr(self.args, "history", None), self.config.history)
 
     def open_history(self, create: bool = True):
         from provisioner.history import open_store

@@ -63,8 +63,8 @@ def check(path: str | None) -> int:
     for r in resolved:
         named = f" ({r.detail})" if r.detail else ""
         print(f"{r.path}: {r.selector.describe()} -> {', '.join(r.ids)}{named}")
-    token_env = config.section("jenkins")["token_env"]
-    if not config.section("jenkins")["token_file"] and not os.environ.get(token_env or ""):
+    token_env = config.jenkins.token_env
+    if not config.jenkins.token_file and not os.environ.get(token_env or ""):
         print(f"note: ${token_env} is not set here; the daemon needs it (or jenkins.token_file)", file=sys.stderr)
     print(f"{config.path or '<built-in defaults>'}: valid")
     return 0
@@ -72,15 +72,15 @@ def check(path: str | None) -> int:
 
 def daemon_problems(config) -> list[tuple[str, int | None, str]]:
     """What the daemon needs beyond the schema (lines come from the file when the key is there)."""
-    j = config.section("jenkins")
+    j = config.jenkins
     problems = []
     lines = _KeyLines(config)
-    if not j["url"]:
+    if not j.url:
         problems.append(("jenkins.url", lines.get("jenkins"), "is required for the daemon"))
-    if j["token_file"] and not Path(j["token_file"]).expanduser().is_file():
+    if j.token_file and not Path(j.token_file).expanduser().is_file():
         problems.append(("jenkins.token_file", lines.get("jenkins.token_file"), "no such file"))
-    if j["token_file"] or os.environ.get(j["token_env"] or ""):
-        if not j["user"]:
+    if j.token_file or os.environ.get(j.token_env or ""):
+        if not j.user:
             problems.append(("jenkins.user", lines.get("jenkins"), "is required with an API token"))
     return problems
 
@@ -99,7 +99,7 @@ def _selector_problems(config) -> tuple[list, list[tuple[str, int | None, str]]]
     """The cloud's look-ups (EC2 selectors: tags / name patterns) resolved as the daemon would:
     (what each matched, problems)."""
     from provisioner.clouds import registry
-    found, problems = registry.adapter(config.data["cloud"]).selector_problems(config, _note)
+    found, problems = registry.adapter(config.cloud).selector_problems(config, _note)
     return found, [(path, config.line(path), message) for path, message in problems]
 
 
@@ -108,7 +108,7 @@ def _existence_problems(config) -> list[tuple[str, int | None, str]]:
     image with java and the bootstrap; on EC2, with credentials, AMIs, subnets, security groups and
     the instance profile."""
     from provisioner.clouds import registry
-    found = registry.adapter(config.data["cloud"]).existence_problems(config, _note)
+    found = registry.adapter(config.cloud).existence_problems(config, _note)
     return [(key, config.line(key), message) for key, message in found]
 
 
@@ -116,14 +116,14 @@ def _note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
 
 
-def read_token(j: dict) -> str | None:
-    """The API token: the file (jenkins.token_file) if set, else the environment variable."""
-    if j["token_file"]:
+def read_token(j) -> str | None:
+    """The API token (`j`: config.jenkins): the file (jenkins.token_file) if set, else the environment variable."""
+    if j.token_file:
         try:
-            return Path(j["token_file"]).expanduser().read_text().strip() or None
+            return Path(j.token_file).expanduser().read_text().strip() or None
         except OSError as exc:
-            raise UsageError(f"jenkins.token_file: cannot read {j['token_file']}: {exc.strerror}") from None
-    return os.environ.get(j["token_env"] or "", "").strip() or None
+            raise UsageError(f"jenkins.token_file: cannot read {j.token_file}: {exc.strerror}") from None
+    return os.environ.get(j.token_env or "", "").strip() or None
 
 
 def run(args: argparse.Namespace, ctx) -> int:
@@ -138,8 +138,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())          # finish the tick in progress, then exit
-    owner = ctx.config.section("daemon")["owner_id"] or socket.gethostname()
-    parts = build(ctx.config, ctx.history_location, read_token(ctx.config.section("jenkins")),
+    owner = ctx.config.daemon.owner_id or socket.gethostname()
+    parts = build(ctx.config, ctx.history_location, read_token(ctx.config.jenkins),
                   owner=owner, listen=args.listen)
     try:
         return parts.daemon.run(stop, once=args.once)

@@ -23,7 +23,7 @@ def guarded(func):
         except (ProvisionerError, KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:
-            where = args.cloud or ctx.config.data.get("cloud")
+            where = args.cloud or ctx.config.cloud
             raise CloudUnreachable(f"cannot read remote runs on the {where} cloud: {type(exc).__name__}: {exc}") from None
     return wrapper
 

@@ -267,7 +267,7 @@ def _handle(args: argparse.Namespace, ctx: Context) -> int:
     policy = RetryPolicy(retries=args.retry, delay_s=args.retry_delay, **parse_retry_on(args.retry_on))
     spec = build_spec(args, ctx, environ)
     console = Console(sys.stdout, sys.stderr)
-    job = JobInfo.from_env(args.job, args.build, environ, ctx.config.data.get("teams"))
+    job = JobInfo.from_env(args.job, args.build, environ, ctx.config.teams)
     region = environ.get("PROVISIONER_REGION") or (ctx.config.regions or ["us-east-1"])[0]
     reporter = make_reporter(environ, console.warn)
     services = Services(

@@ -69,8 +69,9 @@ class DockerSettings:
     environment: Mapping[str, str] | None = None  # extra variables for instances (proxies, tuning)
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None) -> "DockerSettings":
-        known = {k: v for k, v in (section or {}).items() if k in cls.__dataclass_fields__ and v is not None}
+    def from_config(cls, section: Any) -> "DockerSettings":
+        """From `config.docker` (config_tree.DockerSection); what it leaves None keeps the default here."""
+        known = {k: getattr(section, k) for k in cls.__dataclass_fields__ if getattr(section, k, None) is not None}
         return cls(**known)
 
 
@@ -177,7 +178,7 @@ class DockerCloud(CloudDefaults):
 
     @classmethod
     def from_config(cls, config: Any, blocked: BlockedOffers, *, purpose: str = "daemon") -> "DockerCloud":
-        return cls(settings=DockerSettings.from_config(config.section("docker")), blocked=blocked)
+        return cls(settings=DockerSettings.from_config(config.docker), blocked=blocked)
 
     @classmethod
     def runs(cls, config: Any) -> Any:
@@ -193,7 +194,7 @@ class DockerCloud(CloudDefaults):
     def existence_problems(cls, config: Any, note: Callable[[str], None]) -> list[tuple[str, str]]:
         """The instance image, with java and the bootstrap (daemon/deepcheck.py)."""
         from provisioner.daemon import deepcheck
-        return deepcheck.docker_problems(config.section("docker")["instance_image"])
+        return deepcheck.docker_problems(config.docker.instance_image)
 
     def __init__(self, client: Any = None, settings: DockerSettings | None = None, *,
                  blocked: BlockedOffers | None = None, clock: Callable[[], float] = time.time):

@@ -59,24 +59,27 @@ class Ec2Settings:
     encrypt_root_volume: bool = True
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any], regions: Iterable[str] = ("us-east-1",)) -> Ec2Settings:
-        """From the config's `ec2` section (subnets/security_groups: a list, or {region: list})."""
+    def from_config(cls, section: Any, regions: Iterable[str] = ("us-east-1",)) -> Ec2Settings:
+        """From `config.ec2` (config_tree.Ec2Section; subnets/security_groups: a list, or {region: list}).
+        A plain mapping of some of its keys (tests, benches) is first typed by the config loader."""
+        if isinstance(section, Mapping):
+            from provisioner.config import typed_section
+            section = typed_section("ec2", section)
         known = {f for f in cls.__dataclass_fields__ if f != "regions"}
-        images = section.get("images") or {}
+        images = section.images or {}
         bad = [f"{r}.{slot}" for r, slots in images.items() for slot in (slots or {})
                if slot not in IMAGE_SLOTS]
         if bad:
             raise CloudError(f"ec2.images: unknown slot {', '.join(bad)} (known: {', '.join(IMAGE_SLOTS)})",
                              code="Config", kind="config")
         return cls(regions=tuple(regions) or ("us-east-1",),
-                   subnets=_by_region(section.get("subnets"), "subnets"),
-                   security_groups=_by_region(section.get("security_groups"), "security_groups"),
+                   subnets=_by_region(section.subnets, "subnets"),
+                   security_groups=_by_region(section.security_groups, "security_groups"),
                    images={r: {slot: selectors.parse(v) for slot, v in (m or {}).items()}
                            for r, m in images.items()},
-                   extra_tags={str(k): str(v) for k, v in (section.get("extra_tags") or {}).items()},
-                   **{k: v for k, v in section.items()
-                      if k in known - {"subnets", "security_groups", "images", "extra_tags"}
-                      and v is not None})
+                   extra_tags={str(k): str(v) for k, v in (section.extra_tags or {}).items()},
+                   **{k: v for k in known - {"subnets", "security_groups", "images", "extra_tags"}
+                      if (v := getattr(section, k)) is not None})
 
     def subnets_in(self, region: str) -> tuple[str, ...]:
         return tuple(self.subnets.get(region) or self.subnets.get(ANY_REGION) or ())

@@ -20,7 +20,7 @@ class Ec2Seam(CloudDefaults):
     @classmethod
     def from_config(cls, config: Any, blocked: BlockedOffers, *, purpose: str = "daemon") -> Any:
         from provisioner.clouds.ec2_params import Ec2Settings
-        settings = Ec2Settings.from_config(config.section("ec2"), config.regions)
+        settings = Ec2Settings.from_config(config.ec2, config.regions)
         if purpose == "run" and not (settings.images and any(settings.images.values())):
             raise CloudError("no image configured for ec2: set ec2.images.<region>.<x86_64|arm64|gpu_x86_64|"
                              "gpu_arm64|...> to the pre-warmed AMI (agent_bootstrap/packer)", code="Config",
@@ -38,7 +38,7 @@ class Ec2Seam(CloudDefaults):
     @classmethod
     def pinned_arches(cls, config: Any) -> frozenset[str]:
         from provisioner.intent import ec2_image_arches
-        return ec2_image_arches(config.section("ec2"))
+        return ec2_image_arches(config.ec2)
 
     @classmethod
     def image_arches(cls, config: Any) -> tuple[frozenset[str] | None, str]:
@@ -107,7 +107,7 @@ class Ec2Seam(CloudDefaults):
         Without AWS credentials they are left for the daemon (a note)."""
         from provisioner.clouds.ec2_params import Ec2Settings
         from provisioner.clouds.ec2_selectors import has_selectors
-        settings = Ec2Settings.from_config(config.section("ec2"), config.regions)
+        settings = Ec2Settings.from_config(config.ec2, config.regions)
         if not has_selectors(settings):
             return [], []
         try:
@@ -129,7 +129,7 @@ class Ec2Seam(CloudDefaults):
             note("no AWS credentials here: the ec2 images, subnets, security groups and instance "
                  "profile were not checked")
             return []
-        settings = Ec2Settings.from_config(config.section("ec2"), config.regions)
+        settings = Ec2Settings.from_config(config.ec2, config.regions)
         return deepcheck.ec2_problems(settings, lambda service, region: aws.client(service, region=region))
 
 

@@ -8,16 +8,19 @@ An adapter class has `from_config(config, blocked, purpose=...)` (a classmethod 
 of clouds.base.Cloud; what it does not override comes from clouds.base.CloudDefaults. An entry may
 bring its own config section: its key validators (yamlfile.check_schema's shape) and defaults.
 
-    register("process", "tests.daemon.process_cloud:ProcessCloud", schema={...}, defaults={...})
+    register("process", "tests.daemon.process_cloud:ProcessCloud", schema={...}, defaults={...},
+             settings=ProcessSettings.from_section)
 
-adds a cloud (the tests register their process cloud this way); see docs/adding-a-cloud.md.
+adds a cloud (its section is then `config.cloud_section("process")`: what `settings` builds from the
+validated, merged section, once at load; a read-only mapping without one) (the tests register their process cloud this way); see docs/adding-a-cloud.md.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 from provisioner.clouds.base import BlockedOffers, Cloud
 
@@ -30,6 +33,11 @@ class Entry:
     adapter: str | type                         # "module:Class", or the class itself
     schema: dict[str, Any] | None = None        # its own config section's validators (None: config.py has them)
     defaults: dict[str, Any] = field(default_factory=dict)
+    settings: Callable[[Mapping[str, Any]], Any] | None = None   # its section's typed value
+
+    def typed(self, section: Mapping[str, Any]) -> Any:
+        """Its own config section as the config carries it (Config.cloud_section)."""
+        return self.settings(section) if self.settings is not None else MappingProxyType(dict(section))
 
     def load(self) -> Any:
         if not isinstance(self.adapter, str):
@@ -45,11 +53,13 @@ _ENTRIES: dict[str, Entry] = {
 
 
 def register(name: str, adapter: str | type, *, schema: dict[str, Any] | None = None,
-             defaults: dict[str, Any] | None = None) -> None:
-    """Make `cloud: NAME` build this adapter (registering a name again replaces its entry)."""
+             defaults: dict[str, Any] | None = None,
+             settings: Callable[[Mapping[str, Any]], Any] | None = None) -> None:
+    """Make `cloud: NAME` build this adapter (registering a name again replaces its entry);
+    `settings` types its own section (None: a read-only mapping)."""
     if not name or not name[0].isalpha() or not name.replace("_", "").isalnum():
         raise ValueError(f"a cloud's name is a word of letters, digits and _: {name!r}")
-    _ENTRIES[name] = Entry(name, adapter, schema, dict(defaults or {}))
+    _ENTRIES[name] = Entry(name, adapter, schema, dict(defaults or {}), settings)
 
 
 def names() -> tuple[str, ...]:
@@ -79,4 +89,4 @@ def make_cloud(config: Any, blocked: BlockedOffers | None = None, *, name: str |
     """The cloud the config names (or `name`), built by its adapter."""
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
-    return adapter(name or config.data["cloud"]).from_config(config, blocked or BlockedOffers(), purpose=purpose)
+    return adapter(name or config.cloud).from_config(config, blocked or BlockedOffers(), purpose=purpose)

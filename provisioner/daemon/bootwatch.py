@@ -115,17 +115,16 @@ class BootWatch:
         return newly
 
 
-def alert_sender(alerts_section: dict | None, history_location: str) -> Callable[[str, str], None] | None:
-    """A function sending a boot-pause alert to every configured sink (None: no sinks)."""
-    if not (alerts_section or {}).get("sinks"):
+def alert_sender(settings: Any, history_location: str) -> Callable[[str, str], None] | None:
+    """A function sending a boot-pause alert to every configured sink (`config.alerts.settings`,
+    an alerts.config.AlertSettings; None: no sinks)."""
+    if not settings.sinks:
         return None
 
     def send(key: str, text: str) -> None:
-        from provisioner.alerts.config import parse_alerts
         from provisioner.alerts.dispatch import Alerter
         from provisioner.alerts.events import Alert
         from provisioner.alerts.state import open_alert_state
-        settings = parse_alerts(alerts_section)
         alert = Alert(kind="boot-paused", key=f"boot-paused:{key}", group=f"boot-paused:{key}",
                       subject="provisioner: agents fail to boot; demand paused", text=text, sinks=(),
                       rate_limit_s=settings.rate_limit_s)

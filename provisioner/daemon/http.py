@@ -59,11 +59,12 @@ class ApiLimits:
     token_grace_s: float = 900.0
 
     @classmethod
-    def from_config(cls, api: dict | None) -> "ApiLimits":
-        api, d = api or {}, cls()
+    def from_config(cls, api: Any) -> "ApiLimits":
+        """From `config.daemon.api` (config_tree.ApiSection); what it leaves None keeps the default."""
+        d = cls()
 
         def get(key: str) -> Any:
-            value = api.get(key)
+            value = getattr(api, key, None)
             return getattr(d, key) if value is None else value
         return cls(int(get("max_body_bytes")), int(get("records_per_min")), int(get("samples_per_min")),
                    float(get("token_grace_s")))

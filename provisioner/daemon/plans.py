@@ -91,7 +91,7 @@ class Planner:
         key = (label, interrupted)
         found = self._intents.get(key)
         if found is None:
-            limit = int(self.config.section("daemon")["ondemand_after_interruptions"] or 0)
+            limit = int(self.config.daemon.ondemand_after_interruptions or 0)
             found = self._intents[key] = resolve_for_config(self.config, label, lax=True,
                                                             interruptions=limit if interrupted else 0)
         return found

@@ -110,10 +110,9 @@ class TeamSpend:
             log.warning("budget alerts not sent: %s", exc)
 
 
-def alert_dispatcher(alerts_section: dict | None, history_location: str) -> Callable[[list], Any] | None:
-    """Sends alerts through the configured sinks with the shared dedup state (None: no sinks)."""
-    from provisioner.alerts.config import parse_alerts
-    settings = parse_alerts(alerts_section)
+def alert_dispatcher(settings: AlertSettings, history_location: str) -> Callable[[list], Any] | None:
+    """Sends alerts through the configured sinks (`config.alerts.settings`) with the shared dedup
+    state (None: no sinks)."""
     if not settings.sinks:
         return None
 

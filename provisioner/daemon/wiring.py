@@ -51,30 +51,32 @@ class Parts:
 
 
 def settings_from_config(config: Config, owner: str) -> Settings:
-    j, d = config.section("jenkins"), config.section("daemon")
-    return Settings(owner=owner, managed_atom=j["managed_atom"], max_agents=d["max_agents"],
-                    max_per_label=d["max_per_label"], max_per_job=d["max_per_job"],
-                    budget_usd_per_hour=d["budget_usd_per_hour"], boot_timeout_s=float(d["boot_timeout_s"]),
-                    orphan_grace_s=float(d["orphan_grace_s"]),
-                    ondemand_after_interruptions=int(d["ondemand_after_interruptions"]),
-                    interval_s=float(d["interval_s"]), max_vcpus=d.get("max_vcpus"),
-                    pause_after_boot_failures=int(d["pause_after_boot_failures"]),
-                    max_vcpus_per_label=d.get("max_vcpus_per_label"),
-                    class_caps=class_limits(d.get("max_vcpus_per_class"), None, config.regions))
+    """The loop's Settings (daemon/model.py): `config.daemon` and `config.jenkins` plus what is
+    decided at start (the owner, the vCPU class caps per region)."""
+    j, d = config.jenkins, config.daemon
+    return Settings(owner=owner, managed_atom=j.managed_atom, max_agents=d.max_agents,
+                    max_per_label=d.max_per_label, max_per_job=d.max_per_job,
+                    budget_usd_per_hour=d.budget_usd_per_hour, boot_timeout_s=float(d.boot_timeout_s),
+                    orphan_grace_s=float(d.orphan_grace_s),
+                    ondemand_after_interruptions=int(d.ondemand_after_interruptions),
+                    interval_s=float(d.interval_s), max_vcpus=d.max_vcpus,
+                    pause_after_boot_failures=int(d.pause_after_boot_failures),
+                    max_vcpus_per_label=d.max_vcpus_per_label,
+                    class_caps=class_limits(d.max_vcpus_per_class, None, config.regions))
 
 
 def account_quotas(config: Config, cloud: Cloud | str, client_for: Callable[[str], Any] | None = None) -> dict:
     """The account's vCPU quotas per (region, class, market) times daemon.quota_share, read once at
     start where the cloud has them (EC2; daemon.service_quotas: true); {} elsewhere, when false, or
     when unreadable. `cloud`: the cloud, or a registered cloud's name."""
-    d = config.section("daemon")
-    if d.get("service_quotas") is False:
+    d = config.daemon
+    if d.service_quotas is False:
         return {}
     found = _ask(registry.adapter(cloud) if isinstance(cloud, str) else cloud, "vcpu_quotas",
                  config.regions, client_for)
     if found is None:
         return {}
-    share = float(d.get("quota_share") or 1.0)
+    share = float(d.quota_share or 1.0)
     log.info("%s", json.dumps({"event": "daemon.quotas", "read": len(found.limits), "problems": list(found.problems)[:20],
                                "share": share}))
     return {k: v * share for k, v in found.limits.items()}
@@ -102,9 +104,9 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
           quota_clients: Callable[[str], Any] | None = None) -> Parts:
     """Everything wired and the HTTP port open; `parts.daemon.run(stop)` starts the loop."""
     from provisioner.history import open_store
-    j, d = config.section("jenkins"), config.section("daemon")
+    j, d = config.jenkins, config.daemon
     settings = settings_from_config(config, owner)
-    blocked = BlockedOffers(ttl_s=float(d["blocked_offer_ttl_s"]))
+    blocked = BlockedOffers(ttl_s=float(d.blocked_offer_ttl_s))
     if cloud is None:
         cloud = registry.make_cloud(config, blocked)
     elif hasattr(cloud, "blocked"):
@@ -115,23 +117,23 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
     if catalog is None:
         from provisioner.catalog import load_catalog
         defaults = config.defaults
-        catalog = load_catalog(score_source=defaults["score_source"],
-                               max_age_days=defaults["catalog_max_age_days"])
+        catalog = load_catalog(score_source=defaults.score_source,
+                               max_age_days=defaults.catalog_max_age_days)
     location = state_location(history_location)
 
     def store():
         return open_store(history_location)
 
-    client = JenkinsClient(j["url"], j["user"], token, timeout=float(j["timeout_s"]))
-    reader = QueueReader(client, j["demand_path"])
-    limits = ApiLimits.from_config(d.get("api"))
+    client = JenkinsClient(j.url, j.user, token, timeout=float(j.timeout_s))
+    reader = QueueReader(client, j.demand_path)
+    limits = ApiLimits.from_config(d.api)
     book = AgentBook(grace_s=limits.token_grace_s)
     tokens = Tokens(load_secret(paths.state_dir()), book)
     metrics_token = _metrics_token(config)
     metrics = DaemonMetrics()
     health = Health(stuck_after_s=max(60.0, 6 * settings.interval_s))
     planner = Planner(config, catalog, store, blocked.current, settings.managed_atom)
-    alerts = config.data.get("alerts") or {}
+    alerts = config.alerts.settings
 
     spend = team_spend(config, history_location, store)
 
@@ -139,7 +141,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
         planner.invalidate(record["job"])
         if spend is not None:
             spend.invalidate(record)
-        if alerts.get("sinks"):                   # sinks may be slow: off the request thread
+        if alerts.sinks:                          # sinks may be slow: off the request thread
             from provisioner.alerts.dispatch import alert_on_record
             threading.Thread(target=alert_on_record, args=(alerts, history_location, record),
                              name="alerts", daemon=True).start()
@@ -149,8 +151,8 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
     api = AgentApi(tokens, metrics, store, on_record=on_record, on_report=drains.drain_reporting,
                    node_builds=client.node_builds, build_result=client.build_result, limits=limits,
                    on_event=boot.report)
-    separate = d.get("metrics_listen")
-    http = DaemonHttpServer(parse_listen(listen or d["listen"]), metrics, health, api,
+    separate = d.metrics_listen
+    http = DaemonHttpServer(parse_listen(listen or d.listen), metrics, health, api,
                             metrics_token=metrics_token, serve_metrics=not separate).start()
     parts = Parts(None, http, [http.stop])       # type: ignore[arg-type]  # set just below
     try:
@@ -160,30 +162,30 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
         db = DaemonDb(location)
         parts.closers.append(db.close)
         attempts = Attempts(location, owner, db=db)
-        lease = Lease(location, owner, ttl_s=float(d["lease_ttl_s"]), db=db)
+        lease = Lease(location, owner, ttl_s=float(d.lease_ttl_s), db=db)
         after_launch, after_terminate = _ask(cloud, "secret_handover") or (None, None)
-        agent = AgentSettings(owner=owner, jenkins_url=j["agent_url"] or j["url"],
-                              report_url=d["report_url"] or http.url, remote_fs=d["remote_fs"],
+        agent = AgentSettings(owner=owner, jenkins_url=j.agent_url or j.url,
+                              report_url=d.report_url or http.url, remote_fs=d.remote_fs,
                               default_timeout_s=default_timeout_s(config.defaults),
                               boot_timeout_s=settings.boot_timeout_s,
                               idle_timeout_s=settings.boot_timeout_s + settings.orphan_grace_s,
                               extra_tags=tuple(sorted(_ask(cloud, "launch_tags", default={}).items())),
-                              init_scripts=InitScripts.from_config(config.data, getattr(cloud, "name", "docker")))
+                              init_scripts=InitScripts.from_config(config, getattr(cloud, "name", "docker")))
         launcher = Launcher(agent, client, cloud, attempts, tokens, after_launch=after_launch,
                             after_terminate=after_terminate)
         boot.cloud, boot.launcher = cloud, launcher
         parts.daemon = Daemon(settings=settings, client=client, reader=reader, cloud=cloud, planner=planner,
                               launcher=launcher, attempts=attempts, metrics=metrics, health=health,
-                              blocked=blocked, lease=lease, sentinel=j["sentinel_node"],
+                              blocked=blocked, lease=lease, sentinel=j.sentinel_node,
                               prices=prices or catalog_prices(catalog),
-                              launch_workers=int(d["launch_workers"]) or 1,
-                              drain_poll_s=float(d["drain_poll_s"]), drains=drains, agents=book, boot=boot,
+                              launch_workers=int(d.launch_workers) or 1,
+                              drain_poll_s=float(d.drain_poll_s), drains=drains, agents=book, boot=boot,
                               spend=spend)
         parts.daemon.pools = _pool_keeper(config, parts.daemon, drains)
     except BaseException:
         parts.close()
         raise
-    log.info("%s", json.dumps({"event": "daemon.started", "owner": owner, "jenkins": j["url"],
+    log.info("%s", json.dumps({"event": "daemon.started", "owner": owner, "jenkins": j.url,
                                "cloud": getattr(cloud, "name", type(cloud).__name__), "listen": http.url,
                                "settings": _loggable(settings)}, default=str))
     return parts
@@ -199,21 +201,19 @@ def _loggable(settings: Settings) -> dict:
 
 def team_spend(config: Config, history_location: str, store: Callable[[], Any]) -> Any:
     """The team-budget reader when some alert rule is a budget (None: no budget rules)."""
-    from provisioner.alerts.config import parse_alerts
     from provisioner.daemon.spend import TeamSpend, alert_dispatcher
-    section = config.data.get("alerts") or {}
-    settings = parse_alerts(section)
+    settings = config.alerts.settings
     if not any("budget" in r.on and r.budget_usd for r in settings.rules):
         return None
-    return TeamSpend(settings, config.data.get("teams") or {}, store,
-                     dispatch=alert_dispatcher(section, history_location),
-                     refresh_s=float(config.section("daemon").get("budget_refresh_s") or 60))
+    return TeamSpend(settings, config.teams, store,
+                     dispatch=alert_dispatcher(settings, history_location),
+                     refresh_s=float(config.daemon.budget_refresh_s or 60))
 
 
 def _metrics_token(config: Config) -> str | None:
     """The bearer token /metrics requires: the value of `daemon.metrics_token_env` (None: none)."""
     import os
-    name = config.section("daemon").get("metrics_token_env")
+    name = config.daemon.metrics_token_env
     if not name:
         return None
     value = os.environ.get(name, "").strip()
@@ -240,8 +240,8 @@ def catalog_prices(catalog: Any) -> Callable[[Instance], tuple[float, Any]]:
 def _pool_keeper(config: Config, daemon: Daemon, drains: Drains) -> Any:
     """The warm pool's keeper when any `labels:` entry has a pool (else None: nothing changes)."""
     from provisioner.pool import pools_from_config, reuse_from_config
-    specs = pools_from_config(config.data.get("labels"))
-    reuse = reuse_from_config(config.data.get("labels"))
+    specs = pools_from_config(config.labels)
+    reuse = reuse_from_config(config.labels)
     if not specs and not reuse:
         return None
     from provisioner.daemon.pool_metrics import PoolMetrics

@@ -61,11 +61,11 @@ def after_record(ctx: Any, usage_s3: str | None, standalone: bool,
     if usage_s3:
         from provisioner.export import export_records
         steps.append(("usage record not written to S3", lambda record: export_records([record], usage_s3)))
-    section = ctx.config.data.get("alerts") or {}
-    if standalone and section.get("sinks"):  # with sinks and no rules, the default rules apply
+    alerts = ctx.config.alerts.settings
+    if standalone and alerts.sinks:  # with sinks and no rules, the default rules apply
         from provisioner.alerts.dispatch import alert_on_record
         location = ctx.history_location
-        steps.append(("alerts not raised", lambda record: alert_on_record(section, location, record)))
+        steps.append(("alerts not raised", lambda record: alert_on_record(alerts, location, record)))
     if not steps:
         return None
 

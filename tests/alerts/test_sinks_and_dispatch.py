@@ -154,7 +154,7 @@ def test_cli_alerts_check_and_test(cli, tmp_path, http_sink, smtp_server):
 def test_alert_on_record_is_one_safe_call(tmp_path, http_sink):
     from provisioner.alerts.dispatch import alert_on_record
     hist = str(tmp_path / "h.sqlite3")
-    section = {"sinks": [{"name": "chat", "type": "slack", "webhook_url": http_sink.url}]}
+    section = parse_alerts({"sinks": [{"name": "chat", "type": "slack", "webhook_url": http_sink.url}]})
     assert [o.status for o in alert_on_record(section, hist, run(n=1, **OOM))] == ["sent"]
     assert [o.status for o in alert_on_record(section, hist, run(n=1, **OOM))] == ["duplicate"]
     assert alert_on_record(None, hist, run(n=2, **OOM)) == []                       # alerts not configured

@@ -29,8 +29,8 @@ def test_a_stale_or_missing_cache_warns_unless_never(tmp_path):
 
 
 def test_never_is_a_valid_setting_and_other_words_are_not():
-    assert parse_config("defaults: {catalog_max_age_days: never}").defaults["catalog_max_age_days"] == "never"
-    assert parse_config("defaults: {catalog_max_age_days: 7}").defaults["catalog_max_age_days"] == 7
+    assert parse_config("defaults: {catalog_max_age_days: never}").defaults.catalog_max_age_days == "never"
+    assert parse_config("defaults: {catalog_max_age_days: 7}").defaults.catalog_max_age_days == 7
     for bad in ("sometimes", 0, -3):
         with pytest.raises(ProvisionerError, match="catalog_max_age_days"):
             parse_config(f"defaults: {{catalog_max_age_days: {bad}}}")

@@ -21,7 +21,7 @@ def test_config_takes_ids_or_selectors_and_names_what_is_wrong():
     ok = parse_config("cloud: ec2\nec2:\n  subnets: {us-east-1: [subnet-1, {tags: {tier: agents}}]}\n"
                       "  security_groups: [{name: 'provisioner-*'}]\n"
                       "  images: {us-east-1: {x86_64: {name: 'agent-*', owners: [self]}, arm64: ami-1}}\n")
-    settings = Ec2Settings.from_config(ok.section("ec2"), ["us-east-1"])
+    settings = Ec2Settings.from_config(ok.ec2, ["us-east-1"])
     assert settings.subnets["us-east-1"] == ("subnet-1", Selector((("tier", "agents"),)))
     assert settings.images["us-east-1"]["x86_64"] == Selector((), "agent-*", ("self",))
     for text, message in {

@@ -42,7 +42,7 @@ def test_a_missing_accelerator_image_names_its_config_key():
 def test_the_config_file_accepts_the_new_slots_and_rejects_others():
     cfg = parse_config("cloud: ec2\nec2:\n  images:\n    us-east-1:\n      neuron_x86_64: ami-1\n"
                        "      gaudi_x86_64: ami-2\n      amdgpu_x86_64: ami-3\n", "c.yaml")
-    assert cfg.section("ec2")["images"]["us-east-1"]["neuron_x86_64"] == "ami-1"
+    assert cfg.ec2.images["us-east-1"]["neuron_x86_64"] == "ami-1"
     with pytest.raises(ConfigError) as info:
         parse_config("cloud: ec2\nec2:\n  images:\n    us-east-1:\n      inferentia_x86_64: ami-1\n", "c.yaml")
     assert "neuron_x86_64" in str(info.value.problems)

@@ -73,11 +73,11 @@ class ProcessCloud(CloudDefaults):
 
     @classmethod
     def from_config(cls, config, blocked: BlockedOffers, *, purpose: str = "daemon") -> "ProcessCloud":
-        s = config.section("process")
+        s = config.cloud_section("process")
         if not s.get("folder") or not s.get("agent_jar"):
             raise CloudError("the process cloud needs process.folder and process.agent_jar", code="Config",
                              kind="config")
-        return cls(Path(s["folder"]), config.section("jenkins")["url"], Path(s["agent_jar"]), blocked=blocked,
+        return cls(Path(s["folder"]), config.jenkins.url, Path(s["agent_jar"]), blocked=blocked,
                    launch_delay_s=float(s.get("launch_delay_s") or 0), fail_types=tuple(s.get("fail_types") or ()),
                    start_agents=bool(s.get("start_agents", True)), agent_env=dict(s.get("agent_env") or {}))
 

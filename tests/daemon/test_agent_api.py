@@ -235,9 +235,9 @@ def test_values_the_store_cannot_take_are_400_not_503(daemon):
 def test_the_api_keys_of_the_config_are_checked():
     c = parse_config("daemon:\n  api: {records_per_min: 5}\n  metrics_listen: 127.0.0.1:9109\n"
                      "  metrics_token_env: METRICS_TOKEN\n")
-    d = c.section("daemon")
-    assert ApiLimits.from_config(d["api"]) == ApiLimits(records_per_min=5)
-    assert (d["metrics_listen"], d["metrics_token_env"]) == ("127.0.0.1:9109", "METRICS_TOKEN")
+    d = c.daemon
+    assert ApiLimits.from_config(d.api) == ApiLimits(records_per_min=5)
+    assert (d.metrics_listen, d.metrics_token_env) == ("127.0.0.1:9109", "METRICS_TOKEN")
     for bad in ("api: {max_body_bytes: 10}", "api: {records_per_min: -1}", "metrics_listen: abc",
                 "api: {burst: 3}"):
         with pytest.raises(ConfigError):

@@ -24,7 +24,7 @@ def test_plans_for_many_jobs_equal_planning_each_alone_and_share_the_offers_that
     labels = ["ec2 && vcpu=2", "ec2 && mem=8", "ec2 && gpu=1"]
     keys = [PlanKey(label, job) for label in labels for job in runs] + [PlanKey("ec2 && vcpu=2", "job0", True)]
     plans = planner.plans(keys, runs)
-    limit = config.section("daemon")["ondemand_after_interruptions"]
+    limit = config.daemon.ondemand_after_interruptions
     for key in keys:
         intent = resolve_for_config(config, key.label, lax=True, interruptions=limit if key.ondemand else 0)
         try:

@@ -63,7 +63,7 @@ def test_each_crossing_is_announced_once_and_a_failing_store_keeps_the_last_stat
         s.add(record("r1", 6.0))
     section = {"sinks": [{"name": "chat", "type": "slack", "webhook_url": http_sink.url}], **ALERTS}
     sent = threading.Event()
-    dispatch = alert_dispatcher(section, history)
+    dispatch = alert_dispatcher(parse_alerts(section), history)
 
     def dispatching(alerts):
         try:
