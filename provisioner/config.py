@@ -359,6 +359,9 @@ def _label(expr: str, entry: dict) -> LabelSection:
 def _section(cls: type, values: dict | None, keys: dict, name: str) -> Any:
     """One section's dataclass from its merged values: each of its YAML keys (`keys`) is a field."""
     values = values or {}
+    missing = sorted(set(keys) - {f.name for f in fields(cls)})
+    if missing:                          # a key added to DEFAULTS needs its field in config_tree.py
+        raise TypeError(f"config_tree.{cls.__name__} has no field for {name}.{missing[0]}")
     kwargs = {}
     for f in fields(cls):
         if f.name not in keys:           # derived fields (timeout_s...) are set by _tree
@@ -379,13 +382,14 @@ def _seconds(value: Any) -> float | None:
 
 def _alert_settings(section: dict | None, where: str | None) -> AlertSettings:
     try:
-        return alert_settings(section)
+        return parse_alerts(section)
     except UsageError as exc:
         raise ConfigError(where or "<config>", [("alerts.rules", None, str(exc))]) from None
 
 
-def alert_settings(section: Mapping[str, Any] | None) -> AlertSettings:
-    """AlertSettings from a validated `alerts` section (the config's defaults when None)."""
+def parse_alerts(section: Mapping[str, Any] | None) -> AlertSettings:
+    """AlertSettings from a validated `alerts` section (the config's defaults when None): what
+    `config.alerts.settings` holds (tests build one from a mapping)."""
     section = section or {}
     sinks = tuple(SinkConfig(s["name"], s["type"], {k: v for k, v in s.items() if k not in ("name", "type")})
                   for s in section.get("sinks") or [])

@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from provisioner.alerts.config import Rule, parse_alerts
+from provisioner.alerts.config import Rule
+from provisioner.config import parse_alerts
 from provisioner.alerts.events import budget_alerts
 from provisioner.alerts.validate import validate_rules
 from provisioner.budgets import (BudgetUse, Running, budget_use, earliest_start, exhausted_teams, team_ratios,

@@ -21,7 +21,7 @@ def test_the_documented_alerts_rule_loads():
     config = parse_config("alerts:\n  sinks:\n    - {name: chat, type: slack, webhook_url_env: HOOK}\n"
                           "  rules:\n    - {on: [oom], teams: [ml]}\n    - {on: failure}\n", "c.yaml")
     assert config.data["alerts"]["rules"] == [{"on": ["oom"], "teams": ["ml"]}, {"on": "failure"}]
-    from provisioner.alerts.config import parse_alerts
+    from provisioner.config import parse_alerts
     rules = parse_alerts(config.data["alerts"]).rules
     assert [r.on for r in rules] == [("oom",), ("failure",)]
 

@@ -1,4 +1,5 @@
-"""The config's `alerts` and `teams` sections: validators (hooked into config.SCHEMA) and parsing.
+"""The config's `alerts` section as values: what provisioner.config.parse_alerts builds (once, at load,
+into `config.alerts.settings`) from the section alerts/validate.py checked.
 
 ```yaml
 alerts:
@@ -24,7 +25,6 @@ and no rules at all, failures, timeouts, OOM kills and interruptions of every jo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,3 @@ class AlertSettings:
     sinks: tuple[SinkConfig, ...] = ()
     rules: tuple[Rule, ...] = ()
     rate_limit_s: float = 900
-
-
-# ---- parsing (after validation) ------------------------------------------------------------------
-
-def parse_alerts(section: Mapping[str, Any] | None) -> AlertSettings:
-    """AlertSettings from the validated `alerts` section (the config's defaults when None): the
-    config loader's parser (provisioner.config.alert_settings), which builds `config.alerts.settings`."""
-    from provisioner.config import alert_settings
-    return alert_settings(section)

@@ -35,7 +35,7 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner.requirements import Requirements
 
     d = ctx.config.defaults
-    catalog = load_catalog(score_source=d["score_source"], max_age_days=d["catalog_max_age_days"])
+    catalog = load_catalog(score_source=d.score_source, max_age_days=d.catalog_max_age_days)
     for w in catalog.warnings:
         print(f"warning: {w}", file=sys.stderr)
     req = Requirements.parse(args.label, args.filter, no_autotune=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from provisioner.cli.context import Context
 from provisioner.errors import ProvisionerError, UsageError
@@ -72,12 +73,12 @@ def load_records(store, since: str | None, jobs: list[str] | None, location: str
     return records
 
 
-def _catalog(defaults: dict):
+def _catalog(defaults: Any):
     """The catalog that sizes and prices the types runs paid for; None (with a warning) if unreadable."""
     from provisioner.catalog import load_catalog
     try:
-        return load_catalog(score_source=defaults["score_source"],
-                            max_age_days=float(defaults["catalog_max_age_days"]))
+        return load_catalog(score_source=defaults.score_source,
+                            max_age_days=float(defaults.catalog_max_age_days))
     except (ProvisionerError, OSError, ValueError) as exc:
         print(f"report: no catalog ({exc}); right-sizing is against requests only", file=sys.stderr)
         return None
@@ -90,8 +91,8 @@ def run_report(args: argparse.Namespace, ctx: Context) -> int:
 
     since = parse_since(args.since)
     defaults = ctx.config.defaults
-    options = ReportOptions(top=args.top, mem_headroom=float(defaults["mem_headroom"]),
-                            min_runs=int(defaults["autotune_min_runs"]))
+    options = ReportOptions(top=args.top, mem_headroom=float(defaults.mem_headroom),
+                            min_runs=int(defaults.autotune_min_runs))
     with ctx.open_history(create=False) as store, gc_paused():  # one dict per record, no cycles
         records = load_records(store, since, args.job, redact(ctx.history_location))
     catalog = _catalog(defaults)

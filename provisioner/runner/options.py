@@ -19,7 +19,7 @@ def build_spec(args: argparse.Namespace, ctx: Any, environ: Mapping[str, str]):
     if command and command[0] == "--":
         command = command[1:]
     defaults = ctx.config.defaults
-    image = args.image or defaults.get("image")
+    image = args.image or defaults.image
     if not image:
         raise UsageError("no image: give --image or set defaults.image in the config")
     env: dict[str, str] = {}

@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from provisioner.alerts.config import Rule, parse_alerts
+from provisioner.alerts.config import Rule
+from provisioner.config import parse_alerts
 from provisioner.alerts.events import budget_alerts, period_start, record_alerts, run_kinds
 from provisioner.config import parse_config
 from provisioner.errors import ConfigError, UsageError

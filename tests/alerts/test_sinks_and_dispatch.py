@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from provisioner import aws
-from provisioner.alerts.config import parse_alerts
+from provisioner.config import parse_alerts
 from provisioner.alerts.dispatch import Alerter
 from provisioner.alerts.sinks import SinkError, SlackSink, SmtpSink, SnsSink, build_sink
 from provisioner.alerts.config import SinkConfig

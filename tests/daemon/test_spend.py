@@ -7,7 +7,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from provisioner.alerts.config import parse_alerts
+from provisioner.config import parse_alerts
 from provisioner.clouds.base import Instance
 from provisioner.daemon.spend import TeamSpend, alert_dispatcher
 from provisioner.history import open_store
