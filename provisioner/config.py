@@ -299,6 +299,10 @@ class Config:
         for name, value in _tree(self.data, self.path).items():
             object.__setattr__(self, name, value)
 
+    def __reduce__(self) -> tuple:
+        # copies and pickles carry what the tree is built from (its read-only mappings do not pickle)
+        return (Config, (self.data, self.path, self.lines))
+
     def line(self, path: str) -> int | None:
         """The line where the file gives `path` (or its nearest parent); None when it does not."""
         return Document(self.data, self.lines).line(path)

@@ -121,3 +121,12 @@ def test_only_the_loader_reads_config_by_string_key():
                          env={"PATH": "/usr/bin:/bin", "PYTHON": "true"}).stdout
     block = out.split("modules reading config by string key", 1)[1].split("\n")
     assert re.fullmatch(r"\s*provisioner/config\.py", block[1]) and not block[2].startswith("  ")
+
+
+def test_a_config_copies_and_pickles_with_its_tree():
+    import copy
+    import pickle
+    config = parse_config("jenkins: {url: 'http://j/'}\nlabels: {ec2: {init_script: 'echo x'}}\n", "c.yaml")
+    for other in (copy.deepcopy(config), pickle.loads(pickle.dumps(config))):
+        assert other == config and other.path == "c.yaml" and other.jenkins.url == "http://j/"
+        assert other.labels["ec2"].init_script == "echo x" and other.line("jenkins.url") == config.line("jenkins.url")
