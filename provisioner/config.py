@@ -296,7 +296,7 @@ class Config:
     clouds: Mapping[str, Any] = field(init=False, compare=False, repr=False)   # registered clouds' own
 
     def __post_init__(self) -> None:
-        for name, value in _tree(self.data, self.path).items():
+        for name, value in _tree(self.data, self.path, self.line).items():
             object.__setattr__(self, name, value)
 
     def __reduce__(self) -> tuple:
@@ -330,12 +330,12 @@ class Config:
 
 # ---- the typed tree: the one place the merged dict is read by key ---------------------------------
 
-def _tree(data: dict, where: str | None) -> dict[str, Any]:
+def _tree(data: dict, where: str | None, line: Callable[[str], int | None]) -> dict[str, Any]:
     """The typed sections of a validated, merged config (config_tree.py)."""
     tree: dict[str, Any] = {name: _section(cls, data[name], DEFAULTS[name], name) for name, cls in SECTIONS.items()}
     d = tree["defaults"]
     tree["defaults"] = replace(d, timeout_s=_seconds(d.timeout), default_runtime_s=_seconds(d.default_runtime))
-    tree["alerts"] = replace(tree["alerts"], settings=_alert_settings(data["alerts"], where))
+    tree["alerts"] = replace(tree["alerts"], settings=_alert_settings(data["alerts"], where, line))
     tree["cloud"], tree["history"] = data["cloud"], data["history"]
     tree["teams"] = MappingProxyType(copy.deepcopy(dict(data["teams"] or {})))
     tree["labels"] = MappingProxyType({expr: _label(expr, entry) for expr, entry in (data["labels"] or {}).items()
@@ -384,11 +384,13 @@ def _seconds(value: Any) -> float | None:
     return None if value is None or value == "" else parse_duration_s(value)
 
 
-def _alert_settings(section: dict | None, where: str | None) -> AlertSettings:
+def _alert_settings(section: dict | None, where: str | None, line: Callable[[str], int | None]) -> AlertSettings:
+    """The parsed alerts; a rule naming a sink that is not configured is the file's error (exit 2)."""
     try:
         return parse_alerts(section)
     except UsageError as exc:
-        raise ConfigError(where or "<config>", [("alerts.rules", None, str(exc))]) from None
+        raise ConfigError(where or "<config>", [("alerts.rules", line("alerts.rules"),
+                                                 str(exc).removeprefix("alerts.rules "))]) from None
 
 
 def parse_alerts(section: Mapping[str, Any] | None) -> AlertSettings:

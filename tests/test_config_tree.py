@@ -87,7 +87,7 @@ def test_alerts_are_parsed_at_load_and_an_unknown_sink_names_file_and_key():
                           "  rules: [{on: [oom], teams: [ml]}]\n")
     assert [s.name for s in config.alerts.settings.sinks] == ["chat"]
     assert config.alerts.settings.rules[0].on == ("oom",)
-    with pytest.raises(ConfigError, match=r"alerts\.rules.*unknown sink nope"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:3: alerts\.rules: item 1: unknown sink nope"):
         parse_config("alerts:\n  sinks: [{name: chat, type: slack, webhook_url: 'https://x'}]\n"
                      "  rules: [{on: [oom], sinks: [nope]}]\n", "c.yaml")
 
