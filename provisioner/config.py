@@ -322,7 +322,8 @@ class Config:
     def init_script(self, cloud_name: str) -> str | None:
         """The cloud's own `init_script` (docker.init_script, ec2.init_script, or a registered
         cloud's section's), run by every instance it launches; None when it has none."""
-        section = {"docker": self.docker, "ec2": self.ec2}.get(cloud_name) or self.clouds.get(cloud_name)
+        # a cloud's section is the one named like it: a built-in typed one, or its registry entry's
+        section = getattr(self, cloud_name) if cloud_name in SECTIONS else self.clouds.get(cloud_name)
         if isinstance(section, Mapping):
             return section.get("init_script") or None
         return getattr(section, "init_script", None) or None

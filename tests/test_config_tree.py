@@ -98,16 +98,27 @@ def test_a_registered_clouds_section_is_reached_through_its_typed_accessor():
     @dataclasses.dataclass(frozen=True)
     class Spot:
         folder: str
+        init_script: str | None
 
-    registry.register("typedtest", "provisioner.clouds.docker:DockerCloud", schema={"folder": lambda v: None},
-                      defaults={"folder": "/tmp/x"}, settings=lambda s: Spot(s["folder"]))
+    schema = {"folder": lambda v: None, "init_script": lambda v: None}
+    registry.register("typedtest", "provisioner.clouds.docker:DockerCloud", schema=schema,
+                      defaults={"folder": "/tmp/x", "init_script": None},
+                      settings=lambda s: Spot(s["folder"], s["init_script"]))
+    registry.register("plaintest", "provisioner.clouds.docker:DockerCloud", schema=schema,
+                      defaults={"folder": "/tmp/y", "init_script": None})
     try:
-        config = parse_config("cloud: typedtest\ntypedtest: {folder: /srv/f}\n")
-        assert config.cloud_section("typedtest") == Spot("/srv/f")
+        config = parse_config("cloud: typedtest\ntypedtest: {folder: /srv/f, init_script: 'echo t'}\n"
+                              "plaintest: {init_script: 'echo p'}\n")
+        assert config.cloud_section("typedtest") == Spot("/srv/f", "echo t")
+        assert dict(config.cloud_section("plaintest")) == {"folder": "/tmp/y", "init_script": "echo p"}
+        assert (config.init_script("typedtest"), config.init_script("plaintest")) == ("echo t", "echo p")
+        with pytest.raises(TypeError):
+            config.cloud_section("plaintest")["folder"] = "/elsewhere"     # type: ignore[index]
         with pytest.raises(ValueError, match="no config section for the cloud 'docker'"):
             config.cloud_section("docker")
     finally:
         registry._ENTRIES.pop("typedtest")
+        registry._ENTRIES.pop("plaintest")
 
 
 def test_a_partial_mapping_is_typed_over_the_defaults():
