@@ -8,11 +8,11 @@ An adapter class has `from_config(config, blocked, purpose=...)` (a classmethod 
 of clouds.base.Cloud; what it does not override comes from clouds.base.CloudDefaults. An entry may
 bring its own config section: its key validators (yamlfile.check_schema's shape) and defaults.
 
-    register("process", "tests.daemon.process_cloud:ProcessCloud", schema={...}, defaults={...},
-             settings=ProcessSettings.from_section)
+    register("process", "tests.daemon.process_cloud:ProcessCloud", schema={...}, defaults={...})
 
-adds a cloud (its section is then `config.cloud_section("process")`: what `settings` builds from the
-validated, merged section, once at load; a read-only mapping without one) (the tests register their process cloud this way); see docs/adding-a-cloud.md.
+adds a cloud (the tests register their process cloud this way); see docs/adding-a-cloud.md. Its
+section is then `config.cloud_section("process")`: a read-only mapping of the validated, merged
+section, or what `register(..., settings=)` builds from it, once, when the config is loaded.
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ def test_launch_reads_timeout_team_and_market_from_the_plans_intent_not_the_labe
     assert spec.spot_only and spec.tags["provisioner:team"] == "ml"
     assert spec.tags["provisioner:expires-at"] == "2023-11-15T00:34:00Z"   # 22:14 + 2 h + boot 600 s + 600 s
     from provisioner.intent import resolve
-    other = replace(p, plan=replace(p.plan, intent=resolve("ec2", defaults=parse_config("defaults: {timeout: 1h}").defaults, team="web")))
+    one_h = parse_config("defaults: {timeout: 1h}").defaults
+    other = replace(p, plan=replace(p.plan, intent=resolve("ec2", defaults=one_h, team="web")))
     spec, _ = launcher.spec(other, SECRET, 1700000000.0)              # the item's label is not read again
     assert not spec.spot_only and spec.tags["provisioner:team"] == "web"
     assert spec.tags["provisioner:expires-at"] == "2023-11-14T23:34:00Z"
