@@ -73,7 +73,7 @@ def main() -> int:
     ap.add_argument("--verbose", action="store_true", help="the daemon's log events on stderr")
     args = ap.parse_args()
     import docker
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     from provisioner.config import parse_config
     from provisioner.daemon.wiring import build
     from tests.daemon.fakes import small_catalog

@@ -156,7 +156,7 @@ def _price(text: str) -> float:
 
 
 def _remote_arguments(p: argparse.ArgumentParser) -> None:
-    """`--remote` and its planning flags (provisioner/remote.py does the work)."""
+    """`--remote` and its planning flags (provisioner/remote/run.py does the work)."""
     from provisioner.config import POLICIES
     g = p.add_argument_group("remote", "run on a freshly launched instance chosen like `provisioner plan`")
     g.add_argument("--remote", action="store_true",
@@ -235,7 +235,7 @@ def handle(args: argparse.Namespace, ctx: Context) -> int:
     gc.freeze()
     try:
         if args.remote:
-            from provisioner.remote import run_remote
+            from provisioner.remote.run import run_remote
             return run_remote(args, ctx)
         given = [f"--{n.replace('_', '-')}" for n in REMOTE_ONLY if getattr(args, n)]
         given += ["--filter"] * bool(args.filter) + ["--no-autotune"] * args.no_autotune

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from provisioner.agent import launcher
+from provisioner.remote import parts
 from provisioner.cli.main import main
 from provisioner.clouds.base import CloudDefaults, CloudError
 from provisioner.config import parse_config
@@ -45,7 +45,7 @@ class RecordingCloud(CloudDefaults):
 @pytest.fixture
 def remote(monkeypatch, tmp_path, capsys):
     cloud = RecordingCloud()
-    monkeypatch.setattr(launcher, "make_cloud", lambda name, ctx: cloud)
+    monkeypatch.setattr(parts, "make_cloud", lambda name, ctx: cloud)
     for var in ("PROVISIONER_CONFIG", "PROVISIONER_HISTORY", "PROVISIONER_REPORT_URL", "JOB_NAME"):
         monkeypatch.delenv(var, raising=False)
     config = tmp_path / "config.yaml"
