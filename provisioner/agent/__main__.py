@@ -94,7 +94,7 @@ def cmd_plan_env(_: argparse.Namespace) -> int:
     where it differs from the rendered plan; nothing where there is no metadata service."""
     import shlex
     from provisioner.agent.imds import Imds, ImdsError, resolve_url
-    from provisioner.runner.pricing import on_ec2
+    from provisioner.runner.instance_price import on_ec2
     url = resolve_url(os.environ, on_ec2)
     if not url:
         return 0

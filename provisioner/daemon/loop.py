@@ -29,12 +29,12 @@ from provisioner.daemon.drains import Drains
 from provisioner.daemon.events import emitter
 from provisioner.daemon.http import Health
 from provisioner.daemon.jenkins import JenkinsClient
-from provisioner.daemon.launch import Launcher, Prepared
+from provisioner.daemon.provision_executor import ProvisionExecutor, Prepared
 from provisioner.daemon.lease import Lease
 from provisioner.daemon.metrics import AgentInfo, DaemonMetrics, Snapshot
 from provisioner.daemon.model import (Block, DeleteNode, Drain, Hold, InFlight, Memory,
                                       Node, Observed, Provision, Settings, Terminate)
-from provisioner.daemon.plans import Planner
+from provisioner.daemon.plan_cache import PlanCache
 from provisioner.daemon.queue import QueueReader
 from provisioner.daemon.state import Attempts
 
@@ -69,7 +69,7 @@ class TickReport:
 
 class Daemon:
     def __init__(self, *, settings: Settings, client: JenkinsClient, reader: QueueReader, cloud: Cloud,
-                 planner: Planner, launcher: Launcher, attempts: Attempts, metrics: DaemonMetrics,
+                 planner: PlanCache, launcher: ProvisionExecutor, attempts: Attempts, metrics: DaemonMetrics,
                  health: Health, blocked: BlockedOffers, lease: Lease | None = None,
                  sentinel: str | None = None, prices: Callable[[Instance], tuple[float, Any]] | None = None,
                  launch_workers: int = 8, drain_poll_s: float = 1.0, drains: Drains | None = None,

@@ -59,7 +59,7 @@ class Prepared:
     at: float
 
 
-class Launcher:
+class ProvisionExecutor:
     """Executes Provision actions against Jenkins and the cloud, in three steps: `prepare` (node,
     secret, spec; one per provision), the cloud's launch (several specs may share one request), and
     `launched` (the secret hand-over, the log line); the daemon's loop runs them in that order."""
