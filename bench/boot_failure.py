@@ -66,7 +66,7 @@ def main() -> int:
     delays = [rng.uniform(0, a.interval) for _ in range(a.deaths + 4)]
 
     import docker
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     from provisioner.config import parse_config
     from provisioner.daemon.wiring import build
     from tests.daemon.fakes import small_catalog

@@ -34,8 +34,8 @@ def child(mode: str, seconds: float, cookie: str) -> None:
     from provisioner.agent.buildtree import ProcessTree
     from provisioner.agent.buildusage import BuildUsage
     import importlib
-    for name in ("provisioner.records", "provisioner.runner.gpu", "provisioner.runner.pricing",
-                 "provisioner.runner.report"):
+    for name in ("provisioner.records", "provisioner.runner.gpu", "provisioner.runner.instance_price",
+                 "provisioner.runner.daemon_client"):
         importlib.import_module(name)      # the record's imports: paid by both children alike
     posted: list[dict] = []
     if mode == "sampling":

@@ -97,7 +97,7 @@ def main() -> int:
     ap.add_argument("--verbose", action="store_true", help="the daemons' log events on stderr")
     args = ap.parse_args()
     import docker
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     from tests.images import python_image
     from tests.jenkins_emulator import JenkinsEmulator, agent_jar
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,

@@ -42,13 +42,14 @@ def baseline(emu, image: str, runs: int) -> list[float]:
     """Create the node, launch the instance container directly, wait for the agent."""
     from provisioner.clouds.docker import DockerCloud, DockerSettings
     from provisioner.daemon.jenkins import JenkinsClient
-    from provisioner.daemon.launch import AgentSettings, Launcher
+    from provisioner.daemon.provision_executor import AgentSettings, ProvisionExecutor
     from provisioner.daemon.model import Item, Provision
     from provisioner.daemon.state import Tokens
     from tests.daemon.helpers import plan
     cloud = DockerCloud(settings=DockerSettings(instance_image=image, host_cpus=2, host_mem_gib=4))
     client = JenkinsClient(emu.url, "admin", "admin-token")
-    launcher = Launcher(AgentSettings("bench-base", emu.url, "http://127.0.0.1:9"), client, cloud, None, Tokens(b"k"))
+    launcher = ProvisionExecutor(AgentSettings("bench-base", emu.url, "http://127.0.0.1:9"), client, cloud, None,
+                                 Tokens(b"k"))
     out = []
     for i in range(runs):
         name = f"base-{uuid.uuid4().hex[:6]}"
@@ -73,7 +74,7 @@ def main() -> int:
     ap.add_argument("--verbose", action="store_true", help="the daemon's log events on stderr")
     args = ap.parse_args()
     import docker
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     from provisioner.config import parse_config
     from provisioner.daemon.wiring import build
     from tests.daemon.fakes import small_catalog

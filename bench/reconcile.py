@@ -37,7 +37,7 @@ from provisioner.clouds.base import BlockedOffers, Instance  # noqa: E402
 from provisioner.config import parse_config  # noqa: E402
 from provisioner.daemon import reconcile as R  # noqa: E402
 from provisioner.daemon.model import Item, Memory, Node, NodeMeta, Observed, Settings, node_name  # noqa: E402
-from provisioner.daemon.plans import Planner  # noqa: E402
+from provisioner.daemon.plan_cache import PlanCache  # noqa: E402
 
 OWNER = "bench"
 LABELS = ["ec2 && vcpu=2", "ec2 && vcpu=4 && mem=16", "ec2 && mem=32", "ec2 && gpu=1", "ec2 && vcpu=8 && spot",
@@ -98,7 +98,7 @@ def main() -> int:
                           "ec2:\n  images:\n    us-east-1: {x86_64: ami-1, arm64: ami-2}\n")
     catalog = load_catalog()
     runs = {job: history(rng, job, 12) for _, job in pairs}
-    planner = Planner(config, catalog, None, BlockedOffers().current)
+    planner = PlanCache(config, catalog, None, BlockedOffers().current)
     planner._runs = {j: (time.monotonic(), r) for j, r in runs.items()}     # no store: histories in memory
     keys = R.plan_keys(items, settings)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -223,7 +223,7 @@ def tick_calls(items, nodes, instances, plans, settings, region: str, batched: b
     from provisioner.clouds.ec2 import Ec2Cloud
     from provisioner.clouds.ec2_params import Ec2Settings
     from provisioner.daemon.http import Health
-    from provisioner.daemon.launch import AgentSettings, Launcher, ec2_secret_handover
+    from provisioner.daemon.provision_executor import AgentSettings, ProvisionExecutor, ec2_secret_handover
     from provisioner.daemon.loop import Daemon
     from provisioner.daemon.metrics import DaemonMetrics
     from provisioner.daemon.queue import QueueReader
@@ -238,8 +238,8 @@ def tick_calls(items, nodes, instances, plans, settings, region: str, batched: b
         path = str(Path(tmp) / "h.sqlite3")
         open_store(path).close()
         attempts = Attempts(path, OWNER)
-        launcher = Launcher(AgentSettings(OWNER, "http://127.0.0.1:8080/", "http://127.0.0.1:9108"), jenkins,
-                            cloud, attempts, Tokens(b"k"), after_launch=handover)
+        launcher = ProvisionExecutor(AgentSettings(OWNER, "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
+                                     jenkins, cloud, attempts, Tokens(b"k"), after_launch=handover)
         daemon = Daemon(settings=settings, client=jenkins, reader=QueueReader(jenkins, "script"), cloud=cloud,
                         planner=StubPlanner(plans), launcher=launcher, attempts=attempts, metrics=DaemonMetrics(),
                         health=Health(60), blocked=BlockedOffers(), launch_workers=8)

@@ -75,8 +75,8 @@ def main() -> int:
     a = p.parse_args()
     print(f"seed {a.seed}")
     import docker
-    from provisioner.agent.image import build_agent_image
-    from provisioner.agent.launcher import launching_user
+    from provisioner.clouds.docker_image import build_agent_image
+    from provisioner.remote.parts import launching_user
     from tests.images import busybox_image, python_image
     client = docker.from_env()
     pyimage = python_image(client)

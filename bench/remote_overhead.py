@@ -45,7 +45,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
     import docker
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     from tests.images import python_image
     client = docker.from_env()
     pyimage = python_image(client)

@@ -1,7 +1,7 @@
 """The one backoff: exponential delays between retries, with the jitter each caller needs.
 
 Used by the EC2 adapter (clouds/pacing.py), the CloudWatch log shipper (runner/cloudwatch.py),
-the usage-report client (runner/report.py), the build-start signal (agent/buildstart.py) and a history
+the usage-report client (runner/daemon_client.py), the build-start signal (agent/buildstart.py) and a history
 store opened while other processes create it (history/store.py).
 """
 

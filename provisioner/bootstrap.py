@@ -4,7 +4,7 @@
 for one block, where the secret bundle comes from (EC2: an SSM SecureString read then deleted;
 docker: the container environment). An agent's script names no node: the bundle does, so the agents
 of one batched launch share one script. The script never holds a secret: agent secret, report token
-and the job's environment travel in the bundle (`secret_env` / `provisioner.agent.secrets.put_ssm`).
+and the job's environment travel in the bundle (`secret_env` / `provisioner.agent.secret_bundle.put_ssm`).
 Modes: `job` (one `provisioner run`, then shut down: `run --remote`) and `agent` (an ephemeral
 inbound Jenkins agent: the daemon).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from provisioner import __version__, init_scripts
-from provisioner.agent import secrets
+from provisioner import secret_bundle
 from provisioner.catalog.model import Offer
 from provisioner.clouds.base import Cloud
 from provisioner.records import iso_utc
@@ -46,7 +46,7 @@ class BootstrapSpec:
     log_group: str | None = None                 # EC2: CloudWatch Logs group for the job's output
     checkpoint_s3: str | None = None             # s3://bucket/prefix synced on a spot notice
     init_script: str | None = None               # the admin's (provisioner/init_scripts.py)
-    # job: `run --remote --sync/--output` (provisioner/remote_sync.py). EC2: the tree is read from
+    # job: `run --remote --sync/--output` (provisioner/remote/transfer.py). EC2: the tree is read from
     # sync_s3 before the job and the outputs put to output_s3 after it; docker: sync_root is the
     # host folder the launcher filled. The job sees them at sync_mount / output_mount.
     sync_s3: str | None = None
@@ -57,7 +57,7 @@ class BootstrapSpec:
 
     @property
     def secret_parameter(self) -> str:
-        return secrets.parameter_name(self.run_id)
+        return secret_bundle.parameter_name(self.run_id)
 
 
 def expires_at(lifetime_s: float, now: datetime | None = None) -> str:

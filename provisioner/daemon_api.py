@@ -1,7 +1,7 @@
 """The agent -> daemon API as its clients see it (docs/contracts.md 'Agent -> daemon'): where to post,
 with what, and which answers are worth another try. Plain constants and pure functions, no imports
 beyond the standard library: the instance-side build-start signal (agent/buildstart.py, urllib) and
-the runner's usage-report client (runner/report.py, requests) both build on this one module."""
+the runner's usage-report client (runner/daemon_client.py, requests) both build on this one module."""
 
 from __future__ import annotations
 

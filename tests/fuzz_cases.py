@@ -165,7 +165,7 @@ def nothing_starts():
     """`run` returns 0 where its job (local or remote) would start: the options were accepted."""
     from unittest import mock
     with mock.patch("provisioner.cli.run._handle", lambda args, ctx: 0), \
-            mock.patch("provisioner.remote.run_remote", lambda args, ctx: 0):
+            mock.patch("provisioner.remote.run.run_remote", lambda args, ctx: 0):
         yield
 
 

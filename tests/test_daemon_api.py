@@ -2,13 +2,14 @@
 
 from provisioner.agent import buildstart
 from provisioner.daemon_api import SAMPLES_PATH, USAGE_PATH, bearer, retryable, safe_url
-from provisioner.runner import report
+from provisioner.runner import daemon_client
 
 
 def test_both_clients_use_the_one_definition():
-    assert report.SAMPLES_PATH is buildstart.SAMPLES_PATH is SAMPLES_PATH and report.USAGE_PATH == USAGE_PATH
-    assert report.URL_ENV == buildstart.URL_ENV and report.TOKEN_ENV == buildstart.TOKEN_ENV
-    assert report.safe_url is buildstart.safe_url is safe_url
+    assert daemon_client.SAMPLES_PATH is buildstart.SAMPLES_PATH is SAMPLES_PATH
+    assert daemon_client.USAGE_PATH == USAGE_PATH
+    assert daemon_client.URL_ENV == buildstart.URL_ENV and daemon_client.TOKEN_ENV == buildstart.TOKEN_ENV
+    assert daemon_client.safe_url is buildstart.safe_url is safe_url
 
 
 def test_which_answers_are_worth_another_try():

@@ -47,3 +47,20 @@ def test_the_adapter_check_names_an_import_from_outside_and_allows_the_clouds_ow
     adapters = {"ec2": "provisioner.clouds.ec2", "docker": "provisioner.clouds.docker"}
     assert import_graph.adapter_imports(edges, adapters) == [
         ("provisioner.clouds.docker", "provisioner.clouds.ec2"), ("provisioner.daemon.wiring", "provisioner.clouds.ec2")]
+
+
+def test_code_is_placed_by_where_it_runs():
+    """provisioner/agent/ runs on the instance, provisioner/remote/ on the user's machine (the launcher),
+    provisioner/daemon/ on the daemon's host: the instance package imports neither of the others, and
+    from outside it only the marker lines (the instance -> launcher protocol) and the IMDS client (for
+    `provisioner run` on an instance, runner/instance_price.py) are imported. The secret bundle's
+    format both sides share is provisioner/secret_bundle.py."""
+    edges = import_graph.graph()
+    instance = {m for m in edges if m == "provisioner.agent" or m.startswith("provisioner.agent.")}
+    assert "provisioner.agent.watcher" in instance and "provisioner.remote.run" in edges
+    reached = sorted({t for m in instance for t in edges[m]
+                      if t.startswith(("provisioner.remote", "provisioner.daemon.", "provisioner.cli"))})
+    assert reached == []
+    shared = {"provisioner.agent", "provisioner.agent.markers", "provisioner.agent.imds"}
+    assert sorted({t for m, targets in edges.items() if m not in instance for t in targets
+                   if t in instance and t not in shared}) == []

@@ -11,11 +11,11 @@ import pytest
 
 from provisioner.bootstrap import BootstrapSpec, render_user_data
 from provisioner.config import parse_config
-from provisioner.daemon.launch import AgentSettings, Launcher
+from provisioner.daemon.provision_executor import AgentSettings, ProvisionExecutor
 from provisioner.daemon.state import Tokens
 from provisioner.errors import ConfigError, InputError
 from provisioner.init_scripts import DELIMITER, USER_DATA_LIMIT, InitScripts, canonical
-from tests.daemon.test_launch import SECRET, Named, provision
+from tests.daemon.test_provision_executor import SECRET, Named, provision
 from tests.factories import offer
 
 NASTY = "echo \"it's $HOME `date`\" > /tmp/x\ncat <<EOF\nEOF\n"
@@ -66,8 +66,8 @@ def test_the_cloud_script_runs_before_the_labels_and_only_matching_labels_get_th
 def test_the_daemon_puts_the_items_label_script_in_its_agents_user_data():
     scripts = InitScripts.from_config(config(f"labels: {{'{GPU_LABEL}': {{init_script: {json.dumps(NASTY)}}}}}"),
                                       "docker")
-    launcher = Launcher(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108",
-                                      init_scripts=scripts), None, Named("docker"), None, Tokens(b"k" * 32))
+    launcher = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108",
+                                               init_scripts=scripts), None, Named("docker"), None, Tokens(b"k" * 32))
     gpu, _ = launcher.spec(provision(GPU_LABEL), SECRET, 1700000000.0)
     plain, _ = launcher.spec(provision("ec2 && vcpu=2"), SECRET, 1700000000.0)
     assert NASTY in gpu.user_data and "init.sh" not in plain.user_data

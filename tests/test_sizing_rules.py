@@ -276,7 +276,7 @@ def test_cold_start_never_costs_more_than_the_cheapest_declared_fit_of_its_marke
 def test_run_remote_planning_keeps_the_floor_for_a_label_without_mem(tmp_path, label):
     from types import SimpleNamespace
 
-    from provisioner.agent.launcher import plan as remote_plan
+    from provisioner.remote.parts import plan as remote_plan
     from provisioner.cli.context import Context
     from provisioner.history import open_store
     hist = tmp_path / "h.sqlite3"

@@ -35,20 +35,21 @@ def _state_dir(value: str | None) -> Path:
 
 
 def cmd_secrets(a: argparse.Namespace) -> int:
+    from provisioner import secret_bundle
     from provisioner.agent import secrets
     try:
         if a.for_instance is not None and not a.for_instance.strip():
-            raise secrets.SecretError("no instance id (instance metadata did not answer): cannot name "
+            raise secret_bundle.SecretError("no instance id (instance metadata did not answer): cannot name "
                                       "the SSM parameter of this instance's bundle")
-        name = secrets.parameter_name(a.for_instance) if a.for_instance else a.from_ssm
+        name = secret_bundle.parameter_name(a.for_instance) if a.for_instance else a.from_ssm
         if name:
             from provisioner import aws
             client = aws.client("ssm", region=a.region)
             bundle = secrets.from_ssm(name, client, wait_s=a.wait)
         else:
-            bundle = secrets.from_env(os.environ, a.from_env or secrets.BUNDLE_ENV)
+            bundle = secrets.from_env(os.environ, a.from_env or secret_bundle.BUNDLE_ENV)
         written = secrets.write_files(bundle, _state_dir(a.state_dir))
-    except (secrets.SecretError, OSError) as exc:
+    except (secret_bundle.SecretError, OSError) as exc:
         print(f"provisioner-agent: error: {exc}", file=sys.stderr)
         return EXIT_BEFORE_JOB
     except Exception as exc:  # boto errors (no credentials, access denied): name the kind only
@@ -93,7 +94,7 @@ def cmd_plan_env(_: argparse.Namespace) -> int:
     where it differs from the rendered plan; nothing where there is no metadata service."""
     import shlex
     from provisioner.agent.imds import Imds, ImdsError, resolve_url
-    from provisioner.runner.pricing import on_ec2
+    from provisioner.runner.instance_price import on_ec2
     url = resolve_url(os.environ, on_ec2)
     if not url:
         return 0
@@ -122,7 +123,7 @@ def cmd_check_version(a: argparse.Namespace) -> int:
     if a.version != __version__:
         print(f"provisioner-agent: error: this image has provisioner {__version__}, but the user-data "
               f"was rendered by provisioner {a.version}: rebuild the image with provisioner {a.version} "
-              "(agent_bootstrap/packer; on the docker cloud python -m provisioner.agent.image)",
+              "(agent_bootstrap/packer; on the docker cloud python -m provisioner.clouds.docker_image)",
               file=sys.stderr)
         return EXIT_BEFORE_JOB
     return 0

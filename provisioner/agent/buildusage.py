@@ -5,7 +5,7 @@ process shows (provisioner/agent/buildtree.py says which processes and container
 CPU % (100 = one vCPU busy), memory average and peak, and GPU figures through NVML when the instance
 has GPUs (runner/gpu.py; whole-device figures: the build is the instance's only GPU user). It posts
 ONE record to the daemon's /v1/usage with the runner's client (retried, spooled to disk and re-sent
-when the daemon is away; provisioner/runner/report.py), when
+when the daemon is away; provisioner/runner/daemon_client.py), when
 - the watcher is told to quit (the agent exited: the daemon deleted the node after the build, or the
   instance is being stopped). A build still running then is cut short: `interrupted`, ABORTED;
 - the agent process is gone while the build runs (disconnected, killed): `interrupted`, what was
@@ -177,12 +177,12 @@ class BuildUsage:
 
     def _record(self, start: float, end: float, result: str, gpu: Mapping[str, Any]) -> dict:
         from provisioner import records
-        from provisioner.runner.pricing import resolve_pricing
+        from provisioner.runner.instance_price import resolve_pricing
         ident = {**self.environ, **(self.identity or {})}
         try:
             pricing = resolve_pricing(None, self.environ, is_ec2=lambda: False)
         except Exception:
-            from provisioner.runner.pricing import Pricing
+            from provisioner.runner.instance_price import Pricing
             pricing = Pricing()
         duration = round(max(0.0, end - start), 3)
         figures = self.usage.summary()
@@ -248,7 +248,7 @@ def from_env(settings: Any, environ: Mapping[str, str], out: Callable[[str], Non
     if settings.agent_pid_file is None:
         return None
     try:
-        from provisioner.runner.report import Reporter
+        from provisioner.runner.daemon_client import Reporter
         spool = Path(environ.get("PROVISIONER_STATE_DIR") or "/run/provisioner") / "spool"
         reporter = Reporter.from_env(environ, spool_dir=spool, deadline_s=6.0)
         if reporter is None:

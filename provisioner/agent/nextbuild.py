@@ -28,8 +28,8 @@ class NextBuild:
 
     def __init__(self, instance_id: str, state_dir: Path, client: Callable[[], Any],
                  out: Callable[[str], None] = print):
-        from provisioner.agent import secrets
-        self.name = secrets.next_parameter_name(instance_id)
+        from provisioner import secret_bundle
+        self.name = secret_bundle.next_parameter_name(instance_id)
         self.state_dir, self._client, self.out = state_dir, client, out
         self._made: Any = None
         self._failed = False
@@ -51,17 +51,17 @@ class NextBuild:
         A failure is reported once and reads as absent: the agent then ends as without reuse."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from provisioner.agent import secrets
+        from provisioner import secret_bundle
         try:
             if self._made is None:
                 self._made = self._client()
             value = self._made.get_parameter(Name=self.name, WithDecryption=True)["Parameter"]["Value"]
-            secrets.decode(value, f"SSM parameter {self.name}")
+            secret_bundle.decode(value, f"SSM parameter {self.name}")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ABSENT:
                 self._warn(f"{exc.response.get('Error', {}).get('Code')}")
             return False
-        except (BotoCoreError, secrets.SecretError) as exc:
+        except (BotoCoreError, secret_bundle.SecretError) as exc:
             self._warn(f"{type(exc).__name__}: {exc}")
             return False
         _write_private(self.state_dir / NEXT_BUNDLE, value)
@@ -82,8 +82,8 @@ def done(state_dir: Path, environ: dict) -> None:
     if not marker.is_file():
         return                                         # the docker cloud: the bundle came by copy
     from provisioner import aws
-    from provisioner.agent import secrets
-    secrets.delete_ssm(aws.client("ssm", region=environ.get("PROVISIONER_REGION")), marker.read_text().strip())
+    from provisioner import secret_bundle
+    secret_bundle.delete_ssm(aws.client("ssm", region=environ.get("PROVISIONER_REGION")), marker.read_text().strip())
     marker.unlink()
 
 

@@ -92,13 +92,14 @@ def wipe(work_dir: Path) -> None:
 
 
 def main(state_dir: Path, work_dir: Path, agent_user: str | None) -> int:
+    from provisioner import secret_bundle
     from provisioner.agent import secrets
     nxt = state_dir / NEXT_BUNDLE
     if not nxt.is_file():
         print("provisioner-agent: no next build was handed over", file=sys.stderr)
         return 1
     try:
-        bundle = secrets.decode(nxt.read_text(), str(nxt))
+        bundle = secret_bundle.decode(nxt.read_text(), str(nxt))
         nxt.unlink()
         uid = None
         if agent_user:

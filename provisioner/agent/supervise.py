@@ -156,7 +156,7 @@ def _sink(environ: Mapping[str, str]) -> Any:
     instance_id = environ.get("PROVISIONER_INSTANCE_ID")
     if not instance_id:
         from provisioner.agent.imds import Imds, resolve_url
-        from provisioner.runner.pricing import on_ec2
+        from provisioner.runner.instance_price import on_ec2
         url = resolve_url(environ, on_ec2)
         instance_id = Imds(url).get("instance-id") if url else None
     from provisioner.runner.cloudwatch import CloudWatchSink

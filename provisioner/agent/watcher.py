@@ -327,7 +327,7 @@ def _epoch(text: str | None) -> float | None:
 
 
 def settings_from(argv: list[str] | None, environ: dict[str, str]) -> WatchSettings:
-    from provisioner.runner.pricing import on_ec2
+    from provisioner.runner.instance_price import on_ec2
     env = environ.get
     p = argparse.ArgumentParser(prog="provisioner-agent watch",
                                 description="Spot interruption and self-termination watcher.")

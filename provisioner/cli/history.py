@@ -99,7 +99,7 @@ def run_export(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner.report.period import parse_since
 
     since = parse_since(args.since)
-    from provisioner.remote_runs import import_pending
+    from provisioner.remote.runs import import_pending
     import_pending(ctx, lambda text: print(text, file=sys.stderr))    # remote runs whose launcher died
     if args.s3:
         return _export_s3(args, ctx, since)
@@ -142,7 +142,7 @@ def run_migrate(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_show(args: argparse.Namespace, ctx: Context) -> int:
-    from provisioner.remote_runs import import_pending
+    from provisioner.remote.runs import import_pending
     import_pending(ctx, lambda text: print(text, file=sys.stderr))    # remote runs whose launcher died
     with ctx.open_history(create=False) as store:
         runs = store.runs(args.job)

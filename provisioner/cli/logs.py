@@ -1,6 +1,6 @@
 """`provisioner logs RUN [-f] [--since]`: a remote run's output from its start; the last lines are
 its usage summary (from the record the instance wrote). With -f, a run started with --output has its
-outputs brought back once it ended (provisioner/remote_output.py)."""
+outputs brought back once it ended (provisioner/remote/output.py)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _since(text: str) -> float:
 
 
 def resolve(args: argparse.Namespace, ctx: Context) -> tuple:
-    from provisioner import remote_runs
+    from provisioner.remote import runs as remote_runs
     backend, _ = listed(args, ctx)
     return backend, remote_runs.find(backend, args.run_id)
 
@@ -60,8 +60,8 @@ def print_lines(backend, run, follow: bool, since: float | None = None) -> dict 
 
 @guarded
 def run_logs(args: argparse.Namespace, ctx: Context) -> int:
-    from provisioner import remote_runs
-    from provisioner.remote import owner_id
+    from provisioner.remote import runs as remote_runs
+    from provisioner.remote.run import owner_id
     backend, run = resolve(args, ctx)
     record = print_lines(backend, run, args.follow, args.since)
     if record is not None and args.follow and run.owner == owner_id():
@@ -72,5 +72,5 @@ def run_logs(args: argparse.Namespace, ctx: Context) -> int:
 
 def bring_back(backend, run) -> int:
     """The run ended while followed: its outputs (if it has any) into its --output folder."""
-    from provisioner import remote_output
+    from provisioner.remote import output as remote_output
     return remote_output.bring_back(backend, run, None, lambda text: print(text, file=sys.stderr, flush=True))

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 @guarded
 def run_output(args: argparse.Namespace, ctx: Context) -> int:
-    from provisioner import remote_output
+    from provisioner.remote import output as remote_output
     from provisioner.cli.logs import resolve
     from provisioner.errors import UsageError
     backend, run = resolve(args, ctx)
@@ -49,5 +49,5 @@ def run_output(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _owner() -> str:
-    from provisioner.remote_runs import owner_id
+    from provisioner.remote.runs import owner_id
     return owner_id()

@@ -43,9 +43,9 @@ def add_cloud_option(p: argparse.ArgumentParser) -> None:
 def listed(args: argparse.Namespace, ctx: Context, all_users: bool = False) -> tuple:
     """(backend, runs): every run visible to these credentials, after importing the records of
     this machine's finished runs not seen before."""
-    from provisioner import remote_runs
-    from provisioner.agent.launcher import launching_user
-    from provisioner.remote import owner_id
+    from provisioner.remote import runs as remote_runs
+    from provisioner.remote.parts import launching_user
+    from provisioner.remote.run import owner_id
     backend = remote_runs.runs_backend(ctx, args.cloud)
     runs = backend.list(None if all_users else launching_user())
     remote_runs.import_unseen(ctx, backend, runs, owner_id(), lambda text: print(text, file=sys.stderr))

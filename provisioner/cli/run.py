@@ -156,7 +156,7 @@ def _price(text: str) -> float:
 
 
 def _remote_arguments(p: argparse.ArgumentParser) -> None:
-    """`--remote` and its planning flags (provisioner/remote.py does the work)."""
+    """`--remote` and its planning flags (provisioner/remote/run.py does the work)."""
     from provisioner.config import POLICIES
     g = p.add_argument_group("remote", "run on a freshly launched instance chosen like `provisioner plan`")
     g.add_argument("--remote", action="store_true",
@@ -195,12 +195,12 @@ def docker_engine(environ: Mapping[str, str]) -> Any:
 
 
 def make_reporter(environ: Mapping[str, str], warn: Callable[[str], None]) -> Any:
-    """The daemon reporter when PROVISIONER_REPORT_URL is set and provisioner.runner.report exists
+    """The daemon reporter when PROVISIONER_REPORT_URL is set and provisioner.runner.daemon_client exists
     (it offers `reporter_from_env(environ)`); otherwise None, with a warning when a URL was given."""
     if not environ.get("PROVISIONER_REPORT_URL"):
         return None
     try:
-        module = importlib.import_module("provisioner.runner.report")
+        module = importlib.import_module("provisioner.runner.daemon_client")
         return module.reporter_from_env(environ)
     except (ImportError, AttributeError) as exc:
         warn(f"PROVISIONER_REPORT_URL is set but the daemon reporter is not available ({exc}); "
@@ -235,7 +235,7 @@ def handle(args: argparse.Namespace, ctx: Context) -> int:
     gc.freeze()
     try:
         if args.remote:
-            from provisioner.remote import run_remote
+            from provisioner.remote.run import run_remote
             return run_remote(args, ctx)
         given = [f"--{n.replace('_', '-')}" for n in REMOTE_ONLY if getattr(args, n)]
         given += ["--filter"] * bool(args.filter) + ["--no-autotune"] * args.no_autotune
@@ -259,7 +259,7 @@ def _spool(location: str, record: dict) -> Any:
 
 def _handle(args: argparse.Namespace, ctx: Context) -> int:
     from provisioner.runner.console import Console
-    from provisioner.runner.pricing import resolve_pricing
+    from provisioner.runner.instance_price import resolve_pricing
     from provisioner.runner.retry import RetryPolicy, parse_retry_on
     from provisioner.runner.session import RunSession, Services
     from provisioner.runner.summary import JobInfo

@@ -28,7 +28,7 @@ def run_stop(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def stop(ctx: Context, backend, run, wait_s: float = STOP_WAIT_S) -> int:
-    from provisioner import remote_runs
+    from provisioner.remote import runs as remote_runs
     from provisioner.runner.summary import summary_line
     err = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     if run.state == remote_runs.ENDED:

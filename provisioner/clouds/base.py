@@ -166,8 +166,8 @@ class CloudDefaults:
     @classmethod
     def secret_env(cls, bundle: dict) -> dict[str, str]:
         """A class-level rule (clouds/registry.adapter(name) answers it without building a cloud)."""
-        from provisioner.agent import secrets
-        return {secrets.BUNDLE_ENV: secrets.encode(bundle)}
+        from provisioner import secret_bundle
+        return {secret_bundle.BUNDLE_ENV: secret_bundle.encode(bundle)}
 
     def secret_handover(self) -> tuple[Handover, Forget] | None:
         return None
@@ -186,7 +186,7 @@ class CloudDefaults:
 
     @classmethod
     def runs(cls, config: Any) -> Any:
-        """Where `ps`, `stop` and `logs` find this cloud's remote runs (remote_runs.py; None: none)."""
+        """Where `ps`, `stop` and `logs` find this cloud's remote runs (remote/runs.py; None: none)."""
         return None
 
     @classmethod

@@ -182,12 +182,12 @@ class DockerCloud(CloudDefaults):
 
     @classmethod
     def runs(cls, config: Any) -> Any:
-        from provisioner.remote_runs import DockerRuns
+        from provisioner.remote.runs import DockerRuns
         return DockerRuns(cls().client)
 
     def follower(self, instance: Instance, events: Any, tag: object, log_group: str) -> Any:
         """The container's output."""
-        from provisioner.agent.follow import DockerFollower
+        from provisioner.remote.follow import DockerFollower
         return DockerFollower(self.client, instance.id, events, tag).start()
 
     @classmethod
@@ -286,7 +286,7 @@ class DockerCloud(CloudDefaults):
             return self.client.containers.create(**params)
         except docker.errors.ImageNotFound:
             raise CloudError(f"the instance image {params['image']} is not on this engine: build it with "
-                             "`python -m provisioner.agent.image` (or set docker.instance_image)",
+                             "`python -m provisioner.clouds.docker_image` (or set docker.instance_image)",
                              code="ImageNotFound", kind="config") from None
         except docker.errors.APIError as exc:
             if exc.status_code == 409:             # a concurrent launch with the same token won

@@ -17,25 +17,25 @@ class SsmHandover:
         self.bundle_reuse = True             # the agent polls only when its bundle says so
 
     def recycle(self, inst: Instance, bundle_json: str) -> None:
-        from provisioner.agent import secrets
+        from provisioner import secret_bundle
         ssm = self.ssm(inst.region)
-        name = secrets.next_parameter_name(inst.id)
+        name = secret_bundle.next_parameter_name(inst.id)
         arn = f"arn:aws:ec2:{inst.region}:{self.account_id()}:instance/{inst.id}"
-        bundle = secrets.decode(bundle_json, "the next bundle")
+        bundle = secret_bundle.decode(bundle_json, "the next bundle")
         try:
-            secrets.put_ssm(ssm, name, bundle, arn)
+            secret_bundle.put_ssm(ssm, name, bundle, arn)
         except ssm.exceptions.ParameterAlreadyExists:   # an earlier hand-over never taken: this one
-            secrets.delete_ssm(ssm, name)
-            secrets.put_ssm(ssm, name, bundle, arn)
+            secret_bundle.delete_ssm(ssm, name)
+            secret_bundle.put_ssm(ssm, name, bundle, arn)
 
     def recycled(self, inst: Instance) -> bool:
         """Has the instance deleted the parameter? (Its tags are read: the daemon may not read values.)"""
         from botocore.exceptions import ClientError
 
-        from provisioner.agent import secrets
+        from provisioner import secret_bundle
         try:
             self.ssm(inst.region).list_tags_for_resource(ResourceType="Parameter",
-                                                         ResourceId=secrets.next_parameter_name(inst.id))
+                                                         ResourceId=secret_bundle.next_parameter_name(inst.id))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("InvalidResourceId", "ParameterNotFound"):
                 return True

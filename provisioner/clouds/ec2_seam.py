@@ -52,11 +52,11 @@ class Ec2Seam(CloudDefaults):
     def put_run_secrets(self, instance: Instance, parameter: str, bundle: dict) -> None:
         """The bundle as an SSM SecureString tagged with the instance's ARN (the instance polls for it)."""
         from provisioner import aws
-        from provisioner.agent import secrets
+        from provisioner import secret_bundle
         try:
             account = aws.client("sts", region=instance.region).get_caller_identity()["Account"]
             arn = f"arn:aws:ec2:{instance.region}:{account}:instance/{instance.id}"
-            secrets.put_ssm(aws.client("ssm", region=instance.region), parameter, bundle, arn)
+            secret_bundle.put_ssm(aws.client("ssm", region=instance.region), parameter, bundle, arn)
         except Exception as exc:
             raise CloudError(f"cannot hand the secret bundle to {instance.id} via SSM: {type(exc).__name__}: {exc}",
                              code="SecretHandover", kind="auth") from None
@@ -64,15 +64,15 @@ class Ec2Seam(CloudDefaults):
     def forget_run_secrets(self, parameter: str, region: str) -> None:
         try:
             from provisioner import aws
-            from provisioner.agent import secrets
-            secrets.delete_ssm(aws.client("ssm", region=region, max_attempts=2), parameter)
+            from provisioner import secret_bundle
+            secret_bundle.delete_ssm(aws.client("ssm", region=region, max_attempts=2), parameter)
         except Exception:
             pass      # never there, or no credentials: nothing to clean
 
     def follower(self, instance: Instance, events: Any, tag: object, log_group: str) -> Any:
         """The instance's CloudWatch log stream, until the instance is gone."""
         from provisioner import aws
-        from provisioner.agent.follow import CloudWatchFollower
+        from provisioner.remote.follow import CloudWatchFollower
         logs = aws.client("logs", region=instance.region)
         alive = lambda: any(i.id == instance.id for i in self.describe(instance.tags["provisioner:owner"]))  # noqa: E731
         return CloudWatchFollower(logs, log_group, instance.id, alive, events, tag).start()
@@ -98,7 +98,7 @@ class Ec2Seam(CloudDefaults):
     @classmethod
     def runs(cls, config: Any) -> Any:
         from provisioner import aws
-        from provisioner.remote_runs import Ec2Runs
+        from provisioner.remote.runs import Ec2Runs
         return Ec2Runs(config.regions, lambda service, region: aws.client(service, region=region))
 
     @classmethod
@@ -163,13 +163,13 @@ def account_ids() -> Callable[[], str]:
 def handover(ssm_for_region: Callable[[str], Any], account_id: Callable[[], str]) -> Handover:
     """After an EC2 launch: the bundle into an SSM SecureString named after the instance id (what
     the instance's bootstrap reads) and tagged with the instance's ARN (what its role may read)."""
-    from provisioner.agent import secrets
+    from provisioner import secret_bundle
 
     def put(instance: Instance, bundle: dict) -> None:
         arn = f"arn:aws:ec2:{instance.region}:{account_id()}:instance/{instance.id}"
         ssm = ssm_for_region(instance.region)
         try:
-            secrets.put_ssm(ssm, secrets.parameter_name(instance.id), bundle, arn)
+            secret_bundle.put_ssm(ssm, secret_bundle.parameter_name(instance.id), bundle, arn)
         except ssm.exceptions.ParameterAlreadyExists:
             pass                                 # put before (a restart): still waiting to be read
     return put
@@ -178,13 +178,13 @@ def handover(ssm_for_region: Callable[[str], Any], account_id: Callable[[], str]
 def cleanup(ssm_for_region: Callable[[str], Any]) -> Forget:
     """After terminating EC2 instances: delete the bundles none of them read, the first one's and a
     reused agent's next one (absent is fine)."""
-    from provisioner.agent import secrets
+    from provisioner import secret_bundle
 
     def forget(instances: list[Instance]) -> None:
         by_region: dict[str, list[str]] = {}
         for inst in instances:
             by_region.setdefault(inst.region, []).extend(
-                (secrets.parameter_name(inst.id), secrets.next_parameter_name(inst.id)))
+                (secret_bundle.parameter_name(inst.id), secret_bundle.next_parameter_name(inst.id)))
         for region, names in by_region.items():
             for batch in grouper(names, SSM_DELETE_BATCH):
                 ssm_for_region(region).delete_parameters(Names=batch)

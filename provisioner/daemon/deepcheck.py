@@ -29,7 +29,7 @@ def docker_problems(image: str, client: Any = None) -> list[Problem]:
         client.images.get(image)
     except docker.errors.ImageNotFound:
         return [(key, f"the image {image} is not on this Docker engine (build it with "
-                      "`python -m provisioner.agent.image --java`)")]
+                      "`python -m provisioner.clouds.docker_image --java`)")]
     except docker.errors.DockerException as exc:
         return [(key, f"cannot check the image {image}: the Docker engine is not reachable ({exc})")]
     try:
@@ -41,10 +41,10 @@ def docker_problems(image: str, client: Any = None) -> list[Problem]:
     problems = []
     if "no-java" in out:
         problems.append((key, f"the image {image} has no java (the Jenkins agent needs a Java runtime: "
-                              "build it with `python -m provisioner.agent.image --java`)"))
+                              "build it with `python -m provisioner.clouds.docker_image --java`)"))
     if "no-agent" in out:
         problems.append((key, f"the image {image} has no provisioner-agent command (the bootstrap's "
-                              "helper: build it with `python -m provisioner.agent.image`)"))
+                              "helper: build it with `python -m provisioner.clouds.docker_image`)"))
     return problems
 
 

@@ -125,15 +125,15 @@ class ReuseKeeper:
         return True
 
     def _recycle(self, node: Any, st: dict, inst: Any, key: Any, now: float) -> bool:
-        from provisioner.agent import secrets
+        from provisioner import secret_bundle
         builds = st["builds"] + 1
         try:
-            bundle = secrets.make_bundle(agent_secret=self.client.node_secret(node.name),
+            bundle = secret_bundle.make_bundle(agent_secret=self.client.node_secret(node.name),
                                          report_url=self.launcher.s.report_url,
                                          report_token=self.launcher.tokens.for_node(node.name, builds),
                                          node_name=node.name, run_id=f"{node.name}-{builds}",
                                          reuse=getattr(self.handover, "bundle_reuse", False))
-            self.handover.recycle(inst, secrets.encode(bundle))
+            self.handover.recycle(inst, secret_bundle.encode(bundle))
         except Exception as exc:                       # noqa: BLE001 - then the default: retire it
             event("reuse.failed", node=node.name, error=str(exc)[:200])
             return self._release(node.name, "recycle-failed")

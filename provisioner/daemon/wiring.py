@@ -20,12 +20,12 @@ from provisioner.daemon.agents import AgentBook
 from provisioner.daemon.bootwatch import BootWatch, alert_sender
 from provisioner.daemon.http import AgentApi, ApiLimits, DaemonHttpServer, Health, metrics_server, parse_listen
 from provisioner.daemon.jenkins import JenkinsClient
-from provisioner.daemon.launch import AgentSettings, Launcher
+from provisioner.daemon.provision_executor import AgentSettings, ProvisionExecutor
 from provisioner.daemon.lease import Lease
 from provisioner.daemon.loop import Daemon
 from provisioner.daemon.metrics import DaemonMetrics
 from provisioner.daemon.model import Settings
-from provisioner.daemon.plans import Planner
+from provisioner.daemon.plan_cache import PlanCache
 from provisioner.daemon.queue import QueueReader
 from provisioner.daemon.state import Attempts, Tokens, load_secret
 from provisioner.quotas import class_limits
@@ -132,7 +132,7 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
     metrics_token = _metrics_token(config)
     metrics = DaemonMetrics()
     health = Health(stuck_after_s=max(60.0, 6 * settings.interval_s))
-    planner = Planner(config, catalog, store, blocked.current, settings.managed_atom)
+    planner = PlanCache(config, catalog, store, blocked.current, settings.managed_atom)
     alerts = config.alerts.settings
 
     spend = team_spend(config, history_location, store)
@@ -171,8 +171,8 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               idle_timeout_s=settings.boot_timeout_s + settings.orphan_grace_s,
                               extra_tags=tuple(sorted(_ask(cloud, "launch_tags", default={}).items())),
                               init_scripts=InitScripts.from_config(config, getattr(cloud, "name", "docker")))
-        launcher = Launcher(agent, client, cloud, attempts, tokens, after_launch=after_launch,
-                            after_terminate=after_terminate)
+        launcher = ProvisionExecutor(agent, client, cloud, attempts, tokens, after_launch=after_launch,
+                                     after_terminate=after_terminate)
         boot.cloud, boot.launcher = cloud, launcher
         parts.daemon = Daemon(settings=settings, client=client, reader=reader, cloud=cloud, planner=planner,
                               launcher=launcher, attempts=attempts, metrics=metrics, health=health,

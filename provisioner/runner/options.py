@@ -1,6 +1,6 @@
 """From `provisioner run`'s parsed options and the config to the runner's inputs: the ContainerSpec,
 and what follows each stored record. Used by the `run` command (cli/run.py) and by a remote run
-(remote.py), which runs the same spec on an instance; nothing here imports the CLI."""
+(remote/run.py), which runs the same spec on an instance; nothing here imports the CLI."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from provisioner.runner.container import Attempt, ContainerRunner, SignalWatch
 from provisioner.runner.engine import EngineError, as_engine
 from provisioner.runner.images import ImageInfo, default_ecr_client, ensure_image
 from provisioner.runner.owners import Owner, reap_orphans, run_labels
-from provisioner.runner.pricing import Pricing
+from provisioner.runner.instance_price import Pricing
 from provisioner.runner.retry import RetryPolicy
 from provisioner.runner.spec import ContainerSpec
 from provisioner.runner.summary import JobInfo, build_record, summary_line, summary_lines

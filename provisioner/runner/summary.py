@@ -12,7 +12,7 @@ from provisioner import records
 from provisioner.runner import EXIT_OOM
 from provisioner.runner.container import Attempt
 from provisioner.runner.images import ImageInfo
-from provisioner.runner.pricing import Pricing
+from provisioner.runner.instance_price import Pricing
 from provisioner.runner.spec import ContainerSpec
 from provisioner.units import GIB, MIB, format_duration
 

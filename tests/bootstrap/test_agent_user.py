@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.agent import secrets
+from provisioner import secret_bundle
 from provisioner.bootstrap import BootstrapSpec, render_user_data
 from tests.factories import offer
 
@@ -61,10 +61,10 @@ def test_the_agent_runs_as_jenkins_with_its_own_copy_of_the_secret(docker_client
     os.chmod(out, 0o777)
     spec = BootstrapSpec(run_id="", expires_at="2030-01-01T00:00:00Z", jenkins_url="http://127.0.0.1:9/")
     script = render_user_data("agent", offer(), spec, "docker")
-    bundle = secrets.make_bundle(agent_secret="s3cr3t-agent", report_url="http://127.0.0.1:9",
+    bundle = secret_bundle.make_bundle(agent_secret="s3cr3t-agent", report_url="http://127.0.0.1:9",
                                  report_token="tok", node_name="prov-t-q1", run_id="prov-t-q1")
     env = {"PROVISIONER_CLOUD": "docker", "PROVISIONER_IMDS_URL": "",
-           "PROVISIONER_SECRETS": secrets.encode(bundle)}
+           "PROVISIONER_SECRETS": secret_bundle.encode(bundle)}
     logs = docker_client.containers.run(image, ["sh", "-c", script], environment=env, network_mode="none",
                                         volumes={str(out): {"bind": "/out", "mode": "rw"}}, remove=True,
                                         stdout=True, stderr=True)

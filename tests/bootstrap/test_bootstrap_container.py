@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 from provisioner import bootstrap
-from provisioner.agent import markers, secrets
+from provisioner import secret_bundle
+from provisioner.agent import markers
 from provisioner.clouds.base import LaunchSpec
 from provisioner.clouds.docker import DockerCloud, DockerSettings
 from tests.bootstrap.stubs import ImdsStub, ReportStub
@@ -43,7 +44,7 @@ def launch(docker_client, agent_image, pyimage, imds_url: str, report: ReportStu
         run_id=run_id, expires_at=bootstrap.expires_at(lifetime_s), grace_s=20,
         run_args=("--image", pyimage, "--timeout", "5m", "--grace", "20s", "--job", owner, "--",
                   "python3", "-c", JOB))
-    bundle = secrets.make_bundle(report_url=report.url, report_token=report.token, job_env={"X": "1"})
+    bundle = secret_bundle.make_bundle(report_url=report.url, report_token=report.token, job_env={"X": "1"})
     instance = cloud.launch(LaunchSpec(
         candidates=(plan,), user_data=bootstrap.render_user_data("job", plan, spec, cloud),
         tags={"provisioner:owner": owner, "provisioner:job": owner}, client_token=run_id,
@@ -164,7 +165,7 @@ def test_agent_mode_downloads_agent_jar_and_connects_with_the_secret_from_a_file
     plan = offer("m5.large")
     spec = bootstrap.BootstrapSpec(run_id="", expires_at=bootstrap.expires_at(600),
                                    jenkins_url=jenkins.url + "/", work_dir="/tmp/agent-work")
-    bundle = secrets.make_bundle(agent_secret="f" * 64, node_name="ec2-q42", run_id="ec2-q42")
+    bundle = secret_bundle.make_bundle(agent_secret="f" * 64, node_name="ec2-q42", run_id="ec2-q42")
     instance = cloud.launch(LaunchSpec(candidates=(plan,), user_data=bootstrap.render_user_data("agent", plan, spec, cloud),
                                        tags={"provisioner:owner": owner, "provisioner:job": owner},
                                        client_token=str(uuid.uuid4()), secret_env=bootstrap.secret_env(cloud, bundle)))

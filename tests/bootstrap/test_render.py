@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from provisioner import __version__, bootstrap
-from provisioner.agent import launcher, secrets
+from provisioner import secret_bundle
+from provisioner.remote import parts
 from provisioner.bootstrap import BootstrapSpec, render_user_data
 from provisioner.runner.spec import ContainerSpec
 from provisioner.runner.summary import JobInfo
@@ -127,14 +128,14 @@ def test_the_job_environment_travels_in_the_bundle_never_in_user_data():
     spec = ContainerSpec(image="img", command=("env",), timeout_s=60,
                          env={"API_KEY": "s3cr3t-value", "OTHER": "x"})
     job = JobInfo(job="j", build="4")
-    bspec = launcher.bootstrap_spec(args, spec, job, "run-1", lifetime_s=600)
+    bspec = parts.bootstrap_spec(args, spec, job, "run-1", lifetime_s=600)
     for cloud in ("docker", "ec2"):
         text = render_user_data("job", offer(), bspec, cloud)
         assert "s3cr3t-value" not in text and "API_KEY" not in text
-    bundle = launcher.secret_bundle(spec, {"PROVISIONER_REPORT_URL": "http://d", "PROVISIONER_REPORT_TOKEN": "tok"})
+    bundle = parts.secret_bundle(spec, {"PROVISIONER_REPORT_URL": "http://d", "PROVISIONER_REPORT_TOKEN": "tok"})
     assert bundle == {"job_env": {"API_KEY": "s3cr3t-value", "OTHER": "x"}, "report_url": "http://d",
                       "report_token": "tok"}
-    assert bootstrap.secret_env("docker", bundle) == {secrets.BUNDLE_ENV: secrets.encode(bundle)}
+    assert bootstrap.secret_env("docker", bundle) == {secret_bundle.BUNDLE_ENV: secret_bundle.encode(bundle)}
     assert bootstrap.secret_env("ec2", bundle) == {}
     assert bspec.grace_s == 90 and "--grace" in bspec.run_args and "90s" in bspec.run_args
 

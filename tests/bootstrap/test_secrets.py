@@ -9,11 +9,12 @@ import subprocess
 import pytest
 
 from provisioner import aws
+from provisioner import secret_bundle
 from provisioner.agent import secrets
 
 
 def test_files_are_private_and_the_report_env_is_shell_safe(tmp_path):
-    bundle = secrets.make_bundle(agent_secret="a" * 64, report_url="http://127.0.0.1:9108/",
+    bundle = secret_bundle.make_bundle(agent_secret="a" * 64, report_url="http://127.0.0.1:9108/",
                                  report_token="t'o$k`en\"x", job_env={"K": "v=1 2", "EMPTY": ""})
     state = tmp_path / "state"
     written = secrets.write_files(bundle, state)
@@ -28,7 +29,7 @@ def test_files_are_private_and_the_report_env_is_shell_safe(tmp_path):
 
 
 def test_the_identity_names_the_node_and_run_for_the_shared_script(tmp_path):
-    secrets.write_files(secrets.make_bundle(agent_secret="s", node_name="prov-o-q7 x", run_id="prov-o-q7"), tmp_path)
+    secrets.write_files(secret_bundle.make_bundle(agent_secret="s", node_name="prov-o-q7 x", run_id="prov-o-q7"), tmp_path)
     shown = subprocess.run(["sh", "-c", f'set -a; . "{tmp_path}/identity.env"; '
                                         'printf "%s|%s" "$PROVISIONER_NODE_NAME" "$PROVISIONER_RUN_ID"'],
                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
@@ -53,29 +54,29 @@ def test_a_value_with_a_line_break_is_left_out_and_named_not_shown(tmp_path, cap
 @pytest.mark.parametrize("text,message", [("not json", "not JSON"), ("[1]", "not a JSON object"),
                                           ('{"job_env": {"A": 1}}', "job_env")], ids=["text", "list", "env"])
 def test_malformed_bundles_are_named_without_their_content(text, message):
-    with pytest.raises(secrets.SecretError, match=message) as info:
+    with pytest.raises(secret_bundle.SecretError, match=message) as info:
         secrets.from_env({"PROVISIONER_SECRETS": text})
     assert text not in str(info.value) or text == "[1]"
 
 
 def test_missing_env_bundle_is_a_clear_error():
-    with pytest.raises(secrets.SecretError, match=r"\$PROVISIONER_SECRETS is not set"):
+    with pytest.raises(secret_bundle.SecretError, match=r"\$PROVISIONER_SECRETS is not set"):
         secrets.from_env({})
 
 
 @pytest.mark.moto
 def test_ssm_bundle_is_tagged_with_the_instance_arn_read_once_and_deleted(moto_env):
     ssm = aws.client("ssm", region="us-east-1")
-    name = secrets.parameter_name("run/with spaces")
+    name = secret_bundle.parameter_name("run/with spaces")
     assert name == "/provisioner/agents/run-with-spaces"
-    bundle = secrets.make_bundle(agent_secret="s3cret", job_env={"A": "1"})
+    bundle = secret_bundle.make_bundle(agent_secret="s3cret", job_env={"A": "1"})
     arn = "arn:aws:ec2:us-east-1:123456789012:instance/i-0abc"
     sleeps: list[float] = []
 
     def appear_after_first_poll(_: float) -> None:   # the launcher writes it once the instance exists
         sleeps.append(_)
         if len(sleeps) == 1:
-            secrets.put_ssm(ssm, name, bundle, arn)
+            secret_bundle.put_ssm(ssm, name, bundle, arn)
             tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name)["TagList"]
             assert {"Key": "provisioner:instance-arn", "Value": arn} in tags
             described = ssm.describe_parameters()["Parameters"]
@@ -85,14 +86,14 @@ def test_ssm_bundle_is_tagged_with_the_instance_arn_read_once_and_deleted(moto_e
     assert got == bundle and sleeps == [0.5]
     with pytest.raises(ssm.exceptions.ParameterNotFound):
         ssm.get_parameter(Name=name)                  # deleted on read
-    secrets.delete_ssm(ssm, name)                     # already gone: fine
+    secret_bundle.delete_ssm(ssm, name)                     # already gone: fine
 
 
 @pytest.mark.moto
 def test_ssm_bundle_that_never_appears_times_out(moto_env):
     ssm = aws.client("ssm", region="us-east-1")
     clock = iter([0.0, 0.0, 5.0, 11.0])
-    with pytest.raises(secrets.SecretError, match="did not appear within 10 s"):
+    with pytest.raises(secret_bundle.SecretError, match="did not appear within 10 s"):
         secrets.from_ssm("/provisioner/agents/none", ssm, wait_s=10, sleep=lambda _: None,
                          clock=lambda: next(clock))
 
@@ -101,8 +102,8 @@ def test_ssm_bundle_that_never_appears_times_out(moto_env):
 def test_an_agent_reads_the_parameter_named_after_its_instance(moto_env, tmp_path, capsys):
     from provisioner.agent.__main__ import main
     ssm = aws.client("ssm", region="us-east-1")
-    bundle = secrets.make_bundle(agent_secret="s3cret", node_name="prov-o-q9", run_id="prov-o-q9")
-    secrets.put_ssm(ssm, secrets.parameter_name("i-0feed"), bundle, "arn:aws:ec2:us-east-1:1:instance/i-0feed")
+    bundle = secret_bundle.make_bundle(agent_secret="s3cret", node_name="prov-o-q9", run_id="prov-o-q9")
+    secret_bundle.put_ssm(ssm, secret_bundle.parameter_name("i-0feed"), bundle, "arn:aws:ec2:us-east-1:1:instance/i-0feed")
     assert main(["secrets", "--for-instance", "i-0feed", "--region", "us-east-1", "--wait", "5",
                  "--state-dir", str(tmp_path)]) == 0
     assert (tmp_path / "identity.env").read_text() == "PROVISIONER_NODE_NAME=prov-o-q9\nPROVISIONER_RUN_ID=prov-o-q9\n"

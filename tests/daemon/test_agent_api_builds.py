@@ -66,7 +66,7 @@ def test_a_build_is_counted_once_with_its_inner_runs_and_planned_from_its_record
     """The build record and a `provisioner run` inside it (parent_run_id) are both stored; history
     readers (planner, reports) count the build once."""
     from provisioner.config import parse_config
-    from provisioner.daemon.plans import Planner
+    from provisioner.daemon.plan_cache import PlanCache
     from provisioner.history import open_store
     from tests.daemon.fakes import small_catalog
     token = daemon.tokens.for_node("prov-t-q4")
@@ -78,7 +78,8 @@ def test_a_build_is_counted_once_with_its_inner_runs_and_planned_from_its_record
     stored = daemon.runs("app")
     assert {r["run_id"] for r in stored} == {"b-1", "r-in"}
     assert [r["run_id"] for r in records.count_once(stored)] == ["b-1"]
-    planner = Planner(parse_config("", "t.yaml"), small_catalog(), lambda: open_store(daemon.history), frozenset, "ec2")
+    planner = PlanCache(parse_config("", "t.yaml"), small_catalog(), lambda: open_store(daemon.history), frozenset,
+                        "ec2")
     assert [r["run_id"] for r in planner.runs(["app"])["app"]] == ["b-1"]
 
 

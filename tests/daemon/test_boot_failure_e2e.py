@@ -44,7 +44,7 @@ def boot_failed_lines(caplog) -> list[dict]:
 
 def test_broken_image_fails_once_per_launch_pauses_and_resumes_when_the_image_changes(
         emu, tmp_path, docker_client, pyimage, caplog):
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     from provisioner.daemon.wiring import build
     from tests.jenkins_emulator import agent_jar
     jar = agent_jar.build_agent_jar()

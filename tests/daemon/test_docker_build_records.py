@@ -29,7 +29,7 @@ BURN = ("python3 -c \"import time\nb = bytearray(300 << 20)\nfor i in range(0, l
 @pytest.fixture(scope="module")
 def images(docker_client, pyimage) -> tuple[str, str]:
     """The instance image, under a tag of this module's own (other tests build theirs in parallel)."""
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     from tests.jenkins_emulator import agent_jar
     return build_agent_image(docker_client, base=pyimage, tag="provisioner-agent:build-records-test", java=True,
                              agent_jar=agent_jar.build_agent_jar()), ""

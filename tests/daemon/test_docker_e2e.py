@@ -24,7 +24,7 @@ IMAGE_TAG = "provisioner-agent:daemon-test"
 def images(docker_client, pyimage, busybox) -> tuple[str, str]:
     """(instance image with a Java runtime and the emulator's stand-in agent.jar, busybox for builds);
     docker_client, pyimage and busybox come from tests/conftest_docker.py."""
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     from tests.jenkins_emulator import agent_jar
     instance = build_agent_image(docker_client, base=pyimage, tag=IMAGE_TAG, java=True,
                                  agent_jar=agent_jar.build_agent_jar())

@@ -14,7 +14,7 @@ from tests.daemon.fakes import ProcessCloud, process_cloud_yaml
 pytestmark = [needs_jdk, pytest.mark.slow]
 LABEL = "ec2 && vcpu=2 && mem=4"
 # The build posts a usage record the way `provisioner run` does (Reporter, env from the bundle).
-REPORT = (f"{sys.executable} -c \"import os,uuid; from provisioner.runner.report import Reporter; "
+REPORT = (f"{sys.executable} -c \"import os,uuid; from provisioner.runner.daemon_client import Reporter; "
           "Reporter.from_env().report({'job': os.environ['JOB_NAME'], 'build': os.environ['BUILD_NUMBER'], "
           "'run_id': str(uuid.uuid4()), 'start': '2026-01-01T00:00:00Z', 'duration_s': 1.0, 'exit_code': 0, "
           "'instance_type': os.environ['PROVISIONER_INSTANCE_TYPE'], 'market': os.environ['PROVISIONER_MARKET']})\"")

@@ -171,7 +171,7 @@ def test_a_busy_node_is_not_lost_while_its_machine_is_described_or_in_flight_or_
 
 
 def test_repeatedly_interrupted_job_gets_the_interrupted_plan_key():
-    # whether that plan is on demand is the intent's market rule (tests/daemon/test_plans.py):
+    # whether that plan is on demand is the intent's market rule (tests/daemon/test_plan_cache.py):
     # reconcile no longer reads the label for market atoms
     s = replace(SETTINGS, ondemand_after_interruptions=2)
     assert plan_key(item(1), s, {"train": 2}) == PlanKey(LABEL, "train", True)

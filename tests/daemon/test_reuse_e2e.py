@@ -27,7 +27,7 @@ CHECK = ("python3 -c 'import os\nn=0\nfor p in os.listdir(\"/proc\"):\n    try: 
 def images(docker_client, pyimage, busybox) -> tuple[str, str]:
     """The instance image under a tag of its own: it must hold this tree's `provisioner-agent recycle`
     (a shared engine may retag the common test image from another checkout meanwhile)."""
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     from tests.jenkins_emulator import agent_jar
     instance = build_agent_image(docker_client, base=pyimage, tag="provisioner-agent:reuse-test", java=True,
                                  agent_jar=agent_jar.build_agent_jar())

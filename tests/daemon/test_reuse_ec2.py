@@ -131,7 +131,8 @@ def test_reuse_on_ec2_serves_three_builds_on_one_instance_through_its_ssm_next_b
 def test_the_ssm_handover_replaces_an_untaken_bundle_and_the_instance_side_reads_and_deletes_it(
         moto_env, tmp_path):
     """The daemon's SsmHandover and the instance's NextBuild/recycle hand-off against moto's SSM."""
-    from provisioner.agent import nextbuild, secrets
+    from provisioner import secret_bundle
+    from provisioner.agent import nextbuild
     from provisioner.clouds.base import Instance
     from provisioner.clouds.ec2_nextbuild import SsmHandover
     ssm = aws.client("ssm", region=REGION)
@@ -139,8 +140,8 @@ def test_the_ssm_handover_replaces_an_untaken_bundle_and_the_instance_side_reads
     handover = SsmHandover(lambda region: aws.client("ssm", region=region), lambda: "123456789012")
     poll = nextbuild.NextBuild(inst.id, tmp_path, lambda: ssm, out=lambda line: None)
     assert not poll.poll() and not (tmp_path / "next-bundle").exists()      # nothing handed over yet
-    handover.recycle(inst, secrets.encode(secrets.make_bundle(report_token="first", node_name="n")))
-    handover.recycle(inst, secrets.encode(secrets.make_bundle(report_token="second", node_name="n")))
+    handover.recycle(inst, secret_bundle.encode(secret_bundle.make_bundle(report_token="first", node_name="n")))
+    handover.recycle(inst, secret_bundle.encode(secret_bundle.make_bundle(report_token="second", node_name="n")))
     name = "/provisioner/agents/i-0123456789abcdef0.next"
     tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name)["TagList"]
     assert tags == [{"Key": "provisioner:instance-arn",

@@ -18,7 +18,7 @@ HANGING_TAG = "provisioner-test/never-ready:2"
 @pytest.fixture(scope="session")
 def agent_image(docker_client: Any, pyimage: str) -> str:
     """provisioner-agent built from the local python image (rebuilt only when the sources change)."""
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     return build_agent_image(docker_client, base=pyimage, tag=AGENT_TAG)
 
 

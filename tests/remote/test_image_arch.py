@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from provisioner.agent import image_arch, launcher
-from provisioner.agent.image_arch import ArchChoice, choose, for_image, from_local, unknown
+from provisioner.remote import image_arch, parts
+from provisioner.remote.image_arch import ArchChoice, choose, for_image, from_local, unknown
 from provisioner.cli.context import Context
 from provisioner.cli.main import build_parser
 from provisioner.runner import LaunchError
@@ -115,7 +115,7 @@ def declared(args):
 
 
 def arch_choice(args, *rest):
-    return launcher.arch_choice(declared(args), args, *rest)
+    return parts.arch_choice(declared(args), args, *rest)
 
 
 class AskedEngine:
@@ -159,7 +159,7 @@ def test_the_plan_gets_the_pin_and_its_reason_first(tmp_path):
     args = run_args("--cloud", "ec2")
     args.history = str(tmp_path / "h.sqlite3")
     choice = image_arch.choose("app:1", [AMD64])
-    result = launcher.plan(args, Context(args), "job", choice)
+    result = parts.plan(args, Context(args), "job", choice)
     assert "Architecture: image app:1 is linux/amd64 only: arch=x86_64" in result.plan.reasons
     assert result.intent.arch == "x86_64"
     assert {c.offer.arch for c in result.plan.candidates} == {"x86_64"}

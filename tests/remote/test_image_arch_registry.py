@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from provisioner.agent import image_arch, launcher
+from provisioner.remote import image_arch, parts
 from provisioner.cli.context import Context
 from provisioner.cli.main import build_parser
 from provisioner.runner.engine import UnixEngine, connect
@@ -95,8 +95,8 @@ def ec2_plan(image: str, tmp_path, label: str = "ec2 && vcpu=1 && mem=1"):
     argv = ["--history", str(tmp_path / "h.sqlite3"), "run", "--remote", "--cloud", "ec2", "--label", label,
             "--image", image, "--", "true"]
     args = build_parser(argv).parse_args(argv)
-    return launcher.plan(args, Context(args), "arch-job", cloud_name="ec2",
-                         choose=lambda req: launcher.arch_choice(req, args, "ec2", "x86_64", image))
+    return parts.plan(args, Context(args), "arch-job", cloud_name="ec2",
+                         choose=lambda req: parts.arch_choice(req, args, "ec2", "x86_64", image))
 
 
 def test_an_amd64_only_image_never_gets_a_graviton_candidate(registry, docker_client, tmp_path):

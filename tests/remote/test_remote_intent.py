@@ -12,13 +12,13 @@ import re
 
 import pytest
 
-from provisioner.agent import launcher
+from provisioner.remote import parts
 from provisioner.cli.main import main
 from provisioner.clouds.base import CloudDefaults, CloudError
 from provisioner.config import parse_config
-from provisioner.daemon.launch import AgentSettings, Launcher
+from provisioner.daemon.provision_executor import AgentSettings, ProvisionExecutor
 from provisioner.daemon.model import PlanKey
-from provisioner.daemon.plans import Planner
+from provisioner.daemon.plan_cache import PlanCache
 from provisioner.daemon.state import Tokens
 from tests.factories import run
 
@@ -45,7 +45,7 @@ class RecordingCloud(CloudDefaults):
 @pytest.fixture
 def remote(monkeypatch, tmp_path, capsys):
     cloud = RecordingCloud()
-    monkeypatch.setattr(launcher, "make_cloud", lambda name, ctx: cloud)
+    monkeypatch.setattr(parts, "make_cloud", lambda name, ctx: cloud)
     for var in ("PROVISIONER_CONFIG", "PROVISIONER_HISTORY", "PROVISIONER_REPORT_URL", "JOB_NAME"):
         monkeypatch.delenv(var, raising=False)
     config = tmp_path / "config.yaml"
@@ -90,12 +90,12 @@ def test_run_remote_the_daemon_and_plan_read_the_market_alike(remote, label, spo
     code, out, err, spec = remote(label)
     assert spec.spot_only is spot_only
     from provisioner.catalog import load_catalog
-    planner = Planner(parse_config("regions: [us-east-1]\n"), load_catalog(), None, lambda: frozenset())
+    planner = PlanCache(parse_config("regions: [us-east-1]\n"), load_catalog(), None, lambda: frozenset())
     plan = planner.plans([PlanKey(label, "j")], {})[PlanKey(label, "j")]
     from provisioner.daemon.model import Item, Provision
     item = Item(1, 1, label, "j")
-    daemon_spec, _ = Launcher(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"), None,
-                              RecordingCloud(), None, Tokens(b"k" * 32)).spec(
+    daemon_spec, _ = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
+                                         None, RecordingCloud(), None, Tokens(b"k" * 32)).spec(
         Provision("prov-t-q1", item, plan, 1, True, "tok"), "ab" * 32, 0.0)
     assert daemon_spec.spot_only is spot_only
     from provisioner.planner import resolve_for_config                # what `plan` resolves

@@ -1,4 +1,4 @@
-"""The pure parts of provisioner/remote_output.py: the tags that carry a run's outputs (a value too
+"""The pure parts of provisioner/remote/output.py: the tags that carry a run's outputs (a value too
 long for EC2 stays local), which destination counts (the launcher's record first; the destination tag
 only on the launching machine), the fetch record, and a folder's outputs moved in only as a set."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import remote_output
+from provisioner.remote import output as remote_output
 from tests.remote.test_remote_runs_core import view
 
 URL = "s3://b/provisioner/runs/9b1e/output/"

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner import aws, remote_output, sync
-from provisioner.remote import owner_id
-from provisioner.remote_runs import Ec2Runs, find
+from provisioner import aws, sync
+from provisioner.remote import output as remote_output
+from provisioner.remote.run import owner_id
+from provisioner.remote.runs import Ec2Runs, find
 from tests.remote.test_remote_ec2_moto import REGION
 
 pytestmark = pytest.mark.moto

@@ -1,15 +1,15 @@
-"""The pure parts of provisioner/remote_runs.py: a run's cost and JSON, the record in its output,
+"""The pure parts of provisioner/remote/runs.py: a run's cost and JSON, the record in its output,
 the imported record, EC2's end time, finding a run by id or prefix."""
 
 from __future__ import annotations
 
 import pytest
 
-from provisioner import remote_runs
+from provisioner.remote import runs as remote_runs
 from provisioner.agent import markers
-from provisioner.agent.launcher import tags
+from provisioner.remote.parts import tags
 from provisioner.errors import UsageError
-from provisioner.remote import JOB_LINE, boot_progress
+from provisioner.remote.run import JOB_LINE, boot_progress
 from provisioner.runner.summary import JobInfo
 
 

@@ -48,7 +48,7 @@ AWS_AGENT_TAG = "provisioner-agent:test-aws"
 
 @pytest.fixture(scope="module")
 def aws_agent_image(docker_client, pyimage) -> str:
-    from provisioner.agent.image import build_agent_image
+    from provisioner.clouds.docker_image import build_agent_image
     return build_agent_image(docker_client, base=pyimage, tag=AWS_AGENT_TAG, aws=True)
 
 

@@ -13,7 +13,7 @@ from provisioner.runner.console import Console, LineSplitter, timestamp
 from provisioner.runner.container import Attempt
 from provisioner.runner.images import ImageInfo
 from provisioner.runner.owners import Owner, reap_orphans, run_labels
-from provisioner.runner.pricing import Pricing
+from provisioner.runner.instance_price import Pricing
 from provisioner.runner.retry import RetryPolicy, parse_retry_on
 from provisioner.runner.spec import ContainerSpec
 from provisioner.runner.summary import JobInfo, build_record, summary_line, summary_lines, team_for

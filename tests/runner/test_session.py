@@ -11,7 +11,7 @@ import types
 import pytest
 
 from provisioner.runner.console import Console
-from provisioner.runner.pricing import Pricing
+from provisioner.runner.instance_price import Pricing
 from provisioner.runner.retry import RetryPolicy
 from provisioner.runner.session import RunSession, Services
 from provisioner.runner.spec import ContainerSpec
@@ -135,11 +135,11 @@ def test_reporter_wiring(monkeypatch):
     warnings: list[str] = []
     assert make_reporter({}, warnings.append) is None and warnings == []
     env = {"PROVISIONER_REPORT_URL": "http://127.0.0.1:1", "PROVISIONER_REPORT_TOKEN": "t"}
-    fake = types.ModuleType("provisioner.runner.report")
+    fake = types.ModuleType("provisioner.runner.daemon_client")
     fake.reporter_from_env = lambda environ: ("reporter", environ["PROVISIONER_REPORT_URL"])
-    monkeypatch.setitem(sys.modules, "provisioner.runner.report", fake)
+    monkeypatch.setitem(sys.modules, "provisioner.runner.daemon_client", fake)
     assert make_reporter(env, warnings.append) == ("reporter", "http://127.0.0.1:1")
-    monkeypatch.setitem(sys.modules, "provisioner.runner.report", types.ModuleType("x"))
+    monkeypatch.setitem(sys.modules, "provisioner.runner.daemon_client", types.ModuleType("x"))
     assert make_reporter(env, warnings.append) is None
     assert "daemon reporter is not available" in warnings[-1]
 

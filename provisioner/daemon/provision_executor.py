@@ -59,7 +59,7 @@ class Prepared:
     at: float
 
 
-class Launcher:
+class ProvisionExecutor:
     """Executes Provision actions against Jenkins and the cloud, in three steps: `prepare` (node,
     secret, spec; one per provision), the cloud's launch (several specs may share one request), and
     `launched` (the secret hand-over, the log line); the daemon's loop runs them in that order."""
@@ -157,8 +157,8 @@ class Launcher:
 
     def bundle(self, node: str, secret: str) -> dict:
         """The secret bundle of one agent: its secret, where and how it reports, and who it is."""
-        from provisioner.agent import secrets
-        return secrets.make_bundle(agent_secret=secret, report_url=self.s.report_url,
+        from provisioner import secret_bundle
+        return secret_bundle.make_bundle(agent_secret=secret, report_url=self.s.report_url,
                                    report_token=self.tokens.for_node(node), node_name=node,
                                    run_id=node)          # the node name is unique per attempt
 

@@ -5,7 +5,7 @@ folders), a sync folder that is not one, EC2 without `ec2.sync_s3`. Before the f
 tree goes to S3 under `<ec2.sync_s3>/runs/<id>/sync/` (EC2; the instance role reads it) or is
 copied into a host folder the instance mounts (docker cloud). After a foreground run the outputs
 come back into `--output` and the run's S3 objects are deleted; a detached run carries where its
-outputs are and go (tags / labels, and the launcher's state dir: provisioner/remote_output.py), and
+outputs are and go (tags / labels, and the launcher's state dir: provisioner/remote/output.py), and
 `attach`, `logs -f` or `provisioner output` bring them back once it ended.
 """
 
@@ -61,7 +61,7 @@ class Transfer:
 
     def launched(self, run_id: str) -> dict[str, str]:
         """A launch of this run: recorded here, and the tags that carry it with the run."""
-        from provisioner import remote_output
+        from provisioner.remote import output as remote_output
         self.run_id = run_id
         where = self.output_where
         if where is None:
@@ -93,7 +93,7 @@ class Transfer:
 
     def receive(self, kind: str, console: Any) -> None:
         """After the run: outputs into --output (a detached run: say how they will come back)."""
-        from provisioner import remote_output
+        from provisioner.remote import output as remote_output
         if kind not in ("done", "detached"):        # nothing ran: only clean up
             self._clean()
             return

@@ -186,7 +186,7 @@ class Ec2Runs:
                        tags.get(OWNER_TAG, ""), "ec2", tags)
 
     def lines(self, run: RunView, follow: bool, since: float | None = None) -> Iterator[str]:
-        from provisioner.agent.launcher import DEFAULT_LOG_GROUP
+        from provisioner.remote.parts import DEFAULT_LOG_GROUP
         logs = self.client("logs", region=run.region)
         group = run.tags.get(LOG_GROUP_TAG) or DEFAULT_LOG_GROUP
         kwargs: dict[str, Any] = {"logGroupName": group, "logStreamName": run.instance_id, "startFromHead": True}
@@ -309,14 +309,14 @@ def pending() -> dict[str, set[str]]:
 
 
 def owner_id() -> str:
-    """Whose remote runs these are: the machine that launched them (remote.py tags them with it)."""
+    """Whose remote runs these are: the machine that launched them (remote/run.py tags them with it)."""
     import socket
     return f"remote:{socket.gethostname()}"
 
 
 def import_pending(ctx: Any, warn: Callable[[str], None]) -> int:
     """`history`'s import: only when this machine has runs whose record it has not seen."""
-    from provisioner.agent.launcher import launching_user
+    from provisioner.remote.parts import launching_user
     count = 0
     for cloud, ids in pending().items():
         try:

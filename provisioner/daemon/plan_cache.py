@@ -22,10 +22,10 @@ from provisioner.intent import RECENT_RUNS, Intent, recent_interruptions
 from provisioner.planner import HISTORY_RUNS, plan_intent, resolve_for_config, settings_for
 from provisioner.records import count_once
 
-__all__ = ["Planner", "RECENT_RUNS"]
+__all__ = ["PlanCache", "RECENT_RUNS"]
 
 
-class Planner:
+class PlanCache:
     def __init__(self, config: Config, catalog: Catalog, open_store: Callable[[], Any] | None,
                  blocked: Callable[[], frozenset], managed_atom: str = "ec2", *,
                  history_ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic):

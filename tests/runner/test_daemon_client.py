@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.runner.report import Reporter, reporter_from_env, safe_url
+from provisioner.runner.daemon_client import Reporter, reporter_from_env, safe_url
 from tests.http_stub import QuietHandler, serving
 
 TOKEN = "s3cr3t-agent-token"

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from provisioner.catalog.model import SPOT
 from provisioner.config import parse_config
-from provisioner.daemon.launch import AgentSettings, Launcher
+from provisioner.daemon.provision_executor import AgentSettings, ProvisionExecutor
 from provisioner.daemon.model import Item, Provision, client_token
 from provisioner.daemon.state import Tokens
 from tests.daemon.helpers import plan
@@ -24,7 +24,7 @@ class Named:
 
 
 def provision(label: str = "ec2 && vcpu=2 && team=ml", market: str = "on-demand") -> Provision:
-    """A provision whose plan carries the label's intent, as the daemon's Planner makes them."""
+    """A provision whose plan carries the label's intent, as the daemon's PlanCache makes them."""
     from provisioner.planner import resolve_for_config
     item = Item(42, 1700000000000, label, "ml/train")
     intent = resolve_for_config(parse_config(""), label, lax=True)
@@ -35,8 +35,8 @@ def provision(label: str = "ec2 && vcpu=2 && team=ml", market: str = "on-demand"
 @pytest.mark.parametrize("cloud", ["docker", "ec2"])
 def test_spec_tags_token_and_no_secret_in_user_data(cloud):
     tokens = Tokens(b"k" * 32)
-    launcher = Launcher(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"), None, Named(cloud),
-                        None, tokens)
+    launcher = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
+                                 None, Named(cloud), None, tokens)
     p = provision()
     spec, bundle = launcher.spec(p, SECRET, 1700000000.0)
     assert spec.client_token == p.token
@@ -64,8 +64,8 @@ def test_spec_tags_token_and_no_secret_in_user_data(cloud):
 
 
 def test_launch_reads_timeout_team_and_market_from_the_plans_intent_not_the_label():
-    launcher = Launcher(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"), None, Named("ec2"),
-                        None, Tokens(b"k" * 32))
+    launcher = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
+                                 None, Named("ec2"), None, Tokens(b"k" * 32))
     p = provision("ec2 && spot && team=ml && timeout=2h", SPOT)
     spec, _ = launcher.spec(p, SECRET, 1700000000.0)
     assert spec.spot_only and spec.tags["provisioner:team"] == "ml"
@@ -97,8 +97,8 @@ def test_ec2_hand_over_puts_the_bundle_in_ssm_tagged_with_the_instance_arn(moto_
 
 def test_agents_planned_alike_share_one_user_data_and_one_batch_key():
     from provisioner.clouds.base import batch_key
-    launcher = Launcher(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"), None, Named("ec2"),
-                        None, Tokens(b"k" * 32))
+    launcher = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
+                                 None, Named("ec2"), None, Tokens(b"k" * 32))
     first = provision()
     item = Item(43, 1700000001000, first.item.label, "ml/other")
     second = Provision("prov-t-q43", item, first.plan, 1, True, client_token("t", "prov-t-q43", item.since, 1))

@@ -7,13 +7,13 @@ import pytest
 from provisioner.catalog import load_catalog
 from provisioner.config import parse_config
 from provisioner.daemon.model import NoPlan, PlanKey
-from provisioner.daemon.plans import Planner
+from provisioner.daemon.plan_cache import PlanCache
 
 
 @pytest.fixture(scope="module")
 def planner(tmp_path_factory):
     catalog = load_catalog(cache=tmp_path_factory.mktemp("catalog") / "none")
-    return Planner(parse_config("regions: [us-east-1]\n"), catalog, None, lambda: frozenset())
+    return PlanCache(parse_config("regions: [us-east-1]\n"), catalog, None, lambda: frozenset())
 
 
 def test_node_for_gpu_1_is_an_nvidia_type_labelled_gpu_1(planner):

@@ -1,6 +1,6 @@
-"""The launcher's side of job mode (`provisioner run --remote`, provisioner/remote.py): the plan,
+"""The launcher's side of job mode (`provisioner run --remote`, provisioner/remote/run.py): the plan,
 the cloud, the bootstrap and secrets of one instance, how to follow it, and its final record.
-Small functions, most of them pure, so that remote.py reads as the sequence of steps."""
+Small functions, most of them pure, so that run.py reads as the sequence of steps."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from provisioner import bootstrap, records
-from provisioner.agent import secrets
+from provisioner.secret_bundle import make_bundle
 from provisioner.backoff import Backoff
 from provisioner.catalog.model import SPOT, Offer
 from provisioner.clouds.base import Cloud, Instance, work_tags
@@ -32,7 +32,7 @@ def arch_choice(req: Any, args: argparse.Namespace, cloud_name: str, host_arch: 
     the declared Requirements) fixes the architecture itself. The docker cloud runs the host's
     architecture only. On EC2 the job's image decides, unless the request names `arch`, or an
     instance type or family (the catalog knows each type's architecture)."""
-    from provisioner.agent import image_arch
+    from provisioner.remote import image_arch
     if req.mentions_arch:
         return None
     from provisioner.clouds import registry
@@ -133,7 +133,7 @@ def run_args(args: argparse.Namespace, spec: Any, job: Any) -> tuple[str, ...]:
 
 def bootstrap_spec(args: argparse.Namespace, spec: Any, job: Any, run_id: str, lifetime_s: float,
                    init_script: str | None = None, transfer: Any = None) -> Any:
-    """`transfer` (provisioner/remote_sync.Transfer): where the synced folder and outputs travel."""
+    """`transfer` (provisioner/remote/transfer.Transfer): where the synced folder and outputs travel."""
     folders = transfer.bootstrap_fields() if transfer is not None else {}
     return bootstrap.BootstrapSpec(run_id=run_id, expires_at=bootstrap.expires_at(lifetime_s),
                                    run_args=run_args(args, spec, job), grace_s=job_grace_s(args),
@@ -147,8 +147,8 @@ def user_data(offer: Offer, bspec: Any, cloud_name: str) -> str:
 
 def secret_bundle(spec: Any, environ: Mapping[str, str]) -> dict:
     """The job's environment, and the daemon's report URL/token when this run has them."""
-    return secrets.make_bundle(report_url=environ.get("PROVISIONER_REPORT_URL"),
-                               report_token=environ.get("PROVISIONER_REPORT_TOKEN"), job_env=spec.env)
+    return make_bundle(report_url=environ.get("PROVISIONER_REPORT_URL"),
+                       report_token=environ.get("PROVISIONER_REPORT_TOKEN"), job_env=spec.env)
 
 
 def secret_env(cloud_name: str, bundle: dict) -> dict[str, str]:

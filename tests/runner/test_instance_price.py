@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from provisioner.runner.pricing import Pricing, catalog_offer, imds_identity, on_ec2, resolve_pricing
+from provisioner.runner.instance_price import Pricing, catalog_offer, imds_identity, on_ec2, resolve_pricing
 from tests.http_stub import QuietHandler, serving
 
 OFFER = SimpleNamespace(price=0.096, ondemand_price=0.096, vcpu=2)

@@ -7,7 +7,7 @@ interpreter's installation (no download), a `provisioner` command, and optionall
 runtime (jlink) and agent.jar for agent mode. The build is skipped when an image with the same
 recipe hash (base image id, sources, library versions, options) already carries the tag.
 
-    python -m provisioner.agent.image --base provisioner-test/python:3.11-1 [--java] [--agent-jar FILE]
+    python -m provisioner.clouds.docker_image --base provisioner-test/python:3.11-1 [--java] [--agent-jar FILE]
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def build_agent_image(client: Any, *, base: str, tag: str = DEFAULT_TAG, java: b
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m provisioner.agent.image", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m provisioner.clouds.docker_image", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="an image with python3 (3.11) and /bin/sh")
     p.add_argument("--tag", default=DEFAULT_TAG)

@@ -9,7 +9,7 @@ the job is stopped, the record written and the instance terminated).
 
 `--detach` returns once the job printed its first line (or started, for a silent job): the run goes
 on by itself, its state with it (tags / container labels), and `provisioner ps`, `logs`, `stop`
-and `attach` (provisioner/remote_runs.py) find it from any machine with the same credentials. A
+and `attach` (provisioner/remote/runs.py) find it from any machine with the same credentials. A
 run ends by its own end or its expiry, never because its launcher went away.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from provisioner.agent import markers
-from provisioner.agent import launcher as parts
+from provisioner.remote import parts
 from provisioner.clouds.base import Cloud, CloudError, Instance, LaunchSpec
 from provisioner.errors import ProvisionerError
 from provisioner.runner import EXIT_LAUNCH, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIMEOUT
@@ -64,7 +64,7 @@ class Outcome:
 
 
 def owner_id() -> str:
-    from provisioner.remote_runs import owner_id as runs_owner_id   # one definition, where runs are listed
+    from provisioner.remote.runs import owner_id as runs_owner_id   # one definition, where runs are listed
     return runs_owner_id()
 
 
@@ -105,8 +105,8 @@ class RemoteRun:
     # ---- the whole run -----------------------------------------------------------------------
 
     def run(self) -> int:
-        from provisioner import remote_sync
-        self.transfer = remote_sync.plan_transfer(self.args, self.cloud_name, self.ctx.config)  # exit 2
+        from provisioner.remote.transfer import plan_transfer
+        self.transfer = plan_transfer(self.args, self.cloud_name, self.ctx.config)  # exit 2
         self.last_kind = "failed"
         try:
             return self._run()
@@ -202,7 +202,7 @@ class RemoteRun:
                                      lifetime_s=self.boot_timeout_s + timeout_total + 300, init_script=init,
                                      transfer=self.transfer)
         bundle = parts.secret_bundle(spec, os.environ)
-        from provisioner import remote_runs
+        from provisioner.remote import runs as remote_runs
         output_tags = self.transfer.launched(run_id) if self.transfer is not None else {}
         launch = LaunchSpec(candidates=tuple(c.offer for c in candidates),
                             user_data=parts.user_data(best.offer, bspec, self.cloud_name),

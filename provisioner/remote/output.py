@@ -201,7 +201,7 @@ def bring_back(backend: Any, run: Any, dest: Path | None, say: Callable[[str], N
                explicit: bool = False) -> int:
     """After following a run (or for `provisioner output`): its outputs into `dest` (default: the
     launcher's --output folder). 0 when done (or nothing to do), 1 when they are not all there."""
-    from provisioner.remote_runs import owner_id
+    from provisioner.remote.runs import owner_id
     here = run.owner == owner_id()
     out = of_run(run, here)
     if out is None:

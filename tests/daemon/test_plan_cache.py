@@ -1,4 +1,4 @@
-"""The daemon's Planner: one plan per (label, job), the same as planning each alone, through the
+"""The daemon's PlanCache: one plan per (label, job), the same as planning each alone, through the
 same intent resolver as `plan` and `run --remote`."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from provisioner.config import parse_config
 from provisioner.daemon.model import NoPlan, PlanKey
-from provisioner.daemon.plans import Planner
+from provisioner.daemon.plan_cache import PlanCache
 from provisioner.planner import plan_intent, resolve_for_config, settings_for
 from tests.daemon.fakes import small_catalog
 from tests.factories import offer, run
@@ -18,7 +18,7 @@ EC2_BOTH = "cloud: ec2\nregions: [us-east-1]\nec2:\n  images:\n    us-east-1: {x
 def test_plans_for_many_jobs_equal_planning_each_alone_and_share_the_offers_that_fit():
     config = parse_config("regions: [us-east-1]\n")
     catalog = small_catalog()
-    planner = Planner(config, catalog, None, lambda: frozenset())
+    planner = PlanCache(config, catalog, None, lambda: frozenset())
     runs = {f"job{i}": [run(f"job{i}", n, instance_type="m5.large", cpu_avg=150, cpu_max=200, mem_gib=1 + i)
                         for n in range(4)] for i in range(4)}
     labels = ["ec2 && vcpu=2", "ec2 && mem=8", "ec2 && gpu=1"]
@@ -44,16 +44,16 @@ def test_the_daemon_plans_only_defaults_arch_where_the_config_has_images():
     """Observation 7: the daemon launched arm64 c8g.large for `ec2 && vcpu=2 && mem=2`."""
     from provisioner.catalog import load_catalog
     catalog = load_catalog()
-    plan = Planner(parse_config(EC2_BOTH), catalog, None, lambda: frozenset()).plans(
+    plan = PlanCache(parse_config(EC2_BOTH), catalog, None, lambda: frozenset()).plans(
         [PlanKey("ec2 && vcpu=2 && mem=2", "j")], {})[PlanKey("ec2 && vcpu=2 && mem=2", "j")]
     assert {c.offer.arch for c in plan.candidates} == {"x86_64"}, plan.chosen.offer
     assert any(r.startswith("Architecture: x86_64 (defaults.arch x86_64;") for r in plan.reasons)
     # the default config (the docker cloud) plans the host's architecture
     from provisioner.planner import host_arch
-    default = Planner(parse_config(""), catalog, None, lambda: frozenset()).plans(
+    default = PlanCache(parse_config(""), catalog, None, lambda: frozenset()).plans(
         [PlanKey("ec2 && vcpu=2 && mem=2", "j")], {})[PlanKey("ec2 && vcpu=2 && mem=2", "j")]
     assert {c.offer.arch for c in default.candidates} == {host_arch()}
-    named = Planner(parse_config(EC2_BOTH), catalog, None, lambda: frozenset()).plans(
+    named = PlanCache(parse_config(EC2_BOTH), catalog, None, lambda: frozenset()).plans(
         [PlanKey("ec2 && vcpu=2 && mem=2 && arch=arm64", "j")], {})
     assert next(iter(named.values())).chosen.offer.arch == "arm64"
 
@@ -72,7 +72,7 @@ SPOT_AND_OD = [offer("c5.large", vcpu=2, mem=4, price=0.085),
 ], ids=lambda v: str(v))
 def test_market_rule_and_interruptions_in_the_daemons_plans(label, interrupted, market, spot_only):
     from provisioner.catalog.model import Catalog
-    planner = Planner(parse_config(""), Catalog(SPOT_AND_OD, "t", "t"), None, lambda: frozenset())
+    planner = PlanCache(parse_config(""), Catalog(SPOT_AND_OD, "t", "t"), None, lambda: frozenset())
     key = PlanKey(label, "j", interrupted)
     plan = planner.plans([key], {})[key]
     assert plan.chosen.offer.market == market
@@ -81,6 +81,6 @@ def test_market_rule_and_interruptions_in_the_daemons_plans(label, interrupted, 
 
 def test_forced_on_demand_falls_back_to_spot_when_no_on_demand_offer_fits():
     from provisioner.catalog.model import Catalog
-    planner = Planner(parse_config(""), Catalog(SPOT_AND_OD[1:], "t", "t"), None, lambda: frozenset())
+    planner = PlanCache(parse_config(""), Catalog(SPOT_AND_OD[1:], "t", "t"), None, lambda: frozenset())
     key = PlanKey("ec2 && vcpu=2", "j", True)
     assert planner.plans([key], {})[key].chosen.offer.market == "spot"
