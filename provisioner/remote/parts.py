@@ -74,12 +74,6 @@ def plan(args: argparse.Namespace, ctx: Any, job: str, arch: Any = None, *,
                     no_autotune=args.no_autotune, arch=rule)
 
 
-def make_cloud(name: str, ctx: Any) -> Cloud:
-    """The run's cloud, built by its adapter (clouds/registry.py)."""
-    from provisioner.clouds import registry
-    return registry.make_cloud(ctx.config, name=name, purpose="run")
-
-
 def starting_line(candidate: Any) -> str:
     """The original tool's line, e.g. `Starting r5.large spot:True price:0.07/0.13 ...`."""
     o: Offer = candidate.offer

@@ -29,6 +29,7 @@ from typing import Any
 
 from provisioner.agent import markers
 from provisioner.remote import parts
+from provisioner.clouds import registry
 from provisioner.clouds.base import Cloud, CloudError, Instance, LaunchSpec
 from provisioner.errors import ProvisionerError
 from provisioner.runner import EXIT_LAUNCH, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIMEOUT
@@ -132,7 +133,7 @@ class RemoteRun:
         # the remote `provisioner run` gets the intent's timeout (--timeout > label timeout= > config)
         spec = replace(spec, timeout_s=result.intent.timeout_s)
         try:
-            cloud = parts.make_cloud(self.cloud_name, self.ctx)
+            cloud = registry.make_cloud(self.ctx.config, name=self.cloud_name, purpose="run")
         except CloudError as exc:
             raise RemoteFailure(str(exc)) from None
         if self.transfer is not None:

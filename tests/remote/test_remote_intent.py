@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from provisioner.remote import parts
 from provisioner.cli.main import main
+from provisioner.clouds import registry
 from provisioner.clouds.base import CloudDefaults, CloudError
 from provisioner.config import parse_config
 from provisioner.daemon.provision_executor import AgentSettings, ProvisionExecutor
@@ -45,7 +45,7 @@ class RecordingCloud(CloudDefaults):
 @pytest.fixture
 def remote(monkeypatch, tmp_path, capsys):
     cloud = RecordingCloud()
-    monkeypatch.setattr(parts, "make_cloud", lambda name, ctx: cloud)
+    monkeypatch.setattr(registry, "make_cloud", lambda config, name=None, purpose=None: cloud)
     for var in ("PROVISIONER_CONFIG", "PROVISIONER_HISTORY", "PROVISIONER_REPORT_URL", "JOB_NAME"):
         monkeypatch.delenv(var, raising=False)
     config = tmp_path / "config.yaml"
