@@ -48,7 +48,7 @@ def baseline(emu, image: str, runs: int) -> list[float]:
     from tests.daemon.helpers import plan
     cloud = DockerCloud(settings=DockerSettings(instance_image=image, host_cpus=2, host_mem_gib=4))
     client = JenkinsClient(emu.url, "admin", "admin-token")
-    launcher = ProvisionExecutor(AgentSettings("bench-base", emu.url, "http://127.0.0.1:9"), client, cloud, None,
+    executor = ProvisionExecutor(AgentSettings("bench-base", emu.url, "http://127.0.0.1:9"), client, cloud, None,
                                  Tokens(b"k"))
     out = []
     for i in range(runs):
@@ -56,7 +56,7 @@ def baseline(emu, image: str, runs: int) -> list[float]:
         client.create_node(name, "ec2", "baseline", "/tmp/agent")
         p = Provision(name, Item(i, 0, "ec2", "base"), plan("c5.large", 0.085, node_labels=("ec2",)), 1,
                       False, f"tok-{name}")
-        spec, _ = launcher.spec(p, client.node_secret(name), time.time())
+        spec, _ = executor.spec(p, client.node_secret(name), time.time())
         t0 = time.monotonic()
         inst = cloud.launch(spec)
         out.append(wait_online(emu, name) - t0)

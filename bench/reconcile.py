@@ -98,11 +98,11 @@ def main() -> int:
                           "ec2:\n  images:\n    us-east-1: {x86_64: ami-1, arm64: ami-2}\n")
     catalog = load_catalog()
     runs = {job: history(rng, job, 12) for _, job in pairs}
-    planner = PlanCache(config, catalog, None, BlockedOffers().current)
-    planner._runs = {j: (time.monotonic(), r) for j, r in runs.items()}     # no store: histories in memory
+    plan_cache = PlanCache(config, catalog, None, BlockedOffers().current)
+    plan_cache._runs = {j: (time.monotonic(), r) for j, r in runs.items()}     # no store: histories in memory
     keys = R.plan_keys(items, settings)
     t0, c0 = time.perf_counter(), time.process_time()
-    plans = planner.plans(keys, runs)
+    plans = plan_cache.plans(keys, runs)
     plan_s, plan_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     per_plan = plan_s / max(1, len(keys))
     naive_plan_s = per_plan * sum(1 for i in items if R.is_demand_item(i, settings))
@@ -111,9 +111,9 @@ def main() -> int:
           f"({per_plan * 1000:.1f} ms each; {failed} with no offer); target < 1000 ms")
     print(f"  baseline, a plan per item: ~{naive_plan_s * 1000:.0f} ms; ratio {plan_s / naive_plan_s:.3f}")
     t0 = time.perf_counter()
-    planner.plans(keys, runs)
+    plan_cache.plans(keys, runs)
     print(f"  next tick, same pairs and histories (cached): {(time.perf_counter() - t0) * 1000:.1f} ms; "
-          f"regions {args.regions} ({len(planner.regional.offers)} offers)")
+          f"regions {args.regions} ({len(plan_cache.regional.offers)} offers)")
 
     # -- the pure step -------------------------------------------------------------------------
     observed = Observed(tuple(items), tuple(nodes), tuple(instances), {i.id: 0.192 for i in instances},
@@ -202,7 +202,7 @@ class OneByOne:
         return self._cloud.terminate(ids)
 
 
-class StubPlanner:
+class StubPlanCache:
     def __init__(self, plans):
         self._plans = plans
 
@@ -238,10 +238,10 @@ def tick_calls(items, nodes, instances, plans, settings, region: str, batched: b
         path = str(Path(tmp) / "h.sqlite3")
         open_store(path).close()
         attempts = Attempts(path, OWNER)
-        launcher = ProvisionExecutor(AgentSettings(OWNER, "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
+        executor = ProvisionExecutor(AgentSettings(OWNER, "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
                                      jenkins, cloud, attempts, Tokens(b"k"), after_launch=handover)
         daemon = Daemon(settings=settings, client=jenkins, reader=QueueReader(jenkins, "script"), cloud=cloud,
-                        planner=StubPlanner(plans), launcher=launcher, attempts=attempts, metrics=DaemonMetrics(),
+                        plan_cache=StubPlanCache(plans), executor=executor, attempts=attempts, metrics=DaemonMetrics(),
                         health=Health(60), blocked=BlockedOffers(), launch_workers=8)
         t0 = time.perf_counter()
         report = daemon.tick()

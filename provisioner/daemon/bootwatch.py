@@ -28,9 +28,9 @@ _event = emitter("provisioner.daemon.loop")
 
 
 class BootWatch:
-    def __init__(self, cloud: Cloud, launcher: Any, metrics: Any, threshold: int,
+    def __init__(self, cloud: Cloud, executor: Any, metrics: Any, threshold: int,
                  alert: Callable[[str, str], None] | None = None):
-        self.cloud, self.launcher, self.metrics = cloud, launcher, metrics
+        self.cloud, self.executor, self.metrics = cloud, executor, metrics
         self.threshold, self.alert = threshold, alert
         self.ledger = B.Ledger()
         self.keys: dict[str, str] = {}                # node -> boot key of the agent launched for it
@@ -78,7 +78,7 @@ class BootWatch:
             offer = plan.chosen.offer
             if offer.key not in images:
                 images[offer.key] = identity(offer)
-            out[key] = B.boot_key(images[offer.key], self.launcher.boot_config(key.label))
+            out[key] = B.boot_key(images[offer.key], self.executor.boot_config(key.label))
         return out
 
     def launched(self, node: str, key: str | None) -> None:

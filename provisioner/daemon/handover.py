@@ -25,9 +25,9 @@ class CloudHandover:
         return True
 
 
-def handover_for(cloud: Any, launcher: Any) -> Any:
+def handover_for(cloud: Any, executor: Any) -> Any:
     """The hand-over of this cloud, or None where agents cannot be reused (one build each)."""
     if callable(getattr(cloud, "recycle", None)):
         return CloudHandover(cloud)
     out_of_band = getattr(cloud, "next_build_handover", None)
-    return out_of_band() if callable(out_of_band) and getattr(launcher, "hands_over", False) else None
+    return out_of_band() if callable(out_of_band) and getattr(executor, "hands_over", False) else None

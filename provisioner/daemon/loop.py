@@ -46,14 +46,14 @@ event = emitter(__name__)
 
 class Daemon(TickActions):
     def __init__(self, *, settings: Settings, client: JenkinsClient, reader: QueueReader, cloud: Cloud,
-                 planner: PlanCache, launcher: ProvisionExecutor, attempts: Attempts, metrics: DaemonMetrics,
+                 plan_cache: PlanCache, executor: ProvisionExecutor, attempts: Attempts, metrics: DaemonMetrics,
                  health: Health, blocked: BlockedOffers, lease: Lease | None = None,
                  sentinel: str | None = None, prices: Callable[[Instance], tuple[float, Any]] | None = None,
                  launch_workers: int = 8, drain_poll_s: float = 1.0, drains: Drains | None = None,
                  agents: Any = None, clock: Callable[[], float] = time.time, boot: Any = None,
                  spend: Any = None):
         self.s, self.client, self.reader, self.cloud = settings, client, reader, cloud
-        self.planner, self.launcher, self.attempts = planner, launcher, attempts
+        self.plan_cache, self.executor, self.attempts = plan_cache, executor, attempts
         self.metrics, self.health, self.blocked, self.lease = metrics, health, blocked, lease
         self.sentinel, self._prices, self.clock = sentinel, prices, clock
         self.memory = Memory()
@@ -112,11 +112,11 @@ class Daemon(TickActions):
         self.memory = R.remember(self.memory, nodes, instances, now)
         demand_items = [i for i in items if R.is_demand_item(i, self.s)]
         t0 = time.perf_counter()
-        runs = self.planner.runs({i.job for i in demand_items})
-        interruptions = Counter(self.planner.interruptions(runs))
+        runs = self.plan_cache.runs({i.job for i in demand_items})
+        interruptions = Counter(self.plan_cache.interruptions(runs))
         for job, n in self.interrupted_jobs.items():
             interruptions[job] = max(interruptions[job], n)
-        plans = self.planner.plans(R.plan_keys(demand_items, self.s, interruptions), runs)
+        plans = self.plan_cache.plans(R.plan_keys(demand_items, self.s, interruptions), runs)
         report.plan_s = time.perf_counter() - t0
         prices = {i.id: self._price(i)[0] for i in instances}
         paused = self._paused(plans, report)

@@ -27,7 +27,7 @@ class FleetMixin:
 
     s: Any
     specs: dict
-    planner: Any
+    plan_cache: Any
     cloud: Any
     parks: bool
     _parked: dict
@@ -47,7 +47,7 @@ class FleetMixin:
     def _spare_offer(self, plan: Any) -> Any:
         """The offer a new spare launches on (EC2: the on-demand twin of the plan's choice)."""
         offer = plan.chosen.offer
-        catalog = getattr(self.planner, "catalog", None)
+        catalog = getattr(self.plan_cache, "catalog", None)
         if self.parks and offer.market != "on-demand" and catalog is not None:
             offer = catalog.find(offer.instance_type, offer.region, "on-demand") or offer
         return offer
@@ -63,7 +63,7 @@ class FleetMixin:
         resolved image); None when unknown (then it is not retired for its image)."""
         if spare.offer is None:
             return None
-        catalog = getattr(self.planner, "catalog", None)
+        catalog = getattr(self.plan_cache, "catalog", None)
         identity = getattr(self.cloud, "image_identity", None)
         try:
             offer = catalog.find(*spare.offer) if catalog is not None else None

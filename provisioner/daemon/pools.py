@@ -66,10 +66,10 @@ def _h(canon: str) -> str:
 
 
 class PoolKeeper(FleetMixin):
-    def __init__(self, specs: dict[str, P.PoolSpec], *, settings: Settings, planner: Any, launcher: Any,
+    def __init__(self, specs: dict[str, P.PoolSpec], *, settings: Settings, plan_cache: Any, executor: Any,
                  cloud: Cloud, client: Any, drains: Any, metrics: Any = None, clock: Callable[[], float] = time.time):
         self.specs, self.s = specs, settings
-        self.planner, self.launcher, self.cloud, self.client = planner, launcher, cloud, client
+        self.plan_cache, self.executor, self.cloud, self.client = plan_cache, executor, cloud, client
         self.drains = drains
         self.metrics, self.clock = metrics, clock
         self.reuse: Any = None                              # reuse.ReuseKeeper when a label reuses agents
@@ -296,7 +296,7 @@ class PoolKeeper(FleetMixin):
     def _terminate(self, insts: list[Instance], name: str, reason: str) -> None:
         if insts:
             self.cloud.terminate([i.id for i in insts])
-            self.launcher.forget(insts)
+            self.executor.forget(insts)
             event("instance.terminated", node=name, reason=f"pool:{reason}", instances=[i.id for i in insts])
 
     def _park(self, now: float, taken: set) -> None:
@@ -314,8 +314,8 @@ class PoolKeeper(FleetMixin):
         from provisioner.clouds.base import INSTANCE_TAG_KEYS
         p = Provision(name, Item(0, 0, spec.label, job), plan, index, False,
                       client_token(self.s.owner, name, int(now * 1000), index))
-        lspec, _ = self.launcher.spec(p, "", now, spec.max_idle_s or SPARE_MAX_S)
-        catalog = getattr(self.planner, "catalog", None)
+        lspec, _ = self.executor.spec(p, "", now, spec.max_idle_s or SPARE_MAX_S)
+        catalog = getattr(self.plan_cache, "catalog", None)
         ondemand = [o if o.market == "on-demand" or catalog is None else catalog.find(o.instance_type, o.region,
                                                                                        "on-demand")
                     for o in lspec.candidates]
@@ -343,13 +343,13 @@ class PoolKeeper(FleetMixin):
             return self._launch_parked(canon, spec, plan, name, index, job, now, image)
         item = Item(0, 0, spec.label, job)
         p = Provision(name, item, plan, index, True, client_token(self.s.owner, name, int(now * 1000), index))
-        prepared = self.launcher.prepare(p, spec.max_idle_s or SPARE_MAX_S)
+        prepared = self.executor.prepare(p, spec.max_idle_s or SPARE_MAX_S)
         killpoints.reached("pool.node-created")          # tests: a spare node without its instance
         tags = {**prepared.spec.tags, POOL_TAG: canon[:TAG_MAX], IMAGE_TAG: (image or "")[:TAG_MAX]}
         prepared = replace(prepared, spec=replace(prepared.spec, tags=tags))
         self._in_flight[name] = now
         instance = self.cloud.launch(prepared.spec)
-        self.launcher.launched(prepared, instance)
+        self.executor.launched(prepared, instance)
         event("pool.spare-launched", node=name, label=canon[:200], instance=instance.id,
               instance_type=instance.instance_type)
 
@@ -372,9 +372,9 @@ class PoolKeeper(FleetMixin):
         """The label's most likely plan: the offer most of its recent jobs are planned on."""
         spec = self.specs[canon]
         jobs = dict(self._jobs[canon].most_common(5)) or {"": 1}
-        runs = self.planner.runs(set(jobs))
+        runs = self.plan_cache.runs(set(jobs))
         keys = {job: PlanKey(spec.label, job) for job in jobs}
-        plans = self.planner.plans(set(keys.values()), runs)
+        plans = self.plan_cache.plans(set(keys.values()), runs)
         good = {job: plans[k] for job, k in keys.items() if hasattr(plans[k], "chosen")}
         best = P.likely_offer({j: p.chosen.offer.key for j, p in good.items()}, jobs)
         return next((p for p in good.values() if p.chosen.offer.key == best), None)

@@ -42,10 +42,10 @@ event = emitter(__name__)
 
 
 class ReuseKeeper:
-    def __init__(self, specs: dict[str, P.ReuseSpec], *, settings: Any, launcher: Any, cloud: Cloud,
+    def __init__(self, specs: dict[str, P.ReuseSpec], *, settings: Any, executor: Any, cloud: Cloud,
                  client: Any, drains: Any, metrics: Any = None, clock: Callable[[], float] | None = None,
                  handover: Any = None):
-        self.specs, self.s, self.launcher, self.cloud = specs, settings, launcher, cloud
+        self.specs, self.s, self.executor, self.cloud = specs, settings, executor, cloud
         self.client, self.drains, self.metrics = client, drains, metrics
         self.handover = handover if handover is not None else CloudHandover(cloud)   # daemon/handover.py
         self._agents: dict[str, dict] = {}          # node -> {phase, since, builds, item}
@@ -129,8 +129,8 @@ class ReuseKeeper:
         builds = st["builds"] + 1
         try:
             bundle = secret_bundle.make_bundle(agent_secret=self.client.node_secret(node.name),
-                                         report_url=self.launcher.s.report_url,
-                                         report_token=self.launcher.tokens.for_node(node.name, builds),
+                                         report_url=self.executor.s.report_url,
+                                         report_token=self.executor.tokens.for_node(node.name, builds),
                                          node_name=node.name, run_id=f"{node.name}-{builds}",
                                          reuse=getattr(self.handover, "bundle_reuse", False))
             self.handover.recycle(inst, secret_bundle.encode(bundle))

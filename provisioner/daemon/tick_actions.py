@@ -60,7 +60,7 @@ class TickActions:
     s: Settings
     client: JenkinsClient
     cloud: Cloud
-    launcher: ProvisionExecutor
+    executor: ProvisionExecutor
     metrics: DaemonMetrics
     blocked: BlockedOffers
     drains: Drains
@@ -134,7 +134,7 @@ class TickActions:
         """Nodes and specs in parallel; then the launches (one request per batch where the cloud
         batches, else one each, in parallel); then each instance's secret hand-over."""
         def prepare(p: Provision) -> Prepared | None:
-            return self._guard("launch", report, lambda: self.launcher.prepare(p), **_context(p))
+            return self._guard("launch", report, lambda: self.executor.prepare(p), **_context(p))
         ready = [r for r in self._pool.map(prepare, provisions) if r is not None]
         if not ready:
             return {}
@@ -147,7 +147,7 @@ class TickActions:
             if isinstance(outcome, BaseException):
                 self._failed("launch", report, outcome, **_context(r.provision))
                 return r.provision.node, None
-            return r.provision.node, self._guard("launch", report, lambda: self.launcher.launched(r, outcome),
+            return r.provision.node, self._guard("launch", report, lambda: self.executor.launched(r, outcome),
                                                  **_context(r.provision))
         launched = {}
         for name, flight in self._pool.map(finish, zip(ready, outcomes)):
@@ -160,19 +160,19 @@ class TickActions:
     def _forget_unread(self, terms: list[Terminate], nodes: dict[str, Node], observed: Observed,
                        report: TickReport) -> None:
         """Delete the bundles of terminated instances that may never have read theirs (tick_rules)."""
-        if not self.launcher.hands_over:
+        if not self.executor.hands_over:
             return
         unread = T.unread_bundles(terms, nodes, [*observed.instances,
                                                  *(f.instance for f in self.memory.in_flight.values())])
         if unread:
-            self._guard("forget-bundles", report, lambda: self.launcher.forget(unread) or True,
+            self._guard("forget-bundles", report, lambda: self.executor.forget(unread) or True,
                         instances=[i.id for i in unread])
 
     def _hand_over_missing(self, observed: Observed, nodes: dict[str, Node], actions: list,
                            report: TickReport) -> None:
         """EC2: a booting agent whose bundle this process never put (it restarted between a launch and
         the hand-over, or the hand-over failed) gets it now; one still waiting to be read is kept."""
-        if not self.launcher.hands_over:
+        if not self.executor.hands_over:
             return
         self._handed = T.handed_still_live(self._handed, [*(i.id for i in observed.instances),
                                                           *(f.instance.id for f in self.memory.in_flight.values())])
@@ -181,7 +181,7 @@ class TickActions:
         def hand_over(pair: tuple[Node, Instance]) -> str | None:
             node, inst = pair
             killpoints.reached("handover")
-            done = self._guard("handover", report, lambda: self.launcher.hand_over(node.name, inst) or True,
+            done = self._guard("handover", report, lambda: self.executor.hand_over(node.name, inst) or True,
                                node=node.name, instance=inst.id)
             return inst.id if done else None
         self._handed.update(i for i in self._pool.map(hand_over, missing) if i)   # many after a restart

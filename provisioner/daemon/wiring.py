@@ -132,13 +132,13 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
     metrics_token = _metrics_token(config)
     metrics = DaemonMetrics()
     health = Health(stuck_after_s=max(60.0, 6 * settings.interval_s))
-    planner = PlanCache(config, catalog, store, blocked.current, settings.managed_atom)
+    plan_cache = PlanCache(config, catalog, store, blocked.current, settings.managed_atom)
     alerts = config.alerts.settings
 
     spend = team_spend(config, history_location, store)
 
     def on_record(record: dict) -> None:
-        planner.invalidate(record["job"])
+        plan_cache.invalidate(record["job"])
         if spend is not None:
             spend.invalidate(record)
         if alerts.sinks:                          # sinks may be slow: off the request thread
@@ -171,11 +171,11 @@ def build(config: Config, history_location: str, token: str | None, *, owner: st
                               idle_timeout_s=settings.boot_timeout_s + settings.orphan_grace_s,
                               extra_tags=tuple(sorted(_ask(cloud, "launch_tags", default={}).items())),
                               init_scripts=InitScripts.from_config(config, getattr(cloud, "name", "docker")))
-        launcher = ProvisionExecutor(agent, client, cloud, attempts, tokens, after_launch=after_launch,
+        executor = ProvisionExecutor(agent, client, cloud, attempts, tokens, after_launch=after_launch,
                                      after_terminate=after_terminate)
-        boot.cloud, boot.launcher = cloud, launcher
-        parts.daemon = Daemon(settings=settings, client=client, reader=reader, cloud=cloud, planner=planner,
-                              launcher=launcher, attempts=attempts, metrics=metrics, health=health,
+        boot.cloud, boot.executor = cloud, executor
+        parts.daemon = Daemon(settings=settings, client=client, reader=reader, cloud=cloud, plan_cache=plan_cache,
+                              executor=executor, attempts=attempts, metrics=metrics, health=health,
                               blocked=blocked, lease=lease, sentinel=j.sentinel_node,
                               prices=prices or catalog_prices(catalog),
                               launch_workers=int(d.launch_workers) or 1,
@@ -247,16 +247,16 @@ def _pool_keeper(config: Config, daemon: Daemon, drains: Drains) -> Any:
     from provisioner.daemon.pool_metrics import PoolMetrics
     from provisioner.daemon.pools import PoolKeeper
     metrics = PoolMetrics(daemon.metrics.registry)
-    keeper = PoolKeeper(specs, settings=daemon.s, planner=daemon.planner, launcher=daemon.launcher,
+    keeper = PoolKeeper(specs, settings=daemon.s, plan_cache=daemon.plan_cache, executor=daemon.executor,
                         cloud=daemon.cloud, client=daemon.client, drains=drains, metrics=metrics)
     metrics.keeper = keeper
     from provisioner.daemon.handover import handover_for
-    handover = handover_for(daemon.cloud, daemon.launcher) if reuse else None
+    handover = handover_for(daemon.cloud, daemon.executor) if reuse else None
     if handover is not None:
         from provisioner.daemon.reuse import ReuseKeeper
-        keeper.reuse = ReuseKeeper(reuse, settings=daemon.s, launcher=daemon.launcher, cloud=daemon.cloud,
+        keeper.reuse = ReuseKeeper(reuse, settings=daemon.s, executor=daemon.executor, cloud=daemon.cloud,
                                    client=daemon.client, drains=drains, metrics=metrics, handover=handover)
-        daemon.launcher.reuse_labels = frozenset(reuse)
+        daemon.executor.reuse_labels = frozenset(reuse)
     elif reuse:
         log.warning("%s", json.dumps({"event": "reuse.unsupported", "cloud": getattr(daemon.cloud, "name", "?"),
                                       "detail": "this cloud cannot hand an agent its next build: one build per agent"}))

@@ -78,9 +78,9 @@ def test_a_build_is_counted_once_with_its_inner_runs_and_planned_from_its_record
     stored = daemon.runs("app")
     assert {r["run_id"] for r in stored} == {"b-1", "r-in"}
     assert [r["run_id"] for r in records.count_once(stored)] == ["b-1"]
-    planner = PlanCache(parse_config("", "t.yaml"), small_catalog(), lambda: open_store(daemon.history), frozenset,
+    plan_cache = PlanCache(parse_config("", "t.yaml"), small_catalog(), lambda: open_store(daemon.history), frozenset,
                         "ec2")
-    assert [r["run_id"] for r in planner.runs(["app"])["app"]] == ["b-1"]
+    assert [r["run_id"] for r in plan_cache.runs(["app"])["app"]] == ["b-1"]
 
 
 def test_count_once_keeps_runs_of_builds_without_a_build_record():

@@ -80,8 +80,8 @@ def test_three_builds_give_three_build_records_and_the_fourth_item_is_autotuned(
     # The fourth queue item: planned from the three build records.
     emu.schedule("burn")
     node = emu.wait_for(lambda: [n for n in ours(emu)], timeout=30)[0]
-    planner = served.daemon.planner
-    plan = planner.plans([PlanKey(LABEL, "burn")], planner.runs(["burn"]))[PlanKey(LABEL, "burn")]
+    plan_cache = served.daemon.plan_cache
+    plan = plan_cache.plans([PlanKey(LABEL, "burn")], plan_cache.runs(["burn"]))[PlanKey(LABEL, "burn")]
     assert plan.autotuned and plan.autotuned["from_runs"] == 3, plan.reasons
     assert plan.autotuned["memory_gib"] < 1.5                 # ~0.3 GiB peak + headroom + 0.5 GiB
     assert any("3 runs" in reason for reason in plan.reasons), plan.reasons

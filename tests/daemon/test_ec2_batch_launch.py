@@ -131,7 +131,7 @@ def test_a_restarted_daemon_puts_the_bundles_it_never_put_and_terminating_remove
     for inst in lost:
         assert bundle_of(inst.id) == {"agent_secret": emu.secret(inst.tag("node")), "node_name": inst.tag("node"),
                                       "run_id": inst.tag("node"), "report_url": d2.url,
-                                      "report_token": d2.daemon.launcher.tokens.for_node(inst.tag("node"))}
+                                      "report_token": d2.daemon.executor.tokens.for_node(inst.tag("node"))}
     kept = ssm.get_parameter(Name=f"/provisioner/agents/{first.id}", WithDecryption=True)["Parameter"]
     assert (kept["Value"], kept["Version"]) == (waiting["Value"], waiting["Version"])   # left as it was
 

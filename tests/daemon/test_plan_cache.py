@@ -18,25 +18,25 @@ EC2_BOTH = "cloud: ec2\nregions: [us-east-1]\nec2:\n  images:\n    us-east-1: {x
 def test_plans_for_many_jobs_equal_planning_each_alone_and_share_the_offers_that_fit():
     config = parse_config("regions: [us-east-1]\n")
     catalog = small_catalog()
-    planner = PlanCache(config, catalog, None, lambda: frozenset())
+    plan_cache = PlanCache(config, catalog, None, lambda: frozenset())
     runs = {f"job{i}": [run(f"job{i}", n, instance_type="m5.large", cpu_avg=150, cpu_max=200, mem_gib=1 + i)
                         for n in range(4)] for i in range(4)}
     labels = ["ec2 && vcpu=2", "ec2 && mem=8", "ec2 && gpu=1"]
     keys = [PlanKey(label, job) for label in labels for job in runs] + [PlanKey("ec2 && vcpu=2", "job0", True)]
-    plans = planner.plans(keys, runs)
+    plans = plan_cache.plans(keys, runs)
     limit = config.daemon.ondemand_after_interruptions
     for key in keys:
         intent = resolve_for_config(config, key.label, lax=True, interruptions=limit if key.ondemand else 0)
         try:
-            alone = plan_intent(planner.regional, intent, runs[key.job], settings_for(config, intent))
+            alone = plan_intent(plan_cache.regional, intent, runs[key.job], settings_for(config, intent))
         except Exception as exc:     # noqa: BLE001 - the planner keeps the reason
             assert isinstance(plans[key], NoPlan) and str(exc) in plans[key].reason
             continue
         assert plans[key] == alone and plans[key].intent == intent
-    pools = planner._pools[id(planner.regional)]
+    pools = plan_cache._pools[id(plan_cache.regional)]
     # the memory floor from history applies with or without mem= in the label: each label narrows
     # once per job's floor (2, 3, 4.5, 5.5 GiB), and a failure is not kept
-    by_label = [sum(1 for k in pools if k[0] == planner.intent(label).requirements.key) for label in labels]
+    by_label = [sum(1 for k in pools if k[0] == plan_cache.intent(label).requirements.key) for label in labels]
     assert by_label == [4, 4, 0]
 
 
@@ -72,15 +72,15 @@ SPOT_AND_OD = [offer("c5.large", vcpu=2, mem=4, price=0.085),
 ], ids=lambda v: str(v))
 def test_market_rule_and_interruptions_in_the_daemons_plans(label, interrupted, market, spot_only):
     from provisioner.catalog.model import Catalog
-    planner = PlanCache(parse_config(""), Catalog(SPOT_AND_OD, "t", "t"), None, lambda: frozenset())
+    plan_cache = PlanCache(parse_config(""), Catalog(SPOT_AND_OD, "t", "t"), None, lambda: frozenset())
     key = PlanKey(label, "j", interrupted)
-    plan = planner.plans([key], {})[key]
+    plan = plan_cache.plans([key], {})[key]
     assert plan.chosen.offer.market == market
     assert plan.intent.spot_only is spot_only
 
 
 def test_forced_on_demand_falls_back_to_spot_when_no_on_demand_offer_fits():
     from provisioner.catalog.model import Catalog
-    planner = PlanCache(parse_config(""), Catalog(SPOT_AND_OD[1:], "t", "t"), None, lambda: frozenset())
+    plan_cache = PlanCache(parse_config(""), Catalog(SPOT_AND_OD[1:], "t", "t"), None, lambda: frozenset())
     key = PlanKey("ec2 && vcpu=2", "j", True)
-    assert planner.plans([key], {})[key].chosen.offer.market == "spot"
+    assert plan_cache.plans([key], {})[key].chosen.offer.market == "spot"

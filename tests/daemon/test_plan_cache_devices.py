@@ -11,14 +11,14 @@ from provisioner.daemon.plan_cache import PlanCache
 
 
 @pytest.fixture(scope="module")
-def planner(tmp_path_factory):
+def plan_cache(tmp_path_factory):
     catalog = load_catalog(cache=tmp_path_factory.mktemp("catalog") / "none")
     return PlanCache(parse_config("regions: [us-east-1]\n"), catalog, None, lambda: frozenset())
 
 
-def test_node_for_gpu_1_is_an_nvidia_type_labelled_gpu_1(planner):
+def test_node_for_gpu_1_is_an_nvidia_type_labelled_gpu_1(plan_cache):
     key = PlanKey("ec2 && gpu=1 && linux", "train")
-    plan = planner.plans([key], {})[key]
+    plan = plan_cache.plans([key], {})[key]
     assert not isinstance(plan, NoPlan), plan
     chosen = plan.chosen.offer
     assert chosen.gpu_manufacturer == "NVIDIA" and chosen.gpu_count >= 1 and not chosen.family.startswith("g4ad")
@@ -26,16 +26,16 @@ def test_node_for_gpu_1_is_an_nvidia_type_labelled_gpu_1(planner):
     assert set(plan.node_labels) == {"ec2", "gpu=1", "linux"}
 
 
-def test_node_for_an_accelerator_carries_accel_and_no_gpu_atom(planner):
+def test_node_for_an_accelerator_carries_accel_and_no_gpu_atom(plan_cache):
     key = PlanKey('ec2 && "accel=trainium:16" && !gpu=1', "pretrain")
-    plan = planner.plans([key], {})[key]
+    plan = plan_cache.plans([key], {})[key]
     assert not isinstance(plan, NoPlan), plan
     chosen = plan.chosen.offer
     assert chosen.accel_model == "Trainium" and chosen.accel_count >= 16 and chosen.gpu_count == 0
     assert plan.node_labels == ("ec2", "accel=trainium:16")
 
 
-def test_an_accelerator_under_gpu_leaves_the_item_waiting_with_the_reason(planner):
+def test_an_accelerator_under_gpu_leaves_the_item_waiting_with_the_reason(plan_cache):
     key = PlanKey("ec2 && gpu=inferentia2", "infer")
-    plan = planner.plans([key], {})[key]
+    plan = plan_cache.plans([key], {})[key]
     assert isinstance(plan, NoPlan) and "write accel=inferentia2" in plan.reason

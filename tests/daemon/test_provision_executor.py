@@ -35,16 +35,16 @@ def provision(label: str = "ec2 && vcpu=2 && team=ml", market: str = "on-demand"
 @pytest.mark.parametrize("cloud", ["docker", "ec2"])
 def test_spec_tags_token_and_no_secret_in_user_data(cloud):
     tokens = Tokens(b"k" * 32)
-    launcher = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
+    executor = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
                                  None, Named(cloud), None, tokens)
     p = provision()
-    spec, bundle = launcher.spec(p, SECRET, 1700000000.0)
+    spec, bundle = executor.spec(p, SECRET, 1700000000.0)
     assert spec.client_token == p.token
     assert {k: v for k, v in spec.tags.items() if k not in ("provisioner:expires-at", "provisioner:boot-config")} == {
         "provisioner:owner": "t", "provisioner:node": "prov-t-q42", "provisioner:queue-id": "42",
         "provisioner:job": "ml/train", "provisioner:team": "ml"}
     # what the agent boots with besides its image (a boot-failure pause lifts when it changes)
-    assert spec.tags["provisioner:boot-config"] == launcher.boot_config(p.item.label)
+    assert spec.tags["provisioner:boot-config"] == executor.boot_config(p.item.label)
     assert len(spec.tags["provisioner:boot-config"]) == 16
     assert spec.tags["provisioner:expires-at"].endswith("Z")
     token = tokens.for_node("prov-t-q42")
@@ -58,22 +58,22 @@ def test_spec_tags_token_and_no_secret_in_user_data(cloud):
         assert spec.secret_env == {}                     # EC2: the bundle goes to SSM after launch
     assert "prov-t-q42" not in spec.user_data and "http://127.0.0.1:8080/" in spec.user_data
     assert not spec.spot_only
-    spot = launcher.spec(provision("ec2 && spot", SPOT), SECRET, 0)[0]
+    spot = executor.spec(provision("ec2 && spot", SPOT), SECRET, 0)[0]
     assert spot.spot_only
-    assert not launcher.spec(provision("ec2 && (spot || ondemand)", SPOT), SECRET, 0)[0].spot_only
+    assert not executor.spec(provision("ec2 && (spot || ondemand)", SPOT), SECRET, 0)[0].spot_only
 
 
 def test_launch_reads_timeout_team_and_market_from_the_plans_intent_not_the_label():
-    launcher = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
+    executor = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
                                  None, Named("ec2"), None, Tokens(b"k" * 32))
     p = provision("ec2 && spot && team=ml && timeout=2h", SPOT)
-    spec, _ = launcher.spec(p, SECRET, 1700000000.0)
+    spec, _ = executor.spec(p, SECRET, 1700000000.0)
     assert spec.spot_only and spec.tags["provisioner:team"] == "ml"
     assert spec.tags["provisioner:expires-at"] == "2023-11-15T00:34:00Z"   # 22:14 + 2 h + boot 600 s + 600 s
     from provisioner.intent import resolve
     one_h = parse_config("defaults: {timeout: 1h}").defaults
     other = replace(p, plan=replace(p.plan, intent=resolve("ec2", defaults=one_h, team="web")))
-    spec, _ = launcher.spec(other, SECRET, 1700000000.0)              # the item's label is not read again
+    spec, _ = executor.spec(other, SECRET, 1700000000.0)              # the item's label is not read again
     assert not spec.spot_only and spec.tags["provisioner:team"] == "web"
     assert spec.tags["provisioner:expires-at"] == "2023-11-14T23:34:00Z"
 
@@ -97,16 +97,16 @@ def test_ec2_hand_over_puts_the_bundle_in_ssm_tagged_with_the_instance_arn(moto_
 
 def test_agents_planned_alike_share_one_user_data_and_one_batch_key():
     from provisioner.clouds.base import batch_key
-    launcher = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
+    executor = ProvisionExecutor(AgentSettings("t", "http://127.0.0.1:8080/", "http://127.0.0.1:9108"),
                                  None, Named("ec2"), None, Tokens(b"k" * 32))
     first = provision()
     item = Item(43, 1700000001000, first.item.label, "ml/other")
     second = Provision("prov-t-q43", item, first.plan, 1, True, client_token("t", "prov-t-q43", item.since, 1))
-    a, bundle_a = launcher.spec(first, SECRET, 1700000000.0)
-    b, bundle_b = launcher.spec(second, SECRET, 1700000002.0)      # a moment later in the same tick
+    a, bundle_a = executor.spec(first, SECRET, 1700000000.0)
+    b, bundle_b = executor.spec(second, SECRET, 1700000002.0)      # a moment later in the same tick
     assert a.user_data == b.user_data and a.client_token != b.client_token
     assert batch_key(a) == batch_key(b)
     assert (bundle_a["node_name"], bundle_b["node_name"]) == ("prov-t-q42", "prov-t-q43")
     assert {a.tags["provisioner:job"], b.tags["provisioner:job"]} == {"ml/train", "ml/other"}
-    later, _ = launcher.spec(provision("ec2 && vcpu=2 && team=ml && timeout=2h"), SECRET, 1700000000.0)
+    later, _ = executor.spec(provision("ec2 && vcpu=2 && team=ml && timeout=2h"), SECRET, 1700000000.0)
     assert batch_key(later) != batch_key(a)                          # another lifetime, another script
