@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -85,6 +86,13 @@ class EmulatorServer(ThreadingHTTPServer):
     def shutdown_request(self, request: Any) -> None:
         self.open_sockets.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (a daemon the kill test SIGKILLs) is no error of the
+        emulator's: quiet, as Jetty is; anything else is printed as socketserver does."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class Handler(BaseHTTPRequestHandler):
