@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from provisioner.agent.buildtree import ProcessTree
+from provisioner.agent.buildtree import ProcessTree, boot_time
 from provisioner.agent.buildusage import BuildUsage, result_of_steps
 
 MIB = 2 ** 20
@@ -59,6 +59,29 @@ def test_cookie_processes_and_agent_children_count_the_agent_watcher_and_others_
 def _counted(tree: ProcessTree, agent_pid: int) -> set[int]:
     tree.look(agent_pid)
     return {pid for (pid, _), env in tree._kind.items() if env is not None}
+
+
+def test_boot_time_to_the_hundredth_from_uptime_else_btime(tmp_path):
+    (tmp_path / "stat").write_text("cpu  1 2 3\nbtime 1000\n")
+    assert boot_time(str(tmp_path), now=2000.0) == 1000.0            # btime: whole seconds, cut down
+    (tmp_path / "uptime").write_text("999.05 12000.00\n")
+    assert boot_time(str(tmp_path), now=2000.0) == pytest.approx(1000.95)
+    (tmp_path / "uptime").write_text("garbage\n")
+    assert boot_time(str(tmp_path), now=2000.0) == 1000.0
+
+
+def test_a_build_process_starts_when_it_was_spawned():
+    """The start comes from the process' start ticks and the boot time: with btime (whole
+    seconds) it was up to a second early, which made short builds longer and their CPU lower."""
+    t0 = time.time()
+    job = spawn({SERVER: "durable-3", "JOB_NAME": "clock"}, "sleep", "5")
+    try:
+        time.sleep(0.3)
+        seen = tree().look(None)
+        assert seen.first_start is not None and abs(seen.first_start - t0) < 0.25, (seen.first_start, t0)
+    finally:
+        job.kill()
+        job.wait()
 
 
 def test_figures_match_a_known_profile():
