@@ -7,6 +7,16 @@ of T seconds had p = (P - 1) T / (k - 1) seconds of parallel section; the rest w
 type the same work takes S / single + W / (multi x min(k, n') / n'). Runs on the candidate's own type
 are used directly instead. Outliers are runs far from their peers on a log scale (3 MADs and at
 least 50% on the same type; 2.5x in work across types, where benchmarks themselves disagree).
+
+Stalled runs are left out first: a run that another run matched in CPU work (CPU use x duration,
+in score-seconds, at least 1/1.5 of it) while taking 2.5x less time, scaled to the stalled run's
+type, spent that time waiting (a slow disk, a stuck download, a bad node). Waiting is no property
+of an instance type: scaled to another type it would read as serial work a faster CPU shortens,
+and on its own type it would stretch the measured runtime. The reference is the other runs, not
+their median, because a stall only ever adds time: with two stalled runs in four the median is
+one of them. A run that did less CPU work (a warm cache, a smaller input) never makes the others
+stalled. Runs on GPU or accelerator types are never compared (their CPUs idle while the device
+works).
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ MEM_OVERHEAD_GIB = 0.5       # the agent, Docker and the OS beside the job
 OUTLIER_MADS = 3.0
 OUTLIER_MIN_RATIO = 1.5
 CROSS_TYPE_MIN_RATIO = 2.5
+STALL_RATIO = 2.5            # a stalled run took this many times longer than a peer's work predicts
+STALL_WORK_RATIO = 1.5       # ... a peer that did at least 1/1.5 of its CPU work
 # A record can only be believed if its type could have shown it: sampling jitters a little around
 # the limits, a forged or corrupted record does not stay near them.
 PLAUSIBLE_SLACK = 1.05
@@ -42,6 +54,7 @@ class RunWork:
     threads: int
 
     alone: float = 0.0  # the parallel section in single-core score-seconds, summed over its threads
+    busy: float = 0.0   # the CPU work it did: busy vCPU-seconds x single-core score (0: unknown)
 
     def runtime_on(self, offer: Offer) -> float:
         t = self.serial / offer.score_single if self.serial else 0.0
@@ -73,6 +86,7 @@ class Estimate:
     runs: int = 0                          # successful runs considered
     works: tuple[RunWork, ...] = ()        # inliers, reduced to work
     outliers: tuple[RunWork, ...] = ()
+    stalled: tuple[RunWork, ...] = ()      # runs that mostly waited (left out like outliers)
     by_type: dict[str, list[float]] = field(default_factory=dict)   # inlier durations per type
     mem_peak_gib: float | None = None
     mem_peaks: tuple[float, ...] = ()      # GiB, successful runs
@@ -211,8 +225,11 @@ def reduce_run(record: dict, offer: Offer, declared_vcpu: float | None) -> RunWo
         k = max(1, min(n, round((peak if peak is not None else avg) / 100.0)))
         p_wall = min(t, max(0.0, (busy - 1.0) * t / (k - 1))) if k > 1 else 0.0
     s_wall = t - p_wall
+    device = offer.gpu_count or offer.accel_count
+    busy = max(avg, 0.0) / 100.0 * t * offer.score_single if avg is not None and not device else 0.0
     return RunWork(record["run_id"], offer.instance_type, t, s_wall * offer.score_single,
-                   p_wall * offer.score_multi * k / n, k, p_wall * offer.score_single * k if k < n else 0.0)
+                   p_wall * offer.score_multi * k / n, k, p_wall * offer.score_single * k if k < n else 0.0,
+                   busy)
 
 
 def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | None],
@@ -231,13 +248,15 @@ def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | No
             believed.append(r)
     records = believed
     ok = [r for r in records if succeeded(r)]
-    works, ignored = [], 0
+    works, offers, ignored = [], [], 0
     for r in ok:
         offer = lookup(r.get("instance_type") or "", r.get("region"))
         if offer is None or not offer.score_single or not r.get("duration_s"):
             ignored += 1
             continue
         works.append(reduce_run(r, offer, declared_vcpu))
+        offers.append(offer)
+    works, stalled = _split_stalled(works, offers)
     inliers, outliers = _split_outliers(works)
     by_type: dict[str, list[float]] = {}
     for w in inliers:
@@ -257,7 +276,7 @@ def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | No
     if cpu_peaks:
         useful = max(1, math.ceil(max(statistics.median(cpu_peaks), 0) / 100 - 0.15))
     return Estimate(
-        runs=len(ok), works=tuple(inliers), outliers=tuple(outliers), by_type=by_type,
+        runs=len(ok), works=tuple(inliers), outliers=tuple(outliers), stalled=tuple(stalled), by_type=by_type,
         mem_peak_gib=max(peaks) if peaks else None, useful_vcpu=useful,
         mem_peaks=tuple(r["mem_max_bytes"] / GIB for r in ok if r.get("mem_max_bytes")),
         cpu_peak_pct=max(cpu_peaks) if cpu_peaks else None,
@@ -282,6 +301,21 @@ def implausibility(record: dict, offer: Offer | None) -> str | None:
 
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _split_stalled(works: list[RunWork], offers: list[Offer]) -> tuple[list[RunWork], list[RunWork]]:
+    """Runs that mostly waited (the module's text): another run with CPU samples did at least
+    1/STALL_WORK_RATIO of its CPU work, and that run's work on this run's type (`offers`, in the
+    same order) takes at most 1/STALL_RATIO of its duration."""
+    sampled = [(w, o) for w, o in zip(works, offers) if w.busy > 0]
+    if len(sampled) < 2:
+        return works, []
+    stalled = set()
+    for w, o in sampled:
+        enough, limit = w.busy / STALL_WORK_RATIO, w.duration_s / STALL_RATIO
+        if any(p is not w and p.busy >= enough and p.runtime_on(o) <= limit for p, _ in sampled):
+            stalled.add(id(w))
+    return [w for w in works if id(w) not in stalled], [w for w in works if id(w) in stalled]
 
 
 def _split_outliers(works: list[RunWork]) -> tuple[list[RunWork], list[RunWork]]:

@@ -432,6 +432,10 @@ def _history_reason(est: Estimate) -> str:
     if est.outliers:
         text += " Outliers removed: " + ", ".join(
             f"{w.run_id} ({w.duration_s:.0f}s on {w.instance_type})" for w in est.outliers) + "."
+    if est.stalled:
+        text += (" Stalled runs left out (their CPUs were idle most of the time, waiting on what no "
+                 "instance type changes): " + ", ".join(
+                     f"{w.run_id} ({w.duration_s:.0f}s on {w.instance_type})" for w in est.stalled) + ".")
     if est.ignored:
         text += f" {est.ignored} runs on types unknown to the catalog ignored."
     return text

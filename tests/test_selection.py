@@ -161,6 +161,39 @@ def test_cross_type_disagreement_is_not_an_outlier_but_a_wide_miss_is():
     assert [w.run_id for w in estimate(wide, lookup).outliers] == ["train-20"]
 
 
+def test_stalled_runs_the_same_cpu_work_in_far_more_time_are_left_out_and_named():
+    # 8 threads, half serial: 1000 s at 450% on m5.2xlarge; two runs of the same CPU work spread
+    # over 4x the time (a stuck download): 4000 s at 112.5%. Two of three, so the median is stalled.
+    normal = run(n=1, instance_type="m5.2xlarge", duration=1000, cpu_avg=450, cpu_max=800, vcpu=8)
+    stuck = [run(n=2 + i, instance_type="m5.2xlarge", duration=4000, cpu_avg=112.5, cpu_max=800, vcpu=8)
+             for i in range(2)]
+    est = estimate([normal, *stuck], lookup)
+    assert [w.run_id for w in est.stalled] == ["train-2", "train-3"]
+    assert est.by_type["m5.2xlarge"] == [1000] and est.outliers == ()
+    p = plan("ec2 && timeout=1500s", [normal, *stuck], policy="deadline")
+    assert any("Stalled runs left out" in r and "train-2 (4000s on m5.2xlarge)" in r for r in p.reasons)
+    # the same on another type: scaled through the model, the peer's work predicts a quarter of it
+    other = run(n=9, instance_type="m5.4xlarge", duration=4000, cpu_avg=112.5, cpu_max=800, vcpu=16)
+    assert [w.run_id for w in estimate([normal, other], lookup).stalled] == ["train-9"]
+
+
+def test_a_run_that_did_less_cpu_work_stalls_no_one():
+    # a warm cache: a quarter of the time *and* a quarter of the CPU work; the full runs stay
+    full = [run(n=i, instance_type="m5.2xlarge", duration=4000, cpu_avg=450, cpu_max=800, vcpu=8)
+            for i in range(3)]
+    warm = run(n=7, instance_type="m5.2xlarge", duration=1000, cpu_avg=450, cpu_max=800, vcpu=8)
+    est = estimate([*full, warm], lookup)
+    assert est.stalled == ()
+    # no CPU samples, or a GPU machine whose CPU idles while the device works: never compared
+    blind = [run(n=i, instance_type="m5.2xlarge", duration=d, cpu_avg=None, cpu_max=None, vcpu=8)
+             for i, d in enumerate((1000, 4000, 4000))]
+    assert estimate(blind, lookup).stalled == ()
+    gpu = offer("g5.xlarge", vcpu=4, mem=16, price=1.0, single=1000, multi=3600, gpus=1)
+    on_gpu = [run(n=i, instance_type="g5.xlarge", duration=d, cpu_avg=a, cpu_max=100, vcpu=4)
+              for i, (d, a) in enumerate(((1000, 100), (4000, 25), (4000, 25)))]
+    assert estimate(on_gpu, lambda t, r: gpu if t == "g5.xlarge" else None).stalled == ()
+
+
 def test_autotune_needs_three_successful_runs_and_says_so():
     two = [run(n=i, instance_type="m5.4xlarge", cpu_avg=150, cpu_max=190, mem_gib=3, vcpu=16) for i in range(2)]
     p = plan("ec2 && vcpu=16 && mem=64", two)
