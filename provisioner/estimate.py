@@ -8,15 +8,15 @@ type the same work takes S / single + W / (multi x min(k, n') / n'). Runs on the
 are used directly instead. Outliers are runs far from their peers on a log scale (3 MADs and at
 least 50% on the same type; 2.5x in work across types, where benchmarks themselves disagree).
 
-Stalled runs are left out first: a run that another run matched in CPU work (CPU use x duration,
-in score-seconds, at least 1/1.5 of it) while taking 2.5x less time, scaled to the stalled run's
-type, spent that time waiting (a slow disk, a stuck download, a bad node). Waiting is no property
-of an instance type: scaled to another type it would read as serial work a faster CPU shortens,
-and on its own type it would stretch the measured runtime. The reference is the other runs, not
-their median, because a stall only ever adds time: with two stalled runs in four the median is
-one of them. A run that did less CPU work (a warm cache, a smaller input) never makes the others
-stalled. Runs on GPU or accelerator types are never compared (their CPUs idle while the device
-works).
+Stalled runs are left out first: a run that took 2.5x the time another run's work needs on its
+type, while that other run did at least 1/1.5 of its CPU work (CPU use x duration, in
+score-seconds), spent that time waiting (a slow disk, a stuck download, a bad node). Waiting is
+no property of an instance type: scaled to another type it would read as serial work a faster
+CPU shortens, and on its own type it would stretch the measured runtime. The reference is the
+other runs, not their median, because a stall only ever adds time: with two stalled runs in four
+the median is one of them. A run that did less CPU work (a warm cache, a smaller input) never
+makes the others stalled. Runs on GPU or accelerator types are never compared (their CPUs idle
+while the device works).
 """
 
 from __future__ import annotations
