@@ -55,7 +55,17 @@ def test_reuse_serves_three_builds_on_one_agent_with_a_wiped_workspace_and_recor
     d = RunningDaemon(build(config, history, ADMIN[1], owner=owner, catalog=small_catalog())).start()
     try:
         emu.create_job("train", label=LABEL, script=script(images[1]))
+        keeper = d.daemon.pools.reuse
         for n in range(1, 4):
+            if n > 1:
+                # the agent waits for its job's next build (a build queued while the daemon still saw
+                # the last one running gets a new agent: reuse is taken when it is there, never waited
+                # for), so the next build is queued once a whole tick has begun after the last ended
+                node = emu.builds("train")[0]["node"]
+                emu.wait_for(lambda: keeper._agents.get(node, {}).get("phase") == "waiting"
+                             and keeper._agents[node]["builds"] == n - 1, timeout=60)
+                ticks = d.daemon._ticks
+                emu.wait_for(lambda: d.daemon._ticks >= ticks + 2, timeout=30)
             emu.schedule("train", params={"N": str(n)})
             emu.wait_for(lambda: finished(emu, "train", n), timeout=180)
         builds = emu.builds("train")[:3]
