@@ -85,6 +85,7 @@ class BuildUsage:
         self._stop = threading.Event()
         self.started: float | None = None
         self.last_seen: float | None = None
+        self._gone: float | None = None      # the first look that saw nothing after last_seen
         self.identity: Mapping[str, str] | None = None
         self._cpu_s = 0.0
         self._looked: float | None = None
@@ -115,7 +116,9 @@ class BuildUsage:
                     self._looked = self.started
             if self.started is not None:
                 if seen.running or running:
-                    self.last_seen = now
+                    self.last_seen, self._gone = now, None
+                elif self._gone is None and self.last_seen is not None:
+                    self._gone = now                 # it ended between last_seen and this look
                 self.identity = self.identity or seen.environ
                 wall = now - self._looked if self._looked is not None else 0.0
                 self._looked = now
@@ -163,7 +166,7 @@ class BuildUsage:
                 self._unseen_build()
             if self.record is not None or self.started is None:
                 return None
-            end = self.clock() if interrupted else max(self.last_seen or self.started, self.started)
+            end = self.clock() if interrupted else max(self._end(), self.started)
             result = "ABORTED" if interrupted else result_of_steps(self.work_dir, self.started)
             gpu = self._gpu.stop() if self._gpu is not None else {}
             self.record = self._record(self.started, end, result, gpu)
@@ -174,6 +177,12 @@ class BuildUsage:
         except Exception as exc:              # the client spools; nothing here may stop the watcher
             self._out(f"provisioner-watcher: warning: build record not posted: {type(exc).__name__}: {exc}")
         return self.record
+
+    def _end(self) -> float:
+        """The build's end: between the last look that saw it and the first that did not, so the
+        middle (off by at most half a look); the last look that saw it where no later look was."""
+        last = self.last_seen if self.last_seen is not None else self.started
+        return (last + self._gone) / 2 if self._gone is not None and last is not None else last
 
     def _record(self, start: float, end: float, result: str, gpu: Mapping[str, Any]) -> dict:
         from provisioner import records

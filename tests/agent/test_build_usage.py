@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from provisioner.agent.buildtree import ProcessTree, boot_time
+from provisioner.agent.buildtree import Look, ProcessTree, boot_time
 from provisioner.agent.buildusage import BuildUsage, result_of_steps
 
 MIB = 2 ** 20
@@ -157,6 +157,30 @@ def test_the_agent_gone_mid_build_ends_the_record_with_what_was_seen(tmp_path):
         job.wait()
     [record] = posted
     assert record["interrupted"] is True and record["job"] == "cut" and record["duration_s"] >= 0.5
+
+
+class _Script:
+    """A process tree that answers looks from a script: (running, first_start) per look."""
+
+    def __init__(self, looks):
+        self.looks = iter(looks)
+
+    def look(self, agent_pid):
+        running, first = next(self.looks)
+        return Look(0.5 if running else 0.0, 1 << 20, int(running), 0, {"JOB_NAME": "steps"}, first)
+
+
+def test_the_build_ends_halfway_between_the_last_look_that_saw_it_and_the_first_that_did_not():
+    """Looks at t = 10, 11, 12 (a pause between steps), 13, 14 (gone): from its first process' start
+    (9.6) to 13.5; the pause does not end it."""
+    times = iter([5.0, 10.0, 11.0, 12.0, 13.0, 14.0, 20.0])     # the first: the sampler begins
+    usage = BuildUsage(lambda r: None, agent_pid_file=None, work_dir=None, environ={}, clock=lambda: next(times),
+                       tree=_Script([(True, 9.6), (True, 9.6), (False, None), (True, 9.6), (False, None)]),
+                       gpu=lambda: _NoGpu())
+    for _ in range(5):
+        usage.look()
+    record = usage.finish("test")
+    assert record["duration_s"] == pytest.approx(13.5 - 9.6)
 
 
 def test_a_build_that_ended_is_posted_after_the_quiet_time(tmp_path):
