@@ -174,7 +174,8 @@ def test_the_build_ends_halfway_between_the_last_look_that_saw_it_and_the_first_
     """Looks at t = 10, 11, 12 (a pause between steps), 13, 14 (gone): from its first process' start
     (9.6) to 13.5; the pause does not end it."""
     times = iter([5.0, 10.0, 11.0, 12.0, 13.0, 14.0, 20.0])     # the first: the sampler begins
-    usage = BuildUsage(lambda r: None, agent_pid_file=None, work_dir=None, environ={}, clock=lambda: next(times),
+    usage = BuildUsage(lambda r: None, agent_pid_file=None, work_dir=None, environ={},
+                       clock=lambda: next(times),
                        tree=_Script([(True, 9.6), (True, 9.6), (False, None), (True, 9.6), (False, None)]),
                        gpu=lambda: _NoGpu())
     for _ in range(5):
