@@ -276,7 +276,8 @@ def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | No
     if cpu_peaks:
         useful = max(1, math.ceil(max(statistics.median(cpu_peaks), 0) / 100 - 0.15))
     return Estimate(
-        runs=len(ok), works=tuple(inliers), outliers=tuple(outliers), stalled=tuple(stalled), by_type=by_type,
+        runs=len(ok), works=tuple(inliers), outliers=tuple(outliers), stalled=tuple(stalled),
+        by_type=by_type,
         mem_peak_gib=max(peaks) if peaks else None, useful_vcpu=useful,
         mem_peaks=tuple(r["mem_max_bytes"] / GIB for r in ok if r.get("mem_max_bytes")),
         cpu_peak_pct=max(cpu_peaks) if cpu_peaks else None,
@@ -310,11 +311,9 @@ def _split_stalled(works: list[RunWork], offers: list[Offer]) -> tuple[list[RunW
     sampled = [(w, o) for w, o in zip(works, offers) if w.busy > 0]
     if len(sampled) < 2:
         return works, []
-    stalled = set()
-    for w, o in sampled:
-        enough, limit = w.busy / STALL_WORK_RATIO, w.duration_s / STALL_RATIO
-        if any(p is not w and p.busy >= enough and p.runtime_on(o) <= limit for p, _ in sampled):
-            stalled.add(id(w))
+    stalled = {id(w) for w, o in sampled
+               if any(p is not w and p.busy >= w.busy / STALL_WORK_RATIO
+                      and p.runtime_on(o) <= w.duration_s / STALL_RATIO for p, _ in sampled)}
     return [w for w in works if id(w) not in stalled], [w for w in works if id(w) in stalled]
 
 

@@ -425,17 +425,19 @@ def statistics_work(est: Estimate) -> float:
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
+def _named(works) -> str:
+    return ", ".join(f"{w.run_id} ({w.duration_s:.0f}s on {w.instance_type})" for w in works)
+
+
 def _history_reason(est: Estimate) -> str:
     per_type = ", ".join(f"{t} {sorted(d)[len(d) // 2]:.0f}s ({len(d)} runs)"
                          for t, d in sorted(est.by_type.items()))
     text = f"History: {est.runs} successful runs; past runtimes: {per_type}."
     if est.outliers:
-        text += " Outliers removed: " + ", ".join(
-            f"{w.run_id} ({w.duration_s:.0f}s on {w.instance_type})" for w in est.outliers) + "."
+        text += f" Outliers removed: {_named(est.outliers)}."
     if est.stalled:
         text += (" Stalled runs left out (their CPUs were idle most of the time, waiting on what no "
-                 "instance type changes): " + ", ".join(
-                     f"{w.run_id} ({w.duration_s:.0f}s on {w.instance_type})" for w in est.stalled) + ".")
+                 f"instance type changes): {_named(est.stalled)}.")
     if est.ignored:
         text += f" {est.ignored} runs on types unknown to the catalog ignored."
     return text

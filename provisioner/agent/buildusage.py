@@ -182,7 +182,7 @@ class BuildUsage:
         """The build's end: between the last look that saw it and the first that did not, so the
         middle (off by at most half a look); the last look that saw it where no later look was."""
         last = self.last_seen if self.last_seen is not None else self.started
-        return (last + self._gone) / 2 if self._gone is not None and last is not None else last
+        return (last + self._gone) / 2 if self._gone is not None else last
 
     def _record(self, start: float, end: float, result: str, gpu: Mapping[str, Any]) -> dict:
         from provisioner import records
