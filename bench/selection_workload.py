@@ -254,7 +254,10 @@ def cpu_profile(job: Job, offer: Offer, t: float, scores) -> tuple[float, float]
     """(avg %, max %) a run would show: 100 per busy vCPU."""
     single, _ = scores[offer.instance_type]
     k = min(job.threads, offer.vcpu, 4 if job.memory_bound else 10 ** 6)
-    serial_t = job.work * job.serial * 1000 / single if not job.memory_bound else t * job.serial
+    if job.memory_bound:   # the serial section's share of the wall time (`true_runtime`'s split)
+        serial_t = t * job.serial / (job.serial + (1 - job.serial) / k)
+    else:
+        serial_t = job.work * job.serial * 1000 / single
     serial_t = min(serial_t, t)
     busy = (serial_t * 1 + (t - serial_t) * k) / t
     return busy * 100, k * 100
