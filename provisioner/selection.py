@@ -250,7 +250,8 @@ class _Runtimes:
         self.types, self.lo, self.hi, self.measured = types, lo, hi, measured
         self._exact, self._est = exact, est
         # types with fewer vCPUs than the job's threads: the deadline also checks the runtime with
-        # a core per past thread (`Estimate.fewer_threads_runtimes`), the slower of the two
+        # a core per past thread (`Estimate.fewer_threads_runtimes`), the slower of the two; both are
+        # scaled from other types, so both carry the margin
         self.fewer_threads = {t: d for t, d in (fewer_threads or {}).items() if t in lo}
         # the same bounds of the runtime the deadline checks (`Candidate.deadline_s`)
         m = 1 + SCALED_MARGIN
@@ -259,8 +260,8 @@ class _Runtimes:
         for t in measured:
             self.deadline_lo[t], self.deadline_hi[t] = lo[t], hi[t]
         for t, d in self.fewer_threads.items():
-            self.deadline_lo[t] = max(self.deadline_lo[t], d)
-            self.deadline_hi[t] = max(self.deadline_hi[t], d)
+            self.deadline_lo[t] = max(self.deadline_lo[t], d * m)
+            self.deadline_hi[t] = max(self.deadline_hi[t], d * m)
 
     @classmethod
     def from_history(cls, est: Estimate, pool: list[Offer]) -> "_Runtimes":
@@ -282,7 +283,7 @@ class _Runtimes:
             for t, (d, _) in self._est.runtimes(todo).items():
                 self.lo[t] = self.hi[t] = d
                 self.deadline_lo[t] = self.deadline_hi[t] = d if t in self.measured else \
-                    max(d * m, self.fewer_threads.get(t, 0.0))
+                    max(d, self.fewer_threads.get(t, 0.0)) * m
                 self._exact.add(t)
 
     def within(self, limit: float) -> set[str]:
