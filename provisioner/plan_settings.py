@@ -4,6 +4,15 @@ provisioner/planner.py): a value the sizing rules and the selection both read.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
+
+
+class PeakSpread(NamedTuple):
+    """The site's run-to-run spread of jobs' memory peaks (`sizing.site_peak_spread`): the squared
+    coefficient of variation a job's peaks typically show, from how many jobs."""
+
+    cv2: float
+    jobs: int
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,8 @@ class PlanSettings:
     allow_burstable: bool = False
     # Previous-generation types (m1, c3, m4...) cost more per unit of work and are being retired.
     allow_previous_generation: bool = False
+    # What the site's history says about memory peaks: moderates a job's own few peaks (sizing.py)
+    peak_spread: PeakSpread | None = None
 
     @property
     def target_s(self) -> float:

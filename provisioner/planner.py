@@ -20,10 +20,13 @@ from provisioner.errors import NoOfferError
 from provisioner.estimate import estimate
 from provisioner.intent import ArchRule, Intent, config_arch_rule, image_arches, resolve, timeout_rule
 from provisioner.requirements import Requirements
+from provisioner.plan_settings import PeakSpread
 from provisioner.selection import Plan, PlanSettings, select
+from provisioner.sizing import site_peak_spread
 from provisioner.units import format_duration
 
 HISTORY_RUNS = 50   # newest runs that inform a plan
+SITE_RUNS = 2000    # the site's newest runs, every job's: the spread of memory peaks (sizing.site_peak_spread)
 
 
 @dataclass(frozen=True)
@@ -126,9 +129,16 @@ def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, tim
     if job:
         with ctx.open_history() as store:
             runs = records.count_once(store.runs(job, limit=HISTORY_RUNS))   # each build once
+            if runs:
+                settings = replace(settings, peak_spread=site_spread(store))
     budget = team_budget(ctx, job)
     plan = plan_intent(catalog, intent, runs, settings, managed_atom=config.jenkins.managed_atom)
     return PlanResult(plan, settings, intent.declared, tuple(catalog.warnings), intent, budget)
+
+
+def site_spread(store) -> PeakSpread | None:
+    """The site's spread of memory peaks from the store's newest SITE_RUNS runs (each build once)."""
+    return site_peak_spread(records.count_once(store.recent(SITE_RUNS)))
 
 
 def team_budget(ctx, job: str | None, now: float | None = None) -> dict | None:

@@ -5,19 +5,32 @@ With autotune on (no `exact`, no --no-autotune) and at least `autotune_min_runs`
 the memory floor from history (peak x (1 + headroom) + 0.5 GiB; an OOM-killed run counts as 1.5x
 its peak) replaces a declared `mem=`, lower or higher, and applies just the same where none is
 declared. vCPUs are the runtime model's matter: with history the declared `vcpu=` is not a floor.
+
+A job's own peaks say little about their spread when there are three of them; the site's other
+jobs say more. The spread the site's jobs typically show (`site_peak_spread`) counts as
+SITE_PEAK_DF more degrees of freedom beside the job's own (empirical Bayes, as moderated variances
+are pooled): three steady peaks then get a bound near what eight would. A job whose own peaks
+scatter more than the site's could by chance keeps its own spread. The site figure is a median over jobs, so no one job's records
+(a build is untrusted) move another job's floor.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections import defaultdict
+from typing import Iterable
 
-from provisioner.estimate import Estimate, memory_floor
-from provisioner.plan_settings import PlanSettings
+from provisioner.estimate import GIB, Estimate, memory_floor
+from provisioner.plan_settings import PeakSpread, PlanSettings
+from provisioner.records import succeeded
 from provisioner.requirements import Requirements, Sizing
 from provisioner.units import format_gib
 
 MIN_MEM_HEADROOM = 0.05
+SITE_PEAK_DF = 4             # the weight of the site's spread, in degrees of freedom
+SITE_MIN_JOBS = 5            # jobs with 3 or more peaks the site figure needs
+SITE_JOB_PEAKS = 8           # a job's newest peaks the site figure reads
 # One-sided 99% quantiles of Student's t by degrees of freedom (n - 1 peaks); past 30 the
 # quantile is within 2% of the normal's, 2.326.
 T99 = {1: 31.821, 2: 6.965, 3: 4.541, 4: 3.747, 5: 3.365, 6: 3.143, 7: 2.998, 8: 2.896, 9: 2.821,
@@ -31,31 +44,67 @@ def t99(df: int) -> float:
     return T99.get(df, 2.326 + 4.0 / df if df > 30 else math.inf)
 
 
-def peak_headroom(peaks: tuple[float, ...] | list[float]) -> float | None:
+def chi2_99(df: int) -> float:
+    """The 99% quantile of chi-square with `df` degrees of freedom (Wilson-Hilferty, within 1% for
+    df >= 2)."""
+    return df * (1 - 2 / (9 * df) + 2.326 * math.sqrt(2 / (9 * df))) ** 3
+
+
+def peak_headroom(peaks: tuple[float, ...] | list[float], site: PeakSpread | None = None) -> float | None:
     """The headroom above the highest peak that the next run's peak stays under with 99%
-    confidence: the upper prediction bound mean + t(n-1) x sd x sqrt(1 + 1/n) of the peaks seen,
+    confidence: the upper prediction bound mean + t(df) x sd x sqrt(1 + 1/n) of the peaks seen,
     relative to the highest (None with fewer than 3 peaks). Few or scattered peaks give a wide
-    bound, many steady ones a narrow one."""
+    bound, many steady ones a narrow one. With the site's spread (`site_peak_spread`), when the
+    job's own spread could be the site's (below the 99% quantile of chi-square), the relative
+    variance is pooled: (SITE_PEAK_DF x site + (n - 1) x own) / (SITE_PEAK_DF + n - 1), on that
+    many degrees of freedom; a job whose peaks scatter more than the site's keeps its own."""
     n = len(peaks)
     if n < 3:
         return None
     top = max(peaks)
     if top <= 0:
         return None
-    bound = statistics.fmean(peaks) + t99(n - 1) * statistics.stdev(peaks) * math.sqrt(1 + 1 / n)
+    mean = statistics.fmean(peaks)
+    cv2, df = (statistics.stdev(peaks) / mean) ** 2, n - 1
+    if site is not None and site.cv2 > 0 and cv2 * df / site.cv2 <= chi2_99(df):
+        cv2, df = (SITE_PEAK_DF * site.cv2 + df * cv2) / (SITE_PEAK_DF + df), df + SITE_PEAK_DF
+    bound = mean * (1 + t99(df) * math.sqrt(cv2) * math.sqrt(1 + 1 / n))
     return max(0.0, bound / top - 1)
 
 
-def history_memory(est: Estimate, headroom: float) -> tuple[float | None, float]:
+def site_peak_spread(records: Iterable[dict]) -> PeakSpread | None:
+    """The spread of memory peaks the site's jobs typically show, from their successful runs (a
+    job's newest SITE_JOB_PEAKS peaks; jobs with fewer than 3 left out), or None with fewer than
+    SITE_MIN_JOBS such jobs. Each job's squared coefficient of variation is divided by the median
+    of its chi-square distribution over its degrees of freedom (Wilson-Hilferty), so the median
+    over jobs estimates the typical variance rather than a small sample's typical underestimate."""
+    by_job: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for r in records:
+        peak = r.get("mem_max_bytes")
+        if (isinstance(peak, (int, float)) and not isinstance(peak, bool) and math.isfinite(peak)
+                and peak > 0 and isinstance(r.get("job"), str) and succeeded(r)):
+            by_job[r["job"]].append((str(r.get("start") or ""), peak / GIB))
+    spreads = []
+    for runs in by_job.values():
+        peaks = [p for _, p in sorted(runs)[-SITE_JOB_PEAKS:]]
+        if len(peaks) >= 3:
+            df = len(peaks) - 1
+            spreads.append((statistics.stdev(peaks) / statistics.fmean(peaks)) ** 2 / (1 - 2 / (9 * df)) ** 3)
+    if len(spreads) < SITE_MIN_JOBS:
+        return None
+    return PeakSpread(statistics.median(spreads), len(spreads))
+
+
+def history_memory(est: Estimate, headroom: float, site: PeakSpread | None = None) -> tuple[float | None, float]:
     """(the memory floor from history in GiB, or None without memory samples; the headroom used).
 
     The headroom is the spread of the successful runs' peaks (`peak_headroom`: a 99% upper
     prediction bound of the next peak), at least 5% (peaks are sampled: a short spike between two
     samples shows in none) and never above the setting; the setting where fewer than 3 runs have
     peaks, and where an OOM kill sizes the floor (the successful runs' spread says nothing about
-    a need none of them showed). The planner and the report's right-sizing both size memory by this
-    rule."""
-    spread = peak_headroom(est.mem_peaks)
+    a need none of them showed). `site`: the site's spread of peaks, pooled with the job's own. The
+    planner and the report's right-sizing both size memory by this rule."""
+    spread = peak_headroom(est.mem_peaks, site)
     oom_sized = est.oom_peak_gib is not None and est.oom_peak_gib >= (est.mem_peak_gib or 0.0)
     if spread is not None and not oom_sized:
         headroom = min(headroom, max(MIN_MEM_HEADROOM, spread))
@@ -79,8 +128,8 @@ def autotune(req: Requirements, est: Estimate, settings: PlanSettings) -> tuple[
                            f"{est.runs}: the declared requirements are kept, no memory floor from history.")
         return None, None, reasons
     vcpu = est.useful_vcpu
-    mem, headroom = history_memory(est, settings.mem_headroom)
-    reasons = [_vcpu_reason(req, est), _memory_reason(req, est, mem, headroom)]
+    mem, headroom = history_memory(est, settings.mem_headroom, settings.peak_spread)
+    reasons = [_vcpu_reason(req, est), _memory_reason(req, est, mem, headroom, settings.peak_spread)]
     auto = {"vcpu": vcpu, "memory_gib": mem, "from_runs": est.runs}
     return Sizing(vcpu=1, mem_gib=mem), auto, reasons
 
@@ -95,7 +144,8 @@ def _vcpu_reason(req: Requirements, est: Estimate) -> str:
             "not a floor: fewer are considered where the runtime model says they meet the target.")
 
 
-def _memory_reason(req: Requirements, est: Estimate, mem: float | None, headroom: float) -> str:
+def _memory_reason(req: Requirements, est: Estimate, mem: float | None, headroom: float,
+                   site: PeakSpread | None = None) -> str:
     declared = req.mem_gib
     if mem is None:
         kept = f"the declared mem={declared:g} is kept" if declared is not None else "no memory floor"
@@ -105,6 +155,8 @@ def _memory_reason(req: Requirements, est: Estimate, mem: float | None, headroom
         basis = f"1.5x the {est.oom_peak_gib / 1.5:.2f} GiB an OOM-killed run reached = {est.oom_peak_gib:.2f} GiB"
     else:
         basis = f"peak {peak:.2f} GiB over {est.runs} successful runs"
+        if site is not None and len(est.mem_peaks) >= 3:
+            basis += f"; the spread of its {len(est.mem_peaks)} peaks pooled with that of the site's {site.jobs} jobs"
     if declared is None:
         rule = "applies although no memory was declared"
     elif declared < mem:

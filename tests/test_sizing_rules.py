@@ -14,7 +14,7 @@ from provisioner.catalog.model import SPOT
 from provisioner.estimate import estimate, memory_floor
 from provisioner.requirements import Requirements
 from provisioner.selection import PlanSettings, _narrow, _no_history_runtimes, expected_cost, select
-from provisioner.sizing import MIN_MEM_HEADROOM, history_memory, peak_headroom, t99
+from provisioner.sizing import MIN_MEM_HEADROOM, SITE_PEAK_DF, chi2_99, history_memory, peak_headroom, site_peak_spread, t99
 from tests.factories import offer, run
 
 # Small, cheap types first; big memory costs more. Spot twins make the market matter.
@@ -110,7 +110,7 @@ def test_peak_headroom_is_the_99_percent_prediction_bound(peaks, expected):
     assert peak_headroom(peaks) == pytest.approx(bound / max(peaks) - 1)
     used = history_memory(estimate([run(n=i, mem_gib=m, instance_type="r7i.2xlarge", vcpu=8)
                                     for i, m in enumerate(peaks)], lookup), 0.2)[1]
-    assert used == (expected if expected is not None else max(MIN_MEM_HEADROOM, min(0.2, bound / max(peaks) - 1)))
+    assert used == pytest.approx(expected if expected is not None else max(MIN_MEM_HEADROOM, min(0.2, bound / max(peaks) - 1)))
     assert peak_headroom(peaks[:2]) is None        # two peaks: no spread to speak of, the setting holds
 
 
@@ -313,3 +313,58 @@ def test_when_nothing_meets_the_target_a_hair_of_speed_does_not_buy_a_type_ten_t
         assert p.chosen.offer.instance_type == "i7ie.xlarge", policy
         assert [c.offer.instance_type for c in p.candidates] == ["i7ie.xlarge", "i7ie.12xlarge"]
         assert any("choosing the fastest (the cheapest of those within 2% of it)" in r for r in p.reasons)
+
+
+def steady_site(jobs: int = 8, spread: float = 0.06, seed: int = 5) -> list[dict]:
+    """Jobs whose peaks vary run to run by up to `spread` (uniform, relative: a CV of ~1.7%), 6 runs each."""
+    rng = random.Random(seed)
+    return [run(f"site-{j}", i, instance_type="r7i.2xlarge", vcpu=8, mem_gib=(4 + j) * (1 - rng.uniform(0, spread)))
+            for j in range(jobs) for i in range(6)]
+
+
+def test_the_sites_spread_narrows_the_bound_of_three_steady_peaks():
+    """Three peaks on their own give t(2) = 6.965: 7 GiB peaks 3% apart earn ~13% headroom. Pooled
+    with a site whose jobs vary ~1.7% run to run, the bound is near what many peaks would give."""
+    peaks = (7.0, 6.75, 6.9)
+    site = site_peak_spread(steady_site())
+    assert site is not None and site.jobs == 8 and 0.01 < site.cv2 ** 0.5 < 0.025
+    alone, pooled = peak_headroom(peaks), peak_headroom(peaks, site)
+    assert alone > 0.12 and pooled < 0.07
+    # what the pooled figure is: the variances weighted by their degrees of freedom, on 2 + 4 of them
+    mean = statistics.fmean(peaks)
+    cv2 = (SITE_PEAK_DF * site.cv2 + 2 * (statistics.stdev(peaks) / mean) ** 2) / (SITE_PEAK_DF + 2)
+    assert pooled == pytest.approx(max(0.0, mean * (1 + t99(6) * cv2 ** 0.5 * (4 / 3) ** 0.5) / 7.0 - 1))
+    # the plan: 6.75-7.0 GiB, a floor of 8 GiB instead of 8.5
+    runs = [run("steady", i, instance_type="r7i.2xlarge", vcpu=8, mem_gib=m) for i, m in enumerate(peaks)]
+    est = estimate(runs, lookup)
+    assert history_memory(est, 0.2)[0] == 8.5
+    assert history_memory(est, 0.2, site)[0] == 8.0
+    p = select(TABLE, Requirements.parse("ec2"), est, PlanSettings(timeout_s=7200, peak_spread=site))
+    assert p.autotuned["memory_gib"] == 8.0
+    assert any("pooled with that of the site's 8 jobs" in r for r in p.reasons)
+
+
+def test_a_job_whose_own_peaks_scatter_keeps_its_spread():
+    scattered = (7.0, 5.0, 6.0)
+    site = site_peak_spread(steady_site())
+    assert peak_headroom(scattered, site) == peak_headroom(scattered) > 0.2    # its own: the full 20%
+    # the gate: the job's spread pooled while it could be the site's, by chance, at 99%
+    assert [chi2_99(df) for df in (2, 3, 5, 7)] == pytest.approx([9.210, 11.345, 15.086, 18.475], rel=0.01)
+    used = history_memory(estimate([run("jumpy", i, instance_type="r7i.2xlarge", vcpu=8, mem_gib=m)
+                                    for i, m in enumerate(scattered)], lookup), 0.2, site)[1]
+    assert used == 0.2
+
+
+def test_the_site_figure_needs_five_jobs_and_no_one_job_moves_it():
+    assert site_peak_spread(steady_site(jobs=4)) is None
+    # failed runs, runs without a peak, and garbage are not read
+    noise = [run("broken", i, exit_code=1, mem_gib=1 + i) for i in range(5)]
+    noise += [dict(run("odd", i), mem_max_bytes=v) for i, v in enumerate(("x", -1, float("nan"), True, None))]
+    assert site_peak_spread(steady_site(jobs=4) + noise) is None
+    honest = site_peak_spread(steady_site())
+    # a build that forges a thousand identical peaks for its own job: the median barely moves
+    forged = [run("forger", i, mem_gib=3.0) for i in range(1000)]
+    assert site_peak_spread(steady_site() + forged).cv2 >= honest.cv2 * 0.5
+    # nor does one that scatters its own wildly
+    wild = [run("wild", i, mem_gib=1 + 50 * (i % 2)) for i in range(8)]
+    assert site_peak_spread(steady_site() + wild).cv2 <= honest.cv2 * 2

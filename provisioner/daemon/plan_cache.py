@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable, Iterable
 
 from provisioner.catalog import Catalog
@@ -19,7 +20,8 @@ from provisioner.daemon.model import NoPlan, PlanKey, PlanOrError
 from provisioner.selection import Plan
 from provisioner.errors import NoOfferError, ProvisionerError
 from provisioner.intent import RECENT_RUNS, Intent, recent_interruptions
-from provisioner.planner import HISTORY_RUNS, plan_intent, resolve_for_config, settings_for
+from provisioner.plan_settings import PeakSpread
+from provisioner.planner import HISTORY_RUNS, plan_intent, resolve_for_config, settings_for, site_spread
 from provisioner.records import count_once
 
 __all__ = ["PlanCache", "RECENT_RUNS"]
@@ -40,6 +42,7 @@ class PlanCache:
         self.history_ttl_s = history_ttl_s
         self._clock = clock
         self._runs: dict[str, tuple[float, list[dict]]] = {}
+        self._site: tuple[float, PeakSpread | None] | None = None    # (read at, the site's spread of peaks)
         self._plans: dict[tuple, PlanOrError] = {}
         self._intents: dict[tuple[str, bool], Intent] = {}
         # offers that fit, by label and sizing, per catalog (`select`'s memo): many jobs share a label
@@ -57,9 +60,12 @@ class PlanCache:
         with self._lock:
             stale = [j for j in set(jobs) if j not in self._runs or now - self._runs[j][0] > self.history_ttl_s]
         fresh: dict[str, list[dict]] = {}
+        site_stale = bool(stale) and (self._site is None or now - self._site[0] > self.history_ttl_s)
         if stale and self._open_store is not None:
             with self._open_store() as store:
                 fresh = {j: count_once(store.runs(j, limit=HISTORY_RUNS)) for j in stale}
+                if site_stale:
+                    self._site = (now, site_spread(store))
         with self._lock:
             for j in stale:
                 self._runs[j] = (now, fresh.get(j, []))
@@ -113,5 +119,7 @@ class PlanCache:
 
     def _plan_intent(self, intent: Intent, runs: list[dict], blocked: frozenset) -> Plan:
         settings = settings_for(self.config, intent)
+        if runs and self._site is not None:
+            settings = replace(settings, peak_spread=self._site[1])
         catalog = self.catalog if intent.requirements.mentions_region else self.regional
         return plan_intent(catalog, intent, runs, settings, blocked, self.managed_atom, self._pools[id(catalog)])

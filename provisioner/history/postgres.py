@@ -149,6 +149,12 @@ class PostgresStore:
             rows = self._conn.execute(sql, params).fetchall()
         return [json.loads(r[0]) for r in reversed(rows)]
 
+    def recent(self, limit: int) -> list[dict]:
+        """The site's newest `limit` records, every job's (newest first)."""
+        with self._errors():
+            rows = self._conn.execute("SELECT record::text FROM runs ORDER BY start DESC LIMIT %s", (limit,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
     def records(self, since: str | None = None, job: str | None = None) -> Iterator[dict]:
         """Every record (optionally from `since`, an ISO time, and for one job), oldest first.
 

@@ -142,6 +142,12 @@ class HistoryStore:
             rows = self._conn.execute(sql, params).fetchall()
             return [self._load(r[0]) for r in reversed(rows)]
 
+    def recent(self, limit: int) -> list[dict]:
+        """The site's newest `limit` records, every job's (newest first)."""
+        with self._guard():
+            rows = self._conn.execute("SELECT record FROM runs ORDER BY start DESC LIMIT ?", (limit,)).fetchall()
+            return [self._load(r[0]) for r in rows]
+
     def records(self, since: str | None = None, job: str | None = None) -> Iterator[dict]:
         """Every record (optionally from `since`, an ISO time, and for one job), oldest first."""
         sql, params = "SELECT record FROM runs", []

@@ -24,14 +24,16 @@ from typing import Iterable
 from provisioner.catalog.model import ON_DEMAND, Catalog, Offer
 from provisioner.estimate import Estimate, estimate
 from provisioner.records import succeeded
-from provisioner.sizing import history_memory
+from provisioner.plan_settings import PeakSpread
+from provisioner.sizing import history_memory, site_peak_spread
 
 DEFAULT_REGION = "us-east-1"
 
 
-def planner_memory_gib(est: Estimate, headroom: float) -> float | None:
-    """The planner's memory floor for a job's estimate (sizing.history_memory's rule), in GiB."""
-    return history_memory(est, headroom)[0]
+def planner_memory_gib(est: Estimate, headroom: float, site: PeakSpread | None = None) -> float | None:
+    """The planner's memory floor for a job's estimate (sizing.history_memory's rule, the site's
+    spread of peaks pooled as the planner pools it), in GiB."""
+    return history_memory(est, headroom, site)[0]
 
 
 class CheapestFit:
@@ -67,9 +69,10 @@ def rightsizing(records: Iterable[dict], mem_headroom: float = 0.2, min_runs: in
     for r in records:
         by_job[r["job"]].append(r)
     fit = CheapestFit(catalog) if catalog is not None else None
+    site = site_peak_spread(r for runs in by_job.values() for r in runs)
     rows = []
     for job, runs in sorted(by_job.items()):
-        row = _job_row(job, runs, mem_headroom, min_runs, fit)
+        row = _job_row(job, runs, mem_headroom, min_runs, fit, site)
         if row is not None:
             rows.append(row)
     return rows
@@ -80,7 +83,7 @@ def _r(x: float | None, digits: int = 6) -> float | None:
 
 
 def _job_row(job: str, runs: list[dict], headroom: float, min_runs: int,
-             fit: CheapestFit | None) -> dict | None:
+             fit: CheapestFit | None, site: PeakSpread | None = None) -> dict | None:
     latest = runs[-1]  # oldest first: the newest declaration and type are the ones to change
     req_mem, req_vcpu = latest.get("requested_mem_gib"), latest.get("requested_vcpu")
     itype = latest.get("instance_type")
@@ -107,7 +110,7 @@ def _job_row(job: str, runs: list[dict], headroom: float, min_runs: int,
         row["advice"].append(f"job {job} has {len(ok)} successful runs; advice needs {min_runs}")
         return row
     est = estimate(runs, lambda _type, _region: None)  # sizes only: no runtime model needed
-    floor = planner_memory_gib(est, headroom)
+    floor = planner_memory_gib(est, headroom, site)
     mem = math.ceil(floor) if floor is not None else None
     vcpu = est.useful_vcpu
     row["suggested_mem_gib"], row["suggested_vcpu"] = mem, vcpu

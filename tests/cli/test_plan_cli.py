@@ -114,3 +114,23 @@ def test_labels_too_complex_or_not_finite_are_exit_2(cli):
     chain = cli("plan", "--label", "ec2&&" + "&&".join(["linux"] * 400 + ["vcpu=2"] * 100), "--json")
     assert chain.returncode == 0, chain.stderr
     assert json.loads(chain.stdout)["vcpu"] >= 2
+
+
+def test_plan_pools_three_steady_peaks_with_the_sites_spread(cli, tmp_path):
+    """Through the console script and a real store: the job's 3 peaks alone size 8.5 GiB; with
+    the site's other jobs in the same store (steady, ~1.7% run to run) 8 GiB, and the plan says why."""
+    from tests.test_sizing_rules import steady_site
+
+    mine = [run("mine", n, instance_type="m5.2xlarge", vcpu=8, mem_gib=m) for n, m in enumerate((7.0, 6.75, 6.9))]
+    floors = {}
+    for name, records in (("alone", mine), ("site", steady_site() + mine)):
+        hist = str(tmp_path / f"{name}.sqlite3")
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+        assert cli("history", "import", str(tmp_path / f"{name}.jsonl"), "--history", hist).returncode == 0
+        out = cli("plan", "--label", "ec2", "--job", "mine", "--timeout", "2h", "--history", hist, "--json")
+        assert out.returncode == 0, out.stderr
+        plan = json.loads(out.stdout)
+        floors[name] = plan["autotuned"]["memory_gib"]
+        pooled = [r for r in plan["reasons"] if "pooled with that of the site's" in r]
+        assert bool(pooled) == (name == "site")
+    assert floors == {"alone": 8.5, "site": 8.0}

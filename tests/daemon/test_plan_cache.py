@@ -84,3 +84,26 @@ def test_forced_on_demand_falls_back_to_spot_when_no_on_demand_offer_fits():
     plan_cache = PlanCache(parse_config(""), Catalog(SPOT_AND_OD[1:], "t", "t"), None, lambda: frozenset())
     key = PlanKey("ec2 && vcpu=2", "j", True)
     assert plan_cache.plans([key], {})[key].chosen.offer.market == "spot"
+
+
+def test_the_daemons_plans_pool_the_sites_spread_of_memory_peaks(tmp_path):
+    """Three steady peaks on their own earn a wide bound (t with 2 degrees of freedom); the daemon
+    reads the site's spread from the store as `provisioner plan` does, and its floor is the same."""
+    from provisioner.history import open_store
+    from provisioner.planner import site_spread
+    from tests.test_sizing_rules import steady_site
+
+    config = parse_config("regions: [us-east-1]\n")
+    mine = [run("mine", n, instance_type="m5.large", mem_gib=m) for n, m in enumerate((7.0, 6.75, 6.9))]
+    path = str(tmp_path / "h.sqlite3")
+    with open_store(path) as store:
+        store.add_many(steady_site() + mine)
+        site = site_spread(store)
+    assert site is not None and site.jobs == 9           # its own peaks among them
+    plan_cache = PlanCache(config, small_catalog(), lambda: open_store(path), lambda: frozenset())
+    key = PlanKey("ec2", "mine")
+    plan = plan_cache.plans([key], plan_cache.runs(["mine"]))[key]
+    intent = resolve_for_config(config, "ec2", lax=True)
+    alone = plan_intent(plan_cache.regional, intent, mine, settings_for(config, intent))
+    assert (alone.autotuned["memory_gib"], plan.autotuned["memory_gib"]) == (8.5, 8.0)
+    assert any("pooled with that of the site's 9 jobs" in r for r in plan.reasons)

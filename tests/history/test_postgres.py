@@ -176,6 +176,7 @@ def test_same_ordering_as_sqlite(pg_url, tmp_path):
         lite.add_many(batch)
         assert [r["run_id"] for r in pgs.records()] == [r["run_id"] for r in lite.records()]
         assert pgs.jobs() == lite.jobs()
+        assert [r["start"] for r in pgs.recent(3)] == [r["start"] for r in lite.recent(3)]
 
 
 def test_concurrent_first_opens_migrate_once(pg_url):

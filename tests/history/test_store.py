@@ -71,3 +71,13 @@ def test_records_filter_by_since_and_job(tmp_path):
         assert [r["run_id"] for r in store.records(job="other")] == ["other-3"]
         assert store.jobs() == ["other", "train"]
         assert [r["run_id"] for r in store.runs("train", limit=1)] == ["train-5"]
+
+
+def test_recent_is_the_sites_newest_runs_of_every_job(tmp_path):
+    with open_store(str(tmp_path / "h.sqlite3")) as store:
+        store.add_many([run("a", n) for n in range(5)] + [run("b", n) for n in range(3)])
+        newest = store.recent(4)
+        assert [r["start"] for r in newest] == sorted((r["start"] for r in newest), reverse=True)
+        assert [r["run_id"] for r in newest[:2]] == ["a-4", "a-3"]
+        assert {r["run_id"] for r in newest[2:]} == {"a-2", "b-2"}     # the same start: either order
+        assert len(store.recent(100)) == 8
