@@ -100,6 +100,16 @@ def test_rightsizing_the_issue_example_64_gib_peaking_at_9():
                              "use vcpu=3"]
 
 
+def test_rightsizing_pools_the_sites_spread_of_peaks_as_the_planner_does():
+    """Three steady peaks (7.0, 6.75, 6.9 GiB): 13% headroom alone (8.5 GiB -> mem=9), 5% beside
+    the site's other jobs in the same records (8 GiB), the planner's floor either way."""
+    from tests.test_sizing_rules import steady_site
+    mine = [rec("mine", i, mem_gib=m, requested_mem_gib=64) for i, m in enumerate((7.0, 6.75, 6.9))]
+    (alone,) = rightsizing(mine)
+    pooled = next(r for r in rightsizing(steady_site() + mine) if r["job"] == "mine")
+    assert (alone["suggested_mem_gib"], pooled["suggested_mem_gib"]) == (9, 8)
+
+
 def test_rightsizing_raises_memory_after_oom_and_needs_enough_runs():
     runs = [rec("x", i, mem_gib=6, requested_mem_gib=8) for i in range(4)]
     runs.append(rec("x", 9, mem_gib=7.9, requested_mem_gib=8, exit_code=137, oom_killed=True))
