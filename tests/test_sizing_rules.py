@@ -4,10 +4,13 @@ the planner refuses to believe. Inline tables, plus the real catalog for the col
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from provisioner.catalog import load_catalog
 from provisioner.catalog.model import SPOT
@@ -368,3 +371,15 @@ def test_the_site_figure_needs_five_jobs_and_no_one_job_moves_it():
     # nor does one that scatters its own wildly
     wild = [run("wild", i, mem_gib=1 + 50 * (i % 2)) for i in range(8)]
     assert site_peak_spread(steady_site() + wild).cv2 <= honest.cv2 * 2
+
+
+_VALUE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"job": st.sampled_from(["a", "b", "c", "d", "e", "f", 7]),
+                                       "mem_max_bytes": _VALUE, "exit_code": _VALUE, "start": _VALUE}),
+                max_size=60))
+def test_the_site_figure_reads_any_records_without_failing(records):
+    site = site_peak_spread(records)
+    assert site is None or (site.jobs >= 5 and math.isfinite(site.cv2) and site.cv2 >= 0)
