@@ -9,9 +9,9 @@ declared. vCPUs are the runtime model's matter: with history the declared `vcpu=
 A job's own peaks say little about their spread when there are three of them; the site's other
 jobs say more. The spread the site's jobs typically show (`site_peak_spread`) counts as
 SITE_PEAK_DF more degrees of freedom beside the job's own (empirical Bayes, as moderated variances
-are pooled): three steady peaks then get a bound near what eight would. A job whose own peaks
-scatter more than the site's could by chance keeps its own spread. The site figure is a median over jobs, so no one job's records
-(a build is untrusted) move another job's floor.
+are pooled): three steady peaks then get a bound near what eight would. A job whose peaks scatter
+more than chance allows at the site's spread keeps its own. The site figure is a median over
+jobs, so no one job's records (a build is untrusted) move another job's floor.
 """
 
 from __future__ import annotations
