@@ -86,10 +86,13 @@ def site_peak_spread(records: Iterable[dict]) -> PeakSpread | None:
             by_job[r["job"]].append((str(r.get("start") or ""), peak / GIB))
     spreads = []
     for runs in by_job.values():
+        if len(runs) < 3:
+            continue
         peaks = [p for _, p in sorted(runs)[-SITE_JOB_PEAKS:]]
-        if len(peaks) >= 3:
-            df = len(peaks) - 1
-            spreads.append((statistics.stdev(peaks) / statistics.fmean(peaks)) ** 2 / (1 - 2 / (9 * df)) ** 3)
+        n = len(peaks)
+        mean = sum(peaks) / n        # plain arithmetic: statistics' exact sums cost ~5 us a job
+        var = sum((p - mean) ** 2 for p in peaks) / (n - 1)
+        spreads.append(var / mean ** 2 / (1 - 2 / (9 * (n - 1))) ** 3)
     if len(spreads) < SITE_MIN_JOBS:
         return None
     return PeakSpread(statistics.median(spreads), len(spreads))
