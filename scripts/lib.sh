@@ -31,7 +31,9 @@ ensure_venv() {  # .venv with provisioner installed in editable mode (plus test 
   fi
   local spec=.
   [ -n "$extras" ] && spec=".[$extras]"
-  .venv/bin/pip install -q --disable-pip-version-check -e "$spec"
+  # PEP 517 builds for every package: Debian 12's pip 23.0 would otherwise build sdist-only
+  # dependencies (multi-key-dict) with the deprecated `setup.py install` where `wheel` is missing
+  .venv/bin/pip install -q --disable-pip-version-check --use-pep517 -e "$spec"
 }
 
 ensure_docker() {  # reuse an engine that answers; else start one (and remember to stop it)
