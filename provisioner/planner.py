@@ -16,7 +16,7 @@ from provisioner import records
 from provisioner.catalog import Catalog, load_catalog
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
 from provisioner.config import Config
-from provisioner.errors import NoOfferError
+from provisioner.errors import NoOfferError, StoreError
 from provisioner.estimate import estimate
 from provisioner.intent import ArchRule, Intent, config_arch_rule, image_arches, resolve, timeout_rule
 from provisioner.requirements import Requirements
@@ -137,8 +137,12 @@ def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, tim
 
 
 def site_spread(store) -> PeakSpread | None:
-    """The site's spread of memory peaks from the store's newest SITE_RUNS runs (each build once)."""
-    return site_peak_spread(records.count_once(store.recent(SITE_RUNS)))
+    """The site's spread of memory peaks from the store's newest SITE_RUNS runs (each build once);
+    None where another job's record cannot be read: that is no reason to refuse this job a plan."""
+    try:
+        return site_peak_spread(records.count_once(store.recent(SITE_RUNS)))
+    except StoreError:
+        return None
 
 
 def team_budget(ctx, job: str | None, now: float | None = None) -> dict | None:

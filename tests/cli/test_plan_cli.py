@@ -134,3 +134,22 @@ def test_plan_pools_three_steady_peaks_with_the_sites_spread(cli, tmp_path):
         pooled = [r for r in plan["reasons"] if "pooled with that of the site's" in r]
         assert bool(pooled) == (name == "site")
     assert floors == {"alone": 8.5, "site": 8.0}
+
+
+def test_another_jobs_unreadable_record_does_not_stop_the_plan(cli, tmp_path):
+    """The site's spread is read from every job's records; one that cannot be read (edited by hand,
+    say) costs the site figure, not the plan of a job whose own records are fine."""
+    import sqlite3
+    from tests.test_sizing_rules import steady_site
+
+    hist = tmp_path / "h.sqlite3"
+    mine = [run("mine", n, instance_type="m5.2xlarge", vcpu=8, mem_gib=m) for n, m in enumerate((7.0, 6.75, 6.9))]
+    (tmp_path / "h.jsonl").write_text("\n".join(json.dumps(r) for r in steady_site() + mine))
+    assert cli("history", "import", str(tmp_path / "h.jsonl"), "--history", str(hist)).returncode == 0
+    with sqlite3.connect(hist) as conn:
+        conn.execute("UPDATE runs SET record = '{not json' WHERE job = 'site-3' AND build = '5'")
+    out = cli("plan", "--label", "ec2", "--job", "mine", "--timeout", "2h", "--history", str(hist), "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["autotuned"]["memory_gib"] == 8.5          # its own peaks alone
+    assert not any("pooled" in r for r in plan["reasons"])
