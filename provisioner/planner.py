@@ -19,8 +19,8 @@ from provisioner.config import Config
 from provisioner.errors import NoOfferError, StoreError
 from provisioner.estimate import estimate
 from provisioner.intent import ArchRule, Intent, config_arch_rule, image_arches, resolve, timeout_rule
-from provisioner.requirements import Requirements
 from provisioner.plan_settings import PeakSpread
+from provisioner.requirements import Requirements
 from provisioner.selection import Plan, PlanSettings, select
 from provisioner.sizing import site_peak_spread
 from provisioner.units import format_duration

@@ -23,8 +23,8 @@ from typing import Iterable
 
 from provisioner.catalog.model import ON_DEMAND, Catalog, Offer
 from provisioner.estimate import Estimate, estimate
-from provisioner.records import succeeded
 from provisioner.plan_settings import PeakSpread
+from provisioner.records import succeeded
 from provisioner.sizing import history_memory, site_peak_spread
 
 DEFAULT_REGION = "us-east-1"
