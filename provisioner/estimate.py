@@ -292,15 +292,16 @@ def implausibility(record: dict, offer: Offer | None) -> str | None:
     vcpu = offer.vcpu if offer is not None else record.get("vcpu")
     where = f"{offer.instance_type}'s" if offer is not None else "its"
     peak = record.get("mem_max_bytes")
-    if offer is not None and _number(peak) and peak / GIB > offer.memory_gib * PLAUSIBLE_SLACK:
+    if offer is not None and finite_number(peak) and peak / GIB > offer.memory_gib * PLAUSIBLE_SLACK:
         return f"peak {peak / GIB:.0f} GiB above {where} {offer.memory_gib:g} GiB"
-    cpu = max((v for v in (record.get("cpu_max_pct"), record.get("cpu_avg_pct")) if _number(v)), default=None)
-    if _number(vcpu) and vcpu > 0 and cpu is not None and cpu > vcpu * 100 * PLAUSIBLE_SLACK:
+    cpu = max((v for v in (record.get("cpu_max_pct"), record.get("cpu_avg_pct")) if finite_number(v)), default=None)
+    if finite_number(vcpu) and vcpu > 0 and cpu is not None and cpu > vcpu * 100 * PLAUSIBLE_SLACK:
         return f"CPU {cpu:.0f}% above {where} {vcpu:g} vCPUs"
     return None
 
 
-def _number(v) -> bool:
+def finite_number(v) -> bool:
+    """A real, finite number (not a bool, not NaN): what a record's measured field must be."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 

@@ -21,7 +21,7 @@ import statistics
 from collections import defaultdict
 from typing import Iterable
 
-from provisioner.estimate import GIB, Estimate, memory_floor
+from provisioner.estimate import GIB, Estimate, finite_number, memory_floor
 from provisioner.plan_settings import PeakSpread, PlanSettings
 from provisioner.records import succeeded
 from provisioner.requirements import Requirements, Sizing
@@ -44,10 +44,15 @@ def t99(df: int) -> float:
     return T99.get(df, 2.326 + 4.0 / df if df > 30 else math.inf)
 
 
+def chi2_quantile(df: int, z: float) -> float:
+    """The quantile of chi-square with `df` degrees of freedom at the normal's `z` (Wilson-Hilferty,
+    within 1% for df >= 2): z = 0 the median, z = 2.326 the 99% quantile."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
 def chi2_99(df: int) -> float:
-    """The 99% quantile of chi-square with `df` degrees of freedom (Wilson-Hilferty, within 1% for
-    df >= 2)."""
-    return df * (1 - 2 / (9 * df) + 2.326 * math.sqrt(2 / (9 * df))) ** 3
+    """The 99% quantile of chi-square with `df` degrees of freedom."""
+    return chi2_quantile(df, 2.326)
 
 
 def peak_headroom(peaks: tuple[float, ...] | list[float], site: PeakSpread | None = None) -> float | None:
@@ -81,8 +86,7 @@ def site_peak_spread(records: Iterable[dict]) -> PeakSpread | None:
     by_job: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for r in records:
         peak = r.get("mem_max_bytes")
-        if (isinstance(peak, (int, float)) and not isinstance(peak, bool) and math.isfinite(peak)
-                and peak > 0 and isinstance(r.get("job"), str) and succeeded(r)):
+        if finite_number(peak) and peak > 0 and isinstance(r.get("job"), str) and succeeded(r):
             by_job[r["job"]].append((str(r.get("start") or ""), peak / GIB))
     spreads = []
     for runs in by_job.values():
@@ -92,7 +96,7 @@ def site_peak_spread(records: Iterable[dict]) -> PeakSpread | None:
         n = len(peaks)
         mean = sum(peaks) / n        # plain arithmetic: statistics' exact sums cost ~5 us a job
         var = sum((p - mean) ** 2 for p in peaks) / (n - 1)
-        spreads.append(var / mean ** 2 / (1 - 2 / (9 * (n - 1))) ** 3)
+        spreads.append(var / mean ** 2 / (chi2_quantile(n - 1, 0.0) / (n - 1)))
     if len(spreads) < SITE_MIN_JOBS:
         return None
     return PeakSpread(statistics.median(spreads), len(spreads))
