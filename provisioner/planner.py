@@ -129,7 +129,8 @@ def plan_job(ctx, *, label: str | None, filters: list[str], job: str | None, tim
     if job:
         with ctx.open_history() as store:
             runs = records.count_once(store.runs(job, limit=HISTORY_RUNS))   # each build once
-            if runs:
+            # the site's spread only moderates the memory floor autotune sets: read it only then
+            if settings.autotune and not intent.requirements.exact and len(runs) >= settings.autotune_min_runs:
                 settings = replace(settings, peak_spread=site_spread(store))
     budget = team_budget(ctx, job)
     plan = plan_intent(catalog, intent, runs, settings, managed_atom=config.jenkins.managed_atom)
