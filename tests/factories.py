@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
 
 GIB = 1024 ** 3
@@ -32,3 +34,10 @@ def run(job: str = "train", n: int = 0, *, instance_type: str = "m5.large", dura
               "mem_max_bytes": int(mem_gib * GIB) if mem_gib is not None else None, "vcpu": vcpu}
     record.update(extra)
     return record
+
+
+def steady_site(jobs: int = 8, spread: float = 0.06, seed: int = 5) -> list[dict]:
+    """Jobs whose peaks vary run to run by up to `spread` (uniform, relative: a CV of ~1.7%), 6 runs each."""
+    rng = random.Random(seed)
+    return [run(f"site-{j}", i, instance_type="r7i.2xlarge", vcpu=8, mem_gib=(4 + j) * (1 - rng.uniform(0, spread)))
+            for j in range(jobs) for i in range(6)]

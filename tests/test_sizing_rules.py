@@ -18,7 +18,7 @@ from provisioner.estimate import estimate, memory_floor
 from provisioner.requirements import Requirements
 from provisioner.selection import PlanSettings, _narrow, _no_history_runtimes, expected_cost, select
 from provisioner.sizing import MIN_MEM_HEADROOM, SITE_PEAK_DF, chi2_99, history_memory, peak_headroom, site_peak_spread, t99
-from tests.factories import offer, run
+from tests.factories import offer, run, steady_site
 
 # Small, cheap types first; big memory costs more. Spot twins make the market matter.
 C1 = offer("c7g.medium", vcpu=1, mem=2, price=0.036, single=1100, multi=1000)
@@ -316,13 +316,6 @@ def test_when_nothing_meets_the_target_a_hair_of_speed_does_not_buy_a_type_ten_t
         assert p.chosen.offer.instance_type == "i7ie.xlarge", policy
         assert [c.offer.instance_type for c in p.candidates] == ["i7ie.xlarge", "i7ie.12xlarge"]
         assert any("choosing the fastest (the cheapest of those within 2% of it)" in r for r in p.reasons)
-
-
-def steady_site(jobs: int = 8, spread: float = 0.06, seed: int = 5) -> list[dict]:
-    """Jobs whose peaks vary run to run by up to `spread` (uniform, relative: a CV of ~1.7%), 6 runs each."""
-    rng = random.Random(seed)
-    return [run(f"site-{j}", i, instance_type="r7i.2xlarge", vcpu=8, mem_gib=(4 + j) * (1 - rng.uniform(0, spread)))
-            for j in range(jobs) for i in range(6)]
 
 
 def test_the_sites_spread_narrows_the_bound_of_three_steady_peaks():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.factories import run
+from tests.factories import run, steady_site
 
 
 def test_plan_json_on_the_real_catalog(cli):
@@ -119,8 +119,6 @@ def test_labels_too_complex_or_not_finite_are_exit_2(cli):
 def test_plan_pools_three_steady_peaks_with_the_sites_spread(cli, tmp_path):
     """Through the console script and a real store: the job's 3 peaks alone size 8.5 GiB; with
     the site's other jobs in the same store (steady, ~1.7% run to run) 8 GiB, and the plan says why."""
-    from tests.test_sizing_rules import steady_site
-
     mine = [run("mine", n, instance_type="m5.2xlarge", vcpu=8, mem_gib=m) for n, m in enumerate((7.0, 6.75, 6.9))]
     floors = {}
     for name, records in (("alone", mine), ("site", steady_site() + mine)):
@@ -140,7 +138,6 @@ def test_another_jobs_unreadable_record_does_not_stop_the_plan(cli, tmp_path):
     """The site's spread is read from every job's records; one that cannot be read (edited by hand,
     say) costs the site figure, not the plan of a job whose own records are fine."""
     import sqlite3
-    from tests.test_sizing_rules import steady_site
 
     hist = tmp_path / "h.sqlite3"
     mine = [run("mine", n, instance_type="m5.2xlarge", vcpu=8, mem_gib=m) for n, m in enumerate((7.0, 6.75, 6.9))]

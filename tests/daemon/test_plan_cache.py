@@ -10,7 +10,7 @@ from provisioner.daemon.model import NoPlan, PlanKey
 from provisioner.daemon.plan_cache import PlanCache
 from provisioner.planner import plan_intent, resolve_for_config, settings_for
 from tests.daemon.fakes import small_catalog
-from tests.factories import offer, run
+from tests.factories import offer, run, steady_site
 
 EC2_BOTH = "cloud: ec2\nregions: [us-east-1]\nec2:\n  images:\n    us-east-1: {x86_64: ami-1, arm64: ami-2}\n"
 
@@ -91,8 +91,6 @@ def test_the_daemons_plans_pool_the_sites_spread_of_memory_peaks(tmp_path):
     reads the site's spread from the store as `provisioner plan` does, and its floor is the same."""
     from provisioner.history import open_store
     from provisioner.planner import site_spread
-    from tests.test_sizing_rules import steady_site
-
     config = parse_config("regions: [us-east-1]\n")
     mine = [run("mine", n, instance_type="m5.large", mem_gib=m) for n, m in enumerate((7.0, 6.75, 6.9))]
     path = str(tmp_path / "h.sqlite3")

@@ -14,7 +14,7 @@ from provisioner.selection import PlanSettings, autotune
 from provisioner.report.aggregate import (ReportOptions, build_report, incident_kinds, job_summaries,
                                           rightsizing, run_cost, spot_savings, top_builds, top_memory,
                                           week_of, weekly_costs)
-from tests.factories import GIB, run
+from tests.factories import GIB, run, steady_site
 
 
 def rec(job="train", n=0, *, start=None, **kw) -> dict:
@@ -103,7 +103,6 @@ def test_rightsizing_the_issue_example_64_gib_peaking_at_9():
 def test_rightsizing_pools_the_sites_spread_of_peaks_as_the_planner_does():
     """Three steady peaks (7.0, 6.75, 6.9 GiB): 13% headroom alone (8.5 GiB -> mem=9), 5% beside
     the site's other jobs in the same records (8 GiB), the planner's floor either way."""
-    from tests.test_sizing_rules import steady_site
     mine = [rec("mine", i, mem_gib=m, requested_mem_gib=64) for i, m in enumerate((7.0, 6.75, 6.9))]
     (alone,) = rightsizing(mine)
     pooled = next(r for r in rightsizing(steady_site() + mine) if r["job"] == "mine")
