@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "timeout": "6h",
         "policy": "deadline",
         "runtime_target": 0.8,       # share of the timeout a plan must fit in (5760 s for 2 h)
+        "scaled_margin": 0.25,       # a runtime scaled from other types x (1 + this) must fit the target
         "max_price": None,           # USD per hour, per job
         "default_runtime": "1h",     # assumed runtime on the cheapest fitting offer, no history
         "boot_s": 90,                # instance boot + agent connect, billed
@@ -131,6 +132,11 @@ def _duration(v: Any) -> str | None:
 def _fraction(v: Any) -> str | None:
     return None if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 else \
         f"must be a number in (0, 1], got {v!r}"
+
+
+def _margin(v: Any) -> str | None:
+    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 else \
+        f"must be a number in [0, 1], got {v!r}"
 
 
 def _init_script(v: Any) -> str | None:
@@ -237,7 +243,8 @@ SCHEMA: dict[str, Any] = {
     "regions": _str_list,
     "history": _STR,
     "defaults": {"image": _STR, "timeout": _duration, "policy": _one_of(*POLICIES),
-                 "runtime_target": _fraction, "max_price": _positive, "default_runtime": _duration,
+                 "runtime_target": _fraction, "scaled_margin": _margin, "max_price": _positive,
+                 "default_runtime": _duration,
                  "boot_s": _positive, "disk_gib": _positive, "mem_headroom": _type(int, float),
                  "autotune_min_runs": _INT,
                  "score_source": _one_of("composite", "sparecores-stressng-div16", "sparecores-geekbench6",

@@ -21,6 +21,7 @@ class DefaultsSection:
     timeout: str | int | float | None          # as written (`6h`); timeout_s parsed
     policy: str
     runtime_target: float
+    scaled_margin: float
     max_price: float | None
     default_runtime: str | int | float | None  # as written; default_runtime_s parsed
     boot_s: float

@@ -76,7 +76,7 @@ def settings_from(config: Config, req: Requirements, *, timeout: str | None = No
     d = config.defaults
     timeout_s, _why = timeout_rule(timeout, req, d)   # the one place the job timeout is decided
     return PlanSettings(
-        timeout_s=timeout_s, runtime_target=float(d.runtime_target),
+        timeout_s=timeout_s, runtime_target=float(d.runtime_target), scaled_margin=float(d.scaled_margin),
         policy=policy or d.policy,
         max_price=max_price if max_price is not None else d.max_price,
         default_runtime_s=float(d.default_runtime_s),

@@ -21,9 +21,6 @@ from provisioner.sizing import autotune, implausible_reason
 from provisioner.units import format_duration, format_gib
 
 HOURS_PER_MONTH = 730.0
-# A runtime scaled from other types by CPU score must fit the target with this much to spare:
-# benchmark suites disagree by 10-30% on the same pair of types, more across CPU vendors.
-SCALED_MARGIN = 0.25
 EBS_GP3_USD_PER_GIB_MONTH = 0.08
 MIN_BILLED_S = 60
 NEAR_TIE = 0.02              # predictions this close count as equal (costs cold, runtimes in a fallback)
@@ -39,10 +36,10 @@ class Candidate:
     score: float                # the job's effective score on this offer (default source units)
     measured: bool = True       # runtime from runs on this very type (else scaled by score)
 
-    @property
-    def deadline_s(self) -> float:
-        """The runtime the deadline is checked against: scaled predictions carry a margin."""
-        return self.duration_s if self.measured else self.duration_s * (1 + SCALED_MARGIN)
+    def deadline_s(self, margin: float) -> float:
+        """The runtime the deadline is checked against: scaled predictions carry the margin
+        (`PlanSettings.scaled_margin`)."""
+        return self.duration_s if self.measured else self.duration_s * (1 + margin)
 
     @property
     def perf_per_price(self) -> float:
@@ -203,7 +200,7 @@ def select(offers: list[Offer], req: Requirements, est: Estimate, settings: Plan
     disk = req.disk_gib or settings.disk_gib
     if est.works:
         work = statistics_work(est)
-        runtimes = _Runtimes.from_history(est, pool)
+        runtimes = _Runtimes.from_history(est, pool, settings.scaled_margin)
         score = lambda t: work / runtimes.lo[t] if runtimes.lo[t] else 0.0  # noqa: E731
         reasons.insert(0, _history_reason(est))
         kind = "all-core" if est.parallel else "single-core"
@@ -246,15 +243,15 @@ class _Runtimes:
 
     def __init__(self, types: dict[str, Offer], lo: dict[str, float], hi: dict[str, float],
                  measured: set[str], exact: set[str], est: Estimate | None = None,
-                 fewer_threads: dict[str, float] | None = None):
+                 fewer_threads: dict[str, float] | None = None, margin: float = 0.0):
         self.types, self.lo, self.hi, self.measured = types, lo, hi, measured
-        self._exact, self._est = exact, est
+        self._exact, self._est, self.margin = exact, est, margin
         # types with fewer vCPUs than the job's threads: the deadline also checks the runtime with
         # a core per past thread (`Estimate.fewer_threads_runtimes`), the slower of the two; both are
         # scaled from other types, so both carry the margin
         self.fewer_threads = {t: d for t, d in (fewer_threads or {}).items() if t in lo}
         # the same bounds of the runtime the deadline checks (`Candidate.deadline_s`)
-        m = 1 + SCALED_MARGIN
+        m = 1 + margin
         self.deadline_lo = {t: d * m for t, d in lo.items()}
         self.deadline_hi = {t: d * m for t, d in hi.items()}
         for t in measured:
@@ -264,10 +261,11 @@ class _Runtimes:
             self.deadline_hi[t] = max(self.deadline_hi[t], d * m)
 
     @classmethod
-    def from_history(cls, est: Estimate, pool: list[Offer]) -> "_Runtimes":
+    def from_history(cls, est: Estimate, pool: list[Offer], margin: float) -> "_Runtimes":
+        """`margin`: what a runtime scaled from other types must leave to spare (`PlanSettings.scaled_margin`)."""
         first = {o.instance_type: o for o in reversed(pool)}   # a type's runtime is its first offer's
         b = est.runtime_bounds(first)
-        return cls(first, b.lo, b.hi, b.measured, set(b.measured), est, est.fewer_threads_runtimes(first))
+        return cls(first, b.lo, b.hi, b.measured, set(b.measured), est, est.fewer_threads_runtimes(first), margin)
 
     @classmethod
     def exact(cls, runtime: dict[str, float]) -> "_Runtimes":
@@ -279,7 +277,7 @@ class _Runtimes:
         todo = [self.types[t] for t in types if t not in self._exact]
         if todo:
             assert self._est is not None
-            m = 1 + SCALED_MARGIN
+            m = 1 + self.margin
             for t, (d, _) in self._est.runtimes(todo).items():
                 self.lo[t] = self.hi[t] = d
                 self.deadline_lo[t] = self.deadline_hi[t] = d if t in self.measured else \
@@ -311,7 +309,7 @@ def _rank(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gib: fl
                      "if slower" if rt.fewer_threads else "")
             reasons.append(f"{dropped} offers dropped: predicted to miss the runtime target of "
                            f"{settings.target_s:.0f}s (runtimes scaled from other types by CPU score "
-                           f"need a {SCALED_MARGIN:.0%} margin{fewer}).")
+                           f"need a {settings.scaled_margin:.0%} margin{fewer}).")
         if meet:
             return _cheapest(meet, rt, boot_s, disk_gib, keep), reasons
         reasons.append("No offer is predicted to meet the runtime target: choosing the fastest "

@@ -70,7 +70,7 @@ def numeric_argv(draw: Callable) -> list[str]:
 
 _SECTIONS = {
     "cloud": None, "regions": None, "history": None,
-    "defaults": ["image", "timeout", "policy", "runtime_target", "max_price", "arch"],
+    "defaults": ["image", "timeout", "policy", "runtime_target", "scaled_margin", "max_price", "arch"],
     "docker": ["image", "max_cpus", "max_memory"],
     "ec2": ["subnets", "security_groups", "instance_profile", "images", "tags"],
     "jenkins": ["url", "user", "token_env", "token_file", "managed_atom", "sentinel"],

@@ -123,6 +123,29 @@ def test_the_deadline_drops_a_downsize_that_fits_only_on_the_all_core_model():
         assert any("a core per past thread" in r for r in tight.reasons)
 
 
+def test_the_sites_scaled_margin_decides_what_a_scaled_runtime_must_leave_to_spare():
+    """A serial job ran 1000 s on a 2000-score type; a cheaper 1600-score type is predicted 1250 s,
+    1562.5 s with the default 25% margin, 1375 s with 10%, 1875 s with 50%. The measured type never
+    carries a margin, so it is the choice whenever the cheaper one is dropped."""
+    fast = offer("c7i.large", vcpu=2, mem=8, price=0.10, single=2000, multi=4000)
+    cheap = offer("m6i.large", vcpu=2, mem=8, price=0.04, single=1600, multi=3200)
+    runs = [run(n=i, instance_type="c7i.large", duration=1000, cpu_avg=100, cpu_max=100, vcpu=2) for i in range(3)]
+    est = estimate(runs, lambda t, r: fast if t == "c7i.large" else None)
+    req = Requirements.parse("ec2 && ondemand")
+
+    def plan_with(target_s, margin=None):
+        kw = {} if margin is None else {"scaled_margin": margin}
+        return select([fast, cheap], req, est,
+                      PlanSettings(timeout_s=target_s, runtime_target=1.0, policy="deadline", **kw))
+
+    assert plan_with(1600).chosen.offer.instance_type == "m6i.large"
+    strict = plan_with(1600, 0.5)
+    assert strict.chosen.offer.instance_type == "c7i.large"
+    assert any("need a 50% margin" in r for r in strict.reasons)
+    assert plan_with(1500).chosen.offer.instance_type == "c7i.large"
+    assert plan_with(1500, 0.1).chosen.offer.instance_type == "m6i.large"
+
+
 def test_history_on_the_candidates_own_type_is_used_directly():
     runs = [run(n=i, instance_type="m5.2xlarge", duration=d, cpu_avg=100, cpu_max=100, vcpu=8)
             for i, d in enumerate([1000, 1100, 1200])]
@@ -320,9 +343,9 @@ def _every_offer_ranked(table, req, est, settings):
         chosen = min((c for c in cands if c.duration_s <= fast[0].duration_s * 1.02 + 1e-9), key=by_cost)
         return [chosen] + [c for c in fast if c.offer != chosen.offer][:9]
 
-    feasible = [c for c in cands if c.deadline_s <= settings.timeout_s]
+    feasible = [c for c in cands if c.deadline_s(settings.scaled_margin) <= settings.timeout_s]
     if settings.policy == "deadline":
-        meet = [c for c in feasible if c.deadline_s <= settings.target_s]
+        meet = [c for c in feasible if c.deadline_s(settings.scaled_margin) <= settings.target_s]
         return sorted(meet, key=by_cost)[:10] if meet else fallback(), len(cands) - len(meet)
     if not feasible:
         return fallback(), None

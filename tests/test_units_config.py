@@ -7,6 +7,8 @@ import pytest
 from provisioner import paths
 from provisioner.config import DEFAULTS, load_config, parse_config
 from provisioner.errors import ConfigError, UsageError
+from provisioner.planner import settings_from
+from provisioner.requirements import Requirements
 from provisioner.units import format_duration, parse_duration_s, parse_memory_gib
 
 
@@ -73,6 +75,20 @@ def test_every_problem_is_named_with_key_and_line():
     assert problems == {("cloud", 1), ("regions", 2), ("defaults.runtime_target", 4), ("defaults.max_price", 5),
                         ("nope", 6)}
     assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "x", "true", ".nan", ".inf"])
+def test_scaled_margin_must_be_a_number_from_0_to_1(value):
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"defaults:\n  scaled_margin: {value}\n", "c.yaml")
+    assert [(key, line) for key, line, _ in info.value.problems] == [("defaults.scaled_margin", 2)]
+    assert "must be a number in [0, 1]" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [0, 0.1, 1])
+def test_scaled_margin_reaches_the_plan_settings(value):
+    config = parse_config(f"defaults:\n  scaled_margin: {value}\n", "c.yaml")
+    assert settings_from(config, Requirements()).scaled_margin == value
 
 
 def test_yaml_syntax_error_has_a_line():

@@ -68,6 +68,33 @@ def test_bad_config_is_exit_2_with_key_and_line(cli, tmp_path):
     assert f"{cfg}:4: defaults.colour: unknown key" in out.stderr
 
 
+def test_the_configured_scaled_margin_is_the_one_the_deadline_applies(cli, tmp_path):
+    hist = str(tmp_path / "h.sqlite3")
+    records = [run("etl", n=i, instance_type="m5.2xlarge", duration=3000 + 10 * i, cpu_avg=100, cpu_max=100,
+                   mem_gib=3, vcpu=8) for i in range(4)]
+    (tmp_path / "h.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    assert cli("history", "import", str(tmp_path / "h.jsonl"), "--history", hist).returncode == 0
+    plans = {}
+    for margin in (0, 0.4):
+        cfg = tmp_path / f"c{margin}.yaml"
+        cfg.write_text(f"defaults:\n  scaled_margin: {margin}\n")
+        out = cli("plan", "--json", "--job", "etl", "--timeout", "1h", "--label", "ec2 && ondemand",
+                  "--history", hist, "--config", str(cfg))
+        assert out.returncode == 0, out.stderr
+        plans[margin] = json.loads(out.stdout)
+    dropped = {m: next(r for r in p["reasons"] if "offers dropped" in r) for m, p in plans.items()}
+    assert "need a 0% margin" in dropped[0] and "need a 40% margin" in dropped[0.4]
+    # 3000 s on m5.2xlarge against a 2880 s target: only types predicted faster stay; a larger margin
+    # keeps fewer of them and never a cheaper one
+    count = {m: int(r.split(" offers dropped")[0].split()[-1]) for m, r in dropped.items()}
+    assert count[0.4] > count[0]
+    assert plans[0.4]["predicted_cost_usd"] >= plans[0]["predicted_cost_usd"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaults:\n  scaled_margin: -0.1\n")
+    out = cli("plan", "--config", str(bad))
+    assert out.returncode == 2 and f"{bad}:2: defaults.scaled_margin: must be a number in [0, 1], got -0.1" in out.stderr
+
+
 def test_config_regions_and_timeout_apply(cli, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("regions: [us-west-2]\ndefaults:\n  timeout: 2h\n")
