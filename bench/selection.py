@@ -30,8 +30,10 @@ kill) plus a rerun on Batch's choice for the job's true memory. Targets: total <
 jobs with history <= 1.10x the oracle, jobs without history <= 1.00x Batch, misses <= 1%.
 
 Usage: bench/selection.py [--seed N | --seeds N|LIST] [--jobs N] [--speed-runs N] [--gaps] [--worst N]
-                          [--truth coremark|geekbench-coremark]
+                          [--truth coremark|geekbench-coremark] [--scaled-margin M]
   --seeds 1-10,20261205   every seed's figures, then a table per seed with the worst and the median
+  --scaled-margin 0.10    the site's `defaults.scaled_margin`: what a smaller margin saves and what its
+                          deadline misses cost (each miss is charged the wasted run and a rerun)
 """
 
 from __future__ import annotations
@@ -132,6 +134,9 @@ def main() -> int:
     ap.add_argument("--truth", choices=("geekbench-coremark", "coremark"), default="coremark",
                     help="the true runtimes' scores: Geekbench 6 single-core with CoreMark all-core, "
                          "or CoreMark alone")
+    ap.add_argument("--scaled-margin", type=float, default=None, metavar="M",
+                    help="the site's defaults.scaled_margin (default: the built-in default): the cost "
+                         "against the deadline misses of a smaller or larger margin")
     args = ap.parse_args()
     if args.seeds:
         return many_seeds(args, run_seed, TARGETS)
@@ -143,8 +148,9 @@ def main() -> int:
 
 def run_seed(args, seed: int) -> dict:
     """One workload: plan it, charge it on true runtimes, print the figures; returns them."""
+    margin = DEFAULTS["defaults"]["scaled_margin"] if args.scaled_margin is None else args.scaled_margin
     print(f"seed {seed}, {args.jobs} jobs, planner scores {DEFAULTS['defaults']['score_source']}, "
-          f"truth {args.truth}")
+          f"truth {args.truth}, scaled_margin {margin:g}")
     rng = random.Random(seed)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-selection-"))
@@ -155,7 +161,7 @@ def run_seed(args, seed: int) -> dict:
     # (Batch and the oracle may pick Graviton too: the planner must be allowed the same offers).
     (tmp / "config" / "provisioner").mkdir(parents=True)
     (tmp / "config" / "provisioner" / "config.yaml").write_text(
-        f"cloud: ec2\nregions: [{REGION}]\ndefaults: {{arch: {SITE_ARCH}}}\n"
+        f"cloud: ec2\nregions: [{REGION}]\ndefaults: {{arch: {SITE_ARCH}, scaled_margin: {margin!r}}}\n"
         f"ec2:\n  images: {{{REGION}: {{x86_64: ami-00000000000000001, arm64: ami-00000000000000002}}}}\n")
     full = load_catalog()
     vcpus = {o.instance_type: o.vcpu for o in full.offers}

@@ -24,7 +24,7 @@ from collections import defaultdict
 from provisioner import planner
 from provisioner.errors import NoOfferError
 from provisioner.estimate import estimate
-from provisioner.selection import SCALED_MARGIN, _narrow
+from provisioner.selection import _narrow
 
 CAUSES = ("miss", "market", "memory", "pool", "margin", "slow", "threads", "ranking")
 
@@ -50,7 +50,7 @@ def classify(result, catalog, runs: list[dict], oracle_offer, plan_miss: str | N
     if oracle_offer.key not in {o.key for o in pool}:
         return "pool", "outside the narrowed offers"
     d, measured = est.runtime_on(oracle_offer) or (float("inf"), False)
-    margin = deadline_margin(est, oracle_offer, measured)
+    margin = deadline_margin(settings, measured)
     target = min(settings.timeout_s, settings.target_s)
     if d * (1 + margin) > target:
         cause = "slow" if d > target else "margin"
@@ -70,10 +70,10 @@ def _spread(peaks) -> float:
     return statistics.stdev(peaks) / statistics.fmean(peaks)
 
 
-def deadline_margin(est, offer, measured: bool) -> float:
-    """The margin the planner's deadline check applies to this offer's prediction
+def deadline_margin(settings, measured: bool) -> float:
+    """The margin the planner's deadline check applies to an offer's prediction
     (`selection.Candidate.deadline_s`): none on a type the job ran on."""
-    return 0.0 if measured else SCALED_MARGIN
+    return 0.0 if measured else settings.scaled_margin
 
 
 def _lookup(catalog, settings):
