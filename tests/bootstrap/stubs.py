@@ -95,6 +95,9 @@ class _ReportHandler(BaseHTTPRequestHandler):
         elif self.path == "/v1/samples":
             stub.samples.append(json.loads(body))
             status = 204
+        elif self.path == "/v1/events":
+            stub.events.append(json.loads(body))
+            status = 202
         else:
             status = 404
         self.send_response(status)
@@ -103,10 +106,11 @@ class _ReportHandler(BaseHTTPRequestHandler):
 
 
 class ReportStub(_Server):
-    """The daemon's POST /v1/usage and /v1/samples with a bearer token (docs/contracts.md)."""
+    """The daemon's POST /v1/usage, /v1/samples and /v1/events with a bearer token (docs/contracts.md)."""
 
     def __init__(self, token: str = "report-token-1"):
         super().__init__(_ReportHandler)
         self.token = token
         self.records: list[dict] = []
         self.samples: list[dict] = []
+        self.events: list[dict] = []
