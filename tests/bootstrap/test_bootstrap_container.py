@@ -144,7 +144,9 @@ def fake_java_image(docker_client, agent_image) -> str:
     return tag
 
 
-def test_agent_mode_downloads_agent_jar_and_connects_with_the_secret_from_a_file(docker_client, fake_java_image):
+@pytest.fixture
+def jenkins_jar():
+    """A Jenkins that serves only /jnlpJars/agent.jar (b"fake-agent-jar"), on 127.0.0.1."""
     from http.server import BaseHTTPRequestHandler
     from tests.bootstrap.stubs import _Server
 
@@ -159,62 +161,50 @@ def test_agent_mode_downloads_agent_jar_and_connects_with_the_secret_from_a_file
             self.end_headers()
             self.wfile.write(body)
 
-    jenkins = _Server(Jenkins).start()
+    server = _Server(Jenkins).start()
+    yield server
+    server.stop()
+
+
+def run_agent(docker_client, image: str, jenkins_url: str, bundle: dict, environment: dict | None = None
+              ) -> tuple[int, str]:
+    """The rendered agent bootstrap in an instance container of `image` until it ends: (exit code, log)."""
     owner = f"bootstrap-test-{uuid.uuid4().hex[:8]}"
-    cloud = DockerCloud(docker_client, DockerSettings(instance_image=fake_java_image, host_cpus=1, host_mem_gib=1))
+    cloud = DockerCloud(docker_client, DockerSettings(instance_image=image, host_cpus=1, host_mem_gib=1,
+                                                      environment=environment or {}))
     plan = offer("m5.large")
     spec = bootstrap.BootstrapSpec(run_id="", expires_at=bootstrap.expires_at(600),
-                                   jenkins_url=jenkins.url + "/", work_dir="/tmp/agent-work")
-    bundle = secret_bundle.make_bundle(agent_secret="f" * 64, node_name="ec2-q42", run_id="ec2-q42")
+                                   jenkins_url=jenkins_url + "/", work_dir="/tmp/agent-work")
     instance = cloud.launch(LaunchSpec(candidates=(plan,), user_data=bootstrap.render_user_data("agent", plan, spec, cloud),
                                        tags={"provisioner:owner": owner, "provisioner:job": owner},
                                        client_token=str(uuid.uuid4()), secret_env=bootstrap.secret_env(cloud, bundle)))
     try:
-        code, text = finish(docker_client, cloud, instance)
+        return finish(docker_client, cloud, instance)
     finally:
         cloud.terminate([instance.id])
-        jenkins.stop()
+
+
+def test_agent_mode_downloads_agent_jar_and_connects_with_the_secret_from_a_file(docker_client, fake_java_image,
+                                                                                  jenkins_jar):
+    bundle = secret_bundle.make_bundle(agent_secret="f" * 64, node_name="ec2-q42", run_id="ec2-q42")
+    code, text = run_agent(docker_client, fake_java_image, jenkins_jar.url, bundle)
     assert code == 0, text
-    assert (f"java-argv: -jar /run/provisioner/agent.jar -url {jenkins.url}/ -secret @/run/provisioner/agent-secret "
+    assert (f"java-argv: -jar /run/provisioner/agent.jar -url {jenkins_jar.url}/ -secret @/run/provisioner/agent-secret "
             "-name ec2-q42 -webSocket -workDir /tmp/agent-work") in text
     assert "secret-file: 600 64 bytes" in text and "jar: fake-agent-jar" in text
     assert "f" * 64 not in text and "::provisioner-ready::" in text
 
 
-def test_an_image_without_java_reports_it_before_the_console_would(docker_client, agent_image):
+def test_an_image_without_java_reports_it_before_the_console_would(docker_client, agent_image, jenkins_jar):
     """The failure report (POST /v1/events) names the missing Java, so the daemon's boot-failure
     line says why whichever it reads first, the report or the container's console."""
-    from http.server import BaseHTTPRequestHandler
-    from tests.bootstrap.stubs import _Server
-
-    class Jenkins(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            body = b"fake-agent-jar" if self.path == "/jnlpJars/agent.jar" else b""
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    jenkins, report = _Server(Jenkins).start(), ReportStub().start()
-    owner = f"bootstrap-test-{uuid.uuid4().hex[:8]}"
-    cloud = DockerCloud(docker_client, DockerSettings(instance_image=agent_image, host_cpus=1, host_mem_gib=1,
-                                                      environment={"PROVISIONER_JAVA": "/opt/no-such/java"}))
-    plan = offer("m5.large")
-    spec = bootstrap.BootstrapSpec(run_id="", expires_at=bootstrap.expires_at(600),
-                                   jenkins_url=jenkins.url + "/", work_dir="/tmp/agent-work")
+    report = ReportStub().start()
     bundle = secret_bundle.make_bundle(agent_secret="f" * 64, node_name="ec2-q43", run_id="ec2-q43",
                                        report_url=report.url, report_token=report.token)
-    instance = cloud.launch(LaunchSpec(candidates=(plan,), user_data=bootstrap.render_user_data("agent", plan, spec, cloud),
-                                       tags={"provisioner:owner": owner, "provisioner:job": owner},
-                                       client_token=str(uuid.uuid4()), secret_env=bootstrap.secret_env(cloud, bundle)))
     try:
-        code, text = finish(docker_client, cloud, instance)
+        code, text = run_agent(docker_client, agent_image, jenkins_jar.url, bundle,
+                               {"PROVISIONER_JAVA": "/opt/no-such/java"})
     finally:
-        cloud.terminate([instance.id])
-        jenkins.stop()
         report.stop()
     why = "/opt/no-such/java: not found: the image has no Java to run the Jenkins agent"
     assert code == 127, text
