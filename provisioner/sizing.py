@@ -71,10 +71,20 @@ def peak_headroom(peaks: tuple[float, ...] | list[float], site: PeakSpread | Non
         return None
     mean = statistics.fmean(peaks)
     cv2, df = (statistics.stdev(peaks) / mean) ** 2, n - 1
-    if site is not None and site.cv2 > 0 and cv2 * df / site.cv2 <= chi2_99(df):
+    if pools_with_site(peaks, site):
         cv2, df = (SITE_PEAK_DF * site.cv2 + df * cv2) / (SITE_PEAK_DF + df), df + SITE_PEAK_DF
     bound = mean * (1 + t99(df) * math.sqrt(cv2) * math.sqrt(1 + 1 / n))
     return max(0.0, bound / top - 1)
+
+
+def pools_with_site(peaks: tuple[float, ...] | list[float], site: PeakSpread | None) -> bool:
+    """Whether `peak_headroom` pools these peaks' spread with the site's: 3 or more peaks, all positive,
+    whose spread could be the site's by chance (below chi-square's 99% quantile)."""
+    n = len(peaks)
+    if site is None or site.cv2 <= 0 or n < 3 or min(peaks) <= 0:
+        return False
+    cv2 = (statistics.stdev(peaks) / statistics.fmean(peaks)) ** 2
+    return cv2 * (n - 1) / site.cv2 <= chi2_99(n - 1)
 
 
 def site_peak_spread(records: Iterable[dict]) -> PeakSpread | None:
@@ -162,7 +172,7 @@ def _memory_reason(req: Requirements, est: Estimate, mem: float | None, headroom
         basis = f"1.5x the {est.oom_peak_gib / 1.5:.2f} GiB an OOM-killed run reached = {est.oom_peak_gib:.2f} GiB"
     else:
         basis = f"peak {peak:.2f} GiB over {est.runs} successful runs"
-        if site is not None and len(est.mem_peaks) >= 3:
+        if site is not None and pools_with_site(est.mem_peaks, site):
             basis += f"; the spread of its {len(est.mem_peaks)} peaks pooled with that of the site's {site.jobs} jobs"
     if declared is None:
         rule = "applies although no memory was declared"

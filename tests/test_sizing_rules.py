@@ -17,7 +17,8 @@ from provisioner.catalog.model import SPOT
 from provisioner.estimate import estimate, memory_floor
 from provisioner.requirements import Requirements
 from provisioner.selection import PlanSettings, _narrow, _no_history_runtimes, expected_cost, select
-from provisioner.sizing import MIN_MEM_HEADROOM, SITE_PEAK_DF, chi2_99, history_memory, peak_headroom, site_peak_spread, t99
+from provisioner.sizing import (MIN_MEM_HEADROOM, SITE_PEAK_DF, chi2_99, history_memory, peak_headroom,
+                                 pools_with_site, site_peak_spread, t99)
 from tests.factories import offer, run, steady_site
 
 # Small, cheap types first; big memory costs more. Spot twins make the market matter.
@@ -349,6 +350,17 @@ def test_a_job_whose_own_peaks_scatter_keeps_its_spread():
     used = history_memory(estimate([run("jumpy", i, instance_type="r7i.2xlarge", vcpu=8, mem_gib=m)
                                     for i, m in enumerate(scattered)], lookup), 0.2, site)[1]
     assert used == 0.2
+
+
+def test_the_reason_says_pooled_only_where_the_site_was_pooled():
+    site = site_peak_spread(steady_site())
+    settings = PlanSettings(timeout_s=7200, peak_spread=site)
+    for name, peaks, pooled in (("jumpy", (7.0, 5.0, 6.0), False), ("steady", (6.75, 7.0, 6.9), True)):
+        est = estimate([run(name, i, instance_type="r7i.2xlarge", vcpu=8, mem_gib=m) for i, m in enumerate(peaks)],
+                       lookup)
+        p = select(TABLE, Requirements.parse("ec2"), est, settings)
+        said = any("pooled with that of the site's" in r for r in p.reasons)
+        assert said is pooled and pools_with_site(est.mem_peaks, site) is pooled, name
 
 
 def test_the_site_figure_needs_five_jobs_and_no_one_job_moves_it():
