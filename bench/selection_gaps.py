@@ -72,7 +72,7 @@ def _spread(peaks) -> float:
 
 def deadline_margin(settings, measured: bool) -> float:
     """The margin the planner's deadline check applies to an offer's prediction
-    (`selection.Candidate.deadline_s`): none on a type the job ran on."""
+    (`selection._Runtimes`): none on a type the job ran on."""
     return 0.0 if measured else settings.scaled_margin
 
 

@@ -36,11 +36,6 @@ class Candidate:
     score: float                # the job's effective score on this offer (default source units)
     measured: bool = True       # runtime from runs on this very type (else scaled by score)
 
-    def deadline_s(self, margin: float) -> float:
-        """The runtime the deadline is checked against: scaled predictions carry the margin
-        (`PlanSettings.scaled_margin`)."""
-        return self.duration_s if self.measured else self.duration_s * (1 + margin)
-
     @property
     def perf_per_price(self) -> float:
         return self.score / self.offer.price if self.offer.price else 0.0
@@ -250,7 +245,7 @@ class _Runtimes:
         # a core per past thread (`Estimate.fewer_threads_runtimes`), the slower of the two; both are
         # scaled from other types, so both carry the margin
         self.fewer_threads = {t: d for t, d in (fewer_threads or {}).items() if t in lo}
-        # the same bounds of the runtime the deadline checks (`Candidate.deadline_s`)
+        # bounds of the runtime the deadline checks: a scaled one x (1 + margin), a measured one as it is
         m = 1 + margin
         self.deadline_lo = {t: d * m for t, d in lo.items()}
         self.deadline_hi = {t: d * m for t, d in hi.items()}
@@ -285,7 +280,7 @@ class _Runtimes:
                 self._exact.add(t)
 
     def within(self, limit: float) -> set[str]:
-        """The types whose deadline runtime (`Candidate.deadline_s`) is at most `limit`."""
+        """The types whose deadline runtime (`deadline_hi`, once resolved) is at most `limit`."""
         hi = self.deadline_hi
         self.resolve([t for t, d in self.deadline_lo.items() if d <= limit < hi[t]])
         return {t for t, d in hi.items() if d <= limit}

@@ -343,9 +343,12 @@ def _every_offer_ranked(table, req, est, settings):
         chosen = min((c for c in cands if c.duration_s <= fast[0].duration_s * 1.02 + 1e-9), key=by_cost)
         return [chosen] + [c for c in fast if c.offer != chosen.offer][:9]
 
-    feasible = [c for c in cands if c.deadline_s(settings.scaled_margin) <= settings.timeout_s]
+    def deadline_s(c):  # scaled predictions carry the margin
+        return c.duration_s if c.measured else c.duration_s * (1 + settings.scaled_margin)
+
+    feasible = [c for c in cands if deadline_s(c) <= settings.timeout_s]
     if settings.policy == "deadline":
-        meet = [c for c in feasible if c.deadline_s(settings.scaled_margin) <= settings.target_s]
+        meet = [c for c in feasible if deadline_s(c) <= settings.target_s]
         return sorted(meet, key=by_cost)[:10] if meet else fallback(), len(cands) - len(meet)
     if not feasible:
         return fallback(), None
