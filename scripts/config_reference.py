@@ -17,7 +17,8 @@ PAGE = ROOT / "docs" / "config-reference.md"
 sys.path.insert(0, str(ROOT))
 
 _NAMED = {
-    "_duration": "duration (`90s`, `15m`, `2h`, `1d`)", "_fraction": "number in (0, 1]", "_margin": "number in [0, 1]",
+    "_duration": "duration (`90s`, `15m`, `2h`, `1d`)", "_fraction": "number in (0, 1]",
+    "_margin": "number in [0, 1]",
     "_positive": "positive number", "_count": "whole number >= 0", "_non_negative": "number >= 0",
     "_str_list": "list of strings", "_id_list": "list of ids or selectors",
     "_ids_by_region": "list of ids or selectors, or a mapping of region to one",
