@@ -3,7 +3,10 @@
 
 A generated workload of jobs whose *true* runtimes come from a model the planner does not use:
 CoreMark scores per thread and for all threads (the planner's default, `composite`, is Geekbench 6
-single-core scaled by stress-ng's all-core ratio), per-job serial fractions and thread counts,
+single-core scaled by stress-ng's all-core ratio; `--truth coremark-smt` also gives a thread a core
+to itself on a hyper-threaded type while cores are idle, with EC2's own threads per core, where
+the default truth runs every thread at its type's fully loaded per-vCPU speed), per-job serial
+fractions and thread counts,
 memory-bound jobs that scale weakly with CPU speed, run-to-run noise and outlier runs, on the real
 us-east-1 prices of the bundled catalog. 85% of jobs have 3-8 runs of history (imported into a real
 store with `provisioner history import`); they are asked for the way people ask:
@@ -30,7 +33,7 @@ kill) plus a rerun on Batch's choice for the job's true memory. Targets: total <
 jobs with history <= 1.10x the oracle, jobs without history <= 1.00x Batch, misses <= 1%.
 
 Usage: bench/selection.py [--seed N | --seeds N|LIST] [--jobs N] [--speed-runs N] [--gaps] [--worst N]
-                          [--truth coremark|geekbench-coremark] [--scaled-margin M]
+                          [--truth coremark|geekbench-coremark|coremark-smt] [--scaled-margin M]
   --seeds 1-10,20261205   every seed's figures, then a table per seed with the worst and the median
   --scaled-margin 0.10    the site's `defaults.scaled_margin`: what a smaller margin saves and what its
                           deadline misses cost (each miss is charged the wasted run and a rerun)
@@ -67,10 +70,11 @@ from provisioner.errors import ProvisionerError  # noqa: E402
 
 from selection_gaps import breakdown, gap_breakdown, many_seeds, parse_seeds  # noqa: E402  (bench/)
 from selection_workload import (REGION, SITE_ARCH, Job, Request, batch_fit, charge,  # noqa: E402  (bench/)
-                                coremark_truth, history_records, make_jobs, oracle, request, set_timeouts,
-                                truth_scores)
+                                coremark_smt_truth, coremark_truth, history_records, make_jobs, oracle,
+                                request, set_timeouts, truth_scores)
 
 DEFAULT_SEED = 20261205
+TRUTHS = {"coremark": coremark_truth, "geekbench-coremark": truth_scores, "coremark-smt": coremark_smt_truth}
 TARGETS = {"total/batch": 0.50, "history/oracle": 1.10, "cold/batch": 1.00, "misses": 0.01}
 
 
@@ -131,9 +135,10 @@ def main() -> int:
     ap.add_argument("--worst", type=int, default=0, help="print the N jobs with history farthest above the oracle")
     ap.add_argument("--gaps", action="store_true",
                     help="break the cost above the oracle of jobs with history down by cause")
-    ap.add_argument("--truth", choices=("geekbench-coremark", "coremark"), default="coremark",
-                    help="the true runtimes' scores: Geekbench 6 single-core with CoreMark all-core, "
-                         "or CoreMark alone")
+    ap.add_argument("--truth", choices=TRUTHS, default="coremark",
+                    help="the true runtimes' scores: CoreMark alone, Geekbench 6 single-core with "
+                         "CoreMark all-core, or CoreMark on EC2's cores (a thread has a core to itself "
+                         "on a hyper-threaded type while cores are idle)")
     ap.add_argument("--scaled-margin", type=float, default=None, metavar="M",
                     help="the site's defaults.scaled_margin (default: the built-in default): the cost "
                          "against the deadline misses of a smaller or larger margin")
@@ -165,7 +170,7 @@ def run_seed(args, seed: int) -> dict:
         f"ec2:\n  images: {{{REGION}: {{x86_64: ami-00000000000000001, arm64: ami-00000000000000002}}}}\n")
     full = load_catalog()
     vcpus = {o.instance_type: o.vcpu for o in full.offers}
-    scores = coremark_truth(vcpus) if args.truth == "coremark" else truth_scores(vcpus)
+    scores = TRUTHS[args.truth](vcpus)
     # The universe is the types whose true speed the benchmark knows; every strategy chooses in it.
     write_catalog_cache(set(scores))
     catalog = load_catalog()

@@ -7,6 +7,9 @@ people make for it, its history records, and the two strategies the planner is c
 from __future__ import annotations
 
 import csv
+import gzip
+import importlib.util
+import json
 import math
 import random
 import statistics
@@ -18,6 +21,7 @@ from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
 from provisioner.estimate import MEM_OVERHEAD_GIB
 from provisioner.selection import expected_cost
 
+Score = tuple[float, float, int]   # a type's true (single-thread, all-thread, cores) speed
 GIB = 1024 ** 3
 BOOT_S, DISK_GIB = 90.0, 30.0
 REGION = "us-east-1"
@@ -26,20 +30,58 @@ HISTORY_TYPES = ["m5.2xlarge", "m5.4xlarge", "c5.4xlarge", "r5.2xlarge", "r5.4xl
 HISTORY_FORMS = [("label", 0.45), ("job", 0.2), ("ec2", 0.08), ("ec2-spot", 0.07), ("peak-over", 0.2)]
 
 
-# ---- the truth: Geekbench 6, with fallbacks brought into Geekbench units ------------------------
+# ---- the truth: CoreMark (per thread, or on EC2's cores), or Geekbench 6 single-core with CoreMark ----
 
-def coremark_truth(vcpus: dict[str, int]) -> dict[str, tuple[float, float]]:
-    """type -> (per-thread CoreMark, all-thread CoreMark), scaled so a median core is ~1500."""
+def coremark_truth(vcpus: dict[str, int]) -> dict[str, Score]:
+    """type -> (per-thread CoreMark, all-thread CoreMark, vCPUs), scaled so a median core is ~1500."""
     rows = [r for r in csv.DictReader(open(bundled_dir() / "cpu_scores.csv"))
             if r["source"] == "ec2instances-coremark" and r["multi_core_score"]]
     raw = {r["instance_type"]: (float(r["multi_core_score"]), int(r["threads"] or vcpus.get(r["instance_type"], 1)))
            for r in rows}
     scale = 1500 / statistics.median(m / n for m, n in raw.values())
-    return {t: (m / n * scale, m * scale) for t, (m, n) in raw.items()}
+    return {t: (m / n * scale, m * scale, vcpus.get(t, n)) for t, (m, n) in raw.items()}
 
 
-def truth_scores(vcpus: dict[str, int]) -> dict[str, tuple[float, float]]:
-    """type -> (single, all-core): Geekbench 6 single-core, CoreMark all-thread throughput.
+SMT_YIELD = 1.25   # a core's work with both of its hyper-threads busy, against one thread alone
+
+
+def threads_per_core() -> dict[str, int]:
+    """type -> hardware threads per core: EC2's DefaultThreadsPerCore (DescribeInstanceTypes), as
+    moto bundles it (a test dependency; the planner reads hyper-threading from stress-ng instead)."""
+    spec = importlib.util.find_spec("moto")
+    if spec is None or spec.origin is None:
+        raise SystemExit("--truth coremark-smt needs moto (pip install -e '.[test]')")
+    path = Path(spec.origin).parent / "ec2" / "resources" / "instance_types.json.gz"
+    with gzip.open(path) as fh:
+        types = json.load(fh)
+    return {t: int(v["VCpuInfo"].get("DefaultThreadsPerCore") or 1) for t, v in types.items()}
+
+
+def coremark_smt_truth(vcpus: dict[str, int]) -> dict[str, Score]:
+    """`coremark_truth` on EC2's cores: on a type with two threads per core a thread with a core
+    to itself runs at CoreMark all-thread / (cores x SMT_YIELD), not at the per-thread average."""
+    tpc = threads_per_core()
+    out = {}
+    for t, (per, multi, n) in coremark_truth(vcpus).items():
+        cores = max(1, n // tpc.get(t, 1))
+        out[t] = (multi / (cores * SMT_YIELD) if cores < n else per, multi, cores)
+    return out
+
+
+def throughput(score: Score, k: int, n: int) -> float:
+    """What k busy threads do together on a type of n vCPUs: a core each at the single-thread
+    speed while there are idle cores, then up to the all-thread figure with every vCPU busy."""
+    single, multi, cores = score
+    k = min(k, n)
+    if cores >= n:
+        return multi * k / n
+    if k <= cores:
+        return single * k
+    return single * cores + (multi - single * cores) * (k - cores) / (n - cores)
+
+
+def truth_scores(vcpus: dict[str, int]) -> dict[str, Score]:
+    """type -> (single, all-core, vCPUs): Geekbench 6 single-core, CoreMark all-thread throughput.
 
     Neither is the planner's source (stress-ng). CoreMark scales with threads the way a
     data-parallel job does; it is brought into Geekbench units by the median ratio of Geekbench
@@ -57,7 +99,7 @@ def truth_scores(vcpus: dict[str, int]) -> dict[str, tuple[float, float]]:
     for t in set(gb) | set(cm):
         if t in cm:
             m, n = cm[t]
-            out[t] = (gb.get(t, m / n * ratio), m * ratio)
+            out[t] = (gb.get(t, m / n * ratio), m * ratio, vcpus.get(t, n))
     return out
 
 
@@ -183,8 +225,9 @@ def history_records(job: Job, offers_by_type: dict[str, Offer], scores, rng: ran
     for i in range(job.history_runs):
         t_name = rng.choice(favourites)
         o = offers_by_type[t_name]
-        t = true_runtime(job, o, scores) * rng.lognormvariate(0, 0.05)
-        avg, peak = cpu_profile(job, o, t, scores)
+        clean = true_runtime(job, o, scores)
+        avg, peak = cpu_profile(job, o, clean, scores)   # noise stretches both sections alike
+        t = clean * rng.lognormvariate(0, 0.05)
         if rng.random() < 0.05:     # a stuck run, a bad node: longer, the same CPU work spread thinner
             stuck = rng.uniform(3, 6)
             t, avg = t * stuck, avg / stuck
@@ -234,8 +277,9 @@ def oracle(job: Job, offers: list[Offer], scores, markets: tuple[str, ...]) -> O
     return best[1]
 
 
-def true_runtime(job: Job, offer: Offer, scores: dict[str, tuple[float, float]]) -> float:
-    single, multi = scores.get(offer.instance_type, (0.0, 0.0))
+def true_runtime(job: Job, offer: Offer, scores: dict[str, Score]) -> float:
+    score = scores.get(offer.instance_type)
+    single = score[0] if score else 0.0
     if not single:
         return math.inf
     n = offer.vcpu
@@ -246,13 +290,13 @@ def true_runtime(job: Job, offer: Offer, scores: dict[str, tuple[float, float]])
         return job.work * (job.serial + (1 - job.serial) / k) / speed
     k = min(job.threads, n)
     serial_t = job.work * job.serial * 1000 / single
-    parallel_t = job.work * (1 - job.serial) * 1000 / (multi * k / n) if job.serial < 1 else 0.0
+    parallel_t = job.work * (1 - job.serial) * 1000 / throughput(score, k, n) if job.serial < 1 else 0.0
     return serial_t + parallel_t
 
 
 def cpu_profile(job: Job, offer: Offer, t: float, scores) -> tuple[float, float]:
     """(avg %, max %) a run would show: 100 per busy vCPU."""
-    single, _ = scores[offer.instance_type]
+    single = scores[offer.instance_type][0]
     k = min(job.threads, offer.vcpu, 4 if job.memory_bound else 10 ** 6)
     if job.memory_bound:   # the serial section's share of the wall time (`true_runtime`'s split)
         serial_t = t * job.serial / (job.serial + (1 - job.serial) / k)
