@@ -10,8 +10,6 @@ explains why the planner did not take the oracle's offer:
   margin     the planner predicts the oracle's offer meets the target, but not with the margin
              a runtime scaled from other types carries
   slow       the planner predicts the oracle's offer misses the target even without a margin
-  threads    on fewer vCPUs than the threads the job ran, the planner's core-per-thread reading
-             (`Estimate.fewer_threads_runtimes`, with the same margin) misses the target
   ranking    the oracle's offer passes every rule; the planner's predicted costs ranked it lower
 """
 
@@ -26,7 +24,7 @@ from provisioner.errors import NoOfferError
 from provisioner.estimate import estimate
 from provisioner.selection import _narrow
 
-CAUSES = ("miss", "market", "memory", "pool", "margin", "slow", "threads", "ranking")
+CAUSES = ("miss", "market", "memory", "pool", "margin", "slow", "ranking")
 
 
 def classify(result, catalog, runs: list[dict], oracle_offer, plan_miss: str | None) -> tuple[str, str]:
@@ -55,11 +53,6 @@ def classify(result, catalog, runs: list[dict], oracle_offer, plan_miss: str | N
     if d * (1 + margin) > target:
         cause = "slow" if d > target else "margin"
         return cause, f"predicted {d:.0f}s x{1 + margin:.2f} > target {target:.0f}s"
-    name = oracle_offer.instance_type
-    alone = est.fewer_threads_runtimes({name: oracle_offer}).get(name)
-    if alone is not None and alone * (1 + margin) > target:
-        return "threads", (f"a core per past thread: {alone:.0f}s x{1 + margin:.2f} > target {target:.0f}s on "
-                           f"{oracle_offer.vcpu} vCPUs (all-core reading {d:.0f}s)")
     return "ranking", (f"predicted {d:.0f}s on {oracle_offer.instance_type}, chosen "
                        f"{plan.chosen.duration_s:.0f}s on {chosen.instance_type}")
 

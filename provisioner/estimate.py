@@ -1,12 +1,16 @@
 """Estimates from a job's history (pure): autotuned sizing and runtime on any instance type.
 
 The runtime model splits each past run into serial work (ran on one vCPU, scales with the
-single-core score) and parallel work (ran on k vCPUs, scales with the all-core score per vCPU
-times the vCPUs it can use). With n vCPUs, average CPU use P (in vCPUs) and k threads at peak, a run
-of T seconds had p = (P - 1) T / (k - 1) seconds of parallel section; the rest was serial. On another
-type the same work takes S / single + W / (multi x min(k, n') / n'). Runs on the candidate's own type
-are used directly instead. Outliers are runs far from their peers on a log scale (3 MADs and at
-least 50% on the same type; 2.5x in work across types, where benchmarks themselves disagree).
+single-core score) and parallel work (ran on k threads at once, scales with what k busy threads get
+out of a type: `Offer.throughput`). With n vCPUs, average CPU use P (in vCPUs) and k threads at
+peak, a run of T seconds had p = (P - 1) T / (k - 1) seconds of parallel section; the rest was
+serial. On another type the same work takes S / single + W / throughput(k), W = p x throughput of
+the past type for k threads. On a hyper-threaded type k threads up to its cores each get a core of
+their own (single-core speed), so a 4-thread run on a 16-vCPU Intel type did 4 x single of work per
+second, not 4/16 of its all-core score; on fewer vCPUs than its threads the type's whole all-core
+score shares the work. Runs on the candidate's own type are used directly instead. Outliers are
+runs far from their peers on a log scale (3 MADs and at least 50% on the same type; 2.5x in work
+across types, where benchmarks themselves disagree).
 
 Stalled runs are left out first: a run that took 2.5x the time another run's work needs on its
 type, while that other run did at least 1/1.5 of its CPU work (CPU use x duration, in
@@ -50,25 +54,16 @@ class RunWork:
     instance_type: str
     duration_s: float
     serial: float       # score-seconds at single-core speed
-    parallel: float     # score-seconds at all-core speed (per vCPU used)
+    parallel: float     # score-seconds at the throughput of its threads (`Offer.throughput`)
     threads: int
 
-    alone: float = 0.0  # the parallel section in single-core score-seconds, summed over its threads
     busy: float = 0.0   # the CPU work it did: busy vCPU-seconds x single-core score (0: unknown)
 
     def runtime_on(self, offer: Offer) -> float:
         t = self.serial / offer.score_single if self.serial else 0.0
         if self.parallel:
-            t += self.parallel / (offer.score_multi * min(self.threads, offer.vcpu) / offer.vcpu)
+            t += self.parallel / offer.throughput(self.threads)
         return t
-
-    def alone_on(self, offer: Offer) -> float:
-        """The runtime on `offer` if each thread had run on a core of its own (see
-        `Estimate.fewer_threads_runtimes`)."""
-        if not self.alone:                 # it filled its machine: the all-core model holds
-            return self.runtime_on(offer)
-        t = self.serial / offer.score_single if self.serial else 0.0
-        return t + self.alone / (offer.score_single * min(self.threads, offer.vcpu))
 
 
 class RuntimeBounds(NamedTuple):
@@ -127,13 +122,13 @@ class Estimate:
             if direct:
                 out[t] = median(direct), True
                 continue
-            single, multi, n = o.score_single, o.score_multi, o.vcpu
+            single, multi = o.score_single, o.score_multi
             if not by_thread or not single or not multi:
                 out[t] = None
                 continue
             values: list[float] = []
             for k, sp in by_thread:
-                per = multi * min(k, n) / n
+                per = o.throughput(k)
                 values += [(s / single if s else 0.0) + (p / per if p else 0.0) for s, p in sp]
             values.sort()
             out[t] = _sorted_median(values), False
@@ -146,8 +141,8 @@ class Estimate:
         Planning decides most types on bounds (meets the deadline? could be among the cheapest?)
         and asks `runtimes` only for the rest. A measured type's bounds are its exact median. For
         another, run i takes x_i + y_i with x_i = serial_i / single and y_i = parallel_i / b_i, b_i
-        the all-core speed of the vCPUs it can use (between b(fewest threads) and b(most)). Order
-        statistics are monotone, so the median of the sums lies within med(x) + [min y, max y] and
+        the throughput of its threads (between b(fewest threads) and b(most): it grows with the
+        threads). Order statistics are monotone, so the median of the sums lies within med(x) + [min y, max y] and
         within [min x, max x] + med(y), and med(x) = med(serial) / single: a few divisions per type
         instead of two per run and a sort, computed a column at a time. Widened by BOUND_SLACK, far
         beyond the few ulps of rounding either computation can take, so a bound never crosses the
@@ -166,10 +161,8 @@ class Estimate:
         p_min, p_med, p_max = parallel[0], _sorted_median(parallel), parallel[-1]
         few, most = min(w.threads for w in works), max(w.threads for w in works)
         single = [o.score_single for o in scored]
-        # conditional expressions: a min() or max() call costs as much as the arithmetic
-        slow = [o.score_multi * (few if few < o.vcpu else o.vcpu) / o.vcpu for o in scored]
-        fast = slow if most == few else \
-            [o.score_multi * (most if most < o.vcpu else o.vcpu) / o.vcpu for o in scored]
+        slow = [o.throughput(few) for o in scored]
+        fast = slow if most == few else [o.throughput(most) for o in scored]
         low = [(x if x > y else y) * (1 - BOUND_SLACK) for x, y in zip(
             [s_med / a + p_min / b for a, b in zip(single, fast)],
             [s_min / a + p_med / b for a, b in zip(single, fast)])]
@@ -180,23 +173,6 @@ class Estimate:
         lo.update(zip(types, low))
         hi.update(zip(types, high))
         return RuntimeBounds(lo, hi, measured)
-
-    def fewer_threads_runtimes(self, offers: dict[str, Offer]) -> dict[str, float]:
-        """For each type with fewer vCPUs than the job ran threads on (not a type it ran on), the
-        runtime if every past thread had had a core to itself: its parallel section then slows by
-        the full thread ratio, at single-core speed. The all-core model credits a thread on a big
-        shared machine with that machine's average per vCPU, which a memory-bound job or a machine
-        with idle cores beats; moving such a job to fewer vCPUs is where that error costs a
-        deadline, so the deadline check takes the slower of the two there."""
-        if not self.works:
-            return {}
-        most = max(w.threads for w in self.works)
-        out: dict[str, float] = {}
-        for t, o in offers.items():
-            if o.vcpu >= most or t in self.by_type or not o.score_single:
-                continue
-            out[t] = statistics.median(w.alone_on(o) for w in self.works)
-        return out
 
     def mem_spread(self) -> float | None:
         """Coefficient of variation of the peaks (None with fewer than 5 samples)."""
@@ -228,8 +204,7 @@ def reduce_run(record: dict, offer: Offer, declared_vcpu: float | None) -> RunWo
     device = offer.gpu_count or offer.accel_count
     busy = max(avg, 0.0) / 100.0 * t * offer.score_single if avg is not None and not device else 0.0
     return RunWork(record["run_id"], offer.instance_type, t, s_wall * offer.score_single,
-                   p_wall * offer.score_multi * k / n, k, p_wall * offer.score_single * k if k < n else 0.0,
-                   busy)
+                   p_wall * offer.throughput(k), k, busy)
 
 
 def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | None],

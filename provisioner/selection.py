@@ -162,8 +162,8 @@ def _no_history_runtimes(pool: list[Offer], req: Requirements, settings: PlanSet
     ref = min(pool, key=lambda o: (o.price, o.instance_type))
     threads = int(req.vcpu or 1)
     def score(o: Offer) -> float:
-        if threads > 1:  # all-core throughput of the vCPUs the job asked for
-            return o.score_multi * min(threads, o.vcpu) / o.vcpu
+        if threads > 1:  # the throughput of as many busy threads as the job asked vCPUs
+            return o.throughput(threads)
         return o.score_single
     # an offer without a score runs at the reference's speed; an unscored reference at the median's
     ref_score = score(ref) or statistics.median([score(o) for o in pool if score(o)] or [1.0])
@@ -173,7 +173,8 @@ def _no_history_runtimes(pool: list[Offer], req: Requirements, settings: PlanSet
         s = score(o) or ref_score
         scores[o.instance_type] = s
         runtime[o.instance_type] = prior * ref_score / s
-    kind = f"all-core score of the {threads} vCPUs asked for" if threads > 1 else "single-core score"
+    kind = (f"the CPU score of {threads} busy threads (the vCPUs asked for)" if threads > 1
+            else "single-core score")
     reasons = [f"No history: assuming min({format_duration(settings.default_runtime_s)}, runtime target "
                f"{settings.target_s:.0f}s) = {prior:.0f}s on the cheapest offer that meets the declaration "
                f"({ref.instance_type} {ref.market} at ${ref.price:.4f}/h), scaled to other offers by {kind}; "
@@ -237,30 +238,22 @@ class _Runtimes:
     """
 
     def __init__(self, types: dict[str, Offer], lo: dict[str, float], hi: dict[str, float],
-                 measured: set[str], exact: set[str], est: Estimate | None = None,
-                 fewer_threads: dict[str, float] | None = None, margin: float = 0.0):
+                 measured: set[str], exact: set[str], est: Estimate | None = None, margin: float = 0.0):
         self.types, self.lo, self.hi, self.measured = types, lo, hi, measured
         self._exact, self._est, self.margin = exact, est, margin
-        # types with fewer vCPUs than the job's threads: the deadline also checks the runtime with
-        # a core per past thread (`Estimate.fewer_threads_runtimes`), the slower of the two; both are
-        # scaled from other types, so both carry the margin
-        self.fewer_threads = {t: d for t, d in (fewer_threads or {}).items() if t in lo}
         # bounds of the runtime the deadline checks: a scaled one x (1 + margin), a measured one as it is
         m = 1 + margin
         self.deadline_lo = {t: d * m for t, d in lo.items()}
         self.deadline_hi = {t: d * m for t, d in hi.items()}
         for t in measured:
             self.deadline_lo[t], self.deadline_hi[t] = lo[t], hi[t]
-        for t, d in self.fewer_threads.items():
-            self.deadline_lo[t] = max(self.deadline_lo[t], d * m)
-            self.deadline_hi[t] = max(self.deadline_hi[t], d * m)
 
     @classmethod
     def from_history(cls, est: Estimate, pool: list[Offer], margin: float) -> "_Runtimes":
         """`margin`: what a runtime scaled from other types must leave to spare (`PlanSettings.scaled_margin`)."""
         first = {o.instance_type: o for o in reversed(pool)}   # a type's runtime is its first offer's
         b = est.runtime_bounds(first)
-        return cls(first, b.lo, b.hi, b.measured, set(b.measured), est, est.fewer_threads_runtimes(first), margin)
+        return cls(first, b.lo, b.hi, b.measured, set(b.measured), est, margin)
 
     @classmethod
     def exact(cls, runtime: dict[str, float]) -> "_Runtimes":
@@ -275,8 +268,7 @@ class _Runtimes:
             m = 1 + self.margin
             for t, (d, _) in self._est.runtimes(todo).items():
                 self.lo[t] = self.hi[t] = d
-                self.deadline_lo[t] = self.deadline_hi[t] = d if t in self.measured else \
-                    max(d, self.fewer_threads.get(t, 0.0)) * m
+                self.deadline_lo[t] = self.deadline_hi[t] = d if t in self.measured else d * m
                 self._exact.add(t)
 
     def within(self, limit: float) -> set[str]:
@@ -300,11 +292,9 @@ def _rank(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gib: fl
         meet = _of_types(rows, rt.within(min(settings.timeout_s, settings.target_s)))
         dropped = len(rows) - len(meet)
         if dropped:
-            fewer = ("; on fewer vCPUs than the threads it ran, the runtime with a core per past thread "
-                     "if slower" if rt.fewer_threads else "")
             reasons.append(f"{dropped} offers dropped: predicted to miss the runtime target of "
                            f"{settings.target_s:.0f}s (runtimes scaled from other types by CPU score "
-                           f"need a {settings.scaled_margin:.0%} margin{fewer}).")
+                           f"need a {settings.scaled_margin:.0%} margin).")
         if meet:
             return _cheapest(meet, rt, boot_s, disk_gib, keep), reasons
         reasons.append("No offer is predicted to meet the runtime target: choosing the fastest "

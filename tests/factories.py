@@ -13,7 +13,7 @@ def offer(instance_type: str = "m5.large", *, market: str = ON_DEMAND, region: s
           vcpu: int = 2, mem: float = 8, price: float = 0.1, ondemand: float | None = None,
           arch: str = "x86_64", gpus: int = 0, gpu_model: str | None = None, gpu_maker: str = "NVIDIA",
           accel: str | None = None, accels: int = 0, single: float = 1000,
-          multi: float | None = None, interruption: float | None = None) -> Offer:
+          multi: float | None = None, interruption: float | None = None, cores: int = 0) -> Offer:
     return Offer(
         instance_type=instance_type, family=instance_type.split(".")[0], region=region, market=market,
         vcpu=vcpu, memory_gib=mem, arch=arch, price=price,
@@ -22,7 +22,7 @@ def offer(instance_type: str = "m5.large", *, market: str = ON_DEMAND, region: s
         gpu_manufacturer=gpu_maker if gpus else None, accel_model=accel, accel_count=accels,
         interruption_rate=(interruption if interruption is not None else 0.05) if market == SPOT else None,
         score_single=single, score_multi=multi if multi is not None else single * vcpu * 0.9,
-        score_basis="test")
+        score_basis="test", cores=cores)
 
 
 def run(job: str = "train", n: int = 0, *, instance_type: str = "m5.large", duration: float = 3600,

@@ -90,37 +90,46 @@ def test_deadline_drops_offers_predicted_to_miss_the_target():
     assert any("dropped" in r and "runtime target of 4320s" in r for r in p.reasons)
 
 
-def test_a_run_that_left_cores_idle_also_predicts_with_a_core_per_thread():
-    """4 threads on the 16-vCPU m5.4xlarge: besides the all-core model (each thread worth the
-    machine's average per vCPU), the run predicts as if each thread had had a core to itself; a
-    machine-filling run keeps the all-core model only."""
-    big = [run(n=i, instance_type="m5.4xlarge", duration=4000, cpu_avg=400, cpu_max=400, vcpu=16) for i in range(3)]
-    w = reduce_run(big[0], BIG16, None)
-    assert w.threads == 4 and w.alone_on(SLOW2) == pytest.approx(4000 * 4 / 2)   # 4 threads' work on 2 cores
-    assert w.runtime_on(SLOW2) == pytest.approx(4000 * (14400 * 4 / 16) / 1800)
-    est = estimate(big, lookup)
-    assert set(est.fewer_threads_runtimes({"m5.large": SLOW2, "m5.2xlarge": SLOW8})) == {"m5.large"}
-    full = reduce_run(run(instance_type="m5.2xlarge", duration=1000, cpu_avg=800, cpu_max=800, vcpu=8), SLOW8, None)
-    assert full.alone == 0 and full.alone_on(SLOW2) == full.runtime_on(SLOW2)
+def test_a_run_that_left_cores_idle_is_credited_with_a_core_per_thread():
+    """4 threads for 4000 s on a hyper-threaded 16-vCPU type (8 cores, 1000 single-core, 10560
+    all-core): each thread had a core of its own, so the run did 4 x 1000 per second, not 4/16 of
+    10560. On 4 vCPUs that are cores (5600 all-core) that work takes 4000 x 4000 / 5600 s; on 2
+    such vCPUs 4000 x 4000 / 2000; on 2 vCPUs that are one core, the core's 1300."""
+    ht16 = offer("m5.4xlarge", vcpu=16, mem=64, price=0.80, single=1000, multi=10560, cores=8)
+    cores4 = offer("c7g.xlarge", vcpu=4, mem=8, price=0.14, single=1400, multi=5600)
+    cores2 = offer("c7g.large", vcpu=2, mem=4, price=0.07, single=1000, multi=2000)
+    ht2 = offer("m5.large", vcpu=2, mem=8, price=0.10, single=1000, multi=1300, cores=1)
+    w = reduce_run(run(instance_type="m5.4xlarge", duration=4000, cpu_avg=400, cpu_max=400, vcpu=16), ht16, None)
+    assert w.threads == 4 and w.parallel == pytest.approx(4000 * 4000)
+    assert w.runtime_on(cores4) == pytest.approx(4000 * 4000 / 5600)    # not 4000 x 2640 / 5600
+    assert w.runtime_on(cores2) == pytest.approx(4000 * 4000 / 2000)
+    assert w.runtime_on(ht2) == pytest.approx(4000 * 4000 / 1300)
+    # a run that filled its machine did the machine's all-core score
+    full = reduce_run(run(instance_type="m5.4xlarge", duration=1000, cpu_avg=1600, cpu_max=1600, vcpu=16), ht16, None)
+    assert full.parallel == pytest.approx(1000 * 10560) and full.runtime_on(ht16) == pytest.approx(1000)
 
 
-def test_the_deadline_drops_a_downsize_that_fits_only_on_the_all_core_model():
-    """History: 4 threads for 3000 s on a 16-vCPU type with hyper-threads (600 per vCPU all-core,
-    1000 single). On a 2-vCPU type with a core per vCPU (1000 each) the all-core model says
-    3000 x 600 x 4 / 2000 = 3600 s (4500 s with the 25% margin); a core per past thread says
-    3000 x 4 / 2 = 6000 s, 7500 s with the same margin (both are scaled from another type). A
-    target between the two drops the downsize; so does one that fits only the bare 6000 s."""
-    ht16 = offer("c5.4xlarge", vcpu=16, mem=32, price=0.68, single=1000, multi=9600)
-    small = offer("c7a.large", vcpu=2, mem=8, price=0.05, single=1000, multi=2000)
+def test_the_deadline_drops_a_move_that_fits_only_if_past_threads_are_read_per_vcpu():
+    """History: 4 threads for 3000 s on a 16-vCPU type with hyper-threads (8 cores, 1000
+    single-core, 9600 all-core). On 4 vCPUs that are cores (1000 each) the run takes 3000 s
+    again (3750 s with the 25% margin); read per vCPU (600 each) it would take 1800 s. A target
+    of 3200 s keeps the type the job ran on; on 2 such vCPUs (6000 s) a target of 7600 s fits."""
+    ht16 = offer("c5.4xlarge", vcpu=16, mem=32, price=0.68, single=1000, multi=9600, cores=8)
+    four = offer("c7g.xlarge", vcpu=4, mem=8, price=0.14, single=1000, multi=4000)
+    two = offer("c7a.large", vcpu=2, mem=8, price=0.05, single=1000, multi=2000)
     runs = [run(n=i, instance_type="c5.4xlarge", duration=3000, cpu_avg=400, cpu_max=400, vcpu=16) for i in range(3)]
     est = estimate(runs, lambda t, r: ht16 if t == "c5.4xlarge" else None)
     req = Requirements.parse("ec2 && ondemand")
-    roomy = select([small, ht16], req, est, PlanSettings(timeout_s=9500, policy="deadline"))   # target 7600 s
-    assert roomy.chosen.offer.instance_type == "c7a.large"
+    tight = select([four, ht16], req, est, PlanSettings(timeout_s=4000, policy="deadline"))   # target 3200 s
+    assert tight.chosen.offer.instance_type == "c5.4xlarge"
+    assert any("1 offers dropped" in r for r in tight.reasons)
+    roomy = select([four, ht16], req, est, PlanSettings(timeout_s=5000, policy="deadline"))   # target 4000 s
+    assert roomy.chosen.offer.instance_type == "c7g.xlarge" and roomy.chosen.duration_s == pytest.approx(3000)
+    fewer = select([two, ht16], req, est, PlanSettings(timeout_s=9500, policy="deadline"))    # target 7600 s
+    assert fewer.chosen.offer.instance_type == "c7a.large" and fewer.chosen.duration_s == pytest.approx(6000)
     for timeout in (8000, 6000):                                                              # 6400 s, 4800 s
-        tight = select([small, ht16], req, est, PlanSettings(timeout_s=timeout, policy="deadline"))
-        assert tight.chosen.offer.instance_type == "c5.4xlarge", timeout
-        assert any("a core per past thread" in r for r in tight.reasons)
+        assert select([two, ht16], req, est, PlanSettings(timeout_s=timeout, policy="deadline")) \
+            .chosen.offer.instance_type == "c5.4xlarge", timeout
 
 
 def test_the_sites_scaled_margin_decides_what_a_scaled_runtime_must_leave_to_spare():
@@ -294,10 +303,11 @@ def _random_table(rng: random.Random, n_types: int = 40) -> list:
         multi = single * vcpu * rng.uniform(0.5, 1.0)
         price = round(rng.choice([0.05, 0.1, 0.2, 0.4]) * vcpu / 2, 3)   # ties across types
         name = f"t{i}.{vcpu}x"
-        table.append(offer(name, vcpu=vcpu, mem=vcpu * 4, price=price, single=single, multi=multi))
+        cores = rng.choice([0, vcpu, vcpu // 2])     # unknown, a core per vCPU, hyper-threads
+        table.append(offer(name, vcpu=vcpu, mem=vcpu * 4, price=price, single=single, multi=multi, cores=cores))
         if rng.random() < 0.6:
             table.append(offer(name, vcpu=vcpu, mem=vcpu * 4, price=round(price * rng.uniform(0.2, 0.5), 4),
-                               market="spot", single=single, multi=multi,
+                               market="spot", single=single, multi=multi, cores=cores,
                                interruption=rng.choice([0.03, 0.08, 0.25])))
     rng.shuffle(table)
     return table
@@ -381,8 +391,11 @@ def test_runtime_bounds_hold_the_exact_runtime(seed):
                           rng.choice([0.0, rng.uniform(1, 1e7)]), rng.choice([1, 2, 4, 8, 64]))
                   for i in range(rng.choice([1, 2, 3, 12])))
     est = Estimate(runs=len(works), works=works, by_type={"m5.large": [100.0, 300.0]})
-    offers = {f"t{i}": offer(f"t{i}", vcpu=rng.choice([1, 2, 8, 32]), single=rng.uniform(100, 3000),
-                             multi=rng.uniform(100, 90000)) for i in range(30)}
+    offers = {}
+    for i in range(30):
+        vcpu = rng.choice([1, 2, 8, 32])
+        offers[f"t{i}"] = offer(f"t{i}", vcpu=vcpu, single=rng.uniform(100, 3000), multi=rng.uniform(100, 90000),
+                                cores=rng.choice([0, vcpu, vcpu // 2]))
     offers["m5.large"] = offer("m5.large")
     offers["none"] = offer("none", single=0.0)
     b = est.runtime_bounds(offers)

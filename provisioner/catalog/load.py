@@ -16,6 +16,9 @@ under-rates large types for data-parallel jobs. A single source (`sparecores-str
 A type the chosen source lacks gets the next source scaled into its units by the median ratio over
 types measured by both (CoreMark, with no single-core figure, stands in per thread); then its
 family's per-vCPU median; then the catalog-wide per-vCPU median. `score_basis` says which.
+
+Cores. Which types run two hyper-threads per core is read from the same stress-ng run (`_cores`):
+the runtime model gives a thread a core of its own while a type has idle cores (`Offer.throughput`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ UNKNOWN_INTERRUPTION_RATE = 0.25
 CACHE_META = "meta.json"
 # Part of the pickled build's key: bump it when Offer's fields or their meaning change, so that an
 # older build is not read back into the new shape.
-OFFER_FORMAT = 2
+OFFER_FORMAT = 3
 
 _cache: dict[str, list[Offer]] = {}
 
@@ -119,6 +122,39 @@ def _scores(path: Path, vcpus: dict[str, int], families: dict[str, str],
     return out
 
 
+SMT_SCALING = 0.8   # stress-ng all vCPUs / (vCPUs x one thread) below this: two threads per core
+
+
+def _cores(path: Path, vcpus: dict[str, int], families: dict[str, str]) -> dict[str, int]:
+    """type -> physical cores, from how SpareCores' stress-ng run on it scaled from one thread to
+    every vCPU (whatever the configured score source).
+
+    Where a vCPU is a core (Graviton, AMD's 7th generation and later) all vCPUs busy do 0.95-1.0 x
+    vCPUs x one thread's work; where two hyper-threads share a core (Intel, older AMD) 0.5-0.7.
+    A type stress-ng did not measure takes its family's majority; a type of a family it never
+    measured is left out (`Offer.cores` 0: a core per vCPU)."""
+    header, rows = _rows(path)
+    col = {name: i for i, name in enumerate(header)}
+    hyper: dict[str, bool] = {}
+    for r in rows:
+        if r[col["source"]] != "sparecores-stressng-div16":
+            continue
+        t = r[col["instance_type"]]
+        single, multi, n = _float(r[col["single_core_score"]]), _float(r[col["multi_core_score"]]), vcpus.get(t)
+        if n and n > 1 and single and multi:
+            hyper[t] = multi / (n * single) < SMT_SCALING
+    by_family: dict[str, list[bool]] = defaultdict(list)
+    for t, smt in hyper.items():
+        by_family[families.get(t, "")].append(smt)
+    out = {}
+    for t, n in vcpus.items():
+        votes = by_family.get(families.get(t, ""))
+        smt = hyper.get(t, sum(votes) * 2 >= len(votes) if votes else None)
+        if smt is not None:
+            out[t] = n // 2 if smt and n > 1 else n
+    return out
+
+
 def _composite(by_source: dict) -> dict[str, tuple[float, float, None]]:
     """Geekbench 6 single-core (a suite of real workloads) for per-core speed, times stress-ng's
     all-core/single-core ratio measured in one run on the type (how its vCPUs scale together)."""
@@ -165,6 +201,7 @@ def build_catalog(data_dirs: list[Path], score_source: str = DEFAULT_SCORE_SOURC
     vcpus = {t: int(r[c["vcpu"]]) for t, r in specs.items()}
     families = {t: r[c["family"]] for t, r in specs.items()}
     scores = _scores(pick("cpu_scores.csv"), vcpus, families, score_source)
+    cores = _cores(pick("cpu_scores.csv"), vcpus, families)
 
     _, irows = _rows(pick("aws_spot_interruption.csv"))
     interruption = {(r[0], r[1]): float(r[4]) for r in irows if r[4]}
@@ -178,22 +215,22 @@ def build_catalog(data_dirs: list[Path], score_source: str = DEFAULT_SCORE_SOURC
             _float(r[c["gpu_memory_gib"]]), r[c["accelerator_model"]] or None, _int(r[c["accelerator_count"]]))
         fixed[t] = (r[c["family"]], vcpus[t], float(r[c["memory_gib"]]), r[c["arch"]], gc, gm, gmem,
                     r[c["burstable"]] == "1", r[c["current_generation"]] == "1", single, multi, basis,
-                    gmaker, am, ac)
+                    gmaker, am, ac, cores.get(t, 0))
 
     offers = []
     for (t, region), price in ondemand.items():
-        fam, vcpu, mem, arch, gc, gm, gmem, burst, cur, single, multi, basis, gmaker, am, ac = fixed[t]
+        fam, vcpu, mem, arch, gc, gm, gmem, burst, cur, single, multi, basis, gmaker, am, ac, nc = fixed[t]
         offers.append(Offer(t, fam, region, ON_DEMAND, vcpu, mem, arch, price, price, gc, gm, gmem,
-                            burst, cur, None, single, multi, basis, None, gmaker, am, ac))
+                            burst, cur, None, single, multi, basis, None, gmaker, am, ac, nc))
     _, srows = _rows(pick("aws_spot_prices.csv"))
     for t, region, _az, price in srows:
         if t not in fixed or not price or float(price) <= 0:
             continue
-        fam, vcpu, mem, arch, gc, gm, gmem, burst, cur, single, multi, basis, gmaker, am, ac = fixed[t]
+        fam, vcpu, mem, arch, gc, gm, gmem, burst, cur, single, multi, basis, gmaker, am, ac, nc = fixed[t]
         offers.append(Offer(t, fam, region, SPOT, vcpu, mem, arch, float(price), ondemand.get((t, region)),
                             gc, gm, gmem, burst, cur,
                             interruption.get((t, region), UNKNOWN_INTERRUPTION_RATE),
-                            single, multi, basis, None, gmaker, am, ac))
+                            single, multi, basis, None, gmaker, am, ac, nc))
     return Catalog(offers=offers, source=source, score_source=score_source)
 
 

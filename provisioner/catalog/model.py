@@ -36,6 +36,25 @@ class Offer(NamedTuple):
     gpu_manufacturer: str | None = None      # 'NVIDIA', 'AMD' (None: no GPU, or not known)
     accel_model: str | None = None           # a non-GPU accelerator: 'Inferentia2', 'Gaudi HL-205'...
     accel_count: int = 0
+    cores: int = 0                   # physical cores (0: unknown, read as one per vCPU)
+
+    def throughput(self, threads: int) -> float:
+        """The score `threads` busy threads get together on this type (threads past its vCPUs add nothing).
+
+        With a core per vCPU it grows with the vCPUs used (score_multi x k / vCPUs). On a
+        hyper-threaded type the first threads each get a core of their own (score_single apiece,
+        never more than score_multi in all) and the rest share cores with them, up to score_multi
+        with every vCPU busy."""
+        n = self.vcpu
+        k = threads if threads < n else n
+        c = self.cores
+        if not c or c >= n:
+            return self.score_multi * k / n
+        s, m = self.score_single, self.score_multi
+        base = s * (k if k < c else c)
+        if base > m:
+            base = m
+        return base + (m - s * c) * (k - c) / (n - c) if k > c and m > s * c else base
 
     @property
     def accel_kind(self) -> str | None:
