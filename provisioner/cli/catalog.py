@@ -53,13 +53,14 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         print(json.dumps([o._asdict() for o in shown]))
         return 0
-    print(f"{'type':<18} {'market':<9} {'region':<14} {'vCPU':>5} {'GiB':>8} {'GPU/accel':<12} {'arch':<7} "
-          f"{'$/h':>9} {'od $/h':>9} {'int%/mo':>7} {'1-core':>8} {'all-core':>10}")
+    print(f"{'type':<18} {'market':<9} {'region':<14} {'vCPU':>5} {'cores':>5} {'GiB':>8} {'GPU/accel':<12} "
+          f"{'arch':<7} {'$/h':>9} {'od $/h':>9} {'int%/mo':>7} {'1-core':>8} {'all-core':>10}")
     for o in shown:
         gpu = o.devices().replace("x ", "x") or "-"
         od = f"{o.ondemand_price:.4f}" if o.ondemand_price else "-"
         ir = f"{o.interruption_rate * 100:.1f}" if o.interruption_rate is not None else "-"
-        print(f"{o.instance_type:<18} {o.market:<9} {o.region:<14} {o.vcpu:>5} {o.memory_gib:>8g} "
+        cores = o.cores or "-"
+        print(f"{o.instance_type:<18} {o.market:<9} {o.region:<14} {o.vcpu:>5} {cores:>5} {o.memory_gib:>8g} "
               f"{gpu[:12]:<12} {o.arch:<7} {o.price:>9.4f} {od:>9} {ir:>7} {o.score_single:>8.0f} "
               f"{o.score_multi:>10.0f}")
     print(f"{len(shown)} of {len(offers)} offers; source: {catalog.source}; scores: {catalog.score_source}",

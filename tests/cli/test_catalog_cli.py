@@ -21,6 +21,7 @@ def test_show_table_and_regions(cli):
     assert {(r[0], r[1], r[2]) for r in rows} == {("m5.large", m, reg) for m in ("spot", "on-demand")
                                                    for reg in ("us-east-1", "eu-west-1")}
     assert "scores: composite" in out.stderr
+    assert out.stdout.split()[4] == "cores" and {(r[3], r[4]) for r in rows} == {("2", "1")}   # two hyper-threads
 
 
 def test_bad_filter_is_exit_2(cli):
