@@ -215,6 +215,15 @@ def test_cold_start_prior_is_the_runtime_target_on_the_cheapest_fit_scaled_not_c
     assert any("min(1h, runtime target 480s)" in r for r in p.reasons)
 
 
+def test_cold_start_gives_the_threads_asked_for_a_core_each_on_a_hyper_threaded_type():
+    """16 threads on 32 cores with hyper-threads (64 vCPUs): each has a core, 16 x the single-core score."""
+    ht = COLD[2]._replace(cores=32)
+    p = plan("ec2 && vcpu=16", table=[*COLD[:2], ht], timeout_s=600)
+    d = {(c.offer.instance_type, c.offer.market): c.duration_s for c in p.candidates}
+    assert d[("c6i.16xlarge", "spot")] == pytest.approx(480 * 14000 / (16 * 1300))
+    assert any("the CPU score of 16 busy threads" in r for r in p.reasons)
+
+
 def test_cold_start_drops_nothing_for_the_deadline():
     slow = offer("m4.4xlarge", vcpu=16, mem=64, price=0.30, market=SPOT, single=500, multi=5000)
     p = plan("ec2 && vcpu=16", table=COLD + [slow], timeout_s=600)
