@@ -142,11 +142,11 @@ class Estimate:
         and asks `runtimes` only for the rest. A measured type's bounds are its exact median. For
         another, run i takes x_i + y_i with x_i = serial_i / single and y_i = parallel_i / b_i, b_i
         the throughput of its threads (between b(fewest threads) and b(most): it grows with the
-        threads). Order statistics are monotone, so the median of the sums lies within med(x) + [min y, max y] and
-        within [min x, max x] + med(y), and med(x) = med(serial) / single: a few divisions per type
-        instead of two per run and a sort, computed a column at a time. Widened by BOUND_SLACK, far
-        beyond the few ulps of rounding either computation can take, so a bound never crosses the
-        exact figure.
+        threads). Order statistics are monotone, so the median of the sums lies within
+        med(x) + [min y, max y] and within [min x, max x] + med(y), and med(x) = med(serial) /
+        single: a few divisions per type instead of two per run and a sort, computed a column at a
+        time. Widened by BOUND_SLACK, far beyond the few ulps of rounding either computation can
+        take, so a bound never crosses the exact figure.
         """
         measured = {t for t, d in self.by_type.items() if d and t in offers}
         lo = {t: statistics.median(self.by_type[t]) for t in measured}
