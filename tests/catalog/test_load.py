@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import json
 from pathlib import Path
+
+import moto
 
 from provisioner.catalog import DEFAULT_SCORE_SOURCE, build_catalog, load_catalog
 from provisioner.catalog.load import bundled_dir
@@ -96,10 +100,6 @@ def test_the_bundled_cores_agree_with_ec2s_threads_per_core():
     """EC2's DefaultCores (DescribeInstanceTypes, as moto bundles it) against the cores read from
     stress-ng: every current-generation type of the catalog agrees but one whose run scaled at 0.82
     (burstable types are left out: an all-vCPU run on them is held to the CPU-credit baseline)."""
-    import gzip
-    import json
-
-    import moto
     with gzip.open(Path(moto.__file__).parent / "ec2" / "resources" / "instance_types.json.gz") as fh:
         ec2 = {t: v["VCpuInfo"] for t, v in json.load(fh).items()}
     offers = {o.instance_type: o for o in load_catalog().offers}
