@@ -6,10 +6,10 @@ CoreMark scores per thread and for all threads (the planner's default, `composit
 single-core scaled by stress-ng's all-core ratio; `--truth coremark-smt` also gives a thread a core
 to itself on a hyper-threaded type while cores are idle, with EC2's own threads per core, where
 the default truth runs every thread at its type's fully loaded per-vCPU speed), per-job serial
-fractions and thread counts,
-memory-bound jobs that scale weakly with CPU speed, run-to-run noise and outlier runs, on the real
-us-east-1 prices of the bundled catalog. 85% of jobs have 3-8 runs of history (imported into a real
-store with `provisioner history import`); they are asked for the way people ask:
+fractions and thread counts, memory-bound jobs that scale weakly with CPU speed, run-to-run noise
+and outlier runs, on the real us-east-1 prices of the bundled catalog. 85% of jobs have 3-8 runs
+of history (imported into a real store with `provisioner history import`); they are asked for the
+way people ask:
   label        `ec2 && vcpu=V && mem=M && timeout=...` (declared with headroom)
   job          `--job J --timeout T` alone, no label (as `run --remote --job` does)
   ec2          the plain managed atom `ec2` (+ `--timeout`), and `ec2 && spot`
