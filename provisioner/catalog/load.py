@@ -72,17 +72,25 @@ def _int(text: str) -> int:
     return int(text) if text else 0
 
 
-def _scores(path: Path, vcpus: dict[str, int], families: dict[str, str],
-            source: str) -> dict[str, tuple[float, float, str]]:
-    """type -> (single, multi, basis), every score in `source`'s unit."""
+ScoreRow = tuple[float | None, float | None, int | None]   # single, multi, threads measured
+
+
+def _by_source(path: Path) -> dict[str, dict[str, ScoreRow]]:
+    """cpu_scores.csv as source -> type -> its row."""
     header, rows = _rows(path)
     col = {name: i for i, name in enumerate(header)}
-    by_source: dict[str, dict[str, tuple[float | None, float | None, int | None]]] = defaultdict(dict)
+    by_source: dict[str, dict[str, ScoreRow]] = defaultdict(dict)
     for r in rows:
         threads = r[col["threads"]]
         by_source[r[col["source"]]][r[col["instance_type"]]] = (
             _float(r[col["single_core_score"]]), _float(r[col["multi_core_score"]]),
             int(threads) if threads else None)
+    return by_source
+
+
+def _scores(by_source: dict[str, dict[str, ScoreRow]], vcpus: dict[str, int], families: dict[str, str],
+            source: str) -> dict[str, tuple[float, float, str]]:
+    """type -> (single, multi, basis), every score in `source`'s unit."""
     primary = _composite(by_source) if source == COMPOSITE else by_source.get(source, {})
     out: dict[str, tuple[float, float, str]] = {
         t: (s, m, source) for t, (s, m, _) in primary.items() if s and m}
@@ -125,7 +133,7 @@ def _scores(path: Path, vcpus: dict[str, int], families: dict[str, str],
 SMT_SCALING = 0.8   # stress-ng all vCPUs / (vCPUs x one thread) below this: two threads per core
 
 
-def _cores(path: Path, vcpus: dict[str, int], families: dict[str, str]) -> dict[str, int]:
+def _cores(stress_ng: dict[str, ScoreRow], vcpus: dict[str, int], families: dict[str, str]) -> dict[str, int]:
     """type -> physical cores, from how SpareCores' stress-ng run on it scaled from one thread to
     every vCPU (whatever the configured score source).
 
@@ -133,14 +141,9 @@ def _cores(path: Path, vcpus: dict[str, int], families: dict[str, str]) -> dict[
     vCPUs x one thread's work; where two hyper-threads share a core (Intel, older AMD) 0.5-0.7.
     A type stress-ng did not measure takes its family's majority; a type of a family it never
     measured is left out (`Offer.cores` 0: a core per vCPU)."""
-    header, rows = _rows(path)
-    col = {name: i for i, name in enumerate(header)}
     hyper: dict[str, bool] = {}
-    for r in rows:
-        if r[col["source"]] != "sparecores-stressng-div16":
-            continue
-        t = r[col["instance_type"]]
-        single, multi, n = _float(r[col["single_core_score"]]), _float(r[col["multi_core_score"]]), vcpus.get(t)
+    for t, (single, multi, _) in stress_ng.items():
+        n = vcpus.get(t)
         if n and n > 1 and single and multi:
             hyper[t] = multi / (n * single) < SMT_SCALING
     by_family: dict[str, list[bool]] = defaultdict(list)
@@ -200,8 +203,9 @@ def build_catalog(data_dirs: list[Path], score_source: str = DEFAULT_SCORE_SOURC
             ondemand[(t, r[c["region"]])] = float(r[c["ondemand_usd_per_hour"]])
     vcpus = {t: int(r[c["vcpu"]]) for t, r in specs.items()}
     families = {t: r[c["family"]] for t, r in specs.items()}
-    scores = _scores(pick("cpu_scores.csv"), vcpus, families, score_source)
-    cores = _cores(pick("cpu_scores.csv"), vcpus, families)
+    by_source = _by_source(pick("cpu_scores.csv"))
+    scores = _scores(by_source, vcpus, families, score_source)
+    cores = _cores(by_source.get("sparecores-stressng-div16", {}), vcpus, families)
 
     _, irows = _rows(pick("aws_spot_interruption.csv"))
     interruption = {(r[0], r[1]): float(r[4]) for r in irows if r[4]}
