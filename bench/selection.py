@@ -34,9 +34,13 @@ jobs with history <= 1.10x the oracle, jobs without history <= 1.00x Batch, miss
 
 Usage: bench/selection.py [--seed N | --seeds N|LIST] [--jobs N] [--speed-runs N] [--gaps] [--worst N]
                           [--truth coremark|geekbench-coremark|coremark-smt] [--scaled-margin M]
+                          [--rounds N]
   --seeds 1-10,20261205   every seed's figures, then a table per seed with the worst and the median
   --scaled-margin 0.10    the site's `defaults.scaled_margin`: what a smaller margin saves and what its
                           deadline misses cost (each miss is charged the wasted run and a rerun)
+  --rounds 3              daily use: after each round every job runs on its plan, the run (or the
+                          failed run of a miss) joins its history, and the workload is planned again;
+                          figures per round (r2 ..., r3 ...) against the same Batch and oracle choices
 """
 
 from __future__ import annotations
@@ -70,8 +74,8 @@ from provisioner.errors import ProvisionerError  # noqa: E402
 
 from selection_gaps import breakdown, gap_breakdown, many_seeds, parse_seeds  # noqa: E402  (bench/)
 from selection_workload import (REGION, SITE_ARCH, Job, Request, batch_fit, charge,  # noqa: E402  (bench/)
-                                coremark_smt_truth, coremark_truth, history_records, make_jobs, oracle,
-                                request, set_timeouts, truth_scores)
+                                coremark_smt_truth, coremark_truth, failed_record, history_records,
+                                make_jobs, oracle, request, run_record, set_timeouts, truth_scores)
 
 DEFAULT_SEED = 20261205
 TRUTHS = {"coremark": coremark_truth, "geekbench-coremark": truth_scores, "coremark-smt": coremark_smt_truth}
@@ -139,6 +143,10 @@ def main() -> int:
                     help="the true runtimes' scores: CoreMark alone, Geekbench 6 single-core with "
                          "CoreMark all-core, or CoreMark on EC2's cores (a thread has a core to itself "
                          "on a hyper-threaded type while cores are idle)")
+    ap.add_argument("--rounds", type=int, default=1, metavar="N",
+                    help="plan the workload N times: before each later round every job runs where the "
+                         "last round's plan put it and the run joins its history (a miss as the failed "
+                         "run it was), as in daily use")
     ap.add_argument("--scaled-margin", type=float, default=None, metavar="M",
                     help="the site's defaults.scaled_margin (default: the built-in default): the cost "
                          "against the deadline misses of a smaller or larger margin")
@@ -269,8 +277,59 @@ def run_seed(args, seed: int) -> dict:
                   f"{out.stderr[-300:]}")
     print(f"console script agrees with the in-process entry on {same} of {len(sample)} sampled jobs "
           f"(forms: {', '.join(sorted({request(j).label and 'label' or 'no-label' for j in jobs if j.name in sample}))})")
+    for r in range(2, args.rounds + 1):
+        got.update(later_round(r, seed, jobs, offers, scores, hist, env, ctx, results))
     return {"figures": got, "ok": all(got[k] <= v for k, v in TARGETS.items()),
             "gaps": breakdown(gap_rows), "speed": (jobs, hist, env, ctx)}
+
+
+def later_round(r: int, seed: int, jobs: list[Job], offers, scores, hist: Path, env: dict, ctx: Context,
+                results: Results) -> dict[str, float]:
+    """Round r: each job ran where round r-1's plan put it (that run is now in its history, a miss as
+    the failed run), and the workload is planned again. Batch's and the oracle's choices do not
+    change; the figures compare round r's plans with them."""
+    rng = random.Random(f"{seed}-round-{r}")
+    by_key = {(o.instance_type, o.market): o for o in offers}
+    last = results.by[f"r{r - 1}:plan" if r > 2 else "any:plan"]
+    jsonl = hist.parent / f"round-{r}.jsonl"
+    start = f"2026-11-{r:02d}T00:00:00Z"
+    with open(jsonl, "w") as fh:
+        for job in jobs:
+            out = last[job.name]
+            o = by_key[tuple(out.choice.split())]
+            build = f"round-{r - 1}"
+            rec = (failed_record(job, o, out.miss, build, start) if out.miss
+                   else run_record(job, o, scores, rng, build, start))
+            if rec["duration_s"] > job.timeout_s:    # a stuck run: the runner stopped it at the timeout
+                rec = failed_record(job, o, "deadline", build, start)
+            fh.write(json.dumps(rec) + "\n")
+    imp = run_cli(["history", "import", str(jsonl), "--history", str(hist)], env)
+    if imp.returncode != 0:
+        raise SystemExit(f"history import failed: {imp.stderr}")
+    for job in jobs:
+        req = request(job)
+        try:
+            p = plan_entry(ctx, req).plan.chosen.offer
+        except ProvisionerError as exc:
+            print(f"  round {r}: no plan for {job.name} {req}: {exc}")
+            p = None
+        o = p or batch_fit(job, offers, req.markets)
+        cost, miss = charge(job, o, req.markets, offers, scores)
+        results.add(f"r{r}:plan", job.name, Outcome(cost, miss, f"{o.instance_type} {o.market}"))
+    everyone = {j.name for j in jobs}
+    with_h = {j.name for j in jobs if j.history_runs}
+    cold = everyone - with_h
+
+    def against(names: set[str], strategy: str) -> float:
+        return results.total(f"r{r}:plan", names)[0] / results.total(f"any:{strategy}", names)[0]
+
+    got = {f"r{r} total/batch": against(everyone, "batch"), f"r{r} history/oracle": against(with_h, "oracle"),
+           f"r{r} cold/batch": against(cold, "batch"), f"r{r} cold/oracle": against(cold, "oracle"),
+           f"r{r} misses": results.total(f"r{r}:plan", everyone)[1] / len(jobs)}
+    print(f"round {r} (the jobs' round-{r - 1} runs recorded, then planned again): " +
+          "; ".join(f"{k.split(' ', 1)[1]} {v:.3f}" for k, v in got.items()) +
+          " (cold: the jobs that had no history in round 1)")
+    return got
 
 
 def speed(args, jobs: list[Job], hist: Path, env: dict, ctx: Context) -> None:

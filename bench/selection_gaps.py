@@ -142,17 +142,19 @@ def many_seeds(args, run_seed, targets: dict[str, float]) -> int:
         got = run_seed(args, seed)
         rows.append((seed, got["figures"], got["gaps"]))
         print()
-    keys = list(targets)
-    print(f"{'seed':>10}  " + "  ".join(f"{k:>14}" for k in keys) + "  above oracle by cause (jobs, USD)")
+    keys = list(rows[0][1])     # the targets' figures, then those of later rounds (--rounds)
+    w = {k: max(14, len(k)) for k in keys}
+    print(f"{'seed':>10}  " + "  ".join(f"{k:>{w[k]}}" for k in keys) + "  above oracle by cause (jobs, USD)")
     for seed, fig, gaps in rows:
         cause = ", ".join(f"{c} {n} ${usd:.2f}" for c, (n, usd) in gaps.items()) if gaps else ""
-        print(f"{seed:>10}  " + "  ".join(f"{fig[k]:>14.3f}" for k in keys) + f"  {cause}")
+        print(f"{seed:>10}  " + "  ".join(f"{fig[k]:>{w[k]}.3f}" for k in keys) + f"  {cause}")
     worst = {k: max(f[k] for _, f, _ in rows) for k in keys}
     median = {k: statistics.median(f[k] for _, f, _ in rows) for k in keys}
-    print(f"{'worst':>10}  " + "  ".join(f"{worst[k]:>14.3f}" for k in keys))
-    print(f"{'median':>10}  " + "  ".join(f"{median[k]:>14.3f}" for k in keys))
-    print(f"{'target':>10}  " + "  ".join(f"{'<= ' + format(v, '.2f'):>14}" for v in targets.values()))
-    failing = [k for k in keys if worst[k] > targets[k]]
+    print(f"{'worst':>10}  " + "  ".join(f"{worst[k]:>{w[k]}.3f}" for k in keys))
+    print(f"{'median':>10}  " + "  ".join(f"{median[k]:>{w[k]}.3f}" for k in keys))
+    print(f"{'target':>10}  " + "  ".join(f"{'<= ' + format(targets[k], '.2f') if k in targets else '':>{w[k]}}"
+                                          for k in keys))
+    failing = [k for k in targets if worst[k] > targets[k]]
     print(f"{len(rows)} seeds: every target met on every seed" if not failing else
           f"{len(rows)} seeds: the worst seed misses {', '.join(failing)}")
     return 0 if not failing else 1

@@ -221,22 +221,10 @@ def history_records(job: Job, offers_by_type: dict[str, Offer], scores, rng: ran
         usable = [min((o for o in offers_by_type.values() if o.memory_gib >= job.mem_gib * 1.2
                        and o.instance_type in scores and o.gpu_count == 0), key=lambda o: o.price).instance_type]
     favourites = rng.sample(usable, k=min(len(usable), rng.choice([1, 1, 2, 3])))
-    text = request(job).label or " ".join(request(job).filters)
+    text = requested(job)
     for i in range(job.history_runs):
-        t_name = rng.choice(favourites)
-        o = offers_by_type[t_name]
-        clean = true_runtime(job, o, scores)
-        avg, peak = cpu_profile(job, o, clean, scores)   # noise stretches both sections alike
-        t = clean * rng.lognormvariate(0, 0.05)
-        if rng.random() < 0.05:     # a stuck run, a bad node: longer, the same CPU work spread thinner
-            stuck = rng.uniform(3, 6)
-            t, avg = t * stuck, avg / stuck
-        records.append({
-            "job": job.name, "build": str(i + 1), "run_id": f"{job.name}-{i + 1}",
-            "start": f"2026-10-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", "duration_s": round(t, 1),
-            "exit_code": 0, "instance_type": t_name, "region": REGION, "market": ON_DEMAND, "vcpu": o.vcpu,
-            "cpu_avg_pct": round(min(avg * rng.uniform(0.95, 1.02), o.vcpu * 100), 1), "cpu_max_pct": round(peak, 1),
-            "mem_max_bytes": int(job.mem_gib * rng.uniform(0.92, 1.0) * GIB), "requested": text})
+        o = offers_by_type[rng.choice(favourites)]
+        records.append(run_record(job, o, scores, rng, str(i + 1), f"2026-10-{1 + i % 28:02d}T{i % 24:02d}:00:00Z"))
     if job.form == "peak-over" and rng.random() < 0.5:
         # the run on what was declared: killed for memory at the type's limit
         small = min((o for o in offers_by_type.values() if o.memory_gib >= job.declared_mem and o.gpu_count == 0
@@ -247,6 +235,40 @@ def history_records(job: Job, offers_by_type: dict[str, Offer], scores, rng: ran
                             "region": REGION, "market": ON_DEMAND, "vcpu": small.vcpu,
                             "mem_max_bytes": int(small.memory_gib * 0.99 * GIB), "requested": text})
     return records
+
+
+def requested(job: Job) -> str:
+    """What a record says the job asked for (its label, else its filters)."""
+    return request(job).label or " ".join(request(job).filters)
+
+
+def run_record(job: Job, o: Offer, scores, rng: random.Random, build: str, start: str) -> dict:
+    """The usage record of one successful run of the job on offer `o`: its true runtime with
+    run-to-run noise (now and then a stuck run), CPU use and memory peak as the runner samples them."""
+    clean = true_runtime(job, o, scores)
+    avg, peak = cpu_profile(job, o, clean, scores)   # noise stretches both sections alike
+    t = clean * rng.lognormvariate(0, 0.05)
+    if rng.random() < 0.05:     # a stuck run, a bad node: longer, the same CPU work spread thinner
+        stuck = rng.uniform(3, 6)
+        t, avg = t * stuck, avg / stuck
+    return {
+        "job": job.name, "build": build, "run_id": f"{job.name}-{build}", "start": start,
+        "duration_s": round(t, 1), "exit_code": 0, "instance_type": o.instance_type, "region": REGION,
+        "market": o.market, "vcpu": o.vcpu,
+        "cpu_avg_pct": round(min(avg * rng.uniform(0.95, 1.02), o.vcpu * 100), 1), "cpu_max_pct": round(peak, 1),
+        "mem_max_bytes": int(job.mem_gib * rng.uniform(0.92, 1.0) * GIB), "requested": requested(job)}
+
+
+def failed_record(job: Job, o: Offer, miss: str, build: str, start: str) -> dict:
+    """The record of a run that missed: killed at the type's memory limit, or at the timeout."""
+    base = {"job": job.name, "build": build, "run_id": f"{job.name}-{build}", "start": start,
+            "instance_type": o.instance_type, "region": REGION, "market": o.market, "vcpu": o.vcpu,
+            "requested": requested(job)}
+    if miss == "oom":
+        return {**base, "duration_s": 600.0, "exit_code": 137, "oom_killed": True,
+                "mem_max_bytes": int(o.memory_gib * 0.99 * GIB)}
+    return {**base, "duration_s": round(job.timeout_s, 1), "exit_code": 124, "timed_out": True,
+            "mem_max_bytes": int(job.mem_gib * 0.95 * GIB)}
 
 
 def charge(job: Job, o: Offer, markets: tuple[str, ...], offers: list[Offer], scores) -> tuple[float, str | None]:
