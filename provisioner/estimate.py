@@ -58,6 +58,7 @@ class RunWork:
     threads: int
 
     busy: float = 0.0   # the CPU work it did: busy vCPU-seconds x single-core score (0: unknown)
+    family: str = ""    # its type's family (the same CPU in every size)
 
     def runtime_on(self, offer: Offer) -> float:
         t = self.serial / offer.score_single if self.serial else 0.0
@@ -72,6 +73,7 @@ class RuntimeBounds(NamedTuple):
     lo: dict[str, float]
     hi: dict[str, float]
     measured: set[str]      # types the job ran on: lo == hi, the exact median of those runs
+    kin: set[str]           # other sizes of a family it ran on: lo == hi, scaled from those runs only
 
 
 @dataclass(frozen=True)
@@ -93,13 +95,25 @@ class Estimate:
     oom_peak_gib: float | None = None      # 1.5x the highest peak of an OOM-killed run
 
     def runtime_on(self, offer: Offer) -> tuple[float, bool] | None:
-        """Predicted seconds on this offer's type, and whether runs on that type measured it."""
+        """Predicted seconds on this offer's type, and whether runs on that type measured it.
+
+        Scaled from the runs on the same family where there are any (`kin`), else from every run."""
         direct = self.by_type.get(offer.instance_type)
         if direct:
             return statistics.median(direct), True
         if not self.works or not offer.score_single or not offer.score_multi:
             return None
-        return statistics.median(w.runtime_on(offer) for w in self.works), False
+        works = self.kin(offer) or self.works
+        return statistics.median(w.runtime_on(offer) for w in works), False
+
+    def kin(self, offer: Offer) -> tuple[RunWork, ...]:
+        """The runs on other sizes of the offer's family (the same CPU), if it has no runs of its own.
+
+        Scaled between sizes of one CPU, a runtime depends on the thread model alone: no benchmark
+        stands between them (the same core, the same single-core score)."""
+        if not offer.family or offer.instance_type in self.by_type:
+            return ()
+        return tuple(w for w in self.works if w.family == offer.family)
 
     def runtimes(self, offers: Iterable[Offer]) -> dict[str, tuple[float, bool] | None]:
         """`runtime_on` for each instance type among `offers` (its first offer), in one pass.
@@ -113,6 +127,7 @@ class Estimate:
             groups.setdefault(w.threads, []).append((w.serial, w.parallel))
         by_thread = list(groups.items())
         by_type, median = self.by_type, statistics.median
+        families = {w.family for w in self.works}
         out: dict[str, tuple[float, bool] | None] = {}
         for o in offers:
             t = o.instance_type
@@ -121,6 +136,9 @@ class Estimate:
             direct = by_type.get(t)
             if direct:
                 out[t] = median(direct), True
+                continue
+            if o.family in families:
+                out[t] = self.runtime_on(o)
                 continue
             single, multi = o.score_single, o.score_multi
             if not by_thread or not single or not multi:
@@ -150,11 +168,17 @@ class Estimate:
         """
         measured = {t for t, d in self.by_type.items() if d and t in offers}
         lo = {t: statistics.median(self.by_type[t]) for t in measured}
-        hi = dict(lo)
         works = self.works
-        scored = [o for t, o in offers.items() if o.score_single and o.score_multi and t not in measured]
+        families = {w.family for w in works} - {""}
+        kin = {t for t, o in offers.items() if o.family in families and t not in measured
+               and o.score_single and o.score_multi}
+        for t in kin:
+            lo[t] = self.runtime_on(offers[t])[0]
+        hi = dict(lo)
+        scored = [o for t, o in offers.items() if o.score_single and o.score_multi and t not in measured
+                  and t not in kin]
         if not works or not scored:
-            return RuntimeBounds(lo, hi, measured)
+            return RuntimeBounds(lo, hi, measured, kin)
         serial = sorted(w.serial for w in works)
         parallel = sorted(w.parallel for w in works)
         s_min, s_med, s_max = serial[0], _sorted_median(serial), serial[-1]
@@ -172,7 +196,7 @@ class Estimate:
         types = [o.instance_type for o in scored]
         lo.update(zip(types, low))
         hi.update(zip(types, high))
-        return RuntimeBounds(lo, hi, measured)
+        return RuntimeBounds(lo, hi, measured, kin)
 
     def mem_spread(self) -> float | None:
         """Coefficient of variation of the peaks (None with fewer than 5 samples)."""
@@ -204,7 +228,7 @@ def reduce_run(record: dict, offer: Offer, declared_vcpu: float | None) -> RunWo
     device = offer.gpu_count or offer.accel_count
     busy = max(avg, 0.0) / 100.0 * t * offer.score_single if avg is not None and not device else 0.0
     return RunWork(record["run_id"], offer.instance_type, t, s_wall * offer.score_single,
-                   p_wall * offer.throughput(k), k, busy)
+                   p_wall * offer.throughput(k), k, busy, offer.family)
 
 
 def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | None],

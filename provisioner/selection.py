@@ -26,6 +26,14 @@ MIN_BILLED_S = 60
 NEAR_TIE = 0.02              # predictions this close count as equal (costs cold, runtimes in a fallback)
 TOP_CANDIDATES = 10          # a plan keeps the chosen offer and its runners-up
 MAX_POOLS = 256              # narrowed offer lists a `pools` memo keeps (references, ~12 KB each)
+# A runtime scaled from the job's runs on another size of the same family (the same CPU) needs no
+# margin for benchmarks disagreeing, only for the split into serial and parallel work: this much,
+# never more than the site's margin for runtimes scaled across CPUs.
+FAMILY_MARGIN = 0.10
+
+
+def family_margin(scaled_margin: float) -> float:
+    return min(scaled_margin, FAMILY_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -238,22 +246,27 @@ class _Runtimes:
     """
 
     def __init__(self, types: dict[str, Offer], lo: dict[str, float], hi: dict[str, float],
-                 measured: set[str], exact: set[str], est: Estimate | None = None, margin: float = 0.0):
-        self.types, self.lo, self.hi, self.measured = types, lo, hi, measured
+                 measured: set[str], exact: set[str], est: Estimate | None = None, margin: float = 0.0,
+                 kin: set[str] = frozenset()):
+        self.types, self.lo, self.hi, self.measured, self.kin = types, lo, hi, measured, kin
         self._exact, self._est, self.margin = exact, est, margin
-        # bounds of the runtime the deadline checks: a scaled one x (1 + margin), a measured one as it is
+        # bounds of the runtime the deadline checks: a scaled one x (1 + margin), one scaled from
+        # runs on the same family x (1 + the family margin), a measured one as it is
         m = 1 + margin
         self.deadline_lo = {t: d * m for t, d in lo.items()}
         self.deadline_hi = {t: d * m for t, d in hi.items()}
         for t in measured:
             self.deadline_lo[t], self.deadline_hi[t] = lo[t], hi[t]
+        k = 1 + family_margin(margin)
+        for t in kin:
+            self.deadline_lo[t] = self.deadline_hi[t] = lo[t] * k
 
     @classmethod
     def from_history(cls, est: Estimate, pool: list[Offer], margin: float) -> "_Runtimes":
         """`margin`: what a runtime scaled from other types must leave to spare (`PlanSettings.scaled_margin`)."""
         first = {o.instance_type: o for o in reversed(pool)}   # a type's runtime is its first offer's
         b = est.runtime_bounds(first)
-        return cls(first, b.lo, b.hi, b.measured, set(b.measured), est, margin)
+        return cls(first, b.lo, b.hi, b.measured, b.measured | b.kin, est, margin, b.kin)
 
     @classmethod
     def exact(cls, runtime: dict[str, float]) -> "_Runtimes":
@@ -292,9 +305,11 @@ def _rank(rows: list[Offer], rt: _Runtimes, settings: PlanSettings, disk_gib: fl
         meet = _of_types(rows, rt.within(min(settings.timeout_s, settings.target_s)))
         dropped = len(rows) - len(meet)
         if dropped:
+            kin = (f"; from runs on another size of the same family, {family_margin(settings.scaled_margin):.0%}"
+                   if rt.kin else "")
             reasons.append(f"{dropped} offers dropped: predicted to miss the runtime target of "
                            f"{settings.target_s:.0f}s (runtimes scaled from other types by CPU score "
-                           f"need a {settings.scaled_margin:.0%} margin).")
+                           f"need a {settings.scaled_margin:.0%} margin{kin}).")
         if meet:
             return _cheapest(meet, rt, boot_s, disk_gib, keep), reasons
         reasons.append("No offer is predicted to meet the runtime target: choosing the fastest "
@@ -417,6 +432,10 @@ def _history_reason(est: Estimate) -> str:
     per_type = ", ".join(f"{t} {sorted(d)[len(d) // 2]:.0f}s ({len(d)} runs)"
                          for t, d in sorted(est.by_type.items()))
     text = f"History: {est.runs} successful runs; past runtimes: {per_type}."
+    families = sorted({w.family for w in est.works if w.family})
+    if families:
+        text += (f" Other sizes of {', '.join(families)} are scaled from the runs on that family alone "
+                 "(the same CPU).")
     if est.outliers:
         text += f" Outliers removed: {_named(est.outliers)}."
     if est.stalled:

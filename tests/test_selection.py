@@ -155,6 +155,34 @@ def test_the_sites_scaled_margin_decides_what_a_scaled_runtime_must_leave_to_spa
     assert plan_with(1500, 0.1).chosen.offer.instance_type == "m6i.large"
 
 
+def test_another_size_of_a_family_the_job_ran_on_is_scaled_from_those_runs_with_the_family_margin():
+    """Three single-thread runs of 9000 s on m5.2xlarge (1000 single-core) say 5000 s on a Graviton
+    family scoring 1800; one run on r8g.large took 6000 s (the job gains less from the faster core
+    than the scores say). r8g.medium is the same CPU: it takes what r8g.large took, 6000 s, and its
+    deadline check carries the 10% family margin, not the 25% of a move across CPUs."""
+    m5 = offer("m5.2xlarge", vcpu=8, mem=32, price=0.40, single=1000, multi=5400, cores=4)
+    large = offer("r8g.large", vcpu=2, mem=16, price=0.10, single=1800, multi=3600)
+    medium = offer("r8g.medium", vcpu=1, mem=8, price=0.05, single=1800, multi=1800)
+    other = offer("c7g.medium", vcpu=1, mem=2, price=0.04, single=1800, multi=1800)
+    runs = [run(n=i, instance_type="m5.2xlarge", duration=9000, cpu_avg=100, cpu_max=100, vcpu=8) for i in range(3)]
+    runs.append(run(n=3, instance_type="r8g.large", duration=6000, cpu_avg=100, cpu_max=100, vcpu=2))
+    types = {o.instance_type: o for o in (m5, large)}
+    est = estimate(runs, lambda t, r: types.get(t))
+    assert est.runtime_on(medium) == (pytest.approx(6000), False)
+    assert [w.instance_type for w in est.kin(medium)] == ["r8g.large"] and est.kin(large) == ()
+    assert est.runtime_on(other) == (pytest.approx(5000), False)    # the median of all four runs
+    req = Requirements.parse("ec2 && ondemand")
+    # target 6800 s: 6000 x 1.10 fits, 6000 x 1.25 would not
+    p = select([m5, large, medium], req, est, PlanSettings(timeout_s=8500, policy="deadline"))
+    assert p.chosen.offer.instance_type == "r8g.medium" and p.chosen.duration_s == pytest.approx(6000)
+    tight = select([m5, large, medium], req, est, PlanSettings(timeout_s=8000, policy="deadline"))  # 6400 s
+    assert tight.chosen.offer.instance_type == "r8g.large"      # measured: 6000 s as it is
+    assert any("from runs on another size of the same family, 10%" in r for r in tight.reasons)
+    # never more than the site's own margin
+    assert select([m5, large, medium], req, est, PlanSettings(timeout_s=8000, scaled_margin=0.05,
+                                                              policy="deadline")).chosen.offer == medium
+
+
 def test_history_on_the_candidates_own_type_is_used_directly():
     runs = [run(n=i, instance_type="m5.2xlarge", duration=d, cpu_avg=100, cpu_max=100, vcpu=8)
             for i, d in enumerate([1000, 1100, 1200])]
@@ -302,7 +330,7 @@ def _random_table(rng: random.Random, n_types: int = 40) -> list:
         single = rng.choice([800.0, 1000.0, 1200.0, 1500.0, 0.0 if i == 7 else 1500.0])
         multi = single * vcpu * rng.uniform(0.5, 1.0)
         price = round(rng.choice([0.05, 0.1, 0.2, 0.4]) * vcpu / 2, 3)   # ties across types
-        name = f"t{i}.{vcpu}x"
+        name = f"t{i % 6}.{i}x{vcpu}"     # six families: some sizes share one the job ran on
         cores = rng.choice([0, vcpu, vcpu // 2])     # unknown, a core per vCPU, hyper-threads
         table.append(offer(name, vcpu=vcpu, mem=vcpu * 4, price=price, single=single, multi=multi, cores=cores))
         if rng.random() < 0.6:
@@ -353,8 +381,11 @@ def _every_offer_ranked(table, req, est, settings):
         chosen = min((c for c in cands if c.duration_s <= fast[0].duration_s * 1.02 + 1e-9), key=by_cost)
         return [chosen] + [c for c in fast if c.offer != chosen.offer][:9]
 
-    def deadline_s(c):  # scaled predictions carry the margin
-        return c.duration_s if c.measured else c.duration_s * (1 + settings.scaled_margin)
+    def deadline_s(c):  # scaled predictions carry the margin, those from the same family a smaller one
+        if c.measured:
+            return c.duration_s
+        kin = est.kin(c.offer)
+        return c.duration_s * (1 + (min(settings.scaled_margin, 0.10) if kin else settings.scaled_margin))
 
     feasible = [c for c in cands if deadline_s(c) <= settings.timeout_s]
     if settings.policy == "deadline":
@@ -388,23 +419,28 @@ def test_ranking_equals_costing_and_sorting_every_offer(seed, policy):
 def test_runtime_bounds_hold_the_exact_runtime(seed):
     rng = random.Random(seed)
     works = tuple(RunWork(f"r{i}", "m5.large", 1.0, rng.choice([0.0, rng.uniform(1, 1e7)]),
-                          rng.choice([0.0, rng.uniform(1, 1e7)]), rng.choice([1, 2, 4, 8, 64]))
+                          rng.choice([0.0, rng.uniform(1, 1e7)]), rng.choice([1, 2, 4, 8, 64]),
+                          family=rng.choice(["m5", "c7g", ""]))
                   for i in range(rng.choice([1, 2, 3, 12])))
     est = Estimate(runs=len(works), works=works, by_type={"m5.large": [100.0, 300.0]})
     offers = {}
     for i in range(30):
         vcpu = rng.choice([1, 2, 8, 32])
-        offers[f"t{i}"] = offer(f"t{i}", vcpu=vcpu, single=rng.uniform(100, 3000), multi=rng.uniform(100, 90000),
-                                cores=rng.choice([0, vcpu, vcpu // 2]))
+        name = rng.choice(["t", "m5", "c7g"]) + f".x{i}"     # other sizes of a family the job ran on, or not
+        offers[name] = offer(name, vcpu=vcpu, single=rng.uniform(100, 3000), multi=rng.uniform(100, 90000),
+                             cores=rng.choice([0, vcpu, vcpu // 2]))
     offers["m5.large"] = offer("m5.large")
     offers["none"] = offer("none", single=0.0)
     b = est.runtime_bounds(offers)
     assert b.measured == {"m5.large"} and b.lo["m5.large"] == b.hi["m5.large"] == 200.0
     assert "none" not in b.lo
+    assert b.kin == {t for t, o in offers.items() if t not in ("m5.large", "none") and est.kin(o)}
     for t, o in offers.items():
         if t not in ("m5.large", "none"):
             exact, measured = est.runtime_on(o)
             assert b.lo[t] <= exact <= b.hi[t] and not measured
+            if t in b.kin:
+                assert b.lo[t] == b.hi[t] == exact
             assert est.runtimes([o])[t] == (exact, False)       # the batch figure is the same, bit for bit
 
 
