@@ -8,9 +8,11 @@ serial. On another type the same work takes S / single + W / throughput(k), W = 
 the past type for k threads. On a hyper-threaded type k threads up to its cores each get a core of
 their own (single-core speed), so a 4-thread run on a 16-vCPU Intel type did 4 x single of work per
 second, not 4/16 of its all-core score; on fewer vCPUs than its threads the type's whole all-core
-score shares the work. Runs on the candidate's own type are used directly instead. Outliers are
-runs far from their peers on a log scale (3 MADs and at least 50% on the same type; 2.5x in work
-across types, where benchmarks themselves disagree).
+score shares the work. Runs on the candidate's own type are used directly instead; else the runs
+nearest to it are scaled (`Estimate.evidence`): on its family (the same CPU), else on its kind of
+CPU (`cpu_kind`), else all of them. Outliers are runs far from their peers on a log scale (3 MADs
+and at least 50% on the same type; 2.5x in work across types, where benchmarks themselves
+disagree).
 
 Stalled runs are left out first: a run that took 2.5x the time another run's work needs on its
 type, while that other run did at least 1/1.5 of its CPU work (CPU use x duration, in
@@ -59,12 +61,26 @@ class RunWork:
 
     busy: float = 0.0   # the CPU work it did: busy vCPU-seconds x single-core score (0: unknown)
     family: str = ""    # its type's family (the same CPU in every size)
+    kind: str = ""      # its CPU's kind (`cpu_kind`)
 
     def runtime_on(self, offer: Offer) -> float:
         t = self.serial / offer.score_single if self.serial else 0.0
         if self.parallel:
             t += self.parallel / offer.throughput(self.threads)
         return t
+
+
+def cpu_kind(offer: Offer) -> str:
+    """A coarse CPU kind: the architecture, and on x86 whether two vCPUs share a core (Intel, AMD
+    before Zen 4) or each is a core (AMD Zen 4 and later); "" where the cores are not known.
+
+    Benchmarks disagree most across kinds (Geekbench and CoreMark rank Graviton against Intel
+    differently), so a job's runs on its candidate's kind say more about it than runs elsewhere."""
+    if offer.arch == "arm64":
+        return "arm64"
+    if not offer.cores:
+        return ""
+    return f"{offer.arch}-smt" if offer.cores < offer.vcpu else f"{offer.arch}-cores"
 
 
 class RuntimeBounds(NamedTuple):
@@ -103,8 +119,7 @@ class Estimate:
             return statistics.median(direct), True
         if not self.works or not offer.score_single or not offer.score_multi:
             return None
-        works = self.kin(offer) or self.works
-        return statistics.median(w.runtime_on(offer) for w in works), False
+        return statistics.median(w.runtime_on(offer) for w in self.evidence(offer)), False
 
     def kin(self, offer: Offer) -> tuple[RunWork, ...]:
         """The runs on other sizes of the offer's family (the same CPU), if it has no runs of its own.
@@ -115,6 +130,13 @@ class Estimate:
             return ()
         return tuple(w for w in self.works if w.family == offer.family)
 
+    def evidence(self, offer: Offer) -> tuple[RunWork, ...]:
+        """The runs a scaled runtime on the offer comes from: those on its family (`kin`), else
+        those on its CPU kind (`cpu_kind`), else all."""
+        kind = cpu_kind(offer)
+        peers = tuple(w for w in self.works if w.kind == kind) if kind else ()
+        return self.kin(offer) or peers or self.works
+
     def runtimes(self, offers: Iterable[Offer]) -> dict[str, tuple[float, bool] | None]:
         """`runtime_on` for each instance type among `offers` (its first offer), in one pass.
 
@@ -122,12 +144,20 @@ class Estimate:
         inline; the arithmetic is `runtime_on`'s, in the same order, so the figures are the same to
         the last bit.
         """
-        groups: dict[int, list[tuple[float, float]]] = {}
-        for w in self.works:
-            groups.setdefault(w.threads, []).append((w.serial, w.parallel))
-        by_thread = list(groups.items())
         by_type, median = self.by_type, statistics.median
         families = {w.family for w in self.works}
+        kinds = {w.kind for w in self.works} - {""}
+        subsets: dict[str, list[tuple[int, list[tuple[float, float]]]]] = {}
+
+        def by_thread(kind: str) -> list[tuple[int, list[tuple[float, float]]]]:
+            if kind not in subsets:
+                groups: dict[int, list[tuple[float, float]]] = {}
+                for w in self.works:
+                    if not kind or w.kind == kind:
+                        groups.setdefault(w.threads, []).append((w.serial, w.parallel))
+                subsets[kind] = list(groups.items())
+            return subsets[kind]
+
         out: dict[str, tuple[float, bool] | None] = {}
         for o in offers:
             t = o.instance_type
@@ -141,11 +171,12 @@ class Estimate:
                 out[t] = self.runtime_on(o)
                 continue
             single, multi = o.score_single, o.score_multi
-            if not by_thread or not single or not multi:
+            if not self.works or not single or not multi:
                 out[t] = None
                 continue
+            kind = cpu_kind(o)
             values: list[float] = []
-            for k, sp in by_thread:
+            for k, sp in by_thread(kind if kind in kinds else ""):
                 per = o.throughput(k)
                 values += [(s / single if s else 0.0) + (p / per if p else 0.0) for s, p in sp]
             values.sort()
@@ -164,7 +195,9 @@ class Estimate:
         med(x) + [min y, max y] and within [min x, max x] + med(y), and med(x) = med(serial) /
         single: a few divisions per type instead of two per run and a sort, computed a column at a
         time. Widened by BOUND_SLACK, far beyond the few ulps of rounding either computation can
-        take, so a bound never crosses the exact figure.
+        take, so a bound never crosses the exact figure. The runs are those `evidence` takes for
+        the type: a family's other sizes get their exact figure, the types of a kind with runs
+        bounds from those runs, the rest bounds from all.
         """
         measured = {t for t, d in self.by_type.items() if d and t in offers}
         lo = {t: statistics.median(self.by_type[t]) for t in measured}
@@ -177,25 +210,14 @@ class Estimate:
         hi = dict(lo)
         scored = [o for t, o in offers.items() if o.score_single and o.score_multi and t not in measured
                   and t not in kin]
-        if not works or not scored:
-            return RuntimeBounds(lo, hi, measured, kin)
-        serial = sorted(w.serial for w in works)
-        parallel = sorted(w.parallel for w in works)
-        s_min, s_med, s_max = serial[0], _sorted_median(serial), serial[-1]
-        p_min, p_med, p_max = parallel[0], _sorted_median(parallel), parallel[-1]
-        few, most = min(w.threads for w in works), max(w.threads for w in works)
-        single = [o.score_single for o in scored]
-        slow = [o.throughput(few) for o in scored]
-        fast = slow if most == few else [o.throughput(most) for o in scored]
-        low = [(x if x > y else y) * (1 - BOUND_SLACK) for x, y in zip(
-            [s_med / a + p_min / b for a, b in zip(single, fast)],
-            [s_min / a + p_med / b for a, b in zip(single, fast)])]
-        high = [(x if x < y else y) * (1 + BOUND_SLACK) for x, y in zip(
-            [s_med / a + p_max / b for a, b in zip(single, slow)],
-            [s_max / a + p_med / b for a, b in zip(single, slow)])]
-        types = [o.instance_type for o in scored]
-        lo.update(zip(types, low))
-        hi.update(zip(types, high))
+        if works:
+            kinds = {w.kind for w in works} - {""}
+            split: dict[str, list[Offer]] = {}
+            for o in scored:
+                kind = cpu_kind(o)
+                split.setdefault(kind if kind in kinds else "", []).append(o)
+            for kind, group in split.items():
+                _bounds([w for w in works if w.kind == kind] if kind else works, group, lo, hi)
         return RuntimeBounds(lo, hi, measured, kin)
 
     def mem_spread(self) -> float | None:
@@ -204,6 +226,27 @@ class Estimate:
             return None
         mean = statistics.fmean(self.mem_peaks)
         return statistics.pstdev(self.mem_peaks) / mean if mean else None
+
+
+def _bounds(works: list[RunWork], scored: list[Offer], lo: dict[str, float], hi: dict[str, float]) -> None:
+    """`Estimate.runtime_bounds` of the offers `scored`, from `works`, into lo and hi."""
+    serial = sorted(w.serial for w in works)
+    parallel = sorted(w.parallel for w in works)
+    s_min, s_med, s_max = serial[0], _sorted_median(serial), serial[-1]
+    p_min, p_med, p_max = parallel[0], _sorted_median(parallel), parallel[-1]
+    few, most = min(w.threads for w in works), max(w.threads for w in works)
+    single = [o.score_single for o in scored]
+    slow = [o.throughput(few) for o in scored]
+    fast = slow if most == few else [o.throughput(most) for o in scored]
+    low = [(x if x > y else y) * (1 - BOUND_SLACK) for x, y in zip(
+        [s_med / a + p_min / b for a, b in zip(single, fast)],
+        [s_min / a + p_med / b for a, b in zip(single, fast)])]
+    high = [(x if x < y else y) * (1 + BOUND_SLACK) for x, y in zip(
+        [s_med / a + p_max / b for a, b in zip(single, slow)],
+        [s_max / a + p_med / b for a, b in zip(single, slow)])]
+    types = [o.instance_type for o in scored]
+    lo.update(zip(types, low))
+    hi.update(zip(types, high))
 
 
 def _sorted_median(values: list[float]) -> float:
@@ -228,7 +271,7 @@ def reduce_run(record: dict, offer: Offer, declared_vcpu: float | None) -> RunWo
     device = offer.gpu_count or offer.accel_count
     busy = max(avg, 0.0) / 100.0 * t * offer.score_single if avg is not None and not device else 0.0
     return RunWork(record["run_id"], offer.instance_type, t, s_wall * offer.score_single,
-                   p_wall * offer.throughput(k), k, busy, offer.family)
+                   p_wall * offer.throughput(k), k, busy, offer.family, cpu_kind(offer))
 
 
 def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | None],

@@ -436,6 +436,10 @@ def _history_reason(est: Estimate) -> str:
     if families:
         text += (f" Other sizes of {', '.join(families)} are scaled from the runs on that family alone "
                  "(the same CPU).")
+    kinds = sorted({w.kind for w in est.works if w.kind})
+    if len(kinds) > 1:
+        text += (f" Other types of a CPU kind it ran on ({', '.join(kinds)}) are scaled from its runs on "
+                 "that kind (benchmarks disagree most across kinds).")
     if est.outliers:
         text += f" Outliers removed: {_named(est.outliers)}."
     if est.stalled:

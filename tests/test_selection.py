@@ -8,7 +8,7 @@ import random
 import pytest
 
 from provisioner.errors import NoOfferError
-from provisioner.estimate import Estimate, RunWork, estimate, memory_floor, reduce_run
+from provisioner.estimate import Estimate, RunWork, cpu_kind, estimate, memory_floor, reduce_run
 from provisioner.requirements import Requirements
 from provisioner.sizing import MIN_MEM_HEADROOM
 from provisioner.selection import (Candidate, PlanSettings, _no_history_runtimes, expected_cost, select,
@@ -181,6 +181,33 @@ def test_another_size_of_a_family_the_job_ran_on_is_scaled_from_those_runs_with_
     # never more than the site's own margin
     assert select([m5, large, medium], req, est, PlanSettings(timeout_s=8000, scaled_margin=0.05,
                                                               policy="deadline")).chosen.offer == medium
+
+
+def test_a_type_of_a_cpu_kind_the_job_ran_on_is_scaled_from_the_runs_on_that_kind():
+    """Three single-thread runs of 9000 s on Intel m5.2xlarge (1000 single-core) and one of 7500 s
+    on Graviton c7g.large (1500: the scores promised 6000 s). Another Graviton family is scaled
+    from the Graviton run alone: 7500 x 1500 / 2000 on c8g.medium, not the 4500 s the Intel runs
+    say; a kind the job never ran on (AMD with a core per vCPU) still hears every run."""
+    m5 = offer("m5.2xlarge", vcpu=8, mem=32, price=0.40, single=1000, multi=5400, cores=4)
+    c7g = offer("c7g.large", vcpu=2, mem=4, price=0.07, arch="arm64", single=1500, multi=3000)
+    c8g = offer("c8g.medium", vcpu=1, mem=4, price=0.04, arch="arm64", single=2000, multi=2000)
+    c7a = offer("c7a.medium", vcpu=1, mem=4, price=0.05, single=2000, multi=2000, cores=1)
+    assert [cpu_kind(o) for o in (m5, c7g, c7a, offer(cores=0))] == ["x86_64-smt", "arm64", "x86_64-cores", ""]
+    runs = [run(n=i, instance_type="m5.2xlarge", duration=9000, cpu_avg=100, cpu_max=100, vcpu=8) for i in range(3)]
+    runs.append(run(n=3, instance_type="c7g.large", duration=7500, cpu_avg=100, cpu_max=100, vcpu=2))
+    types = {o.instance_type: o for o in (m5, c7g)}
+    est = estimate(runs, lambda t, r: types.get(t))
+    assert est.runtime_on(c8g) == (pytest.approx(5625), False)
+    assert est.runtime_on(c7a) == (pytest.approx(4500), False)     # the median of all four
+    assert est.runtimes([c8g, c7a]) == {"c8g.medium": est.runtime_on(c8g), "c7a.medium": est.runtime_on(c7a)}
+    b = est.runtime_bounds({o.instance_type: o for o in (c8g, c7a)})
+    assert b.lo["c8g.medium"] <= 5625 <= b.hi["c8g.medium"] and b.hi["c8g.medium"] < 4500 * 1.3
+    # target 6800 s: c8g.medium's 5625 s x 1.25 misses it (read from every run, 4500 s, it would
+    # fit and be the cheapest); c7a.medium's 4500 s x 1.25 fits
+    p = select([m5, c7g, c8g, c7a], Requirements.parse("ec2 && ondemand"), est,
+               PlanSettings(timeout_s=8500, policy="deadline"))
+    assert p.chosen.offer.instance_type == "c7a.medium" and p.chosen.duration_s == pytest.approx(4500)
+    assert any("(arm64, x86_64-smt) are scaled from its runs on that kind" in r for r in p.reasons)
 
 
 def test_history_on_the_candidates_own_type_is_used_directly():
@@ -420,7 +447,7 @@ def test_runtime_bounds_hold_the_exact_runtime(seed):
     rng = random.Random(seed)
     works = tuple(RunWork(f"r{i}", "m5.large", 1.0, rng.choice([0.0, rng.uniform(1, 1e7)]),
                           rng.choice([0.0, rng.uniform(1, 1e7)]), rng.choice([1, 2, 4, 8, 64]),
-                          family=rng.choice(["m5", "c7g", ""]))
+                          family=rng.choice(["m5", "c7g", ""]), kind=rng.choice(["x86_64-smt", "arm64", ""]))
                   for i in range(rng.choice([1, 2, 3, 12])))
     est = Estimate(runs=len(works), works=works, by_type={"m5.large": [100.0, 300.0]})
     offers = {}
@@ -428,7 +455,7 @@ def test_runtime_bounds_hold_the_exact_runtime(seed):
         vcpu = rng.choice([1, 2, 8, 32])
         name = rng.choice(["t", "m5", "c7g"]) + f".x{i}"     # other sizes of a family the job ran on, or not
         offers[name] = offer(name, vcpu=vcpu, single=rng.uniform(100, 3000), multi=rng.uniform(100, 90000),
-                             cores=rng.choice([0, vcpu, vcpu // 2]))
+                             cores=rng.choice([0, vcpu, vcpu // 2]), arch=rng.choice(["x86_64", "arm64"]))
     offers["m5.large"] = offer("m5.large")
     offers["none"] = offer("none", single=0.0)
     b = est.runtime_bounds(offers)
