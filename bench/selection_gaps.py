@@ -22,7 +22,7 @@ from collections import defaultdict
 from provisioner import planner
 from provisioner.errors import NoOfferError
 from provisioner.estimate import estimate
-from provisioner.selection import _narrow
+from provisioner.selection import _narrow, family_margin
 
 CAUSES = ("miss", "market", "memory", "pool", "margin", "slow", "ranking")
 
@@ -48,7 +48,7 @@ def classify(result, catalog, runs: list[dict], oracle_offer, plan_miss: str | N
     if oracle_offer.key not in {o.key for o in pool}:
         return "pool", "outside the narrowed offers"
     d, measured = est.runtime_on(oracle_offer) or (float("inf"), False)
-    margin = deadline_margin(settings, measured)
+    margin = deadline_margin(settings, measured, bool(est.kin(oracle_offer)))
     target = min(settings.timeout_s, settings.target_s)
     if d * (1 + margin) > target:
         cause = "slow" if d > target else "margin"
@@ -63,10 +63,13 @@ def _spread(peaks) -> float:
     return statistics.stdev(peaks) / statistics.fmean(peaks)
 
 
-def deadline_margin(settings, measured: bool) -> float:
+def deadline_margin(settings, measured: bool, kin: bool) -> float:
     """The margin the planner's deadline check applies to an offer's prediction
-    (`selection._Runtimes`): none on a type the job ran on."""
-    return 0.0 if measured else settings.scaled_margin
+    (`selection._Runtimes`): none on a type the job ran on, the family margin on another size of a
+    family it ran on."""
+    if measured:
+        return 0.0
+    return family_margin(settings.scaled_margin) if kin else settings.scaled_margin
 
 
 def _lookup(catalog, settings):
