@@ -247,7 +247,7 @@ class _Runtimes:
 
     def __init__(self, types: dict[str, Offer], lo: dict[str, float], hi: dict[str, float],
                  measured: set[str], exact: set[str], est: Estimate | None = None, margin: float = 0.0,
-                 kin: set[str] = frozenset()):
+                 kin: set[str] | frozenset[str] = frozenset()):
         self.types, self.lo, self.hi, self.measured, self.kin = types, lo, hi, measured, kin
         self._exact, self._est, self.margin = exact, est, margin
         # bounds of the runtime the deadline checks: a scaled one x (1 + margin), one scaled from
