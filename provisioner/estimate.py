@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Iterable, NamedTuple
 
 from provisioner.catalog.model import Offer
@@ -113,7 +114,7 @@ class Estimate:
     def runtime_on(self, offer: Offer) -> tuple[float, bool] | None:
         """Predicted seconds on this offer's type, and whether runs on that type measured it.
 
-        Scaled from the runs on the same family where there are any (`kin`), else from every run."""
+        Scaled from the runs nearest to the type where it has none of its own (`evidence`)."""
         direct = self.by_type.get(offer.instance_type)
         if direct:
             return statistics.median(direct), True
@@ -121,43 +122,49 @@ class Estimate:
             return None
         return statistics.median(w.runtime_on(offer) for w in self.evidence(offer)), False
 
-    def kin(self, offer: Offer) -> tuple[RunWork, ...]:
-        """The runs on other sizes of the offer's family (the same CPU), if it has no runs of its own.
+    def nearest(self, offer: Offer) -> tuple[str, str]:
+        """Which runs scale to the offer's type: ("family", f) for the runs on other sizes of its
+        family (the same CPU: only the thread model stands between them), else ("kind", k) for
+        those on its CPU kind (`cpu_kind`), else ("", "") for all of them."""
+        if offer.family in self._families and offer.instance_type not in self.by_type:
+            return "family", offer.family
+        kind = cpu_kind(offer)
+        return ("kind", kind) if kind in self._kinds else ("", "")
 
-        Scaled between sizes of one CPU, a runtime depends on the thread model alone: no benchmark
-        stands between them (the same core, the same single-core score)."""
-        if not offer.family or offer.instance_type in self.by_type:
-            return ()
-        return tuple(w for w in self.works if w.family == offer.family)
+    @cached_property
+    def _families(self) -> frozenset[str]:
+        return frozenset(w.family for w in self.works) - {""}
+
+    @cached_property
+    def _kinds(self) -> frozenset[str]:
+        return frozenset(w.kind for w in self.works) - {""}
 
     def evidence(self, offer: Offer) -> tuple[RunWork, ...]:
-        """The runs a scaled runtime on the offer comes from: those on its family (`kin`), else
-        those on its CPU kind (`cpu_kind`), else all."""
-        kind = cpu_kind(offer)
-        peers = tuple(w for w in self.works if w.kind == kind) if kind else ()
-        return self.kin(offer) or peers or self.works
+        """The runs a scaled runtime on the offer comes from (`nearest`)."""
+        return self._runs(self.nearest(offer))
+
+    def kin(self, offer: Offer) -> tuple[RunWork, ...]:
+        """The runs on other sizes of the offer's family, if those are what it is scaled from."""
+        near = self.nearest(offer)
+        return self._runs(near) if near[0] == "family" else ()
+
+    def _runs(self, near: tuple[str, str]) -> tuple[RunWork, ...]:
+        by, value = near
+        if by == "family":
+            return tuple(w for w in self.works if w.family == value)
+        if by == "kind":
+            return tuple(w for w in self.works if w.kind == value)
+        return self.works
 
     def runtimes(self, offers: Iterable[Offer]) -> dict[str, tuple[float, bool] | None]:
         """`runtime_on` for each instance type among `offers` (its first offer), in one pass.
 
-        The works are unpacked once and grouped by thread count, and each type's median is taken
-        inline; the arithmetic is `runtime_on`'s, in the same order, so the figures are the same to
-        the last bit.
+        The runs each set of types is scaled from (`nearest`) are unpacked once and grouped by
+        thread count, and each type's median is taken inline; the arithmetic is `runtime_on`'s, in
+        the same order, so the figures are the same to the last bit.
         """
         by_type, median = self.by_type, statistics.median
-        families = {w.family for w in self.works}
-        kinds = {w.kind for w in self.works} - {""}
-        subsets: dict[str, list[tuple[int, list[tuple[float, float]]]]] = {}
-
-        def by_thread(kind: str) -> list[tuple[int, list[tuple[float, float]]]]:
-            if kind not in subsets:
-                groups: dict[int, list[tuple[float, float]]] = {}
-                for w in self.works:
-                    if not kind or w.kind == kind:
-                        groups.setdefault(w.threads, []).append((w.serial, w.parallel))
-                subsets[kind] = list(groups.items())
-            return subsets[kind]
-
+        grouped: dict[tuple[str, str], list[tuple[int, list[tuple[float, float]]]]] = {}
         out: dict[str, tuple[float, bool] | None] = {}
         for o in offers:
             t = o.instance_type
@@ -167,16 +174,18 @@ class Estimate:
             if direct:
                 out[t] = median(direct), True
                 continue
-            if o.family in families:
-                out[t] = self.runtime_on(o)
-                continue
             single, multi = o.score_single, o.score_multi
             if not self.works or not single or not multi:
                 out[t] = None
                 continue
-            kind = cpu_kind(o)
+            near = self.nearest(o)
+            if near not in grouped:
+                groups: dict[int, list[tuple[float, float]]] = {}
+                for w in self._runs(near):
+                    groups.setdefault(w.threads, []).append((w.serial, w.parallel))
+                grouped[near] = list(groups.items())
             values: list[float] = []
-            for k, sp in by_thread(kind if kind in kinds else ""):
+            for k, sp in grouped[near]:
                 per = o.throughput(k)
                 values += [(s / single if s else 0.0) + (p / per if p else 0.0) for s, p in sp]
             values.sort()
@@ -188,36 +197,33 @@ class Estimate:
         where `runtime_on` has nothing are left out.
 
         Planning decides most types on bounds (meets the deadline? could be among the cheapest?)
-        and asks `runtimes` only for the rest. A measured type's bounds are its exact median. For
-        another, run i takes x_i + y_i with x_i = serial_i / single and y_i = parallel_i / b_i, b_i
-        the throughput of its threads (between b(fewest threads) and b(most): it grows with the
-        threads). Order statistics are monotone, so the median of the sums lies within
-        med(x) + [min y, max y] and within [min x, max x] + med(y), and med(x) = med(serial) /
-        single: a few divisions per type instead of two per run and a sort, computed a column at a
-        time. Widened by BOUND_SLACK, far beyond the few ulps of rounding either computation can
-        take, so a bound never crosses the exact figure. The runs are those `evidence` takes for
-        the type: a family's other sizes get their exact figure, the types of a kind with runs
-        bounds from those runs, the rest bounds from all.
+        and asks `runtimes` only for the rest. A measured type's bounds are its exact median, and
+        so are those of another size of a family the job ran on (a few types). For another, run i
+        takes x_i + y_i with x_i = serial_i / single and y_i = parallel_i / b_i, b_i the throughput
+        of its threads (between b(fewest threads) and b(most): it grows with the threads), over
+        the runs `nearest` gives the type. Order statistics are monotone, so the median of the sums
+        lies within med(x) + [min y, max y] and within [min x, max x] + med(y), and med(x) =
+        med(serial) / single: a few divisions per type instead of two per run and a sort, computed
+        a column at a time. Widened by BOUND_SLACK, far beyond the few ulps of rounding either
+        computation can take, so a bound never crosses the exact figure.
         """
         measured = {t for t, d in self.by_type.items() if d and t in offers}
         lo = {t: statistics.median(self.by_type[t]) for t in measured}
-        works = self.works
-        families = {w.family for w in works} - {""}
-        kin = {t for t, o in offers.items() if o.family in families and t not in measured
-               and o.score_single and o.score_multi}
-        for t in kin:
-            lo[t] = self.runtime_on(offers[t])[0]
         hi = dict(lo)
-        scored = [o for t, o in offers.items() if o.score_single and o.score_multi and t not in measured
-                  and t not in kin]
-        if works:
-            kinds = {w.kind for w in works} - {""}
-            split: dict[str, list[Offer]] = {}
-            for o in scored:
-                kind = cpu_kind(o)
-                split.setdefault(kind if kind in kinds else "", []).append(o)
-            for kind, group in split.items():
-                _bounds([w for w in works if w.kind == kind] if kind else works, group, lo, hi)
+        kin: set[str] = set()
+        if self.works:
+            split: dict[tuple[str, str], list[Offer]] = {}
+            for t, o in offers.items():
+                if o.score_single and o.score_multi and t not in measured:
+                    split.setdefault(self.nearest(o), []).append(o)
+            for near, group in split.items():
+                if near[0] == "family":
+                    exact = self.runtimes(group)
+                    kin.update(exact)
+                    lo.update((t, d[0]) for t, d in exact.items())
+                    hi.update((t, d[0]) for t, d in exact.items())
+                else:
+                    _bounds(list(self._runs(near)), group, lo, hi)
         return RuntimeBounds(lo, hi, measured, kin)
 
     def mem_spread(self) -> float | None:
