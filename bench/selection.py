@@ -88,6 +88,15 @@ def plan_entry(ctx: Context, request: "Request") -> planner.PlanResult:
                             timeout=request.timeout)
 
 
+def plan_or_none(ctx: Context, job: Job, request: "Request") -> planner.PlanResult | None:
+    """`plan_entry`, or None where it has no plan (the user then falls back to Batch's choice)."""
+    try:
+        return plan_entry(ctx, request)
+    except ProvisionerError as exc:
+        print(f"  no plan for {job.name} {request}: {exc}")
+        return None
+
+
 def write_catalog_cache(known: set[str]) -> None:
     """The universe as a refreshed catalog cache: the bundled specs of the types with a true speed."""
     cache = paths.catalog_cache()
@@ -207,13 +216,10 @@ def run_seed(args, seed: int) -> dict:
     for tag in ("any", "od"):
         for job in jobs:
             req = request(job, ondemand=tag == "od")
-            try:
-                result = plan_entry(ctx, req)
-                p = result.plan.chosen.offer
-            except ProvisionerError as exc:       # no plan: the user falls back to Batch's choice
+            result = plan_or_none(ctx, job, req)
+            p = result.plan.chosen.offer if result else None
+            if p is None:
                 failed[tag] += 1
-                print(f"  no plan for {job.name} {req}: {exc}")
-                p = None
             batch = batch_fit(job, offers, req.markets)
             picks = {"batch": batch, "oracle": oracle(job, offers, scores, req.markets), "plan": p or batch}
             for name, o in picks.items():
@@ -308,12 +314,8 @@ def later_round(r: int, seed: int, jobs: list[Job], offers, scores, hist: Path, 
         raise SystemExit(f"history import failed: {imp.stderr}")
     for job in jobs:
         req = request(job)
-        try:
-            p = plan_entry(ctx, req).plan.chosen.offer
-        except ProvisionerError as exc:
-            print(f"  round {r}: no plan for {job.name} {req}: {exc}")
-            p = None
-        o = p or batch_fit(job, offers, req.markets)
+        result = plan_or_none(ctx, job, req)
+        o = result.plan.chosen.offer if result else batch_fit(job, offers, req.markets)
         cost, miss = charge(job, o, req.markets, offers, scores)
         results.add(f"r{r}:plan", job.name, Outcome(cost, miss, f"{o.instance_type} {o.market}"))
     everyone = {j.name for j in jobs}
