@@ -126,17 +126,19 @@ class Estimate:
         """Which runs scale to the offer's type: ("family", f) for the runs on other sizes of its
         family (the same CPU: only the thread model stands between them), else ("kind", k) for
         those on its CPU kind (`cpu_kind`), else ("", "") for all of them."""
-        if offer.family in self._families and offer.instance_type not in self.by_type:
+        if offer.family in self.families and offer.instance_type not in self.by_type:
             return "family", offer.family
         kind = cpu_kind(offer)
-        return ("kind", kind) if kind in self._kinds else ("", "")
+        return ("kind", kind) if kind in self.kinds else ("", "")
 
     @cached_property
-    def _families(self) -> frozenset[str]:
+    def families(self) -> frozenset[str]:
+        """The families of the types the job's runs were on."""
         return frozenset(w.family for w in self.works) - {""}
 
     @cached_property
-    def _kinds(self) -> frozenset[str]:
+    def kinds(self) -> frozenset[str]:
+        """The CPU kinds (`cpu_kind`) of the types the job's runs were on."""
         return frozenset(w.kind for w in self.works) - {""}
 
     def evidence(self, offer: Offer) -> tuple[RunWork, ...]:

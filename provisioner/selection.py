@@ -432,14 +432,12 @@ def _history_reason(est: Estimate) -> str:
     per_type = ", ".join(f"{t} {sorted(d)[len(d) // 2]:.0f}s ({len(d)} runs)"
                          for t, d in sorted(est.by_type.items()))
     text = f"History: {est.runs} successful runs; past runtimes: {per_type}."
-    families = sorted({w.family for w in est.works if w.family})
-    if families:
-        text += (f" Other sizes of {', '.join(families)} are scaled from the runs on that family alone "
-                 "(the same CPU).")
-    kinds = sorted({w.kind for w in est.works if w.kind})
-    if len(kinds) > 1:
-        text += (f" Other types of a CPU kind it ran on ({', '.join(kinds)}) are scaled from its runs on "
-                 "that kind (benchmarks disagree most across kinds).")
+    if est.families:
+        text += (f" Other sizes of {', '.join(sorted(est.families))} are scaled from the runs on that family "
+                 "alone (the same CPU).")
+    if len(est.kinds) > 1:
+        text += (f" Other types of a CPU kind it ran on ({', '.join(sorted(est.kinds))}) are scaled from its "
+                 "runs on that kind (benchmarks disagree most across kinds).")
     if est.outliers:
         text += f" Outliers removed: {_named(est.outliers)}."
     if est.stalled:
