@@ -8,11 +8,12 @@ serial. On another type the same work takes S / single + W / throughput(k), W = 
 the past type for k threads. On a hyper-threaded type k threads up to its cores each get a core of
 their own (single-core speed), so a 4-thread run on a 16-vCPU Intel type did 4 x single of work per
 second, not 4/16 of its all-core score; on fewer vCPUs than its threads the type's whole all-core
-score shares the work. Runs on the candidate's own type are used directly instead; else the runs
-nearest to it are scaled (`Estimate.evidence`): on its family (the same CPU), else on its kind of
-CPU (`cpu_kind`), else all of them. Outliers are runs far from their peers on a log scale (3 MADs
-and at least 50% on the same type; 2.5x in work across types, where benchmarks themselves
-disagree).
+score shares the work. A run that kept every vCPU busy shows only a lower bound on the threads:
+where another run saw more, it is read with those. Runs on the candidate's own type are used
+directly instead; else the runs nearest to it are scaled (`Estimate.evidence`): on its family
+(the same CPU), else on its kind of CPU (`cpu_kind`), else all of them. Outliers are runs far
+from their peers on a log scale (3 MADs and at least 50% on the same type; 2.5x in work across
+types, where benchmarks themselves disagree).
 
 Stalled runs are left out first: a run that took 2.5x the time another run's work needs on its
 type, while that other run did at least 1/1.5 of its CPU work (CPU use x duration, in
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Callable, Iterable, NamedTuple
 
@@ -306,6 +307,7 @@ def estimate(records: list[dict], lookup: Callable[[str, str | None], Offer | No
             continue
         works.append(reduce_run(r, offer, declared_vcpu))
         offers.append(offer)
+    works = _share_threads(works, offers)
     works, stalled = _split_stalled(works, offers)
     inliers, outliers = _split_outliers(works)
     by_type: dict[str, list[float]] = {}
@@ -353,6 +355,16 @@ def implausibility(record: dict, offer: Offer | None) -> str | None:
 def finite_number(v) -> bool:
     """A real, finite number (not a bool, not NaN): what a record's measured field must be."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _share_threads(works: list[RunWork], offers: list[Offer]) -> list[RunWork]:
+    """A run that kept every vCPU of its machine busy shows only that the job has at least that
+    many threads. Where another run saw more, it had as many: read with those (its work is the
+    same, since threads past the vCPUs get the machine's all-core throughput either way), so that
+    scaled to a larger type it is not held to the vCPUs of its own."""
+    most = max((w.threads for w in works), default=1)
+    return [replace(w, threads=most) if w.threads < most and w.threads >= o.vcpu
+            and not (o.gpu_count or o.accel_count) else w for w, o in zip(works, offers)]
 
 
 def _split_stalled(works: list[RunWork], offers: list[Offer]) -> tuple[list[RunWork], list[RunWork]]:

@@ -110,6 +110,30 @@ def test_a_type_of_a_cpu_kind_the_job_ran_on_is_scaled_from_the_runs_on_that_kin
     assert any("(arm64, x86_64-smt) are scaled from its runs on that kind" in r for r in p.reasons)
 
 
+def test_a_run_that_filled_a_small_machine_has_the_threads_other_runs_saw():
+    """16 threads: three runs kept all 16 vCPUs of m5.4xlarge busy, then one ran on Graviton
+    c7g.large and kept its 2 vCPUs busy for 4000 s, which shows only that the job has 2 threads
+    or more. Read with the 16 the other runs saw (its work is the same: 4000 s x c7g.large's whole
+    3000), so the Graviton run, which alone scales to other Graviton types, predicts 8-vCPU
+    c8g.2xlarge at its whole 16000, 750 s, not at 2 threads' 4000, 3000 s. A run that left vCPUs
+    idle keeps the threads it showed."""
+    m5 = offer("m5.4xlarge", vcpu=16, mem=64, price=0.80, single=1000, multi=10560, cores=8)
+    c7g = offer("c7g.large", vcpu=2, mem=4, price=0.07, arch="arm64", single=1500, multi=3000)
+    c8g = offer("c8g.2xlarge", vcpu=8, mem=16, price=0.30, arch="arm64", single=2000, multi=16000)
+    m5x = offer("m5.2xlarge", vcpu=8, mem=32, price=0.40, single=1000, multi=5280, cores=4)
+    runs = [run(n=i, instance_type="m5.4xlarge", duration=1200, cpu_avg=1600, cpu_max=1600, vcpu=16)
+            for i in range(3)]
+    runs.append(run(n=3, instance_type="c7g.large", duration=4000, cpu_avg=200, cpu_max=200, vcpu=2))
+    runs.append(run(n=4, instance_type="m5.2xlarge", duration=3000, cpu_avg=400, cpu_max=400, vcpu=8))
+    types = {o.instance_type: o for o in (m5, c7g, m5x)}
+    est = estimate(runs, lambda t, r: types.get(t))
+    assert {w.instance_type: w.threads for w in est.works} == {"m5.4xlarge": 16, "c7g.large": 16, "m5.2xlarge": 4}
+    assert est.runtime_on(c8g) == (pytest.approx(4000 * 3000 / 16000), False)
+    assert est.runtimes([c8g]) == {"c8g.2xlarge": est.runtime_on(c8g)}
+    b = est.runtime_bounds({"c8g.2xlarge": c8g})
+    assert b.lo["c8g.2xlarge"] <= 750 <= b.hi["c8g.2xlarge"]
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_runtime_bounds_hold_the_exact_runtime(seed):
     rng = random.Random(seed)
