@@ -75,7 +75,7 @@ from provisioner.errors import ProvisionerError  # noqa: E402
 from selection_gaps import breakdown, gap_breakdown, many_seeds, parse_seeds  # noqa: E402  (bench/)
 from selection_workload import (REGION, SITE_ARCH, Job, Request, batch_fit, charge,  # noqa: E402  (bench/)
                                 coremark_smt_truth, coremark_truth, failed_record, history_records,
-                                make_jobs, oracle, request, run_record, set_timeouts, truth_scores)
+                                late, make_jobs, oracle, request, run_record, set_timeouts, truth_scores)
 
 DEFAULT_SEED = 20261205
 TRUTHS = {"coremark": coremark_truth, "geekbench-coremark": truth_scores, "coremark-smt": coremark_smt_truth}
@@ -122,6 +122,7 @@ class Outcome:
     cost: float
     miss: str | None
     choice: str
+    late: bool = False      # past the runtime target, within the timeout (`selection_workload.late`)
 
 
 @dataclass
@@ -224,7 +225,8 @@ def run_seed(args, seed: int) -> dict:
             picks = {"batch": batch, "oracle": oracle(job, offers, scores, req.markets), "plan": p or batch}
             for name, o in picks.items():
                 cost, miss = charge(job, o, req.markets, offers, scores)
-                results.add(f"{tag}:{name}", job.name, Outcome(cost, miss, f"{o.instance_type} {o.market}"))
+                results.add(f"{tag}:{name}", job.name, Outcome(cost, miss, f"{o.instance_type} {o.market}",
+                                                               not miss and late(job, o, scores)))
             if tag == "any" and p is not None:
                 chosen[job.name] = (req, p)
                 planned[job.name] = result
@@ -257,7 +259,11 @@ def run_seed(args, seed: int) -> dict:
     n_miss = sum(misses.values())
     print(f"plan misses: {n_miss} of {len(jobs)} ({n_miss / len(jobs):.1%}) {dict(misses)}; "
           f"no plan: {failed['any']} (any market), {failed['od']} (on-demand)")
-    got = {"total/batch": total_b, "history/oracle": hist_o, "cold/batch": cold_b, "misses": n_miss / len(jobs)}
+    n_late = sum(results.by["any:plan"][n].late for n in with_h)
+    print(f"plans of jobs with history past the runtime target (within the timeout: not a miss, but "
+          f"cheaper than the oracle, which keeps to the target, may be): {n_late} of {len(with_h)}")
+    got = {"total/batch": total_b, "history/oracle": hist_o, "cold/batch": cold_b, "misses": n_miss / len(jobs),
+           "late": n_late / len(with_h)}
     print("targets: " + "; ".join(f"{k} {got[k]:.3f} <= {v:.2f} {'PASS' if got[k] <= v else 'FAIL'}"
                                   for k, v in TARGETS.items()))
 
@@ -317,7 +323,8 @@ def later_round(r: int, seed: int, jobs: list[Job], offers, scores, hist: Path, 
         result = plan_or_none(ctx, job, req)
         o = result.plan.chosen.offer if result else batch_fit(job, offers, req.markets)
         cost, miss = charge(job, o, req.markets, offers, scores)
-        results.add(f"r{r}:plan", job.name, Outcome(cost, miss, f"{o.instance_type} {o.market}"))
+        results.add(f"r{r}:plan", job.name, Outcome(cost, miss, f"{o.instance_type} {o.market}",
+                                                    not miss and late(job, o, scores)))
     everyone = {j.name for j in jobs}
     with_h = {j.name for j in jobs if j.history_runs}
     cold = everyone - with_h
@@ -327,7 +334,8 @@ def later_round(r: int, seed: int, jobs: list[Job], offers, scores, hist: Path, 
 
     got = {f"r{r} total/batch": against(everyone, "batch"), f"r{r} history/oracle": against(with_h, "oracle"),
            f"r{r} cold/batch": against(cold, "batch"), f"r{r} cold/oracle": against(cold, "oracle"),
-           f"r{r} misses": results.total(f"r{r}:plan", everyone)[1] / len(jobs)}
+           f"r{r} misses": results.total(f"r{r}:plan", everyone)[1] / len(jobs),
+           f"r{r} late": sum(results.by[f"r{r}:plan"][n].late for n in with_h) / len(with_h)}
     print(f"round {r} (the jobs' round-{r - 1} runs recorded, then planned again): " +
           "; ".join(f"{k.split(' ', 1)[1]} {v:.3f}" for k, v in got.items()) +
           " (cold: the jobs that had no history in round 1)")

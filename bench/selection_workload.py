@@ -18,6 +18,7 @@ from pathlib import Path
 
 from provisioner.catalog.load import bundled_dir
 from provisioner.catalog.model import ON_DEMAND, SPOT, Offer
+from provisioner.config import DEFAULTS
 from provisioner.estimate import MEM_OVERHEAD_GIB
 from provisioner.selection import expected_cost
 
@@ -27,6 +28,7 @@ BOOT_S, DISK_GIB = 90.0, 30.0
 REGION = "us-east-1"
 HISTORY_TYPES = ["m5.2xlarge", "m5.4xlarge", "c5.4xlarge", "r5.2xlarge", "r5.4xlarge", "m6i.4xlarge",
                  "m5.8xlarge", "r5.8xlarge", "c5.9xlarge", "m5.xlarge", "r5.12xlarge", "r5.16xlarge"]
+TARGET_SHARE = DEFAULTS["defaults"]["runtime_target"]   # the runtime target: this share of the timeout
 HISTORY_FORMS = [("label", 0.45), ("job", 0.2), ("ec2", 0.08), ("ec2-spot", 0.07), ("peak-over", 0.2)]
 
 
@@ -283,6 +285,12 @@ def charge(job: Job, o: Offer, markets: tuple[str, ...], offers: list[Offer], sc
     return wasted + expected_cost(rerun, min(true_runtime(job, rerun, scores), job.timeout_s), BOOT_S, DISK_GIB), miss
 
 
+def late(job: Job, o: Offer, scores) -> bool:
+    """Whether the job's true runtime on `o` is past its runtime target (but maybe not its timeout):
+    no miss, but a plan the oracle, which keeps to the target, would not have made."""
+    return true_runtime(job, o, scores) > job.timeout_s * TARGET_SHARE
+
+
 def oracle(job: Job, offers: list[Offer], scores, markets: tuple[str, ...]) -> Offer:
     best = None
     for o in offers:
@@ -291,7 +299,7 @@ def oracle(job: Job, offers: list[Offer], scores, markets: tuple[str, ...]) -> O
         if o.memory_gib < job.mem_gib + MEM_OVERHEAD_GIB:
             continue
         t = true_runtime(job, o, scores)
-        if t > job.timeout_s * 0.8:
+        if t > job.timeout_s * TARGET_SHARE:
             continue
         c = expected_cost(o, t, BOOT_S, DISK_GIB)
         if best is None or c < best[0]:
