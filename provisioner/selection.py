@@ -166,23 +166,31 @@ def _narrowed(offers: list[Offer], req: Requirements, sizing: Sizing | None, set
 def _no_history_runtimes(pool: list[Offer], req: Requirements, settings: PlanSettings) -> tuple[dict[str, float], dict[str, float], list[str]]:
     """The cold-start prior: min(default runtime, runtime target) on the cheapest offer that meets
     the declaration, scaled to every other offer by CPU score (not capped: a faster type finishes
-    sooner, a slower one later)."""
+    sooner, a slower one later).
+
+    A job that asks for more than one vCPU may use all of them or one: nothing says which before
+    it has run. An offer is credited only the speed-up it shows both ways, on as many busy threads
+    as vCPUs asked for and on one thread, so a dearer type wins only if it wins however parallel
+    the job turns out to be (and a slower one is charged the larger of its two slow-downs).
+    """
     ref = min(pool, key=lambda o: (o.price, o.instance_type))
     threads = int(req.vcpu or 1)
-    def score(o: Offer) -> float:
-        if threads > 1:  # the throughput of as many busy threads as the job asked vCPUs
-            return o.throughput(threads)
-        return o.score_single
+
+    def median(scores) -> float:
+        return statistics.median([s for s in scores if s] or [1.0])
+
     # an offer without a score runs at the reference's speed; an unscored reference at the median's
-    ref_score = score(ref) or statistics.median([score(o) for o in pool if score(o)] or [1.0])
+    ref_single = ref.score_single or median(o.score_single for o in pool)
+    ref_busy = (ref.throughput(threads) or median(o.throughput(threads) for o in pool)) if threads > 1 else ref_single
     prior = min(settings.default_runtime_s, settings.target_s)
     runtime, scores = {}, {}
     for o in pool:
-        s = score(o) or ref_score
-        scores[o.instance_type] = s
-        runtime[o.instance_type] = prior * ref_score / s
-    kind = (f"the CPU score of {threads} busy threads (the vCPUs asked for)" if threads > 1
-            else "single-core score")
+        single = o.score_single or ref_single
+        busy = (o.throughput(threads) or ref_busy) if threads > 1 else single
+        scores[o.instance_type] = busy
+        runtime[o.instance_type] = prior * max(ref_busy / busy, ref_single / single)
+    kind = (f"the CPU score of {threads} busy threads (the vCPUs asked for) or of one thread, whichever "
+            "gives the smaller speed-up" if threads > 1 else "single-core score")
     reasons = [f"No history: assuming min({format_duration(settings.default_runtime_s)}, runtime target "
                f"{settings.target_s:.0f}s) = {prior:.0f}s on the cheapest offer that meets the declaration "
                f"({ref.instance_type} {ref.market} at ${ref.price:.4f}/h), scaled to other offers by {kind}; "

@@ -209,19 +209,38 @@ def test_cold_start_prior_is_the_runtime_target_on_the_cheapest_fit_scaled_not_c
     p = plan("ec2 && vcpu=16", table=COLD, timeout_s=600)       # target 480 s < 1 h
     d = {(c.offer.instance_type, c.offer.market): c.duration_s for c in p.candidates}
     assert d[("c6g.4xlarge", "spot")] == pytest.approx(480)
-    assert d[("c8g.4xlarge", "spot")] == pytest.approx(480 * 14000 / 20000)
-    # 16 of 64 vCPUs: all-core score per vCPU times the 16 asked for
+    # 1.43x on 16 busy threads, 1.40x on one: credited the smaller speed-up
+    assert d[("c8g.4xlarge", "spot")] == pytest.approx(480 * 1000 / 1400)
+    # 16 of 64 vCPUs: all-core score per vCPU times the 16 asked for (1.25x; 1.30x on one thread)
     assert d[("c6i.16xlarge", "spot")] == pytest.approx(480 * 14000 / (70000 * 16 / 64))
     assert any("min(1h, runtime target 480s)" in r for r in p.reasons)
 
 
 def test_cold_start_gives_the_threads_asked_for_a_core_each_on_a_hyper_threaded_type():
-    """16 threads on 32 cores with hyper-threads (64 vCPUs): each has a core, 16 x the single-core score."""
+    """16 threads on 32 cores with hyper-threads (64 vCPUs): each has a core, 16 x the single-core
+    score, so the type is as fast on 16 threads as on one (1.30x the reference), not 1.25x."""
     ht = COLD[2]._replace(cores=32)
     p = plan("ec2 && vcpu=16", table=[*COLD[:2], ht], timeout_s=600)
     d = {(c.offer.instance_type, c.offer.market): c.duration_s for c in p.candidates}
-    assert d[("c6i.16xlarge", "spot")] == pytest.approx(480 * 14000 / (16 * 1300))
-    assert any("the CPU score of 16 busy threads" in r for r in p.reasons)
+    assert d[("c6i.16xlarge", "spot")] == pytest.approx(480 * 1000 / 1300)
+    assert any("the CPU score of 16 busy threads (the vCPUs asked for) or of one thread" in r for r in p.reasons)
+
+
+def test_cold_start_credits_a_dearer_type_only_the_speed_up_it_shows_on_one_thread_too():
+    """A 16-vCPU request may run one thread or sixteen. A type without hyper-threads whose 16 busy
+    cores beat a hyper-threaded type's 8 by 1.57x, but whose core is only 4% faster, does not win
+    at 30% more an hour: the job may use one of its vCPUs."""
+    ht = offer("m6i.4xlarge", vcpu=16, mem=64, price=0.20, market=SPOT, single=1300, multi=14000, cores=8)
+    flat = offer("r7a.4xlarge", vcpu=16, mem=128, price=0.26, market=SPOT, single=1350, multi=22000)
+    p = plan("ec2 && vcpu=16", table=[ht, flat], timeout_s=600)
+    d = {c.offer.instance_type: c.duration_s for c in p.candidates}
+    assert d["r7a.4xlarge"] == pytest.approx(480 * 1300 / 1350)
+    assert p.chosen.offer.instance_type == "m6i.4xlarge"
+    # faster both ways (1.57x on 16 threads, 1.5x on one), it wins, credited 1.5x
+    fast = flat._replace(score_single=1950)
+    p = plan("ec2 && vcpu=16", table=[ht, fast], timeout_s=600)
+    assert p.chosen.offer.instance_type == "r7a.4xlarge"
+    assert p.chosen.duration_s == pytest.approx(480 * 1300 / 1950)
 
 
 def test_cold_start_drops_nothing_for_the_deadline():
