@@ -253,18 +253,18 @@ def run_seed(args, seed: int) -> dict:
         if names:
             line(f"  {form}", names)
     line("on-demand only, all jobs", everyone, "od")
-    worse = sorted(n for n in cold if results.by["any:plan"][n].cost > results.by["any:batch"][n].cost * 1.0001)
     by_plan, by_batch = results.by["any:plan"], results.by["any:batch"]
+    worse = sorted(n for n in cold if by_plan[n].cost > by_batch[n].cost * 1.0001)
     worst_ratio = max((by_plan[n].cost / by_batch[n].cost for n in worse), default=1.0)
     saved = sum(by_batch[n].cost - by_plan[n].cost for n in cold)
     over = sum(by_plan[n].cost - by_batch[n].cost for n in worse)
     print(f"jobs without history where plan cost more than Batch: {len(worse)} of {len(cold)} "
           f"(at most {worst_ratio:.3f}x, ${over:.2f} over in all; ${saved:.2f} saved on the cold jobs in all)")
-    misses = Counter(r.miss for r in results.by["any:plan"].values() if r.miss)
+    misses = Counter(r.miss for r in by_plan.values() if r.miss)
     n_miss = sum(misses.values())
     print(f"plan misses: {n_miss} of {len(jobs)} ({n_miss / len(jobs):.1%}) {dict(misses)}; "
           f"no plan: {failed['any']} (any market), {failed['od']} (on-demand)")
-    n_late = sum(results.by["any:plan"][n].late for n in with_h)
+    n_late = sum(by_plan[n].late for n in with_h)
     print(f"plans of jobs with history past the runtime target (within the timeout: not a miss, but "
           f"cheaper than the oracle, which keeps to the target, may be): {n_late} of {len(with_h)}")
     got = {"total/batch": total_b, "history/oracle": hist_o, "cold/batch": cold_b, "misses": n_miss / len(jobs),
